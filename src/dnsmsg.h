@@ -1,0 +1,145 @@
+/* dnsmsg.h: a bounded, non-owning view over DNS wire messages.
+ *
+ * Pure functions over (pointer, length): no allocation that outlives a call,
+ * no sockets, no clock. Every read is bounds-checked (RFC 9267: compression
+ * loops, label and name lengths, counts that lie); names are decoded with
+ * c-ares' ares_expand_name(), which rejects loops and out-of-range pointers.
+ * A function that returns an error has not written to its output message.
+ */
+#ifndef DOTPROXY_DNSMSG_H
+#define DOTPROXY_DNSMSG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DNS_HDR_LEN 12
+#define DNS_MAX_NAME_WIRE 255      /* RFC 1035 2.3.4, with the root label */
+#define DNS_MAX_NAME_TEXT 1024     /* presentation form, with escapes */
+#define DNS_MAX_MSG 65535          /* TCP framing limit */
+#define DNS_DEFAULT_UDP 512        /* client payload without EDNS */
+#define DNSMSG_MAX_RRS 256         /* TTL fields remembered per answer */
+
+enum {
+	DNS_RCODE_NOERROR = 0,
+	DNS_RCODE_FORMERR = 1,
+	DNS_RCODE_SERVFAIL = 2,
+	DNS_RCODE_NXDOMAIN = 3,
+	DNS_RCODE_NOTIMP = 4,
+	DNS_RCODE_REFUSED = 5,
+};
+
+enum {
+	DNS_TYPE_A = 1,
+	DNS_TYPE_NS = 2,
+	DNS_TYPE_CNAME = 5,
+	DNS_TYPE_SOA = 6,
+	DNS_TYPE_TXT = 16,
+	DNS_TYPE_AAAA = 28,
+	DNS_TYPE_OPT = 41,
+};
+
+/* Header flag bits in the 16-bit flags word (host order). */
+#define DNS_FLAG_QR 0x8000
+#define DNS_FLAG_AA 0x0400
+#define DNS_FLAG_TC 0x0200
+#define DNS_FLAG_RD 0x0100
+#define DNS_FLAG_RA 0x0080
+#define DNS_FLAG_AD 0x0020
+#define DNS_FLAG_CD 0x0010
+#define DNS_OPCODE(flags) (((flags) >> 11) & 0xf)
+#define DNS_RCODE(flags) ((flags) & 0xf)
+
+/* Return codes of the parse functions besides 0. */
+#define DNSMSG_EMALFORMED (-1) /* bytes do not form a message */
+#define DNSMSG_EMISMATCH (-2)  /* answer's question is not the one asked */
+#define DNSMSG_ENOSPC (-3)     /* output buffer too small */
+
+/* The one question of a message. */
+struct dnsmsg_question {
+	/* The name in uncompressed wire form, lowercased (A-Z only): the
+	 * cache key and the comparison form. */
+	uint8_t wire[DNS_MAX_NAME_WIRE];
+	size_t wire_len;
+	uint16_t qtype;
+	uint16_t qclass;
+	/* Offset just past the question section (12 + name + 4). The bytes
+	 * [12, end) of the message are the question in the sender's spelling. */
+	size_t end;
+};
+
+/* What a query says about itself. */
+struct dnsmsg_query {
+	uint16_t id;
+	uint16_t flags;        /* header flags word, host order */
+	int has_question;      /* 0 when QDCOUNT was not 1 or it did not parse */
+	struct dnsmsg_question q;
+	int edns;              /* an OPT record was present */
+	uint16_t udp_size;     /* client's payload size: max(512, OPT's) or 512 */
+	int do_bit;            /* DNSSEC OK from the OPT record */
+	int cd_bit;            /* Checking Disabled from the header */
+};
+
+/* What an upstream answer says, as needed to cache and age it. */
+struct dnsmsg_answer_info {
+	int rcode;
+	int tc;
+	int negative;          /* NXDOMAIN, or NOERROR with no answer records */
+	int cacheable;         /* 0: SERVFAIL, TC, negative without SOA, too many RRs, other rcodes than NOERROR/NXDOMAIN */
+	uint32_t ttl;          /* cache lifetime in seconds: min TTL of all RRs but OPT, or RFC 2308 min(SOA TTL, SOA MINIMUM) when negative */
+	size_t n_ttl;          /* number of TTL fields below */
+	uint16_t ttl_off[DNSMSG_MAX_RRS]; /* byte offsets of the TTL field of every RR except OPT */
+};
+
+/* Header accessors; the caller has checked len >= DNS_HDR_LEN. */
+uint16_t dnsmsg_get_id(const uint8_t *msg);
+void dnsmsg_set_id(uint8_t *msg, uint16_t id);
+uint16_t dnsmsg_get_flags(const uint8_t *msg);
+
+/* Parse a client query.
+ * Returns 0 when it is a well-formed standard query with one question;
+ * DNS_RCODE_FORMERR or DNS_RCODE_NOTIMP (> 0) when an error answer should be
+ * sent (q->has_question says whether it can echo the question); and
+ * DNSMSG_EMALFORMED when no answer is possible (shorter than a header, QR
+ * set) and the packet must be dropped and counted. *q is filled as far as
+ * parsing got. */
+int dnsmsg_parse_query(const uint8_t *msg, size_t len, struct dnsmsg_query *q);
+
+/* Build an error answer (rcode) to a query into out: the query's ID, opcode
+ * and RD, QR and RA set; the question echoed as the client spelled it when
+ * q->has_question; an OPT record (payload 1232, DO echoed) when q->edns.
+ * Returns 0 and sets *out_len, or DNSMSG_ENOSPC. */
+int dnsmsg_error_reply(const uint8_t *query, size_t query_len,
+    const struct dnsmsg_query *q, int rcode, uint8_t *out, size_t cap,
+    size_t *out_len);
+
+/* Parse and check an upstream answer: QR set, QDCOUNT 1, its question equal
+ * to expect (name case-insensitively, type, class), every record inside the
+ * message. Fills *info (TTL offsets, cache lifetime, negative, cacheable).
+ * Returns 0, DNSMSG_EMALFORMED, or DNSMSG_EMISMATCH. */
+int dnsmsg_parse_answer(const uint8_t *msg, size_t len,
+    const struct dnsmsg_question *expect, struct dnsmsg_answer_info *info);
+
+/* Make a stored answer the reply to one client's query, in place: set the
+ * client's ID and write the client's question bytes query[12, q->q.end)
+ * over the answer's (same length, as it matched case-insensitively; the
+ * caller guarantees this by having checked with dnsmsg_parse_answer).
+ * Also copies the client's RD and CD bits into the header. */
+void dnsmsg_personalize(uint8_t *answer, size_t answer_len,
+    const uint8_t *query, const struct dnsmsg_query *q);
+
+/* Lower every TTL field listed in offs by age seconds (not below 0), in
+ * place. Offsets beyond len are ignored. */
+void dnsmsg_age_ttls(uint8_t *msg, size_t len, const uint16_t *offs,
+    size_t n_offs, uint32_t age);
+
+/* Cut an answer that does not fit a UDP client in place: keep the header
+ * and the question, set TC, zero ANCOUNT, NSCOUNT and ARCOUNT. Returns the
+ * new length (the question's end), or 0 if the question cannot be found. */
+size_t dnsmsg_truncate(uint8_t *msg, size_t len);
+
+/* Write the question's name in presentation form (lowercase, "." for the
+ * root, trailing dot) into buf for logging. Never fails: an unprintable
+ * name is written as "?". */
+void dnsmsg_name_str(const struct dnsmsg_question *q, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,682 @@
+/* listen.c: UDP and TCP listeners, the client side of dotproxy.
+ *
+ * Every message read is handed to query_handle(). An answer that is ready
+ * at once (cache hit, error) is sent from the shared out buffer before the
+ * read callback returns; a pending one comes back through a done callback.
+ * UDP needs no allocation per query: the client's address travels inside
+ * the pending query as its origin bytes. A TCP connection is freed only
+ * when its handles are closed and no query still points at it (pending),
+ * so an answer for a client that left is dropped and counted, never sent
+ * to freed memory.
+ *
+ * TCP connections sit on a list in order of last activity (head = least
+ * recently active), which gives both the idle sweep and the victim when the
+ * connection cap is reached: the least recently active connection with no
+ * query in flight.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dnsmsg.h"
+#include "listen.h"
+#include "log.h"
+#include "mem.h"
+
+/* libuv splits a recvmmsg buffer into 64 KiB datagram slots. */
+#define UDP_SLOT 65536
+#define UDP_SLOTS 8
+#define TCP_FRAME_MAX (2 + DNS_MAX_MSG)
+#define TCP_RBUF_MIN 4096
+#define TCP_RBUF_MAX (TCP_FRAME_MAX + 4096)
+/* Queries in flight per TCP connection before we stop reading from it:
+ * a client that pipelines without bound gets back-pressure, not memory. */
+#define TCP_MAX_PENDING 256
+/* Bytes of answers queued to a client that does not read: then we close. */
+#define TCP_MAX_WRITE_QUEUE (1u << 20)
+#define TCP_BACKLOG 256
+
+struct listen;
+
+struct udp_sock {
+	uv_udp_t handle;
+	struct listen *l;
+};
+
+struct tcp_sock {
+	uv_tcp_t handle;
+	struct listen *l;
+};
+
+struct tcp_conn {
+	uv_tcp_t handle;
+	uv_timer_t idle;
+	struct listen *l;
+	struct tcp_conn *prev, *next; /* activity list */
+	uint8_t *rbuf;
+	size_t rlen, rcap;
+	unsigned pending;    /* queries whose done_cb has not come yet */
+	unsigned open_handles;
+	int closing;
+	int reading;
+};
+
+struct send_req {
+	uv_udp_send_t req;
+	size_t len;
+	uint8_t data[];
+};
+
+struct write_req {
+	uv_write_t req;
+	size_t len;
+	uint8_t data[];
+};
+
+struct listen {
+	uv_loop_t *loop;
+	const struct conf *conf;
+	struct query_ctx *qctx;
+	struct metrics *m;
+	struct udp_sock *udp[CONF_MAX_LISTEN];
+	struct tcp_sock *tcp[CONF_MAX_LISTEN];
+	size_t n_udp, n_tcp;
+	struct tcp_conn *head, *tail; /* activity list */
+	unsigned n_conns;
+	unsigned open_handles; /* listening sockets not yet closed */
+	int closing;
+	uint8_t *udp_buf;      /* UDP_SLOTS * UDP_SLOT, reused for every batch */
+	uint8_t out[DNS_MAX_MSG + 2]; /* answers ready at once; 2 for TCP framing */
+};
+
+static void listen_maybe_free(struct listen *l);
+static void conn_close(struct tcp_conn *c);
+
+/* ---- UDP ---- */
+
+static void
+udp_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct udp_sock *u = h->data;
+
+	(void)suggested;
+	buf->base = (char *)u->l->udp_buf;
+	buf->len = UDP_SLOTS * UDP_SLOT;
+}
+
+static void
+udp_send_cb(uv_udp_send_t *req, int status)
+{
+	struct send_req *sr = (struct send_req *)req;
+	struct udp_sock *u = req->handle->data;
+
+	if (status != 0 && status != UV_ECANCELED)
+		u->l->m->drops_send_failed++;
+	mem_free(sr);
+}
+
+static void
+udp_send(struct udp_sock *u, const struct sockaddr *to, const uint8_t *msg,
+    size_t len)
+{
+	uv_buf_t buf = uv_buf_init((char *)msg, (unsigned)len);
+	struct send_req *sr;
+	int rc;
+
+	rc = uv_udp_try_send(&u->handle, &buf, 1, to);
+	if (rc >= 0)
+		return;
+	if (rc != UV_EAGAIN)
+		goto fail;
+	/* The socket buffer is full: queue a copy. */
+	sr = mem_alloc(sizeof(*sr) + len);
+	if (sr == NULL)
+		goto fail;
+	sr->len = len;
+	memcpy(sr->data, msg, len);
+	buf = uv_buf_init((char *)sr->data, (unsigned)len);
+	if (uv_udp_send(&sr->req, &u->handle, &buf, 1, to, udp_send_cb) != 0) {
+		mem_free(sr);
+		goto fail;
+	}
+	return;
+
+fail:
+	u->l->m->drops_send_failed++;
+	log_debug("udp send: %s", uv_strerror(rc));
+}
+
+static void
+udp_done_cb(void *arg, const void *origin, const uint8_t *msg, size_t len)
+{
+	struct udp_sock *u = arg;
+	struct sockaddr_storage to;
+
+	if (msg == NULL)
+		return;
+	if (u->l->closing) {
+		u->l->m->drops_client_gone++;
+		return;
+	}
+	memcpy(&to, origin, sizeof(to));
+	udp_send(u, (const struct sockaddr *)&to, msg, len);
+}
+
+static void
+udp_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
+    const struct sockaddr *addr, unsigned flags)
+{
+	struct udp_sock *u = h->data;
+	struct listen *l = u->l;
+	struct sockaddr_storage from;
+	size_t out_len = 0;
+
+	if (nread < 0) {
+		log_debug("udp recv: %s", uv_strerror((int)nread));
+		return;
+	}
+	/* nread 0 with no address: nothing read, or the end of a batch. */
+	if (addr == NULL)
+		return;
+	l->m->queries_udp++;
+	if (flags & UV_UDP_PARTIAL) {
+		l->m->drops_malformed++;
+		return;
+	}
+	memset(&from, 0, sizeof(from));
+	memcpy(&from, addr, addr->sa_family == AF_INET6 ?
+	    sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+	if (query_handle(l->qctx, (const uint8_t *)buf->base, (size_t)nread, 1,
+	    uv_now(l->loop), l->out, &out_len, udp_done_cb, u, &from,
+	    sizeof(from)) == QUERY_ANSWER)
+		udp_send(u, addr, l->out, out_len);
+}
+
+/* ---- TCP connections ---- */
+
+static void
+list_remove(struct listen *l, struct tcp_conn *c)
+{
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		l->head = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	else
+		l->tail = c->prev;
+	c->prev = c->next = NULL;
+}
+
+static void
+list_append(struct listen *l, struct tcp_conn *c)
+{
+	c->prev = l->tail;
+	c->next = NULL;
+	if (l->tail != NULL)
+		l->tail->next = c;
+	else
+		l->head = c;
+	l->tail = c;
+}
+
+static void
+conn_touch(struct tcp_conn *c)
+{
+	struct listen *l = c->l;
+
+	if (l->tail != c) {
+		list_remove(l, c);
+		list_append(l, c);
+	}
+	uv_timer_again(&c->idle);
+}
+
+static void
+conn_maybe_free(struct tcp_conn *c)
+{
+	if (!c->closing || c->open_handles != 0 || c->pending != 0)
+		return;
+	mem_free(c->rbuf);
+	mem_free(c);
+}
+
+static void
+conn_handle_close_cb(uv_handle_t *h)
+{
+	struct tcp_conn *c = h->data;
+
+	c->open_handles--;
+	conn_maybe_free(c);
+}
+
+static void
+conn_close(struct tcp_conn *c)
+{
+	if (c->closing)
+		return;
+	c->closing = 1;
+	list_remove(c->l, c);
+	c->l->n_conns--;
+	uv_close((uv_handle_t *)&c->idle, conn_handle_close_cb);
+	uv_close((uv_handle_t *)&c->handle, conn_handle_close_cb);
+}
+
+static void
+write_cb(uv_write_t *req, int status)
+{
+	struct write_req *wr = (struct write_req *)req;
+
+	(void)status;
+	mem_free(wr);
+}
+
+/* Send one framed answer: straight to the socket when it takes it, else a
+ * queued copy of what is left. */
+static void
+conn_send(struct tcp_conn *c, const uint8_t *msg, size_t len)
+{
+	uint8_t hdr[2] = { (uint8_t)(len >> 8), (uint8_t)len };
+	uv_buf_t bufs[2] = {
+		uv_buf_init((char *)hdr, 2),
+		uv_buf_init((char *)msg, (unsigned)len),
+	};
+	struct write_req *wr;
+	size_t done = 0, left;
+	int rc;
+
+	rc = uv_try_write((uv_stream_t *)&c->handle, bufs, 2);
+	if (rc >= 0)
+		done = (size_t)rc;
+	else if (rc != UV_EAGAIN)
+		goto fail;
+	if (done == len + 2)
+		return;
+	if (c->handle.write_queue_size > TCP_MAX_WRITE_QUEUE) {
+		log_debug("tcp client does not read its answers: closing");
+		goto fail;
+	}
+	left = len + 2 - done;
+	wr = mem_alloc(sizeof(*wr) + left);
+	if (wr == NULL)
+		goto fail;
+	wr->len = left;
+	if (done < 2) {
+		memcpy(wr->data, hdr + done, 2 - done);
+		memcpy(wr->data + 2 - done, msg, len);
+	} else {
+		memcpy(wr->data, msg + done - 2, left);
+	}
+	bufs[0] = uv_buf_init((char *)wr->data, (unsigned)left);
+	if (uv_write(&wr->req, (uv_stream_t *)&c->handle, bufs, 1,
+	    write_cb) != 0) {
+		mem_free(wr);
+		goto fail;
+	}
+	return;
+
+fail:
+	c->l->m->drops_send_failed++;
+	conn_close(c);
+}
+
+static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+static void
+conn_read_start(struct tcp_conn *c)
+{
+	if (!c->reading && !c->closing &&
+	    uv_read_start((uv_stream_t *)&c->handle, conn_alloc_cb,
+	    conn_read_cb) == 0)
+		c->reading = 1;
+}
+
+static void
+tcp_done_cb(void *arg, const void *origin, const uint8_t *msg, size_t len)
+{
+	struct tcp_conn *c = arg;
+
+	(void)origin;
+	c->pending--;
+	if (c->closing) {
+		if (msg != NULL)
+			c->l->m->drops_client_gone++;
+		conn_maybe_free(c);
+		return;
+	}
+	if (msg != NULL)
+		conn_send(c, msg, len);
+	if (!c->closing && c->pending < TCP_MAX_PENDING)
+		conn_read_start(c);
+}
+
+static void
+conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct tcp_conn *c = h->data;
+	uint8_t *nb;
+	size_t ncap;
+
+	(void)suggested;
+	if (c->rcap - c->rlen < TCP_RBUF_MIN && c->rcap < TCP_RBUF_MAX) {
+		ncap = c->rcap * 2;
+		if (ncap > TCP_RBUF_MAX)
+			ncap = TCP_RBUF_MAX;
+		nb = mem_realloc(c->rbuf, ncap);
+		if (nb != NULL) {
+			c->rbuf = nb;
+			c->rcap = ncap;
+		}
+	}
+	/* A zero-length buffer makes libuv report UV_ENOBUFS: we close. */
+	buf->base = (char *)c->rbuf + c->rlen;
+	buf->len = c->rcap - c->rlen;
+}
+
+/* Handle every complete frame in the read buffer. */
+static void
+conn_frames(struct tcp_conn *c)
+{
+	struct listen *l = c->l;
+	size_t off = 0, flen, out_len;
+	enum query_result r;
+
+	while (!c->closing && c->rlen - off >= 2) {
+		flen = (size_t)c->rbuf[off] << 8 | c->rbuf[off + 1];
+		if (c->rlen - off < 2 + flen)
+			break;
+		l->m->queries_tcp++;
+		out_len = 0;
+		r = query_handle(l->qctx, c->rbuf + off + 2, flen, 0,
+		    uv_now(l->loop), l->out, &out_len, tcp_done_cb, c, NULL, 0);
+		off += 2 + flen;
+		if (r == QUERY_ANSWER)
+			conn_send(c, l->out, out_len);
+		else if (r == QUERY_PENDING)
+			c->pending++;
+	}
+	if (off != 0) {
+		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+		c->rlen -= off;
+	}
+}
+
+static void
+conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct tcp_conn *c = s->data;
+
+	(void)buf;
+	if (nread < 0) {
+		if (nread != UV_EOF)
+			log_debug("tcp client: %s", uv_strerror((int)nread));
+		conn_close(c);
+		return;
+	}
+	if (nread == 0)
+		return;
+	c->rlen += (size_t)nread;
+	conn_touch(c);
+	conn_frames(c);
+	if (!c->closing && c->pending >= TCP_MAX_PENDING) {
+		uv_read_stop(s);
+		c->reading = 0;
+	}
+}
+
+static void
+conn_idle_cb(uv_timer_t *t)
+{
+	struct tcp_conn *c = t->data;
+
+	/* RFC 7766 6.2.3: idle means no query in flight either. */
+	if (c->pending != 0) {
+		uv_timer_again(t);
+		return;
+	}
+	c->l->m->tcp_idle_closed++;
+	conn_close(c);
+}
+
+/* At the cap: close the least recently active connection with nothing in
+ * flight. Returns 0 when one was closed. */
+static int
+evict_idle_conn(struct listen *l)
+{
+	struct tcp_conn *c;
+
+	for (c = l->head; c != NULL; c = c->next) {
+		if (c->pending == 0) {
+			l->m->tcp_limit_closed++;
+			conn_close(c);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static void
+reject_close_cb(uv_handle_t *h)
+{
+	mem_free(h);
+}
+
+/* Accept and close at once: the client learns now, not after a timeout. */
+static void
+reject_conn(struct listen *l, uv_stream_t *server)
+{
+	uv_tcp_t *t = mem_alloc(sizeof(*t));
+
+	l->m->drops_overload++;
+	if (t == NULL)
+		return;
+	if (uv_tcp_init(l->loop, t) != 0) {
+		mem_free(t);
+		return;
+	}
+	(void)uv_accept(server, (uv_stream_t *)t);
+	uv_close((uv_handle_t *)t, reject_close_cb);
+}
+
+static void
+tcp_connection_cb(uv_stream_t *server, int status)
+{
+	struct tcp_sock *ts = server->data;
+	struct listen *l = ts->l;
+	struct tcp_conn *c;
+
+	if (status != 0 || l->closing)
+		return;
+	if (l->n_conns >= l->conf->tcp_max_clients && evict_idle_conn(l) != 0) {
+		reject_conn(l, server);
+		return;
+	}
+	c = mem_calloc(1, sizeof(*c));
+	if (c == NULL) {
+		reject_conn(l, server);
+		return;
+	}
+	c->l = l;
+	c->rcap = TCP_RBUF_MIN;
+	c->rbuf = mem_alloc(c->rcap);
+	if (c->rbuf == NULL) {
+		mem_free(c);
+		reject_conn(l, server);
+		return;
+	}
+	uv_tcp_init(l->loop, &c->handle);
+	uv_timer_init(l->loop, &c->idle);
+	c->handle.data = c;
+	c->idle.data = c;
+	c->open_handles = 2;
+	list_append(l, c);
+	l->n_conns++;
+	if (uv_accept(server, (uv_stream_t *)&c->handle) != 0) {
+		conn_close(c);
+		return;
+	}
+	l->m->tcp_accepted++;
+	uv_tcp_nodelay(&c->handle, 1);
+	uv_timer_start(&c->idle, conn_idle_cb, l->conf->tcp_idle_timeout_ms,
+	    l->conf->tcp_idle_timeout_ms);
+	conn_read_start(c);
+	if (!c->reading)
+		conn_close(c);
+}
+
+/* ---- setup and teardown ---- */
+
+static void
+udp_sock_close_cb(uv_handle_t *h)
+{
+	struct udp_sock *u = h->data;
+	struct listen *l = u->l;
+
+	mem_free(u);
+	l->open_handles--;
+	listen_maybe_free(l);
+}
+
+static void
+tcp_sock_close_cb(uv_handle_t *h)
+{
+	struct tcp_sock *t = h->data;
+	struct listen *l = t->l;
+
+	mem_free(t);
+	l->open_handles--;
+	listen_maybe_free(l);
+}
+
+static int
+bind_udp(struct listen *l, const struct conf_addr *a, char *err,
+    size_t errlen)
+{
+	struct udp_sock *u;
+	unsigned flags = a->ss.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0;
+	int rc;
+
+	u = mem_calloc(1, sizeof(*u));
+	if (u == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	u->l = l;
+	rc = uv_udp_init_ex(l->loop, &u->handle,
+	    a->ss.ss_family | UV_UDP_RECVMMSG);
+	if (rc != 0) {
+		mem_free(u);
+		snprintf(err, errlen, "udp: %s", uv_strerror(rc));
+		return -1;
+	}
+	u->handle.data = u;
+	l->udp[l->n_udp++] = u;
+	l->open_handles++;
+	rc = uv_udp_bind(&u->handle, (const struct sockaddr *)&a->ss, flags);
+	if (rc == 0)
+		rc = uv_udp_recv_start(&u->handle, udp_alloc_cb, udp_recv_cb);
+	if (rc != 0) {
+		snprintf(err, errlen, "udp: %s", uv_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
+static int
+bind_tcp(struct listen *l, const struct conf_addr *a, char *err,
+    size_t errlen)
+{
+	struct tcp_sock *t;
+	unsigned flags = a->ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
+	int rc;
+
+	t = mem_calloc(1, sizeof(*t));
+	if (t == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	t->l = l;
+	rc = uv_tcp_init_ex(l->loop, &t->handle, a->ss.ss_family);
+	if (rc != 0) {
+		mem_free(t);
+		snprintf(err, errlen, "tcp: %s", uv_strerror(rc));
+		return -1;
+	}
+	t->handle.data = t;
+	l->tcp[l->n_tcp++] = t;
+	l->open_handles++;
+	rc = uv_tcp_bind(&t->handle, (const struct sockaddr *)&a->ss, flags);
+	if (rc == 0)
+		rc = uv_listen((uv_stream_t *)&t->handle, TCP_BACKLOG,
+		    tcp_connection_cb);
+	if (rc != 0) {
+		snprintf(err, errlen, "tcp: %s", uv_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
+int
+listen_start(uv_loop_t *loop, const struct conf *conf,
+    struct query_ctx *qctx, struct metrics *m, struct listen **out,
+    char *err, size_t errlen)
+{
+	struct listen *l;
+	char addr[64], why[256];
+	size_t i;
+
+	l = mem_calloc(1, sizeof(*l));
+	if (l == NULL)
+		goto nomem;
+	l->udp_buf = mem_alloc(UDP_SLOTS * UDP_SLOT);
+	if (l->udp_buf == NULL) {
+		mem_free(l);
+		goto nomem;
+	}
+	l->loop = loop;
+	l->conf = conf;
+	l->qctx = qctx;
+	l->m = m;
+	for (i = 0; i < conf->n_listen; i++) {
+		if (bind_udp(l, &conf->listen[i], why, sizeof(why)) != 0 ||
+		    bind_tcp(l, &conf->listen[i], why, sizeof(why)) != 0) {
+			conf_addr_str(&conf->listen[i], addr, sizeof(addr));
+			snprintf(err, errlen, "listen %s: %s", addr, why);
+			listen_close(l);
+			return -1;
+		}
+		conf_addr_str(&conf->listen[i], addr, sizeof(addr));
+		log_info("listening on %s (udp, tcp)", addr);
+	}
+	*out = l;
+	return 0;
+
+nomem:
+	snprintf(err, errlen, "listen: out of memory");
+	return -1;
+}
+
+static void
+listen_maybe_free(struct listen *l)
+{
+	if (!l->closing || l->open_handles != 0)
+		return;
+	mem_free(l->udp_buf);
+	mem_free(l);
+}
+
+void
+listen_close(struct listen *l)
+{
+	size_t i;
+
+	l->closing = 1;
+	while (l->head != NULL)
+		conn_close(l->head);
+	for (i = 0; i < l->n_udp; i++)
+		uv_close((uv_handle_t *)&l->udp[i]->handle, udp_sock_close_cb);
+	for (i = 0; i < l->n_tcp; i++)
+		uv_close((uv_handle_t *)&l->tcp[i]->handle, tcp_sock_close_cb);
+	listen_maybe_free(l);
+}

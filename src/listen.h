@@ -1,0 +1,34 @@
+/* listen.h: the client side: UDP and TCP listeners on every listen address.
+ *
+ * UDP: one socket per address; each datagram is one query, answered from
+ * the same socket (truncated with TC when larger than the client allows).
+ * TCP (RFC 7766): 2-byte length framing, many queries per connection,
+ * answered as they become ready (out of order), an idle timeout, and a cap
+ * on connections at which the least recently active idle one is closed to
+ * admit a new one.
+ */
+#ifndef DOTPROXY_LISTEN_H
+#define DOTPROXY_LISTEN_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "conf.h"
+#include "metrics.h"
+#include "query.h"
+
+struct listen;
+
+/* Bind UDP and TCP on every conf->listen address and start serving into
+ * qctx. Returns 0 and *out, or -1 with "listen ADDR: reason" in err (and
+ * nothing left open). conf and qctx must outlive the listeners. */
+int listen_start(uv_loop_t *loop, const struct conf *conf,
+    struct query_ctx *qctx, struct metrics *m, struct listen **out,
+    char *err, size_t errlen);
+
+/* Stop accepting and reading, close every client connection. Answers still
+ * pending for closed connections are dropped and counted. Memory goes once
+ * the loop has run the close callbacks; l is invalid after this call. */
+void listen_close(struct listen *l);
+
+#endif

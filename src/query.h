@@ -1,0 +1,54 @@
+/* query.h: one client query's life, from bytes in to exactly one answer.
+ *
+ * A listener hands every message it reads to query_handle(). Errors and
+ * cache hits are answered at once into the listener's buffer; a miss
+ * becomes a heap query that goes upstream and ends in exactly one call of
+ * the listener's done callback (an answer, or SERVFAIL when the upstream
+ * failed or the deadline passed). A query is freed in one place only, right
+ * after that callback.
+ */
+#ifndef DOTPROXY_QUERY_H
+#define DOTPROXY_QUERY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "cache.h"
+#include "conf.h"
+#include "metrics.h"
+#include "upstream.h"
+
+/* Everything a query needs, built once by main.c (no globals). */
+struct query_ctx {
+	uv_loop_t *loop;
+	const struct conf *conf;
+	struct cache *cache;
+	struct upstream_pool *pool;
+	struct metrics *metrics;
+};
+
+enum query_result {
+	QUERY_DROP = 0,    /* nothing to send; the drop has been counted */
+	QUERY_ANSWER = 1,  /* the answer is in out, *out_len bytes */
+	QUERY_PENDING = 2, /* done_cb will be called exactly once later */
+};
+
+/* Called once for a pending query with the origin bytes given to
+ * query_handle and the answer (both valid during the call), or msg == NULL
+ * when there is nothing to send (already counted). */
+typedef void (*query_done_cb)(void *arg, const void *origin,
+    const uint8_t *msg, size_t len);
+
+/* Handle one client message read at now_ms (the loop's clock). udp says
+ * whether the answer must fit the client's UDP payload size (it is then
+ * truncated with TC set). out must hold DNS_MAX_MSG bytes. origin
+ * (origin_len bytes, e.g. the client's address) is copied into a pending
+ * query and handed back to done_cb, so a listener needs no allocation of
+ * its own per query. Returns a query_result; QUERY_PENDING means
+ * done_cb(arg, origin, ...) follows, never before this call returns. */
+enum query_result query_handle(struct query_ctx *ctx, const uint8_t *msg,
+    size_t len, int udp, uint64_t now_ms, uint8_t *out, size_t *out_len,
+    query_done_cb done_cb, void *arg, const void *origin, size_t origin_len);
+
+#endif

@@ -1,0 +1,787 @@
+/* tls.c: a GnuTLS client session over a libuv TCP stream.
+ *
+ * GnuTLS runs non-blocking with our own transport: libuv's read callback
+ * appends ciphertext to an input buffer that the pull function serves
+ * (EAGAIN when it is empty), and the push function copies each chunk of
+ * ciphertext into one uv_write request and reports it sent at once, so a
+ * GnuTLS call never sees EAGAIN on the way out. The handshake is driven on
+ * connect and on every read; gnutls_session_set_verify_cert makes the
+ * handshake itself fail on a bad certificate, so no application byte is
+ * accepted or delivered before verification (the state only becomes
+ * ESTABLISHED after it).
+ *
+ * Lifetime: a connection owns two handles (the TCP stream and one timer)
+ * and is freed in the close callback of the last of them, never earlier.
+ * Every path that ends the connection goes through conn_shutdown(), which
+ * sets `closing`; all libuv callbacks and the delivery loops check that
+ * flag after anything that may have called back into the user, because the
+ * user may call tls_conn_close() from read_cb. libuv runs the callbacks of
+ * cancelled write and connect requests (UV_ECANCELED) before the handle's
+ * close callback, so those callbacks may still touch the connection; they
+ * only free their own memory and never call the user once `closing` is set.
+ *
+ * The timer bounds connect + handshake; once established it is reused with
+ * a zero timeout to report a write error from the next loop turn, so that
+ * tls_conn_write never calls back into its caller.
+ *
+ * Writes to a peer that has gone away may raise SIGPIPE (libuv writes with
+ * write(2)): the program must ignore SIGPIPE, as any libuv server does.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <gnutls/gnutls.h>
+
+#include "log.h"
+#include "mem.h"
+#include "tls.h"
+
+#define TLS_PRIORITY "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
+/* Room offered to each uv read: one full TLS record plus its overhead. */
+#define TLS_READ_CHUNK (16384 + 2048)
+/* Plaintext buffer for gnutls_record_recv: one maximum record. */
+#define TLS_PLAIN_CHUNK 16384
+/* Consecutive GnuTLS calls without progress we tolerate before calling
+ * the session broken; only reachable if GnuTLS misbehaves. */
+#define TLS_MAX_SPIN 64
+#define TLS_WHY_MAX 512
+
+struct tls_ctx {
+	gnutls_certificate_credentials_t cred;
+	gnutls_priority_t prio;
+};
+
+enum conn_state {
+	ST_CONNECTING,
+	ST_HANDSHAKING,
+	ST_ESTABLISHED,
+};
+
+struct tls_conn {
+	uv_loop_t *loop;
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	uv_connect_t connect_req;
+	gnutls_session_t session;
+	struct tls_conn_cbs cbs;
+	void *arg;
+	char *auth_name;
+	unsigned timeout_ms;
+	enum conn_state state;
+	int closing;       /* set once: no user callback from then on */
+	int handles_open;  /* freed when this drops to 0 */
+	int peer_eof;      /* libuv reported UV_EOF: pull returns 0 */
+	int tls_broken;    /* a fatal TLS or I/O error: no close_notify */
+	int pending_err;   /* write error to report from the timer */
+	const char *pending_why; /* its text (GnuTLS's static string) */
+	uint8_t *in;       /* ciphertext received, not yet pulled */
+	size_t in_off, in_len, in_cap;
+	size_t write_queued; /* ciphertext bytes handed to uv_write */
+};
+
+/* One uv_write with its ciphertext in the same allocation. */
+struct write_req {
+	uv_write_t req;
+	struct tls_conn *conn;
+	size_t len;
+	uint8_t data[];
+};
+
+/* ---- credentials ---- */
+
+int
+tls_ctx_new(const char *ca_file, struct tls_ctx **out, char *err,
+    size_t errlen)
+{
+	struct tls_ctx *ctx;
+	const char *errpos = NULL;
+	int ret;
+
+	*out = NULL;
+	ctx = mem_calloc(1, sizeof(*ctx));
+	if (ctx == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	ret = gnutls_certificate_allocate_credentials(&ctx->cred);
+	if (ret < 0) {
+		snprintf(err, errlen, "gnutls credentials: %s",
+		    gnutls_strerror(ret));
+		ctx->cred = NULL;
+		goto fail;
+	}
+	if (ca_file != NULL && ca_file[0] != '\0') {
+		ret = gnutls_certificate_set_x509_trust_file(ctx->cred,
+		    ca_file, GNUTLS_X509_FMT_PEM);
+		if (ret == GNUTLS_E_FILE_ERROR && access(ca_file, R_OK) != 0) {
+			/* errno says more than "Error while reading file". */
+			snprintf(err, errlen, "ca-file %s: %s", ca_file,
+			    strerror(errno));
+			goto fail;
+		}
+		if (ret < 0) {
+			snprintf(err, errlen, "ca-file %s: %s", ca_file,
+			    gnutls_strerror(ret));
+			goto fail;
+		}
+		if (ret == 0) {
+			snprintf(err, errlen, "ca-file %s: no certificate found",
+			    ca_file);
+			goto fail;
+		}
+	} else {
+		ret = gnutls_certificate_set_x509_system_trust(ctx->cred);
+		if (ret < 0) {
+			snprintf(err, errlen, "system trust store: %s",
+			    gnutls_strerror(ret));
+			goto fail;
+		}
+		/* An empty store would make every upstream fail to verify;
+		 * say so once at startup instead of on every connection. */
+		if (ret == 0) {
+			snprintf(err, errlen, "system trust store: no "
+			    "certificate found (install ca-certificates or "
+			    "set a ca-file)");
+			goto fail;
+		}
+	}
+	ret = gnutls_priority_init(&ctx->prio, TLS_PRIORITY, &errpos);
+	if (ret < 0) {
+		snprintf(err, errlen, "tls priority: %s", gnutls_strerror(ret));
+		ctx->prio = NULL;
+		goto fail;
+	}
+	*out = ctx;
+	return 0;
+
+fail:
+	tls_ctx_free(ctx);
+	return -1;
+}
+
+void
+tls_ctx_free(struct tls_ctx *ctx)
+{
+	if (ctx == NULL)
+		return;
+	if (ctx->prio != NULL)
+		gnutls_priority_deinit(ctx->prio);
+	if (ctx->cred != NULL)
+		gnutls_certificate_free_credentials(ctx->cred);
+	mem_free(ctx);
+}
+
+/* ---- teardown ---- */
+
+static void
+conn_free(struct tls_conn *c)
+{
+	if (c->session != NULL)
+		gnutls_deinit(c->session);
+	mem_free(c->in);
+	mem_free(c->auth_name);
+	mem_free(c);
+}
+
+static void
+handle_close_cb(uv_handle_t *h)
+{
+	struct tls_conn *c = h->data;
+
+	if (--c->handles_open == 0)
+		conn_free(c);
+}
+
+/* Stop everything and hand both handles to libuv; the memory goes in the
+ * last close callback. Idempotent. send_bye: try a close_notify first. */
+static void
+conn_shutdown(struct tls_conn *c, int send_bye)
+{
+	if (c->closing)
+		return;
+	c->closing = 1;
+	uv_read_stop((uv_stream_t *)&c->tcp);
+	uv_timer_stop(&c->timer);
+	/* Best effort: push never blocks, so this queues the alert and
+	 * returns; a pending write is flushed or cancelled by uv_close. */
+	if (send_bye && c->state == ST_ESTABLISHED && !c->tls_broken)
+		(void)gnutls_bye(c->session, GNUTLS_SHUT_WR);
+	uv_close((uv_handle_t *)&c->tcp, handle_close_cb);
+	uv_close((uv_handle_t *)&c->timer, handle_close_cb);
+}
+
+/* The attempt failed: one connected_cb with the error, then gone. */
+static void
+conn_fail(struct tls_conn *c, int status, const char *why)
+{
+	if (c->closing)
+		return;
+	/* Shut down first so that a tls_conn_close() from the callback is a
+	 * no-op; the memory stays until the close callbacks run. */
+	c->tls_broken = 1;
+	conn_shutdown(c, 0);
+	log_debug("tls %s: %s", c->auth_name, why);
+	c->cbs.connected_cb(c->arg, status, why);
+}
+
+/* The established connection ended: one closed_cb, then gone. */
+static void
+conn_end(struct tls_conn *c, int status, const char *why)
+{
+	if (c->closing)
+		return;
+	c->tls_broken = 1;
+	conn_shutdown(c, 0);
+	log_debug("tls %s: closed: %s", c->auth_name, why);
+	if (c->cbs.closed_cb != NULL)
+		c->cbs.closed_cb(c->arg, status, why);
+}
+
+/* A socket error: the right callback for the state we are in. */
+static void
+io_error(struct tls_conn *c, const char *op, int uverr)
+{
+	char why[TLS_WHY_MAX];
+
+	c->tls_broken = 1;
+	if (c->state == ST_ESTABLISHED) {
+		snprintf(why, sizeof(why), "%s: %s", op, uv_strerror(uverr));
+		conn_end(c, TLS_E_IO, why);
+	} else {
+		snprintf(why, sizeof(why), "handshake with %s: %s: %s",
+		    c->auth_name, op, uv_strerror(uverr));
+		conn_fail(c, TLS_E_HANDSHAKE, why);
+	}
+}
+
+/* ---- GnuTLS transport ---- */
+
+static ssize_t
+pull_fn(gnutls_transport_ptr_t ptr, void *buf, size_t len)
+{
+	struct tls_conn *c = ptr;
+	size_t avail = c->in_len - c->in_off;
+
+	if (avail == 0) {
+		if (c->peer_eof)
+			return 0;
+		gnutls_transport_set_errno(c->session, EAGAIN);
+		return -1;
+	}
+	if (len > avail)
+		len = avail;
+	memcpy(buf, c->in + c->in_off, len);
+	c->in_off += len;
+	if (c->in_off == c->in_len)
+		c->in_off = c->in_len = 0;
+	return (ssize_t)len;
+}
+
+/* GnuTLS asks this before some reads (TLS 1.3); the answer must not wait:
+ * data (or EOF) is either buffered already or not. */
+static int
+pull_timeout_fn(gnutls_transport_ptr_t ptr, unsigned int ms)
+{
+	struct tls_conn *c = ptr;
+
+	(void)ms;
+	return (c->in_len > c->in_off || c->peer_eof) ? 1 : 0;
+}
+
+static void
+write_cb(uv_write_t *req, int status)
+{
+	struct write_req *wr = (struct write_req *)req;
+	struct tls_conn *c = wr->conn;
+
+	c->write_queued -= wr->len;
+	mem_free(wr);
+	/* Includes UV_ECANCELED after uv_close: the user is gone. */
+	if (status == 0 || c->closing)
+		return;
+	io_error(c, "write", status);
+}
+
+static ssize_t
+vec_push_fn(gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
+{
+	struct tls_conn *c = ptr;
+	struct write_req *wr;
+	uv_buf_t buf;
+	size_t total = 0, off = 0;
+	int err = EIO, i, ret;
+
+	for (i = 0; i < iovcnt; i++)
+		total += iov[i].iov_len;
+	if (c->closing && c->tls_broken)
+		goto fail;
+	wr = mem_alloc(sizeof(*wr) + total);
+	if (wr == NULL) {
+		err = ENOMEM;
+		goto fail;
+	}
+	for (i = 0; i < iovcnt; i++) {
+		memcpy(wr->data + off, iov[i].iov_base, iov[i].iov_len);
+		off += iov[i].iov_len;
+	}
+	wr->conn = c;
+	wr->len = total;
+	buf = uv_buf_init((char *)wr->data, (unsigned)total);
+	ret = uv_write(&wr->req, (uv_stream_t *)&c->tcp, &buf, 1, write_cb);
+	if (ret < 0) {
+		/* Only on a stream that is not writable (closed socket); the
+		 * error surfaces through the GnuTLS call that pushed. */
+		mem_free(wr);
+		goto fail;
+	}
+	c->write_queued += total;
+	return (ssize_t)total;
+
+fail:
+	gnutls_transport_set_errno(c->session, err);
+	return -1;
+}
+
+/* ---- handshake and verification ---- */
+
+/* The reason word for the log, most fundamental problem first. */
+static const char *
+verify_reason(unsigned status)
+{
+	if (status & (GNUTLS_CERT_SIGNER_NOT_FOUND | GNUTLS_CERT_SIGNER_NOT_CA))
+		return "unknown CA / untrusted";
+	if (status & GNUTLS_CERT_EXPIRED)
+		return "certificate expired";
+	if (status & GNUTLS_CERT_NOT_ACTIVATED)
+		return "certificate not yet valid";
+	if (status & GNUTLS_CERT_UNEXPECTED_OWNER)
+		return "name mismatch";
+	if (status & GNUTLS_CERT_REVOKED)
+		return "certificate revoked";
+	if (status & GNUTLS_CERT_INSECURE_ALGORITHM)
+		return "insecure algorithm";
+	if (status & GNUTLS_CERT_PURPOSE_MISMATCH)
+		return "certificate purpose mismatch";
+	return "untrusted";
+}
+
+static void
+verify_failed(struct tls_conn *c, unsigned status, const char *fallback)
+{
+	char why[TLS_WHY_MAX];
+	gnutls_datum_t txt = { NULL, 0 };
+	size_t len;
+	int ret;
+
+	ret = gnutls_certificate_verification_status_print(status,
+	    GNUTLS_CRT_X509, &txt, 0);
+	len = ret == 0 && txt.data != NULL ? strlen((char *)txt.data) : 0;
+	while (len > 0 && txt.data[len - 1] == ' ')
+		len--; /* GnuTLS ends each sentence with a space */
+	snprintf(why, sizeof(why),
+	    "certificate verification failed for %s: %s (%.*s)", c->auth_name,
+	    status != 0 ? verify_reason(status) : fallback,
+	    len > 0 ? (int)len : 1, len > 0 ? (const char *)txt.data : "?");
+	gnutls_free(txt.data);
+	conn_fail(c, TLS_E_VERIFY, why);
+}
+
+static void recv_loop(struct tls_conn *c);
+
+static void
+handshake_done(struct tls_conn *c)
+{
+	unsigned status = gnutls_session_get_verify_cert_status(c->session);
+	unsigned npeers = 0;
+	char desc[64];
+
+	/* GnuTLS has verified in the handshake; refuse anyway if it somehow
+	 * finished without a verified certificate. */
+	if (status != 0 ||
+	    gnutls_certificate_get_peers(c->session, &npeers) == NULL ||
+	    npeers == 0) {
+		verify_failed(c, status, "no certificate");
+		return;
+	}
+	uv_timer_stop(&c->timer);
+	c->state = ST_ESTABLISHED;
+	log_debug("tls %s: connected, %s", c->auth_name,
+	    tls_conn_describe(c, desc, sizeof(desc)));
+	c->cbs.connected_cb(c->arg, 0, NULL);
+	/* Records that came with the last handshake flight (session tickets,
+	 * early answers) are already buffered: deliver them now. */
+	if (!c->closing)
+		recv_loop(c);
+}
+
+static void
+handshake_step(struct tls_conn *c)
+{
+	char why[TLS_WHY_MAX];
+	int ret, spin;
+
+	for (spin = 0; spin < TLS_MAX_SPIN; spin++) {
+		ret = gnutls_handshake(c->session);
+		if (ret == 0) {
+			handshake_done(c);
+			return;
+		}
+		if (ret == GNUTLS_E_AGAIN) {
+			/* EAGAIN from the pull function (input drained) is
+			 * the normal case; go on if GnuTLS stopped early. */
+			if (c->in_len > c->in_off)
+				continue;
+			if (c->peer_eof)
+				break; /* defensive: pull returns 0 then */
+			return;
+		}
+		if (ret == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+			verify_failed(c, gnutls_session_get_verify_cert_status(
+			    c->session), "unknown reason");
+			return;
+		}
+		if (ret == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+			snprintf(why, sizeof(why), "handshake with %s: "
+			    "server sent alert: %s", c->auth_name,
+			    gnutls_alert_get_name(gnutls_alert_get(c->session)));
+			conn_fail(c, TLS_E_HANDSHAKE, why);
+			return;
+		}
+		if (gnutls_error_is_fatal(ret)) {
+			snprintf(why, sizeof(why), "handshake with %s: %s",
+			    c->auth_name, gnutls_strerror(ret));
+			conn_fail(c, TLS_E_HANDSHAKE, why);
+			return;
+		}
+		/* Non-fatal (interrupted, warning alert): go on. */
+	}
+	snprintf(why, sizeof(why), "handshake with %s: %s", c->auth_name,
+	    c->peer_eof ? "connection closed by peer" : "no progress");
+	conn_fail(c, TLS_E_HANDSHAKE, why);
+}
+
+/* ---- established: decrypt and deliver ---- */
+
+static void
+recv_loop(struct tls_conn *c)
+{
+	uint8_t plain[TLS_PLAIN_CHUNK];
+	char why[TLS_WHY_MAX];
+	size_t before;
+	ssize_t n;
+	int spin = 0;
+
+	while (!c->closing) {
+		if (spin++ >= TLS_MAX_SPIN) {
+			conn_end(c, TLS_E_IO, "tls: no progress");
+			return;
+		}
+		before = c->in_len - c->in_off;
+		n = gnutls_record_recv(c->session, plain, sizeof(plain));
+		if (c->in_len - c->in_off != before)
+			spin = 0; /* ciphertext consumed: progress */
+		if (n > 0) {
+			spin = 0;
+			c->cbs.read_cb(c->arg, plain, (size_t)n);
+			continue; /* the loop condition sees a close */
+		}
+		if (n == 0) {
+			conn_end(c, TLS_E_EOF, "peer closed the TLS session");
+			return;
+		}
+		if (n == GNUTLS_E_AGAIN) {
+			/* A post-handshake message (TLS 1.3 session ticket,
+			 * key update) also ends in EAGAIN, after one message
+			 * and with more records possibly still buffered:
+			 * only an empty input means "wait for the socket". */
+			if (c->in_len > c->in_off ||
+			    gnutls_record_check_pending(c->session) > 0)
+				continue;
+			if (c->peer_eof)
+				conn_end(c, TLS_E_EOF, "peer closed the connection");
+			return;
+		}
+		if (n == GNUTLS_E_INTERRUPTED)
+			continue;
+		if (n == GNUTLS_E_REHANDSHAKE) {
+			/* TLS 1.2 HelloRequest: we keep the session we
+			 * verified; refusing is allowed (RFC 5246 7.4.1.1). */
+			(void)gnutls_alert_send(c->session, GNUTLS_AL_WARNING,
+			    GNUTLS_A_NO_RENEGOTIATION);
+			continue;
+		}
+		if (n == GNUTLS_E_PREMATURE_TERMINATION && c->peer_eof) {
+			/* TCP FIN without close_notify: common and harmless
+			 * for DNS, whose messages carry their own length. */
+			conn_end(c, TLS_E_EOF, "peer closed the connection");
+			return;
+		}
+		if (!gnutls_error_is_fatal((int)n))
+			continue; /* e.g. a warning alert */
+		snprintf(why, sizeof(why), "tls: %s", gnutls_strerror((int)n));
+		conn_end(c, TLS_E_IO, why);
+		return;
+	}
+}
+
+/* ---- libuv callbacks ---- */
+
+static void
+alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct tls_conn *c = h->data;
+	size_t pending = c->in_len - c->in_off;
+	size_t need;
+	uint8_t *p;
+
+	(void)suggested;
+	/* Keep unpulled bytes (a partial record) at the front, then offer a
+	 * fixed chunk after them: the buffer stays about one record big. */
+	if (c->in_off > 0) {
+		memmove(c->in, c->in + c->in_off, pending);
+		c->in_off = 0;
+		c->in_len = pending;
+	}
+	need = pending + TLS_READ_CHUNK;
+	if (c->in_cap < need) {
+		p = mem_realloc(c->in, need);
+		if (p == NULL) {
+			*buf = uv_buf_init(NULL, 0); /* read_cb gets ENOBUFS */
+			return;
+		}
+		c->in = p;
+		c->in_cap = need;
+	}
+	*buf = uv_buf_init((char *)c->in + c->in_len,
+	    (unsigned)(c->in_cap - c->in_len));
+}
+
+static void
+read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct tls_conn *c = s->data;
+
+	(void)buf;
+	if (c->closing)
+		return;
+	if (nread == 0)
+		return; /* EAGAIN from libuv */
+	if (nread == UV_EOF) {
+		c->peer_eof = 1;
+		uv_read_stop(s);
+	} else if (nread < 0) {
+		io_error(c, "read", (int)nread);
+		return;
+	} else {
+		c->in_len += (size_t)nread;
+	}
+	if (c->state == ST_HANDSHAKING)
+		handshake_step(c);
+	else if (c->state == ST_ESTABLISHED)
+		recv_loop(c);
+}
+
+static void
+connect_cb(uv_connect_t *req, int status)
+{
+	struct tls_conn *c = req->data;
+	char why[TLS_WHY_MAX];
+	int ret;
+
+	/* UV_ECANCELED after tls_conn_close(): nothing to report. */
+	if (c->closing)
+		return;
+	if (status < 0) {
+		snprintf(why, sizeof(why), "connect: %s", uv_strerror(status));
+		conn_fail(c, TLS_E_CONNECT, why);
+		return;
+	}
+	(void)uv_tcp_nodelay(&c->tcp, 1);
+	c->state = ST_HANDSHAKING;
+	ret = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+	if (ret < 0) {
+		snprintf(why, sizeof(why), "connect: %s", uv_strerror(ret));
+		conn_fail(c, TLS_E_CONNECT, why);
+		return;
+	}
+	handshake_step(c); /* sends the ClientHello */
+}
+
+static void
+timer_cb(uv_timer_t *t)
+{
+	struct tls_conn *c = t->data;
+	char why[TLS_WHY_MAX];
+
+	if (c->closing)
+		return;
+	switch (c->state) {
+	case ST_CONNECTING:
+		snprintf(why, sizeof(why), "connect timeout after %u ms",
+		    c->timeout_ms);
+		conn_fail(c, TLS_E_TIMEOUT, why);
+		break;
+	case ST_HANDSHAKING:
+		snprintf(why, sizeof(why), "handshake timeout after %u ms",
+		    c->timeout_ms);
+		conn_fail(c, TLS_E_TIMEOUT, why);
+		break;
+	case ST_ESTABLISHED:
+		/* A write error deferred by tls_conn_write. */
+		if (c->pending_err) {
+			snprintf(why, sizeof(why), "write: %s", c->pending_why);
+			conn_end(c, TLS_E_IO, why);
+		}
+		break;
+	}
+}
+
+/* ---- public ---- */
+
+int
+tls_conn_new(uv_loop_t *loop, struct tls_ctx *ctx,
+    const struct sockaddr *addr, const char *auth_name, unsigned timeout_ms,
+    const struct tls_conn_cbs *cbs, void *arg, struct tls_conn **out)
+{
+	struct tls_conn *c;
+	int err = TLS_E_NOMEM, ret;
+
+	*out = NULL;
+	if (auth_name == NULL || auth_name[0] == '\0')
+		return TLS_E_CONNECT;
+	c = mem_calloc(1, sizeof(*c));
+	if (c == NULL)
+		return TLS_E_NOMEM;
+	c->loop = loop;
+	c->cbs = *cbs;
+	c->arg = arg;
+	c->timeout_ms = timeout_ms;
+	c->state = ST_CONNECTING;
+	c->auth_name = mem_strdup(auth_name);
+	if (c->auth_name == NULL)
+		goto fail_free;
+
+	/* GnuTLS fails here only for lack of memory. */
+	ret = gnutls_init(&c->session, GNUTLS_CLIENT | GNUTLS_NONBLOCK);
+	if (ret < 0) {
+		c->session = NULL;
+		goto fail_free;
+	}
+	if (gnutls_priority_set(c->session, ctx->prio) < 0 ||
+	    gnutls_credentials_set(c->session, GNUTLS_CRD_CERTIFICATE,
+	    ctx->cred) < 0 ||
+	    gnutls_server_name_set(c->session, GNUTLS_NAME_DNS, auth_name,
+	    strlen(auth_name)) < 0)
+		goto fail_free;
+	/* GnuTLS keeps this pointer, not a copy: ours lives as long. */
+	gnutls_session_set_verify_cert(c->session, c->auth_name, 0);
+	/* Our timer bounds the handshake; GnuTLS must not keep its own. */
+	gnutls_handshake_set_timeout(c->session, GNUTLS_INDEFINITE_TIMEOUT);
+	gnutls_transport_set_ptr(c->session, c);
+	gnutls_transport_set_pull_function(c->session, pull_fn);
+	gnutls_transport_set_pull_timeout_function(c->session, pull_timeout_fn);
+	gnutls_transport_set_vec_push_function(c->session, vec_push_fn);
+
+	err = TLS_E_CONNECT;
+	ret = uv_tcp_init(loop, &c->tcp);
+	if (ret < 0)
+		goto fail_free;
+	c->tcp.data = c;
+	/* From here on the handles own the memory: conn_shutdown frees. */
+	(void)uv_timer_init(loop, &c->timer);
+	c->timer.data = c;
+	c->handles_open = 2;
+
+	c->connect_req.data = c;
+	ret = uv_tcp_connect(&c->connect_req, &c->tcp, addr, connect_cb);
+	if (ret < 0)
+		goto fail_close;
+	if (timeout_ms > 0)
+		(void)uv_timer_start(&c->timer, timer_cb, timeout_ms, 0);
+	*out = c;
+	return 0;
+
+fail_close:
+	log_debug("tls %s: connect: %s", auth_name, uv_strerror(ret));
+	c->tls_broken = 1;
+	conn_shutdown(c, 0);
+	return err;
+
+fail_free:
+	conn_free(c);
+	return err;
+}
+
+int
+tls_conn_write(struct tls_conn *c, const uint8_t *data, size_t len)
+{
+	size_t off = 0;
+	ssize_t n;
+	int spin = 0;
+
+	/* Never before verification: that would be plaintext to an
+	 * unauthenticated peer, or nothing at all. */
+	if (c->closing || c->state != ST_ESTABLISHED || c->pending_err)
+		return TLS_E_IO;
+	while (off < len) {
+		n = gnutls_record_send(c->session, data + off, len - off);
+		if (n > 0) {
+			off += (size_t)n;
+			spin = 0;
+			continue;
+		}
+		/* Push never says EAGAIN, but GnuTLS's contract is to
+		 * repeat the call with the same data if it ever does. */
+		if ((n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) &&
+		    ++spin < TLS_MAX_SPIN)
+			continue;
+		log_debug("tls %s: write: %s", c->auth_name,
+		    gnutls_strerror((int)n));
+		goto fail;
+	}
+	return 0;
+
+fail:
+	/* Report through closed_cb from the next loop turn, not from inside
+	 * the caller's write. */
+	c->tls_broken = 1;
+	c->pending_err = 1;
+	c->pending_why = gnutls_strerror((int)n);
+	(void)uv_timer_start(&c->timer, timer_cb, 0, 0);
+	return TLS_E_IO;
+}
+
+size_t
+tls_conn_write_queue_size(const struct tls_conn *c)
+{
+	return c->write_queued;
+}
+
+void
+tls_conn_close(struct tls_conn *c)
+{
+	if (c == NULL)
+		return;
+	conn_shutdown(c, 1);
+}
+
+const char *
+tls_conn_describe(struct tls_conn *c, char *buf, size_t cap)
+{
+	const char *proto, *cipher;
+
+	if (cap == 0)
+		return buf;
+	if (c->state != ST_ESTABLISHED) {
+		snprintf(buf, cap, "not established");
+		return buf;
+	}
+	proto = gnutls_protocol_get_name(gnutls_protocol_get_version(
+	    c->session));
+	cipher = gnutls_cipher_get_name(gnutls_cipher_get(c->session));
+	snprintf(buf, cap, "%s %s", proto != NULL ? proto : "?",
+	    cipher != NULL ? cipher : "?");
+	return buf;
+}

@@ -1,0 +1,90 @@
+/* tls.h: a TLS client connection (GnuTLS) over a libuv TCP stream.
+ *
+ * Knows no DNS: it connects, handshakes, verifies the server's certificate
+ * against an auth name and a trust store, then moves plaintext bytes both
+ * ways. GnuTLS runs non-blocking with custom push/pull functions: pull reads
+ * from what libuv has delivered (EAGAIN when empty), push hands ciphertext
+ * to uv_write. There is no path that sends plaintext on the socket: bytes
+ * given to tls_conn_write before the handshake has verified are refused.
+ *
+ * Callback contract (libuv's): tls_conn_new returning an error calls no
+ * callback. Otherwise exactly one connected_cb follows. If its status is an
+ * error, the connection is already gone and no other callback comes. If it
+ * is 0, read_cb may come any number of times, then exactly one closed_cb,
+ * after which the connection is gone. tls_conn_close() stops all callbacks
+ * at once (none is called afterwards, not even closed_cb) and frees the
+ * connection once libuv has closed the handle.
+ */
+#ifndef DOTPROXY_TLS_H
+#define DOTPROXY_TLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+/* Status codes given to the callbacks (negative, distinct from errno). */
+enum tls_status {
+	TLS_OK = 0,
+	TLS_E_CONNECT = -1000,   /* TCP connect failed (refused, unreachable) */
+	TLS_E_TIMEOUT = -1001,   /* connect + handshake did not finish in time */
+	TLS_E_HANDSHAKE = -1002, /* TLS protocol failure during the handshake */
+	TLS_E_VERIFY = -1003,    /* the certificate did not verify */
+	TLS_E_EOF = -1004,       /* the peer closed the connection */
+	TLS_E_IO = -1005,        /* read/write error or TLS error after the handshake */
+	TLS_E_NOMEM = -1006,
+};
+
+/* Shared credentials: the trust store and the priority string. */
+struct tls_ctx;
+
+/* Load trust anchors from ca_file, or the system trust store when ca_file
+ * is NULL or "". Returns 0 and *out, or -1 with a message in err (e.g. the
+ * file is missing or holds no certificate). */
+int tls_ctx_new(const char *ca_file, struct tls_ctx **out, char *err,
+    size_t errlen);
+/* Free the credentials; every connection using them must be closed. */
+void tls_ctx_free(struct tls_ctx *ctx);
+
+struct tls_conn;
+
+struct tls_conn_cbs {
+	/* Handshake finished (status 0, certificate verified for the auth
+	 * name) or the attempt failed (status < 0). why is a human text for
+	 * the log on failure, e.g. "certificate name mismatch: expected
+	 * dns.example", "unknown CA", "certificate expired", "connection
+	 * refused", "handshake timeout"; NULL on success. */
+	void (*connected_cb)(void *arg, int status, const char *why);
+	/* Decrypted bytes, in whatever chunks they arrive. Valid during the
+	 * call only. The callee may call tls_conn_close() from here. */
+	void (*read_cb)(void *arg, const uint8_t *data, size_t len);
+	/* The established connection ended (peer closed, reset, error). */
+	void (*closed_cb)(void *arg, int status, const char *why);
+};
+
+/* Start connecting to addr and handshaking with SNI and verification for
+ * auth_name (which must not be empty). timeout_ms bounds connect and
+ * handshake together. The callbacks get arg. Returns 0 and *out, or a
+ * negative error (TLS_E_NOMEM, TLS_E_CONNECT) with no callback to come. */
+int tls_conn_new(uv_loop_t *loop, struct tls_ctx *ctx,
+    const struct sockaddr *addr, const char *auth_name, unsigned timeout_ms,
+    const struct tls_conn_cbs *cbs, void *arg, struct tls_conn **out);
+
+/* Encrypt and queue len bytes (copied). Only after a successful
+ * connected_cb. Returns 0, or a negative tls_status (the connection will
+ * report closed_cb soon after an I/O error). */
+int tls_conn_write(struct tls_conn *c, const uint8_t *data, size_t len);
+
+/* Bytes accepted by tls_conn_write that the kernel has not taken yet:
+ * lets the caller hold back instead of queueing without bound. */
+size_t tls_conn_write_queue_size(const struct tls_conn *c);
+
+/* Close now: no callback is called from here on. Sends close_notify when
+ * the handshake had finished. The memory goes after libuv's close_cb. */
+void tls_conn_close(struct tls_conn *c);
+
+/* A short description of the session for the log once connected, e.g.
+ * "TLS1.3 AES-256-GCM": protocol and cipher. */
+const char *tls_conn_describe(struct tls_conn *c, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,432 @@
+"""test_dotserver.py: the test tools tested: dotserver, gencerts.sh, ares_client.
+
+The other integration tests trust these tools to misbehave exactly as asked,
+so each scenario is checked here with an independent client: kdig and
+Python's ssl module for DNS-over-TLS, a small Python DNS responder for the
+c-ares client. Timing assertions use generous margins; ordering is asserted
+on pipelined queries over one connection.
+"""
+
+import os
+import signal
+import socket
+import ssl
+import struct
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+
+def dot(port, c):
+    return h.DotConn(port, c['ca'])
+
+
+def ask(conn, name, qtype='A', qid=1, **kw):
+    conn.send(h.make_query(name, qtype, qid, **kw))
+
+
+def get(conn, timeout=3.0):
+    r = conn.recv(timeout)
+    assert r is not None, 'no answer'
+    return h.Message(r)
+
+
+def test_certs():
+    c = h.certs()
+    for k in ('ca', 'server', 'server_key', 'other', 'rogue', 'expired'):
+        assert os.path.getsize(c[k]) > 0, k
+    again = h.certs()
+    assert again == c
+    # A second run in the same directory keeps the files (idempotent).
+    before = open(c['server'], 'rb').read()
+    h._certs_cache.clear()
+    assert h.certs() == c
+    assert open(c['server'], 'rb').read() == before
+
+
+def test_kdig_scenarios():
+    c = h.certs()
+    with h.start_dotserver(c) as s:
+        def q(name, qtype='A'):
+            return h.kdig(s.port, name, qtype, tls_ca=c['ca'])
+
+        r = q('www.example')
+        assert r.rcode == 'NOERROR', r.raw
+        assert r.answers == [('www.example.', 300, 'A', '192.0.2.1')], r.raw
+        assert set(['qr', 'aa', 'rd', 'ra']) <= set(r.flags), r.flags
+        r = q('www.example', 'AAAA')
+        assert r.answers == [('www.example.', 300, 'AAAA', '2001:db8::1')]
+        r = q('www.example', 'TXT')
+        assert r.answers == [('www.example.', 300, 'TXT', '"hello"')]
+        r = q('www.example', 'MX')
+        assert r.rcode == 'NOERROR' and r.answers == []
+        assert r.authority[0][2] == 'SOA', r.raw
+        r = q('ttl5.example')
+        assert r.answers == [('ttl5.example.', 5, 'A', '192.0.2.1')]
+        r = q('nx.dns.example')
+        assert r.rcode == 'NXDOMAIN' and r.answers == [], r.raw
+        name, ttl, rtype, data = r.authority[0]
+        assert (name, ttl, rtype) == ('dns.example.', 60, 'SOA'), r.raw
+        assert data.split()[-1] == '30', data
+        r = q('nodata.example')
+        assert r.rcode == 'NOERROR' and r.answers == []
+        assert r.authority[0][1:3] == (60, 'SOA')
+        r = q('nosoa.example')
+        assert r.rcode == 'NXDOMAIN' and r.authority == [], r.raw
+        r = q('servfail.example')
+        assert r.rcode == 'SERVFAIL', r.raw
+        r = q('big.example', 'TXT')
+        assert r.data('TXT')[0].count('"') == 40, r.raw
+        assert 2000 < int(r.raw.split('Received ')[1].split()[0]) < 2300
+        r = q('mid.example', 'TXT')
+        assert r.data('TXT')[0].count('"') == 16, r.raw
+        r = q('chain2.example')
+        assert [a[2] for a in r.answers] == ['CNAME', 'CNAME', 'A'], r.raw
+        assert r.answers[0][3] == 'chain1.example.'
+        assert r.answers[2][0] == 'chain0.example.'
+        r = q('garbage.example')
+        assert r.rcode is None and 'malformed' in r.raw, r.raw
+        assert s.count(r'^handshake ok$') == 13
+        assert s.count(r'^query id=[0-9a-f]{4} name=ttl5\.example\. '
+                       r'type=1$') == 1
+        s.wait_count(r'^close$', 13)
+        assert s.stop() == 0
+
+
+def test_wire_details():
+    c = h.certs()
+    with h.start_dotserver(c) as s, dot(s.port, c) as conn:
+        q = h.make_query('WWW.Example', 'A', 0xbeef, rd=False, edns=1232)
+        conn.send(q)
+        raw = conn.recv()
+        m = h.Message(raw)
+        assert m.id == 0xbeef
+        assert m.flags & 0x8000 and m.flags & 0x0400 and m.flags & 0x0080
+        assert not m.flags & 0x0100
+        # The question comes back byte for byte, case included.
+        assert raw[12:12 + len(q) - 12 - 11] == q[12:len(q) - 11]
+        qend = 12 + len(h.encode_name('WWW.Example')) + 4
+        assert raw[qend:qend + 2] == b'\xc0\x0c'
+        assert m.additional[0][1] == 41 and m.additional[0][2] == 4096
+        s.wait_line(r'^query id=beef name=www\.example\. type=1$')
+        ask(conn, 'www.example', qid=7)
+        m = get(conn)
+        assert m.flags & 0x0100 and m.additional == []
+        ask(conn, 'wrongq.example', qid=8)
+        m = get(conn)
+        assert m.id == 8 and m.question[0] == 'xwrongq.example.', m.question
+        ask(conn, 'garbage.example', qid=0x4242)
+        raw = conn.recv()
+        assert len(raw) == 40 and raw[:2] == b'\x42\x42'
+
+
+def test_delay_out_of_order():
+    c = h.certs()
+    with h.start_dotserver(c) as s, dot(s.port, c) as conn:
+        t0 = time.monotonic()
+        ask(conn, 'delay300.example', qid=1)
+        ask(conn, 'www.example', qid=2)
+        ask(conn, 'drop.example', qid=3)
+        ask(conn, 'ttl7.example', qid=4)
+        assert get(conn).id == 2
+        assert get(conn).id == 4
+        m = get(conn)
+        assert m.id == 1 and m.answers[0][4] == bytes([192, 0, 2, 1])
+        assert time.monotonic() - t0 >= 0.29
+        # drop: never answered, the connection stays usable.
+        assert conn.recv(0.3) is None
+        ask(conn, 'www.example', qid=5)
+        assert get(conn).id == 5
+        # The server logs an answer after writing it: wait, do not count.
+        s.wait_count(r'^answer ', 4)
+        assert s.count(r'^query ') == 5 and s.count(r'^answer ') == 4
+
+
+def test_delay_ms_option():
+    c = h.certs()
+    with h.start_dotserver(c, '--delay-ms', '200') as s, \
+            dot(s.port, c) as conn:
+        t0 = time.monotonic()
+        ask(conn, 'www.example', qid=1)
+        assert get(conn).id == 1
+        assert time.monotonic() - t0 >= 0.19
+
+
+def test_reverse():
+    c = h.certs()
+    with h.start_dotserver(c, '--reverse', '3') as s:
+        with dot(s.port, c) as conn:
+            for i in (1, 2, 3):
+                ask(conn, 'n%d.example' % i, qid=i)
+            assert [get(conn).id for _ in range(3)] == [3, 2, 1]
+            # Fewer than N: held until 500 ms after the first.
+            t0 = time.monotonic()
+            ask(conn, 'a.example', qid=10)
+            ask(conn, 'b.example', qid=11)
+            assert [get(conn).id for _ in range(2)] == [11, 10]
+            assert time.monotonic() - t0 >= 0.45
+
+
+def test_close_after():
+    c = h.certs()
+    with h.start_dotserver(c, '--close-after', '3') as s:
+        with dot(s.port, c) as conn:
+            for i in (1, 2, 3):
+                ask(conn, 'www.example', qid=i)
+            assert [get(conn).id for _ in range(2)] == [1, 2]
+            assert conn.recv(2) is None
+        s.wait_line(r'^close$')
+        assert s.count(r'^query ') == 3 and s.count(r'^answer ') == 2
+        # A new connection starts counting again.
+        with dot(s.port, c) as conn:
+            ask(conn, 'www.example', qid=9)
+            assert get(conn).id == 9
+
+
+def test_close_scenario():
+    c = h.certs()
+    with h.start_dotserver(c) as s:
+        with dot(s.port, c) as conn:
+            ask(conn, 'www.example', qid=1)
+            ask(conn, 'close.example', qid=2)
+            assert get(conn).id == 1
+            assert conn.recv(2) is None
+        s.wait_line(r'^close$')
+
+
+def test_refuse():
+    c = h.certs()
+    with h.start_dotserver(c, '--refuse') as s:
+        try:
+            dot(s.port, c).close()
+            raise AssertionError('TLS handshake succeeded with --refuse')
+        except (ssl.SSLError, OSError):
+            pass
+        s.wait_line(r'^refused$')
+        assert s.count(r'^handshake') == 0
+
+
+def test_bad_input():
+    c = h.certs()
+    bad = [
+        b'\x00',                                    # short header
+        b'\x00\x01\x01\x00\x00\x02' + b'\0' * 6 + b'\0\0\1\0\1',  # qdcount 2
+        b'\x00\x01\x01\x00\x00\x01' + b'\0' * 6 + b'\xc0\x0c\0\1\0\1',
+        b'\x00\x01\x01\x00\x00\x01' + b'\0' * 6 + b'\x3fabc',
+        b'\x00\x01\x01\x00\x00\x01' + b'\0' * 6 + b'\x03www\0\0',
+        # arcount 5 with nothing behind the question
+        b'\x00\x01\x01\x00\x00\x01\0\0\0\0\0\x05' + b'\x03www\0\0\1\0\1',
+        # an answer (QR set) instead of a query
+        b'\x00\x01\x81\x00\x00\x01' + b'\0' * 6 + b'\x03www\0\0\1\0\1',
+        # a name longer than 255 octets
+        b'\x00\x01\x01\x00\x00\x01' + b'\0' * 6 + b'\x3f' + b'a' * 63 +
+        b'\x3f' + b'a' * 63 + b'\x3f' + b'a' * 63 + b'\x3f' + b'a' * 63 +
+        b'\0\0\1\0\1',
+    ]
+    with h.start_dotserver(c) as s:
+        for i, msg in enumerate(bad):
+            with dot(s.port, c) as conn:
+                conn.send(msg)
+                assert conn.recv(2) is None, i
+            s.wait_count(r'^malformed$', i + 1)
+        # A zero-length frame, and a plain TCP client that is no TLS.
+        with dot(s.port, c) as conn:
+            conn.s.sendall(b'\0\0')
+            assert conn.recv(2) is None
+        s.wait_count(r'^malformed$', len(bad) + 1)
+        with socket.create_connection(('127.0.0.1', s.port), 3) as raw:
+            raw.sendall(b'\x00\x1dGET / HTTP/1.0\r\n\r\n' + b'x' * 64)
+            raw.settimeout(3)
+            try:
+                while raw.recv(1024):
+                    pass
+            except OSError:
+                pass
+        s.wait_line(r'^handshake failed \S')
+        with dot(s.port, c) as conn:
+            ask(conn, 'still.alive.example', qid=3)
+            assert get(conn).id == 3
+        assert s.stop() == 0
+
+
+def test_certificates_verify_as_intended():
+    c = h.certs()
+    for cert, host, ok in (('server', 'dns.example', True),
+                           ('other', 'dns.example', False),
+                           ('other', 'other.example', True),
+                           ('rogue', 'dns.example', False),
+                           ('expired', 'dns.example', False)):
+        with h.start_dotserver(c, cert=cert) as s:
+            try:
+                h.DotConn(s.port, c['ca'], host).close()
+                got = True
+            except ssl.SSLError:
+                got = False
+            assert got == ok, (cert, host)
+            if cert == 'expired':
+                s.wait_line(r'^handshake failed')
+
+
+def test_sigterm():
+    c = h.certs()
+    s = h.start_dotserver(c)
+    conn = dot(s.port, c)
+    ask(conn, 'drop.example')
+    s.wait_line(r'^query ')
+    t0 = time.monotonic()
+    s.signal(signal.SIGTERM)
+    assert s.wait_exit(3) == 0
+    assert time.monotonic() - t0 < 1
+    conn.close()
+
+
+class _Responder:
+    """A plain DNS server on UDP and TCP for ares_client: A queries get
+    192.0.2.7 TTL 42 (two records), names starting with nx get NXDOMAIN."""
+
+    def __init__(self):
+        self.port = h.free_port()
+        self.u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.u.bind(('127.0.0.1', self.port))
+        self.t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.t.bind(('127.0.0.1', self.port))
+        self.t.listen(4)
+        self.tcp_seen = 0
+        self.threads = [threading.Thread(target=f, daemon=True)
+                        for f in (self._udp, self._tcp)]
+        for t in self.threads:
+            t.start()
+
+    @staticmethod
+    def answer(q):
+        qend = 12
+        while q[qend]:
+            qend += 1 + q[qend]
+        qend += 5
+        nx = q[13:15].lower() == b'nx'
+        flags = 0x8180 | (3 if nx else 0)
+        an = 0 if nx else 2
+        r = q[:2] + struct.pack('!HHHHH', flags, 1, an, 0, 0) + q[12:qend]
+        for last in (7, 8)[:an]:
+            r += b'\xc0\x0c' + struct.pack('!HHIH', 1, 1, 42, 4) + \
+                bytes([192, 0, 2, last])
+        return r
+
+    def _udp(self):
+        while True:
+            try:
+                q, addr = self.u.recvfrom(512)
+                if not q:
+                    return
+                self.u.sendto(self.answer(q), addr)
+            except OSError:
+                return
+
+    def _tcp(self):
+        while True:
+            try:
+                c, _ = self.t.accept()
+            except OSError:
+                return
+            with c:
+                n = struct.unpack('!H', c.recv(2))[0]
+                q = b''
+                while len(q) < n:
+                    q += c.recv(n - len(q))
+                r = self.answer(q)
+                self.tcp_seen += 1
+                c.sendall(struct.pack('!H', len(r)) + r)
+
+    def close(self):
+        # shutdown() wakes the threads blocked in recvfrom() and accept();
+        # close() alone would leave them on the old sockets.
+        for sock in (self.u, self.t):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in self.threads:
+            t.join(5)
+        self.u.close()
+        self.t.close()
+
+
+def test_ares_client():
+    r = _Responder()
+    try:
+        st, out = h.ares_client(r.port, 'www.example')
+        assert st == 0, out
+        assert out == ['rcode=NOERROR', 'A 192.0.2.7 ttl=42',
+                       'A 192.0.2.8 ttl=42'], out
+        st, out = h.ares_client(r.port, 'nx.example', tcp=True)
+        assert st == 0 and out == ['rcode=NXDOMAIN'], out
+        assert r.tcp_seen == 1
+    finally:
+        r.close()
+    # Nobody listens: an error, exit status 1.
+    st, out = h.ares_client(h.free_port(), 'www.example')
+    assert st == 1 and out[0].startswith('error='), out
+
+
+def test_dig_parsing():
+    r = _Responder()
+    try:
+        for tcp in (False, True):
+            for tool in (h.dig, h.kdig):
+                res = tool(r.port, 'www.example', tcp=tcp)
+                assert res.rcode == 'NOERROR', res.raw
+                assert res.flags == ['qr', 'rd', 'ra'], res.flags
+                assert res.answers == [
+                    ('www.example.', 42, 'A', '192.0.2.7'),
+                    ('www.example.', 42, 'A', '192.0.2.8')], res.raw
+                assert res.data('A') == ['192.0.2.7', '192.0.2.8']
+                res = tool(r.port, 'nx.example', tcp=tcp)
+                assert res.rcode == 'NXDOMAIN' and res.answers == [], res.raw
+        assert r.tcp_seen == 4
+    finally:
+        r.close()
+    res = h.dig(h.free_port(), 'www.example', time_s=1)
+    assert res.rcode is None and res.answers == [], res.raw
+
+
+def test_start_dotproxy_with_stand_in():
+    # Exercises start_dotproxy() with a stand-in that says 'ready' and
+    # exits on SIGTERM, so the helper is tested before dotproxy is.
+    with h.tmpdir() as d:
+        fake = os.path.join(d, 'dotproxy')
+        with open(fake, 'w') as f:
+            f.write('#!/bin/sh\necho "$@"\necho "x info: ready" >&2\n'
+                    'trap "exit 0" TERM\nwhile :; do sleep 0.05; done\n')
+        os.chmod(fake, 0o755)
+        saved = h.DOTPROXY
+        h.DOTPROXY = fake
+        try:
+            with h.start_dotproxy('-c', 'x.conf') as p:
+                m = p.wait_line(r'^-d -l 127\.0\.0\.1@(\d+) -c x\.conf$')
+                assert int(m.group(1)) == p.port
+                assert p.stop() == 0
+        finally:
+            h.DOTPROXY = saved
+
+
+if __name__ == '__main__':
+    h.run([
+        test_certs,
+        test_kdig_scenarios,
+        test_wire_details,
+        test_delay_out_of_order,
+        test_delay_ms_option,
+        test_reverse,
+        test_close_after,
+        test_close_scenario,
+        test_refuse,
+        test_bad_input,
+        test_certificates_verify_as_intended,
+        test_sigterm,
+        test_ares_client,
+        test_dig_parsing,
+        test_start_dotproxy_with_stand_in,
+    ])

@@ -1,0 +1,917 @@
+/* test_cache.c: unit tests of the answer cache (src/cache.c).
+ *
+ * Answers and their dnsmsg_answer_info are built by hand (TTL fields placed
+ * at known offsets in a fake answer buffer), so these tests do not depend on
+ * dnsmsg_parse_answer. Time is a literal: the cache never reads a clock.
+ * The byte accounting is checked against a model: an entry's cost is a
+ * fixed overhead plus key, answer and 2 bytes per TTL offset, the fixed part
+ * being measured once from a real entry.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <errno.h>
+#include <cmocka.h>
+
+#include "cache.h"
+#include "dnsmsg.h"
+#include "mem.h"
+
+#define NAME_EXAMPLE "\7example\3com" /* the literal's NUL is the root label */
+
+static void
+put_u32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static uint32_t
+get_u32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	    (uint32_t)p[2] << 8 | p[3];
+}
+
+static void
+query_init(struct dnsmsg_query *q, const uint8_t *wire, size_t wire_len,
+    uint16_t qtype, int do_bit, int cd_bit)
+{
+	memset(q, 0, sizeof(*q));
+	q->id = 0x1234;
+	q->flags = DNS_FLAG_RD;
+	q->has_question = 1;
+	memcpy(q->q.wire, wire, wire_len);
+	q->q.wire_len = wire_len;
+	q->q.qtype = qtype;
+	q->q.qclass = 1;
+	q->q.end = DNS_HDR_LEN + wire_len + 4;
+	q->edns = do_bit;
+	q->udp_size = 512;
+	q->do_bit = do_bit;
+	q->cd_bit = cd_bit;
+}
+
+static void
+key_for(struct cache_key *k, const char *wire, size_t wire_len,
+    uint16_t qtype, int do_bit, int cd_bit)
+{
+	struct dnsmsg_query q;
+
+	query_init(&q, (const uint8_t *)wire, wire_len, qtype, do_bit, cd_bit);
+	cache_key_make(k, &q);
+}
+
+/* A key per index, with name lengths that vary with it. */
+static void
+key_idx(struct cache_key *k, unsigned idx)
+{
+	uint8_t wire[64];
+	size_t lab = 6 + idx % 40;
+	struct dnsmsg_query q;
+
+	memset(wire, 'x', sizeof(wire));
+	wire[0] = (uint8_t)lab;
+	snprintf((char *)wire + 1, 7, "k%05u", idx % 100000);
+	wire[7] = 'x';    /* snprintf's NUL */
+	wire[1 + lab] = 0;
+	query_init(&q, wire, lab + 2, DNS_TYPE_A, 0, 0);
+	cache_key_make(k, &q);
+}
+
+static void
+info_init(struct dnsmsg_answer_info *info, uint32_t ttl,
+    const uint16_t *offs, size_t n)
+{
+	memset(info, 0, sizeof(*info));
+	info->rcode = DNS_RCODE_NOERROR;
+	info->cacheable = 1;
+	info->ttl = ttl;
+	info->n_ttl = n;
+	if (n > 0)
+		memcpy(info->ttl_off, offs, n * sizeof(uint16_t));
+}
+
+static void
+fill(uint8_t *buf, size_t len, unsigned seed)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		buf[i] = (uint8_t)(seed * 31 + i * 7);
+}
+
+static void
+stats(struct cache *c, struct cache_stats *st)
+{
+	memset(st, 0xa5, sizeof(*st));
+	cache_get_stats(c, st);
+}
+
+/* Put a len-byte answer without TTL fields (patterned by seed) at now. */
+static int
+put_plain(struct cache *c, const struct cache_key *k, size_t len,
+    unsigned seed, uint32_t ttl, uint64_t now)
+{
+	static uint8_t buf[4096];
+	struct dnsmsg_answer_info info;
+
+	assert_true(len <= sizeof(buf));
+	fill(buf, len, seed);
+	info_init(&info, ttl, NULL, 0);
+	return cache_put(c, k, buf, len, &info, now);
+}
+
+/* 1: the entry is there with the content put_plain gave it. */
+static int
+has_plain(struct cache *c, const struct cache_key *k, size_t len,
+    unsigned seed, uint64_t now)
+{
+	uint8_t want[4096], out[4096];
+	size_t out_len = 0;
+	int rc;
+
+	rc = cache_get(c, k, now, out, sizeof(out), &out_len);
+	if (rc == -ENOENT)
+		return 0;
+	assert_int_equal(rc, 0);
+	assert_int_equal(out_len, len);
+	fill(want, len, seed);
+	assert_memory_equal(out, want, len);
+	return 1;
+}
+
+/* The accounted size of one entry of this shape, as the cache reports it. */
+static size_t
+measure_cost(const struct cache_key *k, size_t len, size_t n_ttl)
+{
+	static uint8_t buf[4096];
+	struct dnsmsg_answer_info info;
+	struct cache_stats st;
+	struct cache *c;
+	uint16_t offs[8] = { 0 };
+
+	assert_true(n_ttl <= 8 && len <= sizeof(buf) && len >= 4);
+	c = cache_new(1 << 20);
+	assert_non_null(c);
+	info_init(&info, 60, offs, n_ttl);
+	memset(buf, 0, len);
+	assert_int_equal(cache_put(c, k, buf, len, &info, 0), 0);
+	stats(c, &st);
+	assert_int_equal(st.entries, 1);
+	cache_free(c);
+	return st.bytes;
+}
+
+static void
+test_new_free(void **state)
+{
+	struct cache_stats st;
+	struct cache *c;
+
+	(void)state;
+	cache_free(NULL);
+	c = cache_new(12345);
+	assert_non_null(c);
+	stats(c, &st);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.bytes, 0);
+	assert_int_equal(st.max_bytes, 12345);
+	assert_int_equal(st.evictions, 0);
+	assert_int_equal(st.expired, 0);
+	cache_free(c);
+
+	mem_fail_after(0);
+	c = cache_new(100);
+	mem_fail_after(-1);
+	assert_null(c);
+}
+
+static void
+test_accounting(void **state)
+{
+	struct cache_key k1, k2;
+	size_t a, b, c3, d;
+
+	(void)state;
+	key_idx(&k1, 0);    /* label 6 */
+	key_idx(&k2, 10);   /* label 16 */
+	a = measure_cost(&k1, 100, 0);
+	b = measure_cost(&k1, 300, 0);
+	c3 = measure_cost(&k1, 100, 3);
+	d = measure_cost(&k2, 100, 0);
+	assert_true(a > k1.len + 100);
+	assert_int_equal(b - a, 200);
+	assert_int_equal(c3 - a, 3 * sizeof(uint16_t));
+	assert_int_equal(d - a, k2.len - k1.len);
+}
+
+static void
+test_hit_miss(void **state)
+{
+	struct cache_key ka, kb;
+	struct cache_stats st;
+	struct cache *c;
+	uint8_t out[16];
+	size_t out_len = 99;
+
+	(void)state;
+	c = cache_new(1 << 20);
+	assert_non_null(c);
+	key_for(&ka, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_A, 0, 0);
+	key_for(&kb, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_AAAA, 0, 0);
+
+	assert_int_equal(cache_get(c, &ka, 0, out, sizeof(out), &out_len),
+	    -ENOENT);
+	assert_int_equal(out_len, 99);
+	assert_int_equal(put_plain(c, &ka, 200, 1, 300, 1000), 0);
+	assert_true(has_plain(c, &ka, 200, 1, 1000));
+	assert_true(has_plain(c, &ka, 200, 1, 2000));
+	assert_false(has_plain(c, &kb, 200, 1, 1000));
+	stats(c, &st);
+	assert_int_equal(st.entries, 1);
+	assert_true(st.bytes > 200);
+	assert_int_equal(st.expired, 0);
+	assert_int_equal(st.evictions, 0);
+	cache_free(c);
+}
+
+static void
+test_ttl_aging(void **state)
+{
+	static const uint16_t offs[] = { 30, 50, 70 };
+	struct dnsmsg_answer_info info;
+	struct cache_key k;
+	struct cache *c;
+	uint8_t ans[100], out[100], want[100];
+	size_t out_len;
+
+	(void)state;
+	c = cache_new(1 << 20);
+	assert_non_null(c);
+	key_for(&k, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_A, 0, 0);
+	fill(ans, sizeof(ans), 7);
+	put_u32(ans + 30, 300);
+	put_u32(ans + 50, 3600);
+	put_u32(ans + 70, 300);
+	info_init(&info, 300, offs, 3);
+	assert_int_equal(cache_put(c, &k, ans, sizeof(ans), &info, 1000), 0);
+
+	/* 42.5 s in the cache: 42 whole seconds off every TTL field. */
+	assert_int_equal(cache_get(c, &k, 1000 + 42500, out, sizeof(out),
+	    &out_len), 0);
+	assert_int_equal(out_len, sizeof(ans));
+	assert_int_equal(get_u32(out + 30), 258);
+	assert_int_equal(get_u32(out + 50), 3558);
+	assert_int_equal(get_u32(out + 70), 258);
+	memcpy(want, ans, sizeof(ans));
+	put_u32(want + 30, 258);
+	put_u32(want + 50, 3558);
+	put_u32(want + 70, 258);
+	assert_memory_equal(out, want, sizeof(want));
+
+	/* The stored copy is not aged: a second read at the same time agrees,
+	 * and the seconds are counted from the insert, not the last read. */
+	assert_int_equal(cache_get(c, &k, 1000 + 42500, out, sizeof(out),
+	    &out_len), 0);
+	assert_int_equal(get_u32(out + 30), 258);
+	assert_int_equal(cache_get(c, &k, 1000 + 42999, out, sizeof(out),
+	    &out_len), 0);
+	assert_int_equal(get_u32(out + 30), 258);
+	assert_int_equal(cache_get(c, &k, 1000 + 43000, out, sizeof(out),
+	    &out_len), 0);
+	assert_int_equal(get_u32(out + 30), 257);
+	assert_int_equal(get_u32(out + 50), 3557);
+	/* At insert time nothing is taken off. */
+	assert_int_equal(cache_get(c, &k, 1000, out, sizeof(out), &out_len),
+	    0);
+	assert_memory_equal(out, ans, sizeof(ans));
+	cache_free(c);
+}
+
+static void
+test_expiry_at_ttl(void **state)
+{
+	static const uint16_t offs[] = { 20 };
+	struct dnsmsg_answer_info info;
+	struct cache_stats st;
+	struct cache_key k;
+	struct cache *c;
+	uint8_t ans[64], out[64];
+	size_t out_len;
+
+	(void)state;
+	c = cache_new(1 << 20);
+	assert_non_null(c);
+	key_for(&k, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_A, 0, 0);
+	fill(ans, sizeof(ans), 3);
+	put_u32(ans + 20, 300);
+	info_init(&info, 300, offs, 1);
+	assert_int_equal(cache_put(c, &k, ans, sizeof(ans), &info, 1000), 0);
+
+	/* One millisecond before the end: still there, one second left. */
+	assert_int_equal(cache_get(c, &k, 1000 + 300000 - 1, out, sizeof(out),
+	    &out_len), 0);
+	assert_int_equal(get_u32(out + 20), 1);
+	stats(c, &st);
+	assert_int_equal(st.entries, 1);
+
+	assert_int_equal(cache_get(c, &k, 1000 + 300000, out, sizeof(out),
+	    &out_len), -ENOENT);
+	stats(c, &st);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.bytes, 0);
+	assert_int_equal(st.expired, 1);
+	assert_int_equal(st.evictions, 0);
+
+	/* Gone, not expired a second time. */
+	assert_int_equal(cache_get(c, &k, 1000 + 300001, out, sizeof(out),
+	    &out_len), -ENOENT);
+	stats(c, &st);
+	assert_int_equal(st.expired, 1);
+	cache_free(c);
+}
+
+static void
+test_negative_ttl(void **state)
+{
+	static const uint16_t offs[] = { 40 };
+	struct dnsmsg_answer_info info;
+	struct cache_stats st;
+	struct cache_key k;
+	struct cache *c;
+	uint8_t ans[80], out[80];
+	size_t out_len;
+
+	(void)state;
+	c = cache_new(1 << 20);
+	assert_non_null(c);
+	key_for(&k, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_AAAA, 1, 0);
+	fill(ans, sizeof(ans), 9);
+	put_u32(ans + 40, 3600);    /* SOA TTL above the negative TTL */
+	info_init(&info, 60, offs, 1);
+	info.rcode = DNS_RCODE_NXDOMAIN;
+	info.negative = 1;
+	assert_int_equal(cache_put(c, &k, ans, sizeof(ans), &info, 5000), 0);
+
+	assert_int_equal(cache_get(c, &k, 5000 + 59999, out, sizeof(out),
+	    &out_len), 0);
+	assert_int_equal(get_u32(out + 40), 3600 - 59);
+	assert_int_equal(cache_get(c, &k, 5000 + 60000, out, sizeof(out),
+	    &out_len), -ENOENT);
+	stats(c, &st);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.expired, 1);
+	cache_free(c);
+}
+
+static void
+test_key_make(void **state)
+{
+	static const uint8_t want_tail[] = { 0, 28, 0, 1, 0x01 };
+	struct dnsmsg_query q1, q2;
+	struct cache_key k1, k2, kdo, kcd, kboth, ktype;
+	struct cache_stats st;
+	struct cache *c;
+
+	(void)state;
+	/* Two queries with the same lowercased name (the clients spelled it
+	 * differently, which dnsmsg has already folded) but different IDs,
+	 * header flags and payload sizes make the same key. */
+	query_init(&q1, (const uint8_t *)NAME_EXAMPLE, sizeof(NAME_EXAMPLE),
+	    DNS_TYPE_AAAA, 1, 0);
+	query_init(&q2, (const uint8_t *)NAME_EXAMPLE, sizeof(NAME_EXAMPLE),
+	    DNS_TYPE_AAAA, 1, 0);
+	q2.id = 0xbeef;
+	q2.flags = 0;
+	q2.udp_size = 4096;
+	q2.q.end = 99;
+	memset(&k1, 0x11, sizeof(k1));
+	memset(&k2, 0x22, sizeof(k2));
+	cache_key_make(&k1, &q1);
+	cache_key_make(&k2, &q2);
+	assert_int_equal(k1.len, sizeof(NAME_EXAMPLE) + 5);
+	assert_int_equal(k2.len, k1.len);
+	assert_memory_equal(k1.bytes, k2.bytes, k1.len);
+	assert_memory_equal(k1.bytes, NAME_EXAMPLE, sizeof(NAME_EXAMPLE));
+	assert_memory_equal(k1.bytes + sizeof(NAME_EXAMPLE), want_tail, 5);
+
+	q2.do_bit = 0;
+	cache_key_make(&kdo, &q2);
+	q2.do_bit = 1;
+	q2.cd_bit = 1;
+	cache_key_make(&kboth, &q2);
+	assert_int_equal(kboth.bytes[kboth.len - 1], 0x03);
+	q2.do_bit = 0;
+	cache_key_make(&kcd, &q2);
+	assert_int_equal(kcd.bytes[kcd.len - 1], 0x02);
+	q2.cd_bit = 0;
+	q2.do_bit = 1;
+	q2.q.qtype = DNS_TYPE_A;
+	cache_key_make(&ktype, &q2);
+
+	c = cache_new(1 << 20);
+	assert_non_null(c);
+	assert_int_equal(put_plain(c, &k1, 50, 1, 60, 0), 0);
+	assert_true(has_plain(c, &k2, 50, 1, 0));
+	/* Putting under the other query's key replaces, it does not add. */
+	assert_int_equal(put_plain(c, &k2, 60, 2, 60, 0), 0);
+	stats(c, &st);
+	assert_int_equal(st.entries, 1);
+	assert_true(has_plain(c, &k1, 60, 2, 0));
+
+	/* DO, CD and qtype each make a different entry. */
+	assert_false(has_plain(c, &kdo, 60, 2, 0));
+	assert_false(has_plain(c, &kcd, 60, 2, 0));
+	assert_false(has_plain(c, &kboth, 60, 2, 0));
+	assert_false(has_plain(c, &ktype, 60, 2, 0));
+	assert_int_equal(put_plain(c, &kdo, 70, 3, 60, 0), 0);
+	assert_int_equal(put_plain(c, &kcd, 80, 4, 60, 0), 0);
+	assert_int_equal(put_plain(c, &ktype, 90, 5, 60, 0), 0);
+	stats(c, &st);
+	assert_int_equal(st.entries, 4);
+	assert_true(has_plain(c, &k1, 60, 2, 0));
+	assert_true(has_plain(c, &kdo, 70, 3, 0));
+	assert_true(has_plain(c, &kcd, 80, 4, 0));
+	assert_true(has_plain(c, &ktype, 90, 5, 0));
+	cache_free(c);
+}
+
+static void
+test_replace(void **state)
+{
+	struct cache_key k;
+	struct cache_stats st;
+	struct cache *c;
+
+	(void)state;
+	key_idx(&k, 3);
+	c = cache_new(1 << 20);
+	assert_non_null(c);
+	assert_int_equal(put_plain(c, &k, 100, 1, 10, 0), 0);
+	assert_int_equal(put_plain(c, &k, 200, 2, 10, 5000), 0);
+	stats(c, &st);
+	assert_int_equal(st.entries, 1);
+	assert_int_equal(st.bytes, measure_cost(&k, 200, 0));
+	assert_int_equal(st.evictions, 0);
+	/* The new entry's life counts from its own insert: the first would
+	 * have expired at 10000. */
+	assert_true(has_plain(c, &k, 200, 2, 12000));
+	assert_false(has_plain(c, &k, 200, 2, 15000));
+	stats(c, &st);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.bytes, 0);
+	cache_free(c);
+}
+
+static void
+test_eviction_lru(void **state)
+{
+	struct cache_key ka, kb, kc, kd, kk, ki;
+	struct cache_stats st;
+	struct cache *c;
+	size_t cost;
+	unsigned i;
+
+	(void)state;
+	/* Same label length (idx % 40 equal) so every entry costs the same. */
+	key_idx(&ka, 40);
+	key_idx(&kb, 80);
+	key_idx(&kc, 120);
+	key_idx(&kd, 160);
+	cost = measure_cost(&ka, 300, 0);
+	c = cache_new(3 * cost);
+	assert_non_null(c);
+	assert_int_equal(put_plain(c, &ka, 300, 1, 60, 0), 0);
+	assert_int_equal(put_plain(c, &kb, 300, 2, 60, 0), 0);
+	assert_int_equal(put_plain(c, &kc, 300, 3, 60, 0), 0);
+	stats(c, &st);
+	assert_int_equal(st.entries, 3);
+	assert_int_equal(st.bytes, 3 * cost);
+	assert_true(has_plain(c, &ka, 300, 1, 10));   /* a is now the MRU */
+	assert_int_equal(put_plain(c, &kd, 300, 4, 60, 20), 0);
+	stats(c, &st);
+	assert_int_equal(st.entries, 3);
+	assert_int_equal(st.evictions, 1);
+	assert_true(st.bytes <= st.max_bytes);
+	assert_false(has_plain(c, &kb, 300, 2, 30));  /* b was the LRU */
+	assert_true(has_plain(c, &ka, 300, 1, 30));
+	assert_true(has_plain(c, &kc, 300, 3, 30));
+	assert_true(has_plain(c, &kd, 300, 4, 30));
+	cache_free(c);
+
+	/* Room for ten. One key is read after every put and so survives
+	 * 200 puts of others; the rest go oldest first. */
+	c = cache_new(10 * cost);
+	assert_non_null(c);
+	key_idx(&kk, 40000);    /* apart from the 40 * (i + 1) below */
+	assert_int_equal(put_plain(c, &kk, 300, 99, 3600, 0), 0);
+	for (i = 0; i < 200; i++) {
+		key_idx(&ki, 40 * (i + 1));
+		assert_int_equal(put_plain(c, &ki, 300, i, 3600, i), 0);
+		stats(c, &st);
+		assert_true(st.bytes <= st.max_bytes);
+		assert_int_equal(st.entries, i + 2 < 10 ? i + 2 : 10);
+		assert_int_equal(st.bytes, st.entries * cost);
+		assert_true(has_plain(c, &kk, 300, 99, i));
+	}
+	stats(c, &st);
+	assert_int_equal(st.evictions, 201 - 10);
+	for (i = 0; i < 200; i++) {
+		key_idx(&ki, 40 * (i + 1));
+		assert_int_equal(has_plain(c, &ki, 300, i, 1000), i >= 191);
+	}
+	cache_free(c);
+
+	/* A big entry pushes out as many as it needs, oldest first. */
+	c = cache_new(10 * cost);
+	assert_non_null(c);
+	for (i = 0; i < 10; i++) {
+		key_idx(&ki, 40 * (i + 1));
+		assert_int_equal(put_plain(c, &ki, 300, i, 3600, 0), 0);
+	}
+	assert_int_equal(put_plain(c, &kk, 300 + 2 * cost, 7, 3600, 0), 0);
+	stats(c, &st);
+	assert_int_equal(st.entries, 8);
+	assert_int_equal(st.evictions, 3);
+	assert_true(st.bytes <= st.max_bytes);
+	for (i = 0; i < 10; i++) {
+		key_idx(&ki, 40 * (i + 1));
+		assert_int_equal(has_plain(c, &ki, 300, i, 1), i >= 3);
+	}
+	cache_free(c);
+}
+
+static void
+test_e2big(void **state)
+{
+	struct cache_key k, kbig;
+	struct cache_stats st, st2;
+	struct cache *c;
+	size_t base;
+
+	(void)state;
+	key_idx(&k, 1);
+	key_idx(&kbig, 2);
+	c = cache_new(4096);
+	assert_non_null(c);
+	assert_int_equal(put_plain(c, &k, 100, 1, 60, 0), 0);
+	stats(c, &st);
+	assert_int_equal(put_plain(c, &kbig, 4000, 2, 60, 0), -E2BIG);
+	stats(c, &st2);
+	assert_memory_equal(&st, &st2, sizeof(st));
+	assert_true(has_plain(c, &k, 100, 1, 0));
+
+	/* The bound covers the overhead too: an entry of exactly max_bytes
+	 * fits (alone), one byte more does not. */
+	base = measure_cost(&kbig, 100, 0) - 100;
+	assert_int_equal(put_plain(c, &kbig, 4096 - base + 1, 2, 60, 0),
+	    -E2BIG);
+	stats(c, &st2);
+	assert_memory_equal(&st, &st2, sizeof(st));
+	assert_int_equal(put_plain(c, &kbig, 4096 - base, 2, 60, 0), 0);
+	stats(c, &st2);
+	assert_int_equal(st2.entries, 1);
+	assert_int_equal(st2.bytes, 4096);
+	assert_int_equal(st2.evictions, 1);
+	assert_true(has_plain(c, &kbig, 4096 - base, 2, 0));
+	cache_free(c);
+
+	c = cache_new(0);
+	assert_non_null(c);
+	assert_int_equal(put_plain(c, &k, 1, 1, 60, 0), -E2BIG);
+	cache_free(c);
+}
+
+static void
+test_uncacheable(void **state)
+{
+	struct dnsmsg_answer_info info;
+	struct cache_key k, k2;
+	struct cache_stats st;
+	struct cache *c;
+	uint8_t ans[50];
+
+	(void)state;
+	key_idx(&k, 1);
+	key_idx(&k2, 2);
+	fill(ans, sizeof(ans), 1);
+	c = cache_new(1 << 20);
+	assert_non_null(c);
+
+	info_init(&info, 60, NULL, 0);
+	info.cacheable = 0;
+	info.rcode = DNS_RCODE_SERVFAIL;
+	assert_int_equal(cache_put(c, &k, ans, sizeof(ans), &info, 0), 0);
+	info_init(&info, 0, NULL, 0);
+	assert_int_equal(cache_put(c, &k, ans, sizeof(ans), &info, 0), 0);
+	stats(c, &st);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.bytes, 0);
+	assert_false(has_plain(c, &k, 50, 1, 0));
+
+	/* It does nothing, which includes leaving an older entry alone. */
+	assert_int_equal(put_plain(c, &k2, 40, 5, 60, 0), 0);
+	info_init(&info, 60, NULL, 0);
+	info.cacheable = 0;
+	assert_int_equal(cache_put(c, &k2, ans, sizeof(ans), &info, 0), 0);
+	assert_true(has_plain(c, &k2, 40, 5, 0));
+	cache_free(c);
+}
+
+static void
+test_enospc(void **state)
+{
+	struct cache_key k;
+	struct cache_stats st;
+	struct cache *c;
+	uint8_t out[200];
+	size_t out_len = 7;
+
+	(void)state;
+	key_idx(&k, 1);
+	c = cache_new(1 << 20);
+	assert_non_null(c);
+	assert_int_equal(put_plain(c, &k, 200, 1, 60, 0), 0);
+	assert_int_equal(cache_get(c, &k, 0, out, 199, &out_len), -ENOSPC);
+	assert_int_equal(out_len, 7);
+	assert_int_equal(cache_get(c, &k, 0, out, 0, &out_len), -ENOSPC);
+	stats(c, &st);
+	assert_int_equal(st.entries, 1);
+	assert_int_equal(cache_get(c, &k, 0, out, 200, &out_len), 0);
+	assert_int_equal(out_len, 200);
+	cache_free(c);
+}
+
+static void
+test_enomem(void **state)
+{
+	struct cache_key ka, kb, kf;
+	struct cache_stats st, st2;
+	struct cache *c;
+	size_t cost;
+	long n;
+	unsigned i;
+
+	(void)state;
+	key_idx(&ka, 40);
+	key_idx(&kb, 80);
+	c = cache_new(1 << 20);
+	assert_non_null(c);
+	/* On the empty cache the entry, the table and its buckets are the
+	 * first three allocations: each failing leaves the cache empty. */
+	for (n = 0; n < 3; n++) {
+		mem_fail_after(n);
+		assert_int_equal(put_plain(c, &ka, 100, 1, 60, 0), -ENOMEM);
+		mem_fail_after(-1);
+		stats(c, &st);
+		assert_int_equal(st.entries, 0);
+		assert_int_equal(st.bytes, 0);
+		assert_false(has_plain(c, &ka, 100, 1, 0));
+	}
+	assert_int_equal(put_plain(c, &ka, 100, 1, 60, 0), 0);
+	stats(c, &st);
+
+	mem_fail_after(0);
+	assert_int_equal(put_plain(c, &kb, 100, 2, 60, 0), -ENOMEM);
+	mem_fail_after(-1);
+	stats(c, &st2);
+	assert_memory_equal(&st, &st2, sizeof(st));
+	assert_false(has_plain(c, &kb, 100, 2, 0));
+
+	/* A failed replacement keeps the old answer. */
+	mem_fail_after(0);
+	assert_int_equal(put_plain(c, &ka, 300, 3, 60, 0), -ENOMEM);
+	mem_fail_after(-1);
+	stats(c, &st2);
+	assert_memory_equal(&st, &st2, sizeof(st));
+	assert_true(has_plain(c, &ka, 100, 1, 0));
+	cache_free(c);
+
+	/* A full cache: a failed put evicts nothing. */
+	cost = measure_cost(&ka, 100, 0);
+	c = cache_new(2 * cost);
+	assert_non_null(c);
+	assert_int_equal(put_plain(c, &ka, 100, 1, 60, 0), 0);
+	assert_int_equal(put_plain(c, &kb, 100, 2, 60, 0), 0);
+	stats(c, &st);
+	key_idx(&kf, 120);
+	mem_fail_after(0);
+	assert_int_equal(put_plain(c, &kf, 100, 3, 60, 0), -ENOMEM);
+	mem_fail_after(-1);
+	stats(c, &st2);
+	assert_memory_equal(&st, &st2, sizeof(st));
+	assert_true(has_plain(c, &ka, 100, 1, 0));
+	assert_true(has_plain(c, &kb, 100, 2, 0));
+	cache_free(c);
+
+	/* The table grows its bucket array as it fills; make the second
+	 * allocation of every put fail, which is that growth when it happens:
+	 * the put fails cleanly and succeeds when retried. */
+	c = cache_new(1 << 24);
+	assert_non_null(c);
+	n = 0;
+	for (i = 0; i < 3000; i++) {
+		key_idx(&kf, i);
+		stats(c, &st);
+		mem_fail_after(1);
+		if (put_plain(c, &kf, 16, i, 60, 0) == -ENOMEM) {
+			mem_fail_after(-1);
+			if (i > 0)    /* i = 0 fails on the table itself */
+				n++;
+			stats(c, &st2);
+			assert_memory_equal(&st, &st2, sizeof(st));
+			assert_false(has_plain(c, &kf, 16, i, 0));
+			assert_int_equal(put_plain(c, &kf, 16, i, 60, 0), 0);
+		}
+		mem_fail_after(-1);
+	}
+	assert_true(n >= 1);
+	stats(c, &st);
+	assert_int_equal(st.entries, 3000);
+	for (i = 0; i < 3000; i++) {
+		key_idx(&kf, i);
+		assert_true(has_plain(c, &kf, 16, i, 0));
+	}
+	cache_free(c);
+}
+
+/* Randomized: puts and gets of random keys, sizes and TTLs against a model
+ * of the LRU list, expiry and accounting, checked after every operation. */
+#define RND_KEYS 400
+#define RND_BOUND (64 * 1024)
+#define RND_PUTS 20000
+
+struct model_ent {
+	int present;
+	size_t len;
+	size_t cost;
+	uint64_t expiry;
+	uint64_t used;     /* larger = more recently used */
+	unsigned seed;
+};
+
+static uint64_t rnd_state;
+
+static uint32_t
+rnd(void)
+{
+	/* xorshift64*: the same sequence on every libc. */
+	rnd_state ^= rnd_state >> 12;
+	rnd_state ^= rnd_state << 25;
+	rnd_state ^= rnd_state >> 27;
+	return (uint32_t)((rnd_state * 0x2545F4914F6CDD1DULL) >> 32);
+}
+
+static void
+rnd_fill(uint8_t *buf, size_t len, unsigned seed)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		buf[i] = (uint8_t)(seed * 131 + i * 13 + (i >> 8));
+}
+
+static void
+test_random_bound(void **state)
+{
+	static struct model_ent m[RND_KEYS];
+	static uint8_t ans[RND_BOUND + 100], out[RND_BOUND + 100];
+	static uint8_t want[RND_BOUND + 100];
+	static const uint16_t offs[4] = { 0, 0, 0, 0 };
+	struct dnsmsg_answer_info info;
+	struct cache_stats st;
+	struct cache_key k;
+	struct cache *c;
+	size_t fixed, len, n_ttl, cost, out_len, bytes = 0, entries = 0;
+	uint64_t now = 0, used = 0, evictions = 0, expired = 0;
+	unsigned i, j, idx, victim, seed = 0;
+	unsigned n_hit = 0, n_big = 0;
+	int rc;
+
+	(void)state;
+	memset(m, 0, sizeof(m));
+	rnd_state = 0x9e3779b97f4a7c15ULL;
+	key_idx(&k, 0);
+	fixed = measure_cost(&k, 100, 0) - k.len - 100;
+	c = cache_new(RND_BOUND);
+	assert_non_null(c);
+
+	for (i = 0; i < RND_PUTS; i++) {
+		now += rnd() % 1500;
+		idx = rnd() % RND_KEYS;
+		key_idx(&k, idx);
+		len = 12 + rnd() % 4000;
+		if (rnd() % 500 == 0)
+			len = RND_BOUND - 8 + rnd() % 16;  /* around the edge */
+		n_ttl = rnd() % 5;
+		seed++;
+		rnd_fill(ans, len, seed);
+		info_init(&info, 1 + rnd() % 30, offs, n_ttl);
+		if (rnd() % 20 == 0)
+			info.cacheable = 0;
+		rc = cache_put(c, &k, ans, len, &info, now);
+
+		cost = fixed + k.len + len + n_ttl * sizeof(uint16_t);
+		if (!info.cacheable) {
+			assert_int_equal(rc, 0);
+		} else if (cost > RND_BOUND) {
+			assert_int_equal(rc, -E2BIG);
+			n_big++;
+		} else {
+			assert_int_equal(rc, 0);
+			if (m[idx].present) {
+				bytes -= m[idx].cost;
+				entries--;
+			}
+			m[idx].present = 1;
+			m[idx].len = len;
+			m[idx].cost = cost;
+			m[idx].expiry = now + (uint64_t)info.ttl * 1000;
+			m[idx].used = ++used;
+			m[idx].seed = seed;
+			bytes += cost;
+			entries++;
+			while (bytes > RND_BOUND) {
+				victim = RND_KEYS;
+				for (j = 0; j < RND_KEYS; j++)
+					if (m[j].present && (victim == RND_KEYS ||
+					    m[j].used < m[victim].used))
+						victim = j;
+				assert_true(victim != idx);
+				m[victim].present = 0;
+				bytes -= m[victim].cost;
+				entries--;
+				evictions++;
+			}
+		}
+		stats(c, &st);
+		assert_true(st.bytes <= st.max_bytes);
+		assert_int_equal(st.bytes, bytes);
+		assert_int_equal(st.entries, entries);
+		assert_int_equal(st.evictions, evictions);
+
+		/* A read now and then moves entries up the LRU list. */
+		if (rnd() % 2 != 0)
+			continue;
+		idx = rnd() % RND_KEYS;
+		key_idx(&k, idx);
+		rc = cache_get(c, &k, now, out, sizeof(out), &out_len);
+		if (!m[idx].present) {
+			assert_int_equal(rc, -ENOENT);
+		} else if (now >= m[idx].expiry) {
+			assert_int_equal(rc, -ENOENT);
+			m[idx].present = 0;
+			bytes -= m[idx].cost;
+			entries--;
+			expired++;
+		} else {
+			assert_int_equal(rc, 0);
+			assert_int_equal(out_len, m[idx].len);
+			/* The TTL fields are all at offset 0; the rest is
+			 * the answer as stored. */
+			rnd_fill(want, m[idx].len, m[idx].seed);
+			assert_memory_equal(out + 4, want + 4, m[idx].len - 4);
+			m[idx].used = ++used;
+			n_hit++;
+		}
+		stats(c, &st);
+		assert_int_equal(st.bytes, bytes);
+		assert_int_equal(st.entries, entries);
+		assert_int_equal(st.expired, expired);
+	}
+	/* The run covered what it is meant to cover. */
+	assert_true(evictions > 1000);
+	assert_true(expired > 100);
+	assert_true(n_hit > 100);
+	assert_true(n_big > 0);
+	cache_free(c);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_new_free),
+		cmocka_unit_test(test_accounting),
+		cmocka_unit_test(test_hit_miss),
+		cmocka_unit_test(test_ttl_aging),
+		cmocka_unit_test(test_expiry_at_ttl),
+		cmocka_unit_test(test_negative_ttl),
+		cmocka_unit_test(test_key_make),
+		cmocka_unit_test(test_replace),
+		cmocka_unit_test(test_eviction_lru),
+		cmocka_unit_test(test_e2big),
+		cmocka_unit_test(test_uncacheable),
+		cmocka_unit_test(test_enospc),
+		cmocka_unit_test(test_enomem),
+		cmocka_unit_test(test_random_bound),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

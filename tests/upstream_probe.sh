@@ -1,0 +1,431 @@
+#!/usr/bin/env bash
+# upstream_probe.sh: integration checks of the upstream pool (src/upstream.c)
+# through tests/upstream_probe against real DoT servers on 127.0.0.1:
+# Debian's Unbound serving a small auth-zone over TLS, and a fault-injecting
+# TLS server (Python stdlib, embedded below) that stays silent, closes,
+# sends garbage, answers late, answers with another question, reorders or
+# dribbles its answers byte by byte.
+#
+# Usage: tests/upstream_probe.sh [PROBE]   (or PROBE=... in the environment)
+# Exits non-zero when a check fails; the work directory (certs, configs,
+# every probe's output and log) is kept then and its path printed.
+set -euo pipefail
+
+PROBE=${1:-${PROBE:-${top_builddir:-.}/tests/upstream_probe}}
+[[ -x $PROBE ]] || { echo "upstream_probe.sh: no probe at $PROBE" >&2; exit 2; }
+for tool in unbound certtool kdig python3; do
+	command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] ||
+		{ echo "upstream_probe.sh: $tool is missing" >&2; exit 2; }
+done
+UNBOUND=$(command -v unbound || echo /usr/sbin/unbound)
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/upstream_probe.XXXXXX")
+PIDS=()
+FAILED=0
+# A sanitizer report must not look like an ordinary "not all answered" (1).
+export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}exitcode=86
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}halt_on_error=1:exitcode=86:print_stacktrace=1
+
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	if ((FAILED)); then
+		echo "upstream_probe.sh: FAILED; logs kept in $T" >&2
+	else
+		rm -rf "$T"
+	fi
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; FAILED=1; }
+pass() { echo "ok: $*"; }
+
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+now_ms() { date +%s%3N; }
+
+# ---- certificates: a CA and a server cert for dns.example; a second CA
+# that signed nothing we serve (for "unknown CA").
+gen_certs() {
+	local q=(--no-text --key-type=ecdsa --curve=secp256r1)
+	printf 'cn = "upstream_probe CA"\nca\ncert_signing_key\nexpiration_days = 2\n' >"$T/ca.tmpl"
+	printf 'cn = "dns.example"\ndns_name = "dns.example"\nip_address = "127.0.0.1"\ntls_www_server\nsigning_key\nexpiration_days = 2\n' >"$T/server.tmpl"
+	certtool --generate-privkey "${q[@]}" --outfile "$T/ca.key" 2>/dev/null
+	certtool --generate-self-signed --no-text --load-privkey "$T/ca.key" \
+		--template "$T/ca.tmpl" --outfile "$T/ca.pem" 2>/dev/null
+	certtool --generate-privkey "${q[@]}" --outfile "$T/server.key" 2>/dev/null
+	certtool --generate-certificate --no-text --load-privkey "$T/server.key" \
+		--load-ca-certificate "$T/ca.pem" --load-ca-privkey "$T/ca.key" \
+		--template "$T/server.tmpl" --outfile "$T/server.pem" 2>/dev/null
+	certtool --generate-privkey "${q[@]}" --outfile "$T/other.key" 2>/dev/null
+	certtool --generate-self-signed --no-text --load-privkey "$T/other.key" \
+		--template "$T/ca.tmpl" --outfile "$T/other-ca.pem" 2>/dev/null
+}
+
+# ---- Unbound: zone probe.test. with n0..n99 A 10.0.0.I; anything else in
+# the zone is NXDOMAIN.
+gen_zone() {
+	awk 'BEGIN {
+		print "$ORIGIN probe.test.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\nns A 127.0.0.1"
+		for (i = 0; i < 100; i++) printf "n%d A 10.0.%d.%d\n", i, int(i / 256), i % 256
+	}' >"$T/zone.db"
+}
+
+# start_unbound NAME PORT: Unbound answering DoT on 127.0.0.1@PORT; waits
+# until a real TLS query is answered. Sets STARTED_PID.
+start_unbound() {
+	local name=$1 port=$2 d=$T/$1 i
+	mkdir -p "$d"
+	cat >"$d/unbound.conf" <<EOF
+server:
+  num-threads: 1
+  interface: 127.0.0.1@$port
+  tls-port: $port
+  tls-service-key: "$T/server.key"
+  tls-service-pem: "$T/server.pem"
+  do-daemonize: no
+  use-syslog: no
+  logfile: "$d/unbound.log"
+  verbosity: 1
+  username: ""
+  chroot: ""
+  directory: "$d"
+  pidfile: ""
+  do-ip6: no
+  module-config: "iterator"
+  access-control: 127.0.0.0/8 allow
+  incoming-num-tcp: 100
+  local-zone: "." static
+  local-zone: "probe.test." transparent
+auth-zone:
+  name: "probe.test."
+  zonefile: "$T/zone.db"
+  for-downstream: yes
+  for-upstream: no
+  fallback-enabled: no
+EOF
+	"$UNBOUND" -d -c "$d/unbound.conf" >"$d/stderr.log" 2>&1 </dev/null &
+	STARTED_PID=$!
+	PIDS+=("$STARTED_PID")
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$STARTED_PID" 2>/dev/null || break
+		if kdig +time=1 +retry=0 -p "$port" @127.0.0.1 +tls-ca="$T/ca.pem" \
+			+tls-hostname=dns.example n0.probe.test A 2>/dev/null | grep -q NOERROR; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "unbound $name on port $port did not come up; see $d" >&2
+	FAILED=1
+	exit 1
+}
+
+# ---- the fault server
+cat >"$T/fault.py" <<'EOF'
+# fault.py MODE PORT CERT KEY [ARG]: a DoT server that answers every query
+# with its question only (NOERROR, QR|RA), or misbehaves per MODE:
+# echo, silent, close (after the first bytes), garbage (a 4-byte frame),
+# late ARG (answers after ARG ms), mismatch (answer names another question),
+# reorder ARG (holds ARG queries, answers them in reverse), dribble (answers
+# written one byte per TLS record).
+import socket, ssl, struct, sys, threading, time
+
+mode, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+arg = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", port))
+ls.listen(64)
+print("ready", flush=True)
+
+def answer(q):
+    i = 12
+    while q[i] != 0:
+        i += 1 + q[i]
+    a = bytearray(q[:i + 5])
+    a[2] |= 0x80
+    a[3] = 0x80
+    a[4:12] = b"\x00\x01\x00\x00\x00\x00\x00\x00"
+    if mode == "mismatch":
+        a[13] ^= 0x01
+    return bytes(a)
+
+def frame(m):
+    return struct.pack("!H", len(m)) + m
+
+def send_locked(c, lock, data):
+    with lock:
+        try:
+            c.sendall(data)
+        except Exception:
+            pass
+
+def serve(c):
+    buf, held, lock = b"", [], threading.Lock()
+    try:
+        c = ctx.wrap_socket(c, server_side=True)
+    except Exception as e:
+        print("handshake failed:", e, file=sys.stderr, flush=True)
+        return
+    try:
+        while True:
+            d = c.recv(65536)
+            if not d or mode == "close":
+                break
+            buf += d
+            out = []
+            while len(buf) >= 2 and len(buf) >= 2 + struct.unpack("!H", buf[:2])[0]:
+                n = struct.unpack("!H", buf[:2])[0]
+                out.append(buf[2:2 + n])
+                buf = buf[2 + n:]
+            if mode == "silent":
+                continue
+            if mode == "garbage":
+                c.sendall(b"\x00\x04abcd")
+                continue
+            if mode == "late":
+                data = b"".join(frame(answer(q)) for q in out)
+                threading.Timer(arg / 1000.0, send_locked, (c, lock, data)).start()
+                continue
+            if mode == "reorder":
+                held += out
+                if len(held) >= arg:
+                    c.sendall(b"".join(frame(answer(q)) for q in reversed(held)))
+                    held = []
+                continue
+            data = b"".join(frame(answer(q)) for q in out)
+            if mode == "dribble":
+                for i in range(len(data)):
+                    c.sendall(data[i:i + 1])
+            else:
+                c.sendall(data)
+    except Exception as e:
+        print("conn error:", e, file=sys.stderr, flush=True)
+    finally:
+        try:
+            c.close()
+        except Exception:
+            pass
+
+while True:
+    c, _ = ls.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+EOF
+
+# start_fault MODE [ARG]: sets FAULT_PORT.
+start_fault() {
+	local mode=$1 arg=${2:-0} i out
+	FAULT_PORT=$(free_port)
+	out=$T/fault-$mode-$FAULT_PORT
+	python3 "$T/fault.py" "$mode" "$FAULT_PORT" "$T/server.pem" "$T/server.key" "$arg" \
+		>"$out.out" 2>"$out.err" </dev/null &
+	PIDS+=("$!")
+	for ((i = 0; i < 100; i++)); do
+		grep -q ready "$out.out" 2>/dev/null && return 0
+		kill -0 "$!" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "fault server $mode did not come up; see $out.err" >&2
+	FAILED=1
+	exit 1
+}
+
+# probe NAME ARGS...: run the probe; stdout in $T/NAME.out, log in
+# $T/NAME.log, exit status in RC, duration in MS.
+probe() {
+	local name=$1 t0
+	shift
+	t0=$(now_ms)
+	RC=0
+	"$PROBE" "$@" >"$T/$name.out" 2>"$T/$name.log" </dev/null || RC=$?
+	MS=$(($(now_ms) - t0))
+	OUT=$T/$name.out
+	LOG=$T/$name.log
+	if ((RC == 86)) || grep -q -e 'Sanitizer' -e 'runtime error' "$LOG"; then
+		fail "$name: sanitizer report (see $LOG)"
+	fi
+}
+
+# metric NAME: the value of a counter from the probe's metrics line.
+metric() {
+	sed -n "s/.*[ ]$1=\([0-9]*\).*/\1/p" "$OUT" | tail -n 1
+}
+
+# expect DESC CONDITION...: a check on the last probe run.
+expect() {
+	local desc=$1
+	shift
+	if "$@"; then pass "$desc"; else fail "$desc (see $OUT, $LOG)"; fi
+}
+eq() { [[ $1 == "$2" ]]; }
+count_lines() { grep -c -e "$1" "$OUT" || true; }
+
+names() { local i; for ((i = 0; i < 100; i++)); do echo "n$i.probe.test"; done; }
+mapfile -t NAMES < <(names)
+
+gen_certs
+gen_zone
+UB_PORT=$(free_port)
+start_unbound ub1 "$UB_PORT"
+UB="127.0.0.1@$UB_PORT#dns.example"
+CA=(--ca "$T/ca.pem")
+
+# 1. Answers: a name in the zone, an NXDOMAIN.
+probe basic "${CA[@]}" -u "$UB" n5.probe.test nx.probe.test
+expect "basic: exit 0" eq "$RC" 0
+expect "basic: A answer" grep -q '^answer n5.probe.test rcode=0 len=[0-9]* an=1$' "$OUT"
+expect "basic: NXDOMAIN answer" grep -q '^answer nx.probe.test rcode=3 ' "$OUT"
+expect "basic: connected log line" grep -q "upstream 127.0.0.1@$UB_PORT (dns.example): connected, TLS" "$LOG"
+
+# 2. 1000 queries pipelined on one connection.
+probe pipelined --quiet "${CA[@]}" -u "$UB" --count 10 "${NAMES[@]}"
+expect "pipelined: exit 0" eq "$RC" 0
+expect "pipelined: 1000 answered" grep -q '^round 1 answered=1000 failed=0 ' "$OUT"
+expect "pipelined: one connection" eq "$(metric tls_connects)" 1
+expect "pipelined: one handshake" eq "$(metric tls_handshakes)" 1
+expect "pipelined: 1000 written" eq "$(metric upstream_queries)" 1000
+expect "pipelined: 1000 matched" eq "$(metric upstream_answers)" 1000
+
+# 3. Wrong auth name: every query fails fast, the log names the cause.
+probe wrongname "${CA[@]}" -u "127.0.0.1@$UB_PORT#wrong.example" --count 2 "${NAMES[@]:0:50}"
+expect "wrong name: exit 1" eq "$RC" 1
+expect "wrong name: 100 x EUNREACH" eq "$(count_lines '^fail .* status=-2$')" 100
+expect "wrong name: verify failure counted" eq "$(metric tls_verify_failures)" 1
+expect "wrong name: one connect attempt" eq "$(metric tls_connects)" 1
+expect "wrong name: nothing written" eq "$(metric upstream_queries)" 0
+expect "wrong name: log names the mismatch" grep -q "upstream 127.0.0.1@$UB_PORT (wrong.example): .*name" "$LOG"
+expect "wrong name: fast (${MS} ms)" test "$MS" -lt 1500
+
+# 4. Unknown CA.
+probe unknownca --ca "$T/other-ca.pem" -u "$UB" n1.probe.test
+expect "unknown CA: EUNREACH" grep -q '^fail n1.probe.test status=-2$' "$OUT"
+expect "unknown CA: verify failure counted" eq "$(metric tls_verify_failures)" 1
+expect "unknown CA: log names the cause" grep -qi "upstream 127.0.0.1@$UB_PORT (dns.example): .*\(unknown ca\|issuer\)" "$LOG"
+
+# 5. Backend down: fail fast.
+DOWN_PORT=$(free_port)
+probe down "${CA[@]}" -u "127.0.0.1@$DOWN_PORT#dns.example" "${NAMES[@]}"
+expect "down: 100 x EUNREACH" eq "$(count_lines '^fail .* status=-2$')" 100
+expect "down: handshake failure counted" eq "$(metric tls_handshake_failures)" 1
+expect "down: log says refused" grep -qi "upstream 127.0.0.1@$DOWN_PORT (dns.example): .*refused" "$LOG"
+expect "down: fast (${MS} ms)" test "$MS" -lt 1500
+
+# 6. Two upstreams, the first down: answers from the second.
+probe failover --quiet "${CA[@]}" -u "127.0.0.1@$DOWN_PORT#dns.example" -u "$UB" "${NAMES[@]}"
+expect "failover: exit 0" eq "$RC" 0
+expect "failover: 100 answered" grep -q '^round 1 answered=100 failed=0 ' "$OUT"
+expect "failover: first upstream failed once" eq "$(metric tls_handshake_failures)" 1
+expect "failover: second connected once" eq "$(metric tls_handshakes)" 1
+
+# 7. Cancel every third query; their answers arrive and are dropped.
+probe cancel --quiet --debug "${CA[@]}" -u "$UB" --cancel 3 --count 3 --linger-ms 300 "${NAMES[@]}"
+N_CANCELLED=$(sed -n 's/^round 1 .* cancelled=\([0-9]*\)$/\1/p' "$OUT")
+expect "cancel: exit 0" eq "$RC" 0
+expect "cancel: some cancelled in flight (${N_CANCELLED:-none})" test "${N_CANCELLED:-0}" -gt 0
+expect "cancel: the others answered" grep -q "^round 1 answered=$((300 - ${N_CANCELLED:-0})) failed=0 " "$OUT"
+expect "cancel: no mismatch" eq "$(metric upstream_mismatch)" 0
+expect "cancel: late answers dropped silently" eq "$(grep -c 'late answer for ID' "$LOG" || true)" "${N_CANCELLED:-x}"
+
+# 8. Close the pool from inside a callback with queries in flight.
+probe closeafter --quiet "${CA[@]}" -u "$UB" --close-after 10 --count 5 "${NAMES[@]}"
+expect "close: exit 1 (not all answered)" eq "$RC" 1
+expect "close: 490 x ECLOSED" eq "$(metric closed_cbs)" 490
+expect "close: 500 callbacks" grep -q '^round 1 answered=10 failed=490 ' "$OUT"
+
+# 9. Idle connection closes.
+probe idle --quiet "${CA[@]}" -u "$UB" --idle-ms 200 --linger-ms 700 n1.probe.test
+expect "idle: exit 0" eq "$RC" 0
+expect "idle: closed" eq "$(metric tls_closed)" 1
+expect "idle: log says idle" grep -q "upstream 127.0.0.1@$UB_PORT (dns.example): idle" "$LOG"
+
+# 10. Allocation failures (mem.h hook): an error or a callback, never a
+# crash, a leak or a missing callback.
+bad=0
+for ((n = 0; n < 24; n++)); do
+	probe "nomem$n" --quiet --fail-alloc "$n" "${CA[@]}" -u "$UB" "${NAMES[@]:0:3}"
+	if ((RC != 0 && RC != 1)); then
+		bad=1
+		fail "nomem: allocation $n: exit $RC (see $LOG)"
+	fi
+done
+expect "nomem: every allocation failure handled" eq "$bad" 0
+
+# 11. Faults.
+start_fault silent
+probe silent --quiet "${CA[@]}" -u "127.0.0.1@$FAULT_PORT#dns.example" --timeout-ms 300 "${NAMES[@]}"
+expect "silent: 100 x ETIMEDOUT" eq "$(count_lines '^fail .* status=-1$')" 100
+expect "silent: timeouts counted" eq "$(metric upstream_timeouts)" 100
+expect "silent: within deadline (${MS} ms)" test "$MS" -lt 1500
+
+start_fault late 400
+probe late --quiet --debug "${CA[@]}" -u "127.0.0.1@$FAULT_PORT#dns.example" --timeout-ms 200 --linger-ms 800 "${NAMES[@]:0:20}"
+expect "late: 20 x ETIMEDOUT" eq "$(count_lines '^fail .* status=-1$')" 20
+expect "late: late answers dropped silently" eq "$(grep -c 'late answer for ID' "$LOG" || true)" 20
+expect "late: no mismatch counted" eq "$(metric upstream_mismatch)" 0
+
+start_fault mismatch
+probe mismatch --quiet "${CA[@]}" -u "127.0.0.1@$FAULT_PORT#dns.example" --timeout-ms 300 "${NAMES[@]:0:20}"
+expect "mismatch: answers for another question ignored" eq "$(metric upstream_mismatch)" 20
+expect "mismatch: 20 x ETIMEDOUT" eq "$(count_lines '^fail .* status=-1$')" 20
+
+start_fault reorder 100
+probe reorder --quiet "${CA[@]}" -u "127.0.0.1@$FAULT_PORT#dns.example" "${NAMES[@]}"
+expect "reorder: exit 0 (answers matched out of order)" eq "$RC" 0
+expect "reorder: 100 answered" eq "$(metric upstream_answers)" 100
+
+start_fault dribble
+probe dribble --quiet "${CA[@]}" -u "127.0.0.1@$FAULT_PORT#dns.example" "${NAMES[@]:0:30}"
+expect "dribble: exit 0 (1-byte records reassembled)" eq "$RC" 0
+
+start_fault close
+CLOSE_PORT=$FAULT_PORT
+probe close "${CA[@]}" -u "127.0.0.1@$CLOSE_PORT#dns.example" "${NAMES[@]:0:20}"
+expect "close: resent once" eq "$(metric upstream_resent)" 20
+expect "close: no answer -> backoff, EUNREACH" eq "$(count_lines '^fail .* status=-2$')" 20
+expect "close: no reconnect storm" eq "$(metric tls_connects)" 1
+probe closebackup --quiet "${CA[@]}" -u "127.0.0.1@$CLOSE_PORT#dns.example" -u "$UB" "${NAMES[@]:0:20}"
+expect "close+backup: exit 0" eq "$RC" 0
+expect "close+backup: resent to the second" eq "$(metric upstream_resent)" 20
+
+start_fault garbage
+probe garbage --quiet "${CA[@]}" -u "127.0.0.1@$FAULT_PORT#dns.example" -u "$UB" "${NAMES[@]:0:20}"
+expect "garbage: exit 0 (moved to the second upstream)" eq "$RC" 0
+expect "garbage: malformed counted" eq "$(metric upstream_malformed)" 1
+
+# 12. Recovery without restart: the upstream is down for round 1, comes up,
+# and later rounds are answered once its backoff has expired.
+REC_PORT=$(free_port)
+mkfifo "$T/ctl"
+"$PROBE" --quiet "${CA[@]}" -u "127.0.0.1@$REC_PORT#dns.example" --pause-stdin \
+	--until-ok 15000 "${NAMES[@]:0:10}" <"$T/ctl" >"$T/recover.out" 2>"$T/recover.log" &
+REC_PID=$!
+PIDS+=("$REC_PID")
+exec 3>"$T/ctl"
+for ((i = 0; i < 100; i++)); do
+	grep -q '^round 1 ' "$T/recover.out" 2>/dev/null && break
+	kill -0 "$REC_PID" 2>/dev/null || break
+	sleep 0.1
+done
+start_unbound ub2 "$REC_PORT"
+echo go >&3
+exec 3>&-
+RC=0
+wait "$REC_PID" || RC=$?
+OUT=$T/recover.out LOG=$T/recover.log
+expect "recover: round 1 failed" grep -q '^round 1 answered=0 failed=10 ' "$OUT"
+expect "recover: answered later (exit $RC)" eq "$RC" 0
+expect "recover: connected" grep -q "upstream 127.0.0.1@$REC_PORT (dns.example): connected" "$LOG"
+
+if ((FAILED)); then
+	exit 1
+fi
+echo "upstream_probe.sh: all checks passed"
