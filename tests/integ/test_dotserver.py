@@ -392,26 +392,6 @@ def test_dig_parsing():
     assert res.rcode is None and res.answers == [], res.raw
 
 
-def test_start_dotproxy_with_stand_in():
-    # Exercises start_dotproxy() with a stand-in that says 'ready' and
-    # exits on SIGTERM, so the helper is tested before dotproxy is.
-    with h.tmpdir() as d:
-        fake = os.path.join(d, 'dotproxy')
-        with open(fake, 'w') as f:
-            f.write('#!/bin/sh\necho "$@"\necho "x info: ready" >&2\n'
-                    'trap "exit 0" TERM\nwhile :; do sleep 0.05; done\n')
-        os.chmod(fake, 0o755)
-        saved = h.DOTPROXY
-        h.DOTPROXY = fake
-        try:
-            with h.start_dotproxy('-c', 'x.conf') as p:
-                m = p.wait_line(r'^-d -l 127\.0\.0\.1@(\d+) -c x\.conf$')
-                assert int(m.group(1)) == p.port
-                assert p.stop() == 0
-        finally:
-            h.DOTPROXY = saved
-
-
 if __name__ == '__main__':
     h.run([
         test_certs,
@@ -428,5 +408,4 @@ if __name__ == '__main__':
         test_sigterm,
         test_ares_client,
         test_dig_parsing,
-        test_start_dotproxy_with_stand_in,
     ])
