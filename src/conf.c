@@ -689,6 +689,7 @@ conf_finish(struct conf *c, char *err, size_t errlen)
 				return -1;
 		}
 		c->n_listen = 2;
+		c->listen_is_default = 1;
 	}
 	if (c->n_upstream == 0) {
 		for (i = 0; i < 2; i++) {

@@ -40,6 +40,10 @@ struct conf_upstream {
 struct conf {
 	struct conf_addr listen[CONF_MAX_LISTEN];
 	size_t n_listen;
+	/* The listen list is conf_finish's default, not the user's: an
+	 * address the host lacks (::1 without IPv6) is then skipped with a
+	 * warning instead of stopping the start. */
+	int listen_is_default;
 	struct conf_upstream upstream[CONF_MAX_UPSTREAM];
 	size_t n_upstream;
 	char ca_file[CONF_MAX_PATH];  /* "" = the system trust store */

@@ -14,7 +14,9 @@
  * connection cap is reached: the least recently active connection with no
  * query in flight.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,12 +87,39 @@ struct listen {
 	unsigned n_conns;
 	unsigned open_handles; /* listening sockets not yet closed */
 	int closing;
+	uint64_t drop_logged_ms; /* last drop logged: at most one a second */
 	uint8_t *udp_buf;      /* UDP_SLOTS * UDP_SLOT, reused for every batch */
 	uint8_t out[DNS_MAX_MSG + 2]; /* answers ready at once; 2 for TCP framing */
 };
 
 static void listen_maybe_free(struct listen *l);
 static void conn_close(struct tcp_conn *c);
+
+/* A dropped message is counted always and logged at most once a second,
+ * so that a flood of garbage cannot become a flood of log lines. */
+static void
+log_drop(struct listen *l, const struct sockaddr *peer, const char *proto)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	uint64_t now = uv_now(l->loop);
+	unsigned port = 0;
+
+	if (l->drop_logged_ms != 0 && now - l->drop_logged_ms < 1000)
+		return;
+	l->drop_logged_ms = now;
+	if (peer != NULL && peer->sa_family == AF_INET6) {
+		uv_ip6_name((const struct sockaddr_in6 *)peer, host,
+		    sizeof(host));
+		port = ntohs(((const struct sockaddr_in6 *)peer)->sin6_port);
+	} else if (peer != NULL && peer->sa_family == AF_INET) {
+		uv_ip4_name((const struct sockaddr_in *)peer, host,
+		    sizeof(host));
+		port = ntohs(((const struct sockaddr_in *)peer)->sin_port);
+	}
+	log_warn("dropped an unanswerable %s message from %s@%u "
+	    "(%llu malformed dropped so far; logged at most once a second)",
+	    proto, host, port, (unsigned long long)l->m->drops_malformed);
+}
 
 /* ---- UDP ---- */
 
@@ -181,15 +210,24 @@ udp_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
 	l->m->queries_udp++;
 	if (flags & UV_UDP_PARTIAL) {
 		l->m->drops_malformed++;
+		log_drop(l, addr, "udp");
 		return;
 	}
 	memset(&from, 0, sizeof(from));
 	memcpy(&from, addr, addr->sa_family == AF_INET6 ?
 	    sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
-	if (query_handle(l->qctx, (const uint8_t *)buf->base, (size_t)nread, 1,
-	    uv_now(l->loop), l->out, &out_len, udp_done_cb, u, &from,
-	    sizeof(from)) == QUERY_ANSWER)
+	switch (query_handle(l->qctx, (const uint8_t *)buf->base,
+	    (size_t)nread, 1, uv_now(l->loop), l->out, &out_len, udp_done_cb, u,
+	    &from, sizeof(from))) {
+	case QUERY_ANSWER:
 		udp_send(u, addr, l->out, out_len);
+		break;
+	case QUERY_DROP:
+		log_drop(l, addr, "udp");
+		break;
+	case QUERY_PENDING:
+		break;
+	}
 }
 
 /* ---- TCP connections ---- */
@@ -374,6 +412,18 @@ conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	buf->len = c->rcap - c->rlen;
 }
 
+static void
+conn_log_drop(struct tcp_conn *c)
+{
+	struct sockaddr_storage peer;
+	int len = sizeof(peer);
+
+	if (uv_tcp_getpeername(&c->handle, (struct sockaddr *)&peer,
+	    &len) != 0)
+		peer.ss_family = AF_UNSPEC;
+	log_drop(c->l, (const struct sockaddr *)&peer, "tcp");
+}
+
 /* Handle every complete frame in the read buffer. */
 static void
 conn_frames(struct tcp_conn *c)
@@ -395,6 +445,8 @@ conn_frames(struct tcp_conn *c)
 			conn_send(c, l->out, out_len);
 		else if (r == QUERY_PENDING)
 			c->pending++;
+		else
+			conn_log_drop(c);
 	}
 	if (off != 0) {
 		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
@@ -560,7 +612,7 @@ bind_udp(struct listen *l, const struct conf_addr *a, char *err,
 	u = mem_calloc(1, sizeof(*u));
 	if (u == NULL) {
 		snprintf(err, errlen, "out of memory");
-		return -1;
+		return UV_ENOMEM;
 	}
 	u->l = l;
 	rc = uv_udp_init_ex(l->loop, &u->handle,
@@ -568,7 +620,7 @@ bind_udp(struct listen *l, const struct conf_addr *a, char *err,
 	if (rc != 0) {
 		mem_free(u);
 		snprintf(err, errlen, "udp: %s", uv_strerror(rc));
-		return -1;
+		return rc;
 	}
 	u->handle.data = u;
 	l->udp[l->n_udp++] = u;
@@ -576,11 +628,9 @@ bind_udp(struct listen *l, const struct conf_addr *a, char *err,
 	rc = uv_udp_bind(&u->handle, (const struct sockaddr *)&a->ss, flags);
 	if (rc == 0)
 		rc = uv_udp_recv_start(&u->handle, udp_alloc_cb, udp_recv_cb);
-	if (rc != 0) {
+	if (rc != 0)
 		snprintf(err, errlen, "udp: %s", uv_strerror(rc));
-		return -1;
-	}
-	return 0;
+	return rc;
 }
 
 static int
@@ -594,14 +644,14 @@ bind_tcp(struct listen *l, const struct conf_addr *a, char *err,
 	t = mem_calloc(1, sizeof(*t));
 	if (t == NULL) {
 		snprintf(err, errlen, "out of memory");
-		return -1;
+		return UV_ENOMEM;
 	}
 	t->l = l;
 	rc = uv_tcp_init_ex(l->loop, &t->handle, a->ss.ss_family);
 	if (rc != 0) {
 		mem_free(t);
 		snprintf(err, errlen, "tcp: %s", uv_strerror(rc));
-		return -1;
+		return rc;
 	}
 	t->handle.data = t;
 	l->tcp[l->n_tcp++] = t;
@@ -610,11 +660,9 @@ bind_tcp(struct listen *l, const struct conf_addr *a, char *err,
 	if (rc == 0)
 		rc = uv_listen((uv_stream_t *)&t->handle, TCP_BACKLOG,
 		    tcp_connection_cb);
-	if (rc != 0) {
+	if (rc != 0)
 		snprintf(err, errlen, "tcp: %s", uv_strerror(rc));
-		return -1;
-	}
-	return 0;
+	return rc;
 }
 
 int
@@ -624,7 +672,8 @@ listen_start(uv_loop_t *loop, const struct conf *conf,
 {
 	struct listen *l;
 	char addr[64], why[256];
-	size_t i;
+	size_t i, n_bound = 0;
+	int rc;
 
 	l = mem_calloc(1, sizeof(*l));
 	if (l == NULL)
@@ -639,15 +688,29 @@ listen_start(uv_loop_t *loop, const struct conf *conf,
 	l->qctx = qctx;
 	l->m = m;
 	for (i = 0; i < conf->n_listen; i++) {
-		if (bind_udp(l, &conf->listen[i], why, sizeof(why)) != 0 ||
-		    bind_tcp(l, &conf->listen[i], why, sizeof(why)) != 0) {
-			conf_addr_str(&conf->listen[i], addr, sizeof(addr));
-			snprintf(err, errlen, "listen %s: %s", addr, why);
-			listen_close(l);
-			return -1;
-		}
 		conf_addr_str(&conf->listen[i], addr, sizeof(addr));
-		log_info("listening on %s (udp, tcp)", addr);
+		rc = bind_udp(l, &conf->listen[i], why, sizeof(why));
+		if (rc == 0)
+			rc = bind_tcp(l, &conf->listen[i], why, sizeof(why));
+		if (rc == 0) {
+			log_info("listening on %s (udp, tcp)", addr);
+			n_bound++;
+			continue;
+		}
+		if (conf->listen_is_default && (rc == UV_EADDRNOTAVAIL ||
+		    rc == UV_EAFNOSUPPORT)) {
+			log_warn("listen %s: %s (default address skipped)",
+			    addr, why);
+			continue;
+		}
+		snprintf(err, errlen, "listen %s: %s", addr, why);
+		listen_close(l);
+		return -1;
+	}
+	if (n_bound == 0) {
+		snprintf(err, errlen, "listen: no address could be bound");
+		listen_close(l);
+		return -1;
 	}
 	*out = l;
 	return 0;

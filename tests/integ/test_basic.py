@@ -233,6 +233,9 @@ def test_malformed_input():
         qr = bytearray(good)
         qr[2] |= 0x80
         assert h.udp_query(px.port, bytes(qr), timeout=0.5) is None
+        # Drops are logged (rate-limited), naming the sender.
+        px.wait_line(r'dropped an unanswerable udp message from '
+                     r'127\.0\.0\.1@\d+', stream='stderr')
         # Garbage over TCP too, then a good query on the same connection.
         with h.TcpConn(px.port) as t:
             # A query header (QR clear) followed by a reserved label type.
@@ -259,6 +262,23 @@ def test_real_clients():
         r = h.kdig(px.port, 'knot.example', 'TXT', tcp=True)
         assert r.rcode == 'NOERROR' and r.data('TXT') == ['"hello"'], r.raw
         assert up.count(QUERY_RE % (r'cares\.example\.', 1)) == 1
+
+
+def test_ipv6_listener():
+    c = h.certs()
+    port = h.free_port()
+    with h.tmpdir() as d, h.start_dotserver(c) as up, \
+            h.start_dotproxy('-c', write_conf(d, up, c), '-l',
+                             '::1@%d' % port, listen=False, port=port) as px:
+        r = h._run_tool(['dig', '@::1', '-p', str(port), '+tries=1',
+                         '+time=5', 'v6.example', 'AAAA'], 15)
+        assert r.rcode == 'NOERROR' and r.data('AAAA') == ['2001:db8::1'], \
+            r.raw
+        r = h._run_tool(['dig', '@::1', '-p', str(port), '+tries=1',
+                         '+time=5', '+tcp', 'v6.example', 'AAAA'], 15)
+        assert r.rcode == 'NOERROR', r.raw
+        assert up.count(QUERY_RE % (r'v6\.example\.', 28)) == 1
+        px.wait_line(r'listening on ::1@%d' % port, stream='stderr')
 
 
 def test_tcp_idle_timeout_and_cap():
@@ -300,5 +320,6 @@ h.run([
     test_truncation_then_tcp,
     test_malformed_input,
     test_real_clients,
+    test_ipv6_listener,
     test_tcp_idle_timeout_and_cap,
 ])
