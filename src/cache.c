@@ -11,10 +11,15 @@
  *   - bytes is the sum of entry_cost() over the entries, and bytes <=
  *     max_bytes (cache_put evicts from the tail until the new entry fits,
  *     and refuses with -E2BIG an entry that could never fit);
- *   - the stored answer holds the TTLs as received: aging is applied to
- *     the caller's copy only, so reading twice never ages twice.
- * Expired entries are removed when a lookup sees them; until then they
- * only occupy space and are the first to go when they drift to the tail.
+ *   - the stored answer holds the TTLs as received: aging (or the stale
+ *     TTL) is applied to the caller's copy only, so reading twice never
+ *     ages twice.
+ * An entry lives in three phases: fresh until its TTL runs out (served by
+ * cache_get), then stale for stale_max_s seconds (kept, served only by
+ * cache_get_stale, RFC 8767), then dead: removed when a lookup sees it.
+ * Until then a dead entry only occupies space. Stale and dead entries stay
+ * on the LRU list like any other and are evicted by the same rule: a stale
+ * answer that is being served keeps its place by being used.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -39,11 +44,14 @@ struct cache_entry {
 	struct cache_entry *prev;      /* LRU list, toward the head (MRU) */
 	struct cache_entry *next;      /* LRU list, toward the tail (LRU) */
 	uint64_t inserted_ms;
-	uint64_t expiry_ms;
+	uint64_t expiry_ms;            /* end of the fresh phase */
+	uint64_t refresh_after_ms;     /* cache_refresh_failed; 0 = none */
+	uint32_t ttl;                  /* lifetime stored with, seconds */
 	size_t len;                    /* answer bytes */
 	uint16_t key_len;
 	uint16_t n_ttl;
 	uint8_t hash_oom;              /* set by uthash when the add failed */
+	uint8_t rcode;                 /* header rcode of the answer */
 	uint16_t ttl_off[];            /* then key bytes, then answer bytes */
 };
 
@@ -53,8 +61,16 @@ struct cache {
 	size_t entries;
 	size_t bytes;
 	size_t max_bytes;
+	uint64_t stale_max_ms;         /* how long past expiry entries stay */
 	uint64_t evictions;
 	uint64_t expired;
+};
+
+/* Where an entry found by entry_lookup stands at now. */
+enum entry_phase {
+	PHASE_NONE,     /* no such entry, or it was dead and has been removed */
+	PHASE_FRESH,
+	PHASE_STALE,
 };
 
 /* What one entry costs beyond its own allocation: the table's share. uthash
@@ -96,8 +112,72 @@ entry_remove(struct cache *c, struct cache_entry *e)
 	mem_free(e);
 }
 
+/* Find key at now_ms. A dead entry (past its stale window) is removed
+ * here and counted as expired, so that both lookups agree on when an entry
+ * ends. Sets *ep to the entry unless the phase is PHASE_NONE. */
+static enum entry_phase
+entry_lookup(struct cache *c, const struct cache_key *key, uint64_t now_ms,
+    struct cache_entry **ep)
+{
+	struct cache_entry *e;
+	enum entry_phase ph = PHASE_NONE;
+
+	if (key->len == 0 || key->len > CACHE_KEY_MAX)
+		goto out;
+	HASH_FIND(hh, c->table, key->bytes, key->len, e);
+	if (e == NULL)
+		goto out;
+	if (now_ms < e->expiry_ms) {
+		ph = PHASE_FRESH;
+	} else if (now_ms - e->expiry_ms < c->stale_max_ms) {
+		ph = PHASE_STALE;
+	} else {
+		entry_remove(c, e);
+		c->expired++;
+		goto out;
+	}
+	*ep = e;
+out:
+	return ph;
+}
+
+/* Whole seconds e has spent in the cache; a clock that went backwards ages
+ * nothing rather than wrapping, and a stale entry's age (TTL plus window,
+ * both 32-bit) is clamped rather than truncated. */
+static uint32_t
+entry_age(const struct cache_entry *e, uint64_t now_ms)
+{
+	uint64_t age;
+
+	age = now_ms > e->inserted_ms ? (now_ms - e->inserted_ms) / 1000 : 0;
+	return age > UINT32_MAX ? UINT32_MAX : (uint32_t)age;
+}
+
+static void
+entry_meta(const struct cache_entry *e, uint64_t now_ms, int stale,
+    struct cache_meta *meta)
+{
+	if (meta == NULL)
+		return;
+	meta->ttl = e->ttl;
+	meta->age = entry_age(e, now_ms);
+	meta->stale = stale;
+	meta->refresh_after_ms = e->refresh_after_ms;
+	meta->rcode = e->rcode;
+}
+
+/* Serving an entry makes it the most recently used. */
+static void
+entry_touch(struct cache *c, struct cache_entry *e)
+{
+	if (c->lru != e) {
+		DL_DELETE(c->lru, e);
+		DL_PREPEND(c->lru, e);
+	}
+}
+
 struct cache *
-cache_new(size_t max_bytes)
+cache_new(size_t max_bytes, uint32_t stale_max_s)
 {
 	struct cache *c;
 
@@ -105,6 +185,7 @@ cache_new(size_t max_bytes)
 	if (c == NULL)
 		return NULL;
 	c->max_bytes = max_bytes;
+	c->stale_max_ms = (uint64_t)stale_max_s * 1000;
 	return c;
 }
 
@@ -181,7 +262,11 @@ cache_put(struct cache *c, const struct cache_key *key,
 	memset(e, 0, sizeof(*e));
 	e->inserted_ms = now_ms;
 	e->expiry_ms = now_ms + (uint64_t)info->ttl * 1000;
+	e->ttl = info->ttl;
 	e->len = len;
+	/* From the bytes rather than info: the rcode is what the copy served
+	 * will say (the low 4 bits of flags; OPT's extension is not kept). */
+	e->rcode = len >= 4 ? (answer[3] & 0x0f) : 0;
 	e->key_len = (uint16_t)key->len;
 	e->n_ttl = (uint16_t)n_ttl;
 	memcpy(e->ttl_off, info->ttl_off, n_ttl * sizeof(uint16_t));
@@ -218,24 +303,15 @@ out:
 
 int
 cache_get(struct cache *c, const struct cache_key *key, uint64_t now_ms,
-    uint8_t *out, size_t cap, size_t *out_len)
+    uint8_t *out, size_t cap, size_t *out_len, struct cache_meta *meta)
 {
-	struct cache_entry *e;
-	uint64_t age;
+	struct cache_entry *e = NULL;
+	uint32_t age;
 	int rc = 0;
 
-	if (key->len == 0 || key->len > CACHE_KEY_MAX) {
-		rc = -ENOENT;
-		goto out;
-	}
-	HASH_FIND(hh, c->table, key->bytes, key->len, e);
-	if (e == NULL) {
-		rc = -ENOENT;
-		goto out;
-	}
-	if (now_ms >= e->expiry_ms) {
-		entry_remove(c, e);
-		c->expired++;
+	/* A stale entry is a miss here but stays for cache_get_stale, and
+	 * keeps its place in the LRU list: it was not served. */
+	if (entry_lookup(c, key, now_ms, &e) != PHASE_FRESH) {
 		rc = -ENOENT;
 		goto out;
 	}
@@ -245,18 +321,55 @@ cache_get(struct cache *c, const struct cache_key *key, uint64_t now_ms,
 	}
 
 	memcpy(out, entry_answer(e), e->len);
-	/* A clock that went backwards ages nothing rather than wrapping. Age
-	 * is below the TTL (the entry has not expired), so it fits 32 bits. */
-	age = now_ms > e->inserted_ms ? (now_ms - e->inserted_ms) / 1000 : 0;
-	dnsmsg_age_ttls(out, e->len, e->ttl_off, e->n_ttl, (uint32_t)age);
+	/* The entry is fresh, so its age is below its TTL. */
+	age = entry_age(e, now_ms);
+	dnsmsg_age_ttls(out, e->len, e->ttl_off, e->n_ttl, age);
 	*out_len = e->len;
-
-	if (c->lru != e) {
-		DL_DELETE(c->lru, e);
-		DL_PREPEND(c->lru, e);
-	}
+	entry_meta(e, now_ms, 0, meta);
+	entry_touch(c, e);
 out:
 	return rc;
+}
+
+int
+cache_get_stale(struct cache *c, const struct cache_key *key,
+    uint64_t now_ms, uint32_t stale_ttl, uint8_t *out, size_t cap,
+    size_t *out_len, struct cache_meta *meta)
+{
+	struct cache_entry *e = NULL;
+	int rc = 0;
+
+	/* A fresh entry is the caller's to read with cache_get: it must not
+	 * go out with the stale TTL. */
+	if (entry_lookup(c, key, now_ms, &e) != PHASE_STALE) {
+		rc = -ENOENT;
+		goto out;
+	}
+	if (cap < e->len) {
+		rc = -ENOSPC;
+		goto out;
+	}
+
+	memcpy(out, entry_answer(e), e->len);
+	dnsmsg_set_ttls(out, e->len, e->ttl_off, e->n_ttl, stale_ttl);
+	*out_len = e->len;
+	entry_meta(e, now_ms, 1, meta);
+	entry_touch(c, e);
+out:
+	return rc;
+}
+
+void
+cache_refresh_failed(struct cache *c, const struct cache_key *key,
+    uint64_t retry_at_ms)
+{
+	struct cache_entry *e;
+
+	if (key->len == 0 || key->len > CACHE_KEY_MAX)
+		return;
+	HASH_FIND(hh, c->table, key->bytes, key->len, e);
+	if (e != NULL)
+		e->refresh_after_ms = retry_at_ms;
 }
 
 void

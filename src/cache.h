@@ -1,10 +1,12 @@
 /* cache.h: the answer cache, keyed by question and flags, bounded in bytes.
  *
  * The cache copies in and copies out: nobody holds a pointer into it across
- * a call. Entries expire by TTL (an expired entry is never returned: it is
- * removed on sight) and the least recently used go first when the byte
- * bound would be exceeded. Time is passed in as milliseconds on the loop's
- * monotonic clock; the cache never reads a clock.
+ * a call. An entry is fresh for its TTL (cache_get), then stale for the
+ * stale window given to cache_new (cache_get_stale, RFC 8767), then gone:
+ * removed the first time a lookup sees it. The least recently used go
+ * first when the byte bound would be exceeded. Time is passed in as
+ * milliseconds on the loop's monotonic clock; the cache never reads a
+ * clock.
  *
  * The interface is small on purpose: when workers arrive it will be sharded
  * by key hash with a lock per shard behind these same calls.
@@ -30,14 +32,25 @@ struct cache_stats {
 	size_t bytes;        /* accounted bytes, entries' overhead included */
 	size_t max_bytes;
 	uint64_t evictions;  /* removed to make room (LRU) */
-	uint64_t expired;    /* removed because their TTL ran out */
+	uint64_t expired;    /* removed because their TTL (and stale window) ran out */
+};
+
+/* What a lookup tells about the entry besides its bytes. */
+struct cache_meta {
+	uint32_t ttl;           /* lifetime it was stored with, seconds */
+	uint32_t age;           /* whole seconds since it was stored */
+	int stale;              /* past its lifetime (cache_get_stale only) */
+	uint64_t refresh_after_ms; /* set by cache_refresh_failed; 0 = any time */
+	int rcode;              /* of the stored answer */
 };
 
 struct cache;
 
 /* A cache that holds at most max_bytes (answers, keys and per-entry
- * overhead together). Returns NULL when out of memory. */
-struct cache *cache_new(size_t max_bytes);
+ * overhead together). Entries are kept stale_max_s seconds past their
+ * lifetime for cache_get_stale (RFC 8767); 0 removes them at expiry.
+ * Returns NULL when out of memory. */
+struct cache *cache_new(size_t max_bytes, uint32_t stale_max_s);
 
 /* Free the cache and every entry. NULL is allowed. */
 void cache_free(struct cache *c);
@@ -54,13 +67,27 @@ int cache_put(struct cache *c, const struct cache_key *key,
     const uint8_t *answer, size_t len, const struct dnsmsg_answer_info *info,
     uint64_t now_ms);
 
-/* Look key up at now_ms. On a hit copy the answer into out with every TTL
- * lowered by the whole seconds it has spent in the cache, mark the entry
- * most recently used and return 0 with *out_len set. Returns -ENOENT on a
- * miss or an expired entry (which is removed), -ENOSPC when cap is too
- * small. The caller personalizes the copy (ID, spelling). */
+/* Look key up at now_ms. On a fresh hit copy the answer into out with
+ * every TTL lowered by the whole seconds it has spent in the cache, mark
+ * the entry most recently used, fill *meta if not NULL and return 0 with
+ * *out_len set. Returns -ENOENT on a miss or an expired entry (kept for
+ * cache_get_stale while within the stale window, else removed), -ENOSPC
+ * when cap is too small. The caller personalizes the copy (ID, spelling). */
 int cache_get(struct cache *c, const struct cache_key *key, uint64_t now_ms,
-    uint8_t *out, size_t cap, size_t *out_len);
+    uint8_t *out, size_t cap, size_t *out_len, struct cache_meta *meta);
+
+/* Like cache_get, but only for an entry past its lifetime and at most
+ * stale_max_s past it: the copy has every TTL set to stale_ttl, and
+ * meta->stale is 1. Returns 0, -ENOENT (no such entry, or fresh, or too
+ * old: then removed) or -ENOSPC. */
+int cache_get_stale(struct cache *c, const struct cache_key *key,
+    uint64_t now_ms, uint32_t stale_ttl, uint8_t *out, size_t cap,
+    size_t *out_len, struct cache_meta *meta);
+
+/* A refresh of key failed: no new attempt before retry_at_ms (reported
+ * as meta->refresh_after_ms). No effect when key is not cached. */
+void cache_refresh_failed(struct cache *c, const struct cache_key *key,
+    uint64_t retry_at_ms);
 
 void cache_get_stats(const struct cache *c, struct cache_stats *st);
 

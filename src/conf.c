@@ -7,11 +7,18 @@
  * are at most CONF_LINE_MAX characters, and nothing is written past its
  * buffer. Nothing here allocates.
  *
- * A value is one word. '#' starts a comment only at the start of a word, so
- * that the "#name" of an upstream (1.1.1.1@853#cloudflare-dns.com) is part
- * of the value while "listen ::1  # loopback" still has a comment. The same
- * rule is why conf_set refuses a ca-file with white space or a leading '#':
- * conf_print must write something conf_load_file reads back to the same value.
+ * A value is one word, with one exception: an upstream's address may be
+ * followed by "pin-sha256=BASE64" words, so for that key the value is the
+ * rest of the line and conf_parse_upstream takes it apart (the same text
+ * comes whole from "-u" on the command line). '#' starts a comment only at
+ * the start of a word, so that the "#name" of an upstream
+ * (1.1.1.1@853#cloudflare-dns.com) is part of the value while
+ * "listen ::1  # loopback" still has a comment. The same rule is why
+ * conf_set refuses a ca-file with white space or a leading '#': conf_print
+ * must write something conf_load_file reads back to the same value.
+ *
+ * The scalar keys are one table (keys[]), in the order conf_print writes
+ * them, so that a key is known, set and printed from one line of it.
  *
  * A later setting of a single-valued key replaces an earlier one, which is
  * what lets command-line options override the file through the same setter.
@@ -19,6 +26,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,8 +42,18 @@
 #define CACHE_SIZE_MIN (64 * KIB)
 #define CACHE_SIZE_MAX (64 * GIB)
 
-#define DURATION_MIN_MS 1ULL
-#define DURATION_MAX_MS (60ULL * 60 * 1000)
+#define SECOND_MS 1000ULL
+#define MINUTE_MS (60 * SECOND_MS)
+#define HOUR_MS (60 * MINUTE_MS)
+
+/* Times in seconds (TTLs and the like) reach a week at most: no DNS data
+ * should be trusted for longer without asking again. */
+#define SECS_MAX (7ULL * 86400)
+
+/* "pin-sha256=" and the 32 bytes of a SHA-256 in base64 with padding. */
+#define PIN_PREFIX "pin-sha256="
+#define PIN_LEN 32
+#define PIN_B64_LEN 44
 
 /* A quoted value in a message is cut here so that a 1000-character line
  * does not push the useful part of the message out of err. */
@@ -258,23 +276,172 @@ check_name(const char *name, char *err, size_t errlen)
 	return 0;
 }
 
+/* Length of the white space, or of the word, at the start of s. */
+static size_t
+span_space(const char *s)
+{
+	size_t n = 0;
+
+	while (is_space((unsigned char)s[n]))
+		n++;
+	return n;
+}
+
+static size_t
+span_word(const char *s)
+{
+	size_t n = 0;
+
+	while (s[n] != '\0' && !is_space((unsigned char)s[n]))
+		n++;
+	return n;
+}
+
+/* quote() for the len bytes at s, which need not end there. One byte more
+ * than quote() shows is copied, so that a long word gets its "...". */
+static const char *
+quote_n(const char *s, size_t len, char *buf, size_t cap)
+{
+	char shown[QUOTE_MAX + 2];
+
+	if (len > sizeof(shown) - 1)
+		len = sizeof(shown) - 1;
+	memcpy(shown, s, len);
+	shown[len] = '\0';
+	return quote(shown, buf, cap);
+}
+
+static const char b64_digits[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Value of a base64 digit (RFC 4648 section 4, the standard alphabet that
+ * RFC 7858 pins use), or -1. */
+static int
+b64_value(int ch)
+{
+	const char *p;
+
+	if (ch == '\0')
+		return -1;
+	p = strchr(b64_digits, ch);
+	return p != NULL ? (int)(p - b64_digits) : -1;
+}
+
+/* Decode the len bytes at s, the base64 of exactly PIN_LEN bytes, into out.
+ * The padding '=' may be left off; nothing else is lenient: no white space,
+ * no other alphabet, and the 2 bits past the 32nd byte must be zero, so that
+ * conf_print writes back the text that was read. Returns 0 or -1; out may
+ * be partly written on failure. */
+static int
+pin_decode(const char *s, size_t len, unsigned char out[PIN_LEN])
+{
+	unsigned acc = 0;
+	size_t i, n = 0;
+	int bits = 0, v;
+
+	if (len == PIN_B64_LEN && s[len - 1] == '=')
+		len--;
+	if (len != PIN_B64_LEN - 1)
+		return -1;
+	/* 43 digits are 258 bits: 32 whole bytes, so n stays in bounds. */
+	for (i = 0; i < len; i++) {
+		v = b64_value((unsigned char)s[i]);
+		if (v < 0)
+			return -1;
+		acc = (acc << 6) | (unsigned)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[n++] = (unsigned char)(acc >> bits);
+			acc &= (1U << bits) - 1;
+		}
+	}
+	return n == PIN_LEN && acc == 0 ? 0 : -1;
+}
+
+/* The padded base64 of a pin, PIN_B64_LEN characters and a NUL. */
+static void
+pin_encode(const unsigned char in[PIN_LEN], char out[PIN_B64_LEN + 1])
+{
+	unsigned long v;
+	size_t i, n = 0;
+
+	for (i = 0; i + 3 <= PIN_LEN; i += 3) {
+		v = (unsigned long)in[i] << 16 |
+		    (unsigned long)in[i + 1] << 8 | in[i + 2];
+		out[n++] = b64_digits[v >> 18 & 63];
+		out[n++] = b64_digits[v >> 12 & 63];
+		out[n++] = b64_digits[v >> 6 & 63];
+		out[n++] = b64_digits[v & 63];
+	}
+	/* 32 = 10 * 3 + 2: the last two bytes make three digits and a '='. */
+	v = (unsigned long)in[30] << 16 | (unsigned long)in[31] << 8;
+	out[n++] = b64_digits[v >> 18 & 63];
+	out[n++] = b64_digits[v >> 12 & 63];
+	out[n++] = b64_digits[v >> 6 & 63];
+	out[n++] = '=';
+	out[n] = '\0';
+}
+
 int
 conf_parse_upstream(const char *s, struct conf_upstream *u, char *err,
     size_t errlen)
 {
-	const char *hash;
+	static const size_t plen = sizeof(PIN_PREFIX) - 1;
+	char name[256];
+	char q[QUOTE_MAX + 8];
+	const char *p, *word, *hash;
+	size_t len, nlen;
 	struct conf_upstream tmp;
 
 	memset(&tmp, 0, sizeof(tmp));
-	hash = strchr(s, '#');
-	if (parse_addr_n(s, hash != NULL ? (size_t)(hash - s) : strlen(s),
+	/* First word: addr[@port][#name]. */
+	word = s + span_space(s);
+	len = span_word(word);
+	p = word + len;
+	hash = memchr(word, '#', len);
+	if (parse_addr_n(word, hash != NULL ? (size_t)(hash - word) : len,
 	    CONF_DEFAULT_UPSTREAM_PORT, &tmp.addr, err, errlen) < 0)
 		return -1;
 	if (hash != NULL) {
-		if (check_name(hash + 1, err, errlen) < 0)
+		/* A name longer than 254 is cut at 254: check_name still
+		 * sees that it is too long. */
+		nlen = (size_t)(word + len - (hash + 1));
+		if (nlen > sizeof(name) - 2)
+			nlen = sizeof(name) - 2;
+		memcpy(name, hash + 1, nlen);
+		name[nlen] = '\0';
+		if (check_name(name, err, errlen) < 0)
 			return -1;
 		/* check_name bounds the length to 253 < sizeof(auth_name). */
-		memcpy(tmp.auth_name, hash + 1, strlen(hash + 1) + 1);
+		memcpy(tmp.auth_name, name, nlen + 1);
+	}
+	/* Then the pins, each a word of its own. */
+	for (;;) {
+		word = p + span_space(p);
+		if (*word == '\0')
+			break;
+		len = span_word(word);
+		p = word + len;
+		if (len < plen || memcmp(word, PIN_PREFIX, plen) != 0) {
+			snprintf(err, errlen, "unexpected \"%s\" after the "
+			    "address (only pin-sha256=... may follow)",
+			    quote_n(word, len, q, sizeof(q)));
+			return -1;
+		}
+		if (tmp.n_pins == CONF_MAX_PINS) {
+			snprintf(err, errlen, "too many pins (max %d)",
+			    CONF_MAX_PINS);
+			return -1;
+		}
+		if (pin_decode(word + plen, len - plen,
+		    tmp.pins[tmp.n_pins]) < 0) {
+			snprintf(err, errlen, "pin-sha256: \"%s\" is not the "
+			    "base64 of 32 bytes",
+			    quote_n(word + plen, len - plen, q, sizeof(q)));
+			return -1;
+		}
+		tmp.n_pins++;
 	}
 	*u = tmp;
 	return 0;
@@ -304,7 +471,7 @@ parse_size(const char *s, unsigned long long *out)
 	return 0;
 }
 
-/* DURATION = digits with ms, s or m; bare digits are seconds. Saturates
+/* DURATION = digits with ms, s, m or h; bare digits are seconds. Saturates
  * like parse_size. */
 static int
 parse_duration(const char *s, unsigned long long *ms)
@@ -315,15 +482,176 @@ parse_duration(const char *s, unsigned long long *ms)
 	if (parse_uint(s, &end, &v) < 0)
 		return -1;
 	if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
-		mult = 1000;
+		mult = SECOND_MS;
 	else if (strcmp(end, "ms") == 0)
 		mult = 1;
 	else if (strcmp(end, "m") == 0)
-		mult = 60 * 1000;
+		mult = MINUTE_MS;
+	else if (strcmp(end, "h") == 0)
+		mult = HOUR_MS;
 	else
 		return -1;
 	*ms = v > NUM_SAT / mult ? NUM_SAT : v * mult;
 	return 0;
+}
+
+/* SECONDS = digits with s, m, h or d; bare digits are seconds. A whole
+ * number of seconds, because that is the unit of a DNS TTL. Saturates like
+ * parse_size. */
+static int
+parse_seconds(const char *s, unsigned long long *out)
+{
+	unsigned long long v, mult;
+	const char *end;
+
+	if (parse_uint(s, &end, &v) < 0)
+		return -1;
+	if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
+		mult = 1;
+	else if (strcmp(end, "m") == 0)
+		mult = 60;
+	else if (strcmp(end, "h") == 0)
+		mult = 3600;
+	else if (strcmp(end, "d") == 0)
+		mult = 86400;
+	else
+		return -1;
+	*out = v > NUM_SAT / mult ? NUM_SAT : v * mult;
+	return 0;
+}
+
+/* Seconds in the largest unit that holds them exactly: "0s", "90s", "5m",
+ * "1h", "1d". What conf_print writes and conf_finish's messages show. */
+static void
+seconds_str(unsigned v, char *buf, size_t cap)
+{
+	if (v != 0 && v % 86400 == 0)
+		snprintf(buf, cap, "%ud", v / 86400);
+	else if (v != 0 && v % 3600 == 0)
+		snprintf(buf, cap, "%uh", v / 3600);
+	else if (v != 0 && v % 60 == 0)
+		snprintf(buf, cap, "%um", v / 60);
+	else
+		snprintf(buf, cap, "%us", v);
+}
+
+/* The scalar keys, in conf_print's order. The existing keys come first and
+ * print as they always have; new keys are added at the end. */
+enum key_kind {
+	KEY_LISTEN,
+	KEY_UPSTREAM,
+	KEY_CA_FILE,
+	KEY_SIZE,
+	KEY_DURATION,    /* unsigned, milliseconds */
+	KEY_SECONDS,     /* unsigned, seconds */
+	KEY_COUNT,       /* unsigned */
+	KEY_LOG_LEVEL,
+	KEY_SELECTION,
+	KEY_BOOL,        /* int, 0 or 1 */
+};
+
+struct key_def {
+	const char *name;
+	enum key_kind kind;
+	size_t off;                /* of the field, for the unsigned and int kinds */
+	unsigned long long min, max; /* in the field's unit */
+	const char *range;         /* min and max as the messages show them */
+};
+
+#define FIELD(f) offsetof(struct conf, f)
+#define DURATION_KEY(name, f, min, max, range) \
+	{ name, KEY_DURATION, FIELD(f), min, max, range }
+#define SECONDS_KEY(name, f, min, max, range) \
+	{ name, KEY_SECONDS, FIELD(f), min, max, range }
+#define BOOL_KEY(name, f) { name, KEY_BOOL, FIELD(f), 0, 1, NULL }
+
+static const struct key_def keys[] = {
+	{ "listen", KEY_LISTEN, 0, 0, 0, NULL },
+	{ "upstream", KEY_UPSTREAM, 0, 0, 0, NULL },
+	{ "ca-file", KEY_CA_FILE, 0, 0, 0, NULL },
+	{ "cache-size", KEY_SIZE, 0, 0, 0, NULL },
+	DURATION_KEY("query-timeout", query_timeout_ms, 1, HOUR_MS,
+	    "1ms to 60m"),
+	DURATION_KEY("connect-timeout", connect_timeout_ms, 1, HOUR_MS,
+	    "1ms to 60m"),
+	DURATION_KEY("idle-timeout", idle_timeout_ms, 1, HOUR_MS,
+	    "1ms to 60m"),
+	DURATION_KEY("tcp-idle-timeout", tcp_idle_timeout_ms, 1, HOUR_MS,
+	    "1ms to 60m"),
+	{ "tcp-max-clients", KEY_COUNT, FIELD(tcp_max_clients), 1, 65535,
+	    "1-65535" },
+	{ "log-level", KEY_LOG_LEVEL, 0, 0, 0, NULL },
+	{ "upstream-selection", KEY_SELECTION, 0, 0, 0, NULL },
+	DURATION_KEY("answer-timeout", answer_timeout_ms, 1, HOUR_MS,
+	    "1ms to 60m"),
+	/* Below a second, a dead upstream would be hammered. */
+	DURATION_KEY("backoff-max", backoff_max_ms, SECOND_MS, HOUR_MS,
+	    "1s to 60m"),
+	DURATION_KEY("max-connection-lifetime", max_conn_lifetime_ms,
+	    SECOND_MS, 24 * HOUR_MS, "1s to 24h"),
+	SECONDS_KEY("cache-min-ttl", cache_min_ttl, 0, SECS_MAX, "0 to 7d"),
+	SECONDS_KEY("cache-max-ttl", cache_max_ttl, 0, SECS_MAX, "0 to 7d"),
+	SECONDS_KEY("cache-max-negative-ttl", cache_max_negative_ttl, 0,
+	    SECS_MAX, "0 to 7d"),
+	/* RFC 2308 section 7.1: a server failure MUST NOT be cached for
+	 * longer than five minutes. */
+	SECONDS_KEY("cache-servfail-ttl", cache_servfail_ttl, 0, 300,
+	    "0 to 5m"),
+	BOOL_KEY("prefetch", prefetch),
+	BOOL_KEY("serve-stale", serve_stale),
+	SECONDS_KEY("stale-max-age", stale_max_age, 0, SECS_MAX, "0 to 7d"),
+	DURATION_KEY("stale-client-timeout", stale_client_timeout_ms, 1,
+	    HOUR_MS, "1ms to 60m"),
+	/* 0 would retry a dead upstream for every client of a stale name. */
+	SECONDS_KEY("stale-refresh-interval", stale_refresh_interval, 1,
+	    SECS_MAX, "1s to 7d"),
+	BOOL_KEY("local-zones", local_zones),
+};
+
+#define N_KEYS (sizeof(keys) / sizeof(keys[0]))
+
+static const char *const selection_names[] = {
+	[CONF_SELECT_FASTEST] = "fastest",
+	[CONF_SELECT_ROUND_ROBIN] = "round-robin",
+	[CONF_SELECT_ORDERED] = "ordered",
+};
+
+#define N_SELECTIONS (sizeof(selection_names) / sizeof(selection_names[0]))
+
+static unsigned *
+uint_field(struct conf *c, const struct key_def *k)
+{
+	return (unsigned *)(void *)((char *)c + k->off);
+}
+
+static const unsigned *
+uint_field_const(const struct conf *c, const struct key_def *k)
+{
+	return (const unsigned *)(const void *)((const char *)c + k->off);
+}
+
+static int *
+int_field(struct conf *c, const struct key_def *k)
+{
+	return (int *)(void *)((char *)c + k->off);
+}
+
+static int
+int_field_value(const struct conf *c, const struct key_def *k)
+{
+	return *(const int *)(const void *)((const char *)c + k->off);
+}
+
+static const struct key_def *
+find_key(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < N_KEYS; i++) {
+		if (strcmp(keys[i].name, name) == 0)
+			return &keys[i];
+	}
+	return NULL;
 }
 
 static int
@@ -433,7 +761,8 @@ set_cache_size(struct conf *c, const char *value, char *msg, size_t msglen)
 }
 
 static int
-set_duration(unsigned *dst, const char *value, char *msg, size_t msglen)
+set_duration(struct conf *c, const struct key_def *k, const char *value,
+    char *msg, size_t msglen)
 {
 	unsigned long long ms;
 	char q[QUOTE_MAX + 8];
@@ -443,18 +772,39 @@ set_duration(unsigned *dst, const char *value, char *msg, size_t msglen)
 		    "or 500ms)", quote(value, q, sizeof(q)));
 		return -1;
 	}
-	if (ms < DURATION_MIN_MS || ms > DURATION_MAX_MS) {
-		snprintf(msg, msglen, "\"%s\" is out of range (1ms to 60m)",
-		    quote(value, q, sizeof(q)));
+	if (ms < k->min || ms > k->max) {
+		snprintf(msg, msglen, "\"%s\" is out of range (%s)",
+		    quote(value, q, sizeof(q)), k->range);
 		return -1;
 	}
-	*dst = (unsigned)ms;
+	*uint_field(c, k) = (unsigned)ms;
 	return 0;
 }
 
 static int
-set_tcp_max_clients(struct conf *c, const char *value, char *msg,
-    size_t msglen)
+set_seconds(struct conf *c, const struct key_def *k, const char *value,
+    char *msg, size_t msglen)
+{
+	unsigned long long v;
+	char q[QUOTE_MAX + 8];
+
+	if (parse_seconds(value, &v) < 0) {
+		snprintf(msg, msglen, "\"%s\" is not a time in seconds (use "
+		    "e.g. 30, 5m or 1d)", quote(value, q, sizeof(q)));
+		return -1;
+	}
+	if (v < k->min || v > k->max) {
+		snprintf(msg, msglen, "\"%s\" is out of range (%s)",
+		    quote(value, q, sizeof(q)), k->range);
+		return -1;
+	}
+	*uint_field(c, k) = (unsigned)v;
+	return 0;
+}
+
+static int
+set_count(struct conf *c, const struct key_def *k, const char *value,
+    char *msg, size_t msglen)
 {
 	unsigned long long v;
 	const char *end;
@@ -465,12 +815,12 @@ set_tcp_max_clients(struct conf *c, const char *value, char *msg,
 		    quote(value, q, sizeof(q)));
 		return -1;
 	}
-	if (v < 1 || v > 65535) {
-		snprintf(msg, msglen, "\"%s\" is out of range (1-65535)",
-		    quote(value, q, sizeof(q)));
+	if (v < k->min || v > k->max) {
+		snprintf(msg, msglen, "\"%s\" is out of range (%s)",
+		    quote(value, q, sizeof(q)), k->range);
 		return -1;
 	}
-	c->tcp_max_clients = (unsigned)v;
+	*uint_field(c, k) = (unsigned)v;
 	return 0;
 }
 
@@ -491,6 +841,41 @@ set_log_level(struct conf *c, const char *value, char *msg, size_t msglen)
 	return -1;
 }
 
+static int
+set_selection(struct conf *c, const char *value, char *msg, size_t msglen)
+{
+	char q[QUOTE_MAX + 8];
+	size_t i;
+
+	for (i = 0; i < N_SELECTIONS; i++) {
+		if (strcmp(value, selection_names[i]) == 0) {
+			c->selection = (enum conf_selection)i;
+			return 0;
+		}
+	}
+	snprintf(msg, msglen, "\"%s\" is not one of fastest, round-robin, "
+	    "ordered", quote(value, q, sizeof(q)));
+	return -1;
+}
+
+static int
+set_bool(struct conf *c, const struct key_def *k, const char *value,
+    char *msg, size_t msglen)
+{
+	char q[QUOTE_MAX + 8];
+
+	if (strcmp(value, "yes") == 0) {
+		*int_field(c, k) = 1;
+	} else if (strcmp(value, "no") == 0) {
+		*int_field(c, k) = 0;
+	} else {
+		snprintf(msg, msglen, "\"%s\" is not yes or no",
+		    quote(value, q, sizeof(q)));
+		return -1;
+	}
+	return 0;
+}
+
 void
 conf_init(struct conf *c)
 {
@@ -502,6 +887,20 @@ conf_init(struct conf *c)
 	c->tcp_idle_timeout_ms = 10000;
 	c->tcp_max_clients = 256;
 	c->log_level = LOGL_INFO;
+	c->selection = CONF_SELECT_FASTEST;
+	c->answer_timeout_ms = 1500;
+	c->backoff_max_ms = 30000;
+	c->max_conn_lifetime_ms = 3600000;
+	c->cache_min_ttl = 0;
+	c->cache_max_ttl = 86400;
+	c->cache_max_negative_ttl = 3600;
+	c->cache_servfail_ttl = 5;
+	c->prefetch = 1;
+	c->serve_stale = 1;
+	c->stale_max_age = 86400;
+	c->stale_client_timeout_ms = 1800;
+	c->stale_refresh_interval = 30;
+	c->local_zones = 1;
 }
 
 int
@@ -510,78 +909,101 @@ conf_set(struct conf *c, const char *key, const char *value,
 {
 	char msg[CONF_ERR_MAX];
 	char q[QUOTE_MAX + 8];
-	int rc;
+	const struct key_def *k;
+	int rc = -1;
 
-	if (strcmp(key, "listen") != 0 && strcmp(key, "upstream") != 0 &&
-	    strcmp(key, "ca-file") != 0 && strcmp(key, "cache-size") != 0 &&
-	    strcmp(key, "query-timeout") != 0 &&
-	    strcmp(key, "connect-timeout") != 0 &&
-	    strcmp(key, "idle-timeout") != 0 &&
-	    strcmp(key, "tcp-idle-timeout") != 0 &&
-	    strcmp(key, "tcp-max-clients") != 0 &&
-	    strcmp(key, "log-level") != 0) {
+	k = find_key(key);
+	if (k == NULL) {
 		snprintf(err, errlen, "%s: unknown key \"%s\"", where,
 		    quote(key, q, sizeof(q)));
 		return -1;
 	}
 	if (value == NULL || value[0] == '\0') {
 		snprintf(msg, sizeof(msg), "missing value");
-		rc = -1;
-	} else if (strcmp(key, "listen") == 0)
+		goto fail;
+	}
+	switch (k->kind) {
+	case KEY_LISTEN:
 		rc = set_listen(c, value, msg, sizeof(msg));
-	else if (strcmp(key, "upstream") == 0)
+		break;
+	case KEY_UPSTREAM:
 		rc = set_upstream(c, value, msg, sizeof(msg));
-	else if (strcmp(key, "ca-file") == 0)
+		break;
+	case KEY_CA_FILE:
 		rc = set_ca_file(c, value, msg, sizeof(msg));
-	else if (strcmp(key, "cache-size") == 0)
+		break;
+	case KEY_SIZE:
 		rc = set_cache_size(c, value, msg, sizeof(msg));
-	else if (strcmp(key, "query-timeout") == 0)
-		rc = set_duration(&c->query_timeout_ms, value, msg,
-		    sizeof(msg));
-	else if (strcmp(key, "connect-timeout") == 0)
-		rc = set_duration(&c->connect_timeout_ms, value, msg,
-		    sizeof(msg));
-	else if (strcmp(key, "idle-timeout") == 0)
-		rc = set_duration(&c->idle_timeout_ms, value, msg,
-		    sizeof(msg));
-	else if (strcmp(key, "tcp-idle-timeout") == 0)
-		rc = set_duration(&c->tcp_idle_timeout_ms, value, msg,
-		    sizeof(msg));
-	else if (strcmp(key, "tcp-max-clients") == 0)
-		rc = set_tcp_max_clients(c, value, msg, sizeof(msg));
-	else
+		break;
+	case KEY_DURATION:
+		rc = set_duration(c, k, value, msg, sizeof(msg));
+		break;
+	case KEY_SECONDS:
+		rc = set_seconds(c, k, value, msg, sizeof(msg));
+		break;
+	case KEY_COUNT:
+		rc = set_count(c, k, value, msg, sizeof(msg));
+		break;
+	case KEY_LOG_LEVEL:
 		rc = set_log_level(c, value, msg, sizeof(msg));
-	if (rc < 0)
-		snprintf(err, errlen, "%s: %s: %s", where, key, msg);
-	return rc;
+		break;
+	case KEY_SELECTION:
+		rc = set_selection(c, value, msg, sizeof(msg));
+		break;
+	case KEY_BOOL:
+		rc = set_bool(c, k, value, msg, sizeof(msg));
+		break;
+	}
+	if (rc == 0)
+		return 0;
+fail:
+	snprintf(err, errlen, "%s: %s: %s", where, key, msg);
+	return -1;
 }
 
-/* Split line in place into key, value and what follows. '#' at the start of
- * a word ends the line. Returns the number of words found (0..3; 3 means
- * "more than two", with *extra pointing at the third). */
+/* Split line in place into its key and the text after it. '#' at the start
+ * of a word ends the line; the text (*rest) runs from the first word after
+ * the key to the end of the last word before that, NULL when there is none.
+ * Returns 0 for a line without a key, 1 otherwise. */
 static int
-split_line(char *line, char **key, char **value, char **extra)
+split_line(char *line, char **key, char **rest)
 {
-	char **slot[3];
-	char *p = line;
-	int n = 0;
+	char *p = line, *end;
 
-	slot[0] = key;
-	slot[1] = value;
-	slot[2] = extra;
-	*key = *value = *extra = NULL;
-	while (n < 3) {
-		while (is_space((unsigned char)*p))
-			p++;
-		if (*p == '\0' || *p == '#')
-			break;
-		*slot[n++] = p;
-		while (*p != '\0' && !is_space((unsigned char)*p))
-			p++;
-		if (*p != '\0')
-			*p++ = '\0';
+	*key = *rest = NULL;
+	p += span_space(p);
+	if (*p == '\0' || *p == '#')
+		return 0;
+	*key = p;
+	p += span_word(p);
+	if (*p != '\0')
+		*p++ = '\0';
+	p += span_space(p);
+	if (*p == '\0' || *p == '#')
+		return 1;
+	*rest = p;
+	end = p;
+	while (*p != '\0' && *p != '#') {
+		p += span_word(p);
+		end = p;
+		p += span_space(p);
 	}
-	return n;
+	*end = '\0';
+	return 1;
+}
+
+/* End s after its first word. Returns the start of the next word, or NULL
+ * when there is none (s has no trailing white space: split_line cut it). */
+static char *
+split_word(char *s)
+{
+	char *p = s + span_word(s);
+
+	if (*p == '\0')
+		return NULL;
+	*p++ = '\0';
+	p += span_space(p);
+	return *p != '\0' ? p : NULL;
 }
 
 /* Read one line into buf (without its newline). Returns 1 for a line, 0 at
@@ -625,7 +1047,7 @@ conf_load_file(struct conf *c, const char *path, char *err, size_t errlen)
 	char q[QUOTE_MAX + 8];
 	unsigned long lineno = 0;
 	FILE *f;
-	int rc = -1, r, words;
+	int rc = -1, r;
 
 	f = fopen(path, "r");
 	if (f == NULL) {
@@ -651,12 +1073,21 @@ conf_load_file(struct conf *c, const char *path, char *err, size_t errlen)
 			snprintf(err, errlen, "%s: NUL byte in line", where);
 			goto done;
 		}
-		words = split_line(line, &key, &value, &extra);
-		if (words == 0)
+		if (split_line(line, &key, &value) == 0)
 			continue;
+		/* An upstream's value is all its words (the pins follow the
+		 * address), and conf_parse_upstream judges them; any other
+		 * value is one word. The value is checked before the words
+		 * after it: it is the first mistake on the line. */
+		extra = NULL;
+		if (value != NULL && strcmp(key, "upstream") != 0) {
+			extra = split_word(value);
+			if (extra != NULL)
+				split_word(extra);
+		}
 		if (conf_set(c, key, value, where, err, errlen) < 0)
 			goto done;
-		if (words > 2) {
+		if (extra != NULL) {
 			snprintf(err, errlen, "%s: %s: unexpected \"%s\" after "
 			    "the value", where, key,
 			    quote(extra, q, sizeof(q)));
@@ -677,7 +1108,7 @@ conf_finish(struct conf *c, char *err, size_t errlen)
 		"1.1.1.1@853#cloudflare-dns.com",
 		"1.0.0.1@853#cloudflare-dns.com",
 	};
-	char buf[64];
+	char buf[64], min[32], max[32];
 	size_t i;
 
 	/* The defaults are literals that parse; a failure is a bug here. */
@@ -699,13 +1130,26 @@ conf_finish(struct conf *c, char *err, size_t errlen)
 		}
 		c->n_upstream = 2;
 	}
+	/* Verification is always on: a name, a pin or both must say which
+	 * server is the right one. */
 	for (i = 0; i < c->n_upstream; i++) {
-		if (c->upstream[i].auth_name[0] == '\0') {
+		if (c->upstream[i].auth_name[0] == '\0' &&
+		    c->upstream[i].n_pins == 0) {
 			conf_addr_str(&c->upstream[i].addr, buf, sizeof(buf));
 			snprintf(err, errlen, "configuration: upstream %s: no "
-			    "authentication name (add #name)", buf);
+			    "authentication name or pin (add #name or "
+			    "pin-sha256=...)", buf);
 			return -1;
 		}
+	}
+	/* Checked here, not in conf_set, so that the two may be given in
+	 * either order. */
+	if (c->cache_min_ttl > c->cache_max_ttl) {
+		seconds_str(c->cache_min_ttl, min, sizeof(min));
+		seconds_str(c->cache_max_ttl, max, sizeof(max));
+		snprintf(err, errlen, "configuration: cache-min-ttl %s is "
+		    "larger than cache-max-ttl %s", min, max);
+		return -1;
 	}
 	return 0;
 }
@@ -754,34 +1198,76 @@ print_duration(FILE *out, const char *key, unsigned ms)
 		fprintf(out, "%s %ums\n", key, ms);
 }
 
+static void
+print_upstream(FILE *out, const struct conf_upstream *u)
+{
+	char buf[64], pin[PIN_B64_LEN + 1];
+	size_t i;
+
+	conf_addr_str(&u->addr, buf, sizeof(buf));
+	fprintf(out, "upstream %s", buf);
+	if (u->auth_name[0] != '\0')
+		fprintf(out, "#%s", u->auth_name);
+	for (i = 0; i < u->n_pins && i < CONF_MAX_PINS; i++) {
+		pin_encode(u->pins[i], pin);
+		fprintf(out, " %s%s", PIN_PREFIX, pin);
+	}
+	fputc('\n', out);
+}
+
 void
 conf_print(const struct conf *c, FILE *out)
 {
+	const struct key_def *k;
 	char buf[64];
 	size_t i;
+	int v;
 
-	for (i = 0; i < c->n_listen; i++) {
-		conf_addr_str(&c->listen[i], buf, sizeof(buf));
-		fprintf(out, "listen %s\n", buf);
+	for (k = keys; k < keys + N_KEYS; k++) {
+		switch (k->kind) {
+		case KEY_LISTEN:
+			for (i = 0; i < c->n_listen; i++) {
+				conf_addr_str(&c->listen[i], buf, sizeof(buf));
+				fprintf(out, "listen %s\n", buf);
+			}
+			break;
+		case KEY_UPSTREAM:
+			for (i = 0; i < c->n_upstream; i++)
+				print_upstream(out, &c->upstream[i]);
+			break;
+		case KEY_CA_FILE:
+			if (c->ca_file[0] != '\0')
+				fprintf(out, "ca-file %s\n", c->ca_file);
+			break;
+		case KEY_SIZE:
+			print_size(out, k->name, c->cache_size);
+			break;
+		case KEY_DURATION:
+			print_duration(out, k->name, *uint_field_const(c, k));
+			break;
+		case KEY_SECONDS:
+			seconds_str(*uint_field_const(c, k), buf, sizeof(buf));
+			fprintf(out, "%s %s\n", k->name, buf);
+			break;
+		case KEY_COUNT:
+			fprintf(out, "%s %u\n", k->name,
+			    *uint_field_const(c, k));
+			break;
+		case KEY_LOG_LEVEL:
+			v = c->log_level;
+			if (v < LOGL_ERR || v > LOGL_DEBUG)
+				v = LOGL_INFO;
+			fprintf(out, "%s %s\n", k->name, level_names[v]);
+			break;
+		case KEY_SELECTION:
+			i = (size_t)c->selection;
+			fprintf(out, "%s %s\n", k->name, i < N_SELECTIONS ?
+			    selection_names[i] : "fastest");
+			break;
+		case KEY_BOOL:
+			fprintf(out, "%s %s\n", k->name,
+			    int_field_value(c, k) ? "yes" : "no");
+			break;
+		}
 	}
-	for (i = 0; i < c->n_upstream; i++) {
-		conf_addr_str(&c->upstream[i].addr, buf, sizeof(buf));
-		if (c->upstream[i].auth_name[0] != '\0')
-			fprintf(out, "upstream %s#%s\n", buf,
-			    c->upstream[i].auth_name);
-		else
-			fprintf(out, "upstream %s\n", buf);
-	}
-	if (c->ca_file[0] != '\0')
-		fprintf(out, "ca-file %s\n", c->ca_file);
-	print_size(out, "cache-size", c->cache_size);
-	print_duration(out, "query-timeout", c->query_timeout_ms);
-	print_duration(out, "connect-timeout", c->connect_timeout_ms);
-	print_duration(out, "idle-timeout", c->idle_timeout_ms);
-	print_duration(out, "tcp-idle-timeout", c->tcp_idle_timeout_ms);
-	fprintf(out, "tcp-max-clients %u\n", c->tcp_max_clients);
-	if (c->log_level >= LOGL_ERR && c->log_level <= LOGL_DEBUG)
-		fprintf(out, "log-level %s\n", level_names[c->log_level]);
-	else
-		fprintf(out, "log-level info\n");
 }

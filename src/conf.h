@@ -7,9 +7,9 @@
  * will build a new one and swap it.
  *
  * File syntax: one "key value" per line, '#' starts a comment, blank lines
- * are ignored. Keys: listen, upstream, ca-file, cache-size, query-timeout,
- * connect-timeout, idle-timeout, tcp-idle-timeout, tcp-max-clients,
- * log-level. listen and upstream may repeat.
+ * are ignored. The keys are listed in dotproxy.conf(5) and printed back
+ * by conf_print in a fixed order; listen and upstream may repeat, and an
+ * upstream line may carry pin-sha256=BASE64 words after the address.
  */
 #ifndef DOTPROXY_CONF_H
 #define DOTPROXY_CONF_H
@@ -20,6 +20,7 @@
 
 #define CONF_MAX_LISTEN 32
 #define CONF_MAX_UPSTREAM 16
+#define CONF_MAX_PINS 4
 #define CONF_MAX_PATH 1024
 #define CONF_ERR_MAX 512
 
@@ -35,6 +36,18 @@ struct conf_addr {
 struct conf_upstream {
 	struct conf_addr addr;
 	char auth_name[256];       /* name the certificate must carry; "" = none given */
+	/* SPKI pins (RFC 7858 4.2): SHA-256 of the SubjectPublicKeyInfo of
+	 * any certificate in the server's chain. With pins and no name the
+	 * pin alone authenticates; with both, both must hold. */
+	unsigned char pins[CONF_MAX_PINS][32];
+	size_t n_pins;
+};
+
+/* How the healthy upstream for a query is chosen. */
+enum conf_selection {
+	CONF_SELECT_FASTEST = 0,   /* lowest smoothed RTT, spread when close */
+	CONF_SELECT_ROUND_ROBIN,
+	CONF_SELECT_ORDERED,       /* first healthy in config order */
 };
 
 struct conf {
@@ -54,6 +67,29 @@ struct conf {
 	unsigned tcp_idle_timeout_ms; /* idle client TCP connection closes; default 10000 */
 	unsigned tcp_max_clients;     /* client TCP connections at once; default 256 */
 	int log_level;                /* enum log_level; default LOGL_INFO */
+
+	/* upstream health */
+	enum conf_selection selection;  /* upstream-selection; default fastest */
+	unsigned answer_timeout_ms;   /* an upstream that has not answered a
+	                               * query in this long is failing it: the
+	                               * query moves on, the connection is
+	                               * suspected half-open; default 1500 */
+	unsigned backoff_max_ms;      /* cap of the re-probe back-off; default 30000 */
+	unsigned max_conn_lifetime_ms; /* replace a connection after this long,
+	                                * with a fresh verified handshake;
+	                                * default 3600000 (1 h) */
+
+	/* cache policy */
+	unsigned cache_min_ttl;       /* seconds; default 0 */
+	unsigned cache_max_ttl;       /* seconds; default 86400 */
+	unsigned cache_max_negative_ttl; /* seconds; default 3600 */
+	unsigned cache_servfail_ttl;  /* seconds SERVFAIL is cached; 0 = never; default 5 */
+	int prefetch;                 /* refresh popular entries in the last 10 % of their TTL; default 1 */
+	int serve_stale;              /* RFC 8767; default 1 */
+	unsigned stale_max_age;       /* seconds past expiry a stale answer may be served; default 86400 */
+	unsigned stale_client_timeout_ms; /* answer stale after this long without an upstream answer; default 1800 */
+	unsigned stale_refresh_interval; /* seconds between refresh attempts of a stale entry; default 30 */
+	int local_zones;              /* answer RFC 6761/6303 names locally; default 1 */
 };
 
 /* Fill every setting with its default and empty the listen and upstream
@@ -76,14 +112,16 @@ int conf_load_file(struct conf *c, const char *path, char *err, size_t errlen);
 int conf_parse_addr(const char *s, unsigned default_port,
     struct conf_addr *a, char *err, size_t errlen);
 
-/* Parse "addr[@port][#name]" into u. Returns 0 or -1 as above. */
+/* Parse "addr[@port][#name] [pin-sha256=BASE64]..." into u. Returns 0 or
+ * -1 as above. */
 int conf_parse_upstream(const char *s, struct conf_upstream *u, char *err,
     size_t errlen);
 
 /* Fill in the defaults for what is still empty: listen 127.0.0.1@53 and
  * ::1@53; upstreams 1.1.1.1@853 and 1.0.0.1@853, both #cloudflare-dns.com.
- * Returns 0, or -1 with "where: message" when the result is unusable (an
- * upstream without an auth name: verification is always on). */
+ * Returns 0, or -1 with "configuration: message" when the result is
+ * unusable: an upstream with neither a name nor a pin (verification is
+ * always on), or cache-min-ttl above cache-max-ttl. */
 int conf_finish(struct conf *c, char *err, size_t errlen);
 
 /* Write c as a config file that conf_load_file would read back to the same

@@ -17,6 +17,21 @@
  * A question name is never compressed: it is the first name of the message,
  * so a pointer in it could only point forward or into the header. Both query
  * and answer parsing reject it.
+ *
+ * EDNS: cached answers are kept without OPT and each client gets its own
+ * (payload, DO, Extended DNS Error), so dnsmsg_strip_opt() cuts the OPT
+ * record out of an answer in place. Records after it move down, and so
+ * must every compression pointer to them: pointers can only point back,
+ * so only the records after the OPT hold such pointers, in their owner
+ * names and in the RDATA names RFC 3597 section 4 allows to be compressed
+ * (rdata_names()). Each of those must name the same after the cut
+ * (ptr_retarget() says when it can). dnsmsg_parse_answer() accepts one
+ * OPT only, in the additional section, owned by the root (RFC 6891
+ * 6.1.1), and rejects an answer with a later pointer that could not be
+ * moved, so that cutting an accepted answer's OPT always succeeds and
+ * leaves an answer it accepts again. Compressed names inside the RDATA of other
+ * types are not rewritten (RFC 3597 forbids sending them); they could only
+ * go stale, never out of bounds, and only when a record follows the OPT.
  */
 #include <stdio.h>
 #include <string.h>
@@ -27,7 +42,8 @@
 
 #define RR_FIXED_LEN 10 /* type, class, TTL, RDLENGTH after the owner */
 #define SOA_FIXED_LEN 20 /* serial, refresh, retry, expire, minimum */
-#define OPT_REPLY_UDP 1232 /* DNS flag day 2020 payload size */
+#define OPT_FIXED_LEN (1 + RR_FIXED_LEN) /* root owner + fixed part */
+#define OPT_EDE_LEN 6 /* code, length, INFO-CODE; no EXTRA-TEXT */
 #define EDNS_DO 0x8000 /* in the low 16 bits of OPT's TTL */
 
 static uint16_t
@@ -57,6 +73,14 @@ put32(uint8_t *p, uint32_t v)
 	p[1] = (uint8_t)(v >> 16);
 	p[2] = (uint8_t)(v >> 8);
 	p[3] = (uint8_t)v;
+}
+
+/* An ede argument is an INFO-CODE to send; EDE_NONE, or anything else
+ * outside 16 bits, sends no Extended DNS Error option. */
+static int
+ede_valid(int ede)
+{
+	return ede >= 0 && ede <= 0xffff;
 }
 
 /* RFC 2181 section 8: a TTL with the top bit set is to be read as zero. */
@@ -256,10 +280,37 @@ out:
 	return ret;
 }
 
+/* Bytes of the OPT record opt_write() writes for ede. */
+static size_t
+opt_size(int ede)
+{
+	return OPT_FIXED_LEN + (ede_valid(ede) ? OPT_EDE_LEN : 0);
+}
+
+/* Write our OPT record at p (opt_size(ede) bytes): root owner, payload
+ * DNS_EDNS_UDP, extended rcode and version 0, DO as do_bit, and an
+ * Extended DNS Error option without EXTRA-TEXT when ede is a code. */
+static size_t
+opt_write(uint8_t *p, int do_bit, int ede)
+{
+	p[0] = 0;
+	put16(p + 1, DNS_TYPE_OPT);
+	put16(p + 3, DNS_EDNS_UDP);
+	put32(p + 5, do_bit ? EDNS_DO : 0);
+	put16(p + 9, 0);
+	if (!ede_valid(ede))
+		return OPT_FIXED_LEN;
+	put16(p + 9, 6);
+	put16(p + 11, EDNS_OPT_EDE);
+	put16(p + 13, 2);
+	put16(p + 15, (uint16_t)ede);
+	return OPT_FIXED_LEN + OPT_EDE_LEN;
+}
+
 int
 dnsmsg_error_reply(const uint8_t *query, size_t query_len,
-    const struct dnsmsg_query *q, int rcode, uint8_t *out, size_t cap,
-    size_t *out_len)
+    const struct dnsmsg_query *q, int rcode, int ede, uint8_t *out,
+    size_t cap, size_t *out_len)
 {
 	size_t qlen = 0, n;
 	uint16_t flags;
@@ -269,7 +320,7 @@ dnsmsg_error_reply(const uint8_t *query, size_t query_len,
 			return DNSMSG_ENOSPC;
 		qlen = q->q.end - DNS_HDR_LEN;
 	}
-	n = DNS_HDR_LEN + qlen + (q->edns ? 1 + RR_FIXED_LEN : 0);
+	n = DNS_HDR_LEN + qlen + (q->edns ? opt_size(ede) : 0);
 	if (n > cap)
 		return DNSMSG_ENOSPC;
 
@@ -283,17 +334,276 @@ dnsmsg_error_reply(const uint8_t *query, size_t query_len,
 	put16(out + 10, q->edns ? 1 : 0);
 	if (qlen > 0)
 		memcpy(out + DNS_HDR_LEN, query + DNS_HDR_LEN, qlen);
-	if (q->edns) {
-		uint8_t *p = out + DNS_HDR_LEN + qlen;
-
-		p[0] = 0;
-		put16(p + 1, DNS_TYPE_OPT);
-		put16(p + 3, OPT_REPLY_UDP);
-		put32(p + 5, q->do_bit ? EDNS_DO : 0);
-		put16(p + 9, 0);
-	}
+	if (q->edns)
+		opt_write(out + DNS_HDR_LEN + qlen, q->do_bit, ede);
 	*out_len = n;
 	return 0;
+}
+
+int
+dnsmsg_upstream_query(const struct dnsmsg_query *q, uint8_t *out,
+    size_t cap, size_t *out_len)
+{
+	size_t qlen, n, pad;
+	uint8_t *p;
+	uint16_t flags;
+
+	/* Only a query that parsed has a question to forward; without
+	 * one the caller has broken its side of the contract. */
+	if (!q->has_question || q->q.wire_len == 0 ||
+	    q->q.wire_len > DNS_MAX_NAME_WIRE)
+		return DNSMSG_EMALFORMED;
+	qlen = q->q.wire_len + 4;
+	/* Header, question, OPT, empty keepalive, padding option header;
+	 * the padding option's zero bytes fill up to the next block. */
+	n = DNS_HDR_LEN + qlen + OPT_FIXED_LEN + 4 + 4;
+	pad = (DNS_PAD_BLOCK - n % DNS_PAD_BLOCK) % DNS_PAD_BLOCK;
+	if (n + pad > cap)
+		return DNSMSG_ENOSPC;
+
+	flags = DNS_FLAG_RD | (q->cd_bit ? DNS_FLAG_CD : 0);
+	put16(out, 0);
+	put16(out + 2, flags);
+	put16(out + 4, 1);
+	put16(out + 6, 0);
+	put16(out + 8, 0);
+	put16(out + 10, 1);
+	p = out + DNS_HDR_LEN;
+	memcpy(p, q->q.wire, q->q.wire_len);
+	p += q->q.wire_len;
+	put16(p, q->q.qtype);
+	put16(p + 2, q->q.qclass);
+	p += 4;
+	opt_write(p, q->do_bit, EDE_NONE);
+	put16(p + 9, (uint16_t)(4 + 4 + pad));
+	p += OPT_FIXED_LEN;
+	put16(p, EDNS_OPT_KEEPALIVE);
+	put16(p + 2, 0);
+	put16(p + 4, EDNS_OPT_PADDING);
+	put16(p + 6, (uint16_t)pad);
+	memset(p + 8, 0, pad);
+	*out_len = n + pad;
+	return 0;
+}
+
+/* Walk the options of the OPT RDATA [rd, rd + rdlen) (RFC 6891 6.1.2);
+ * each must end inside it. An edns-tcp-keepalive option (RFC 7828) with
+ * its 2-byte TIMEOUT is noted in info; with any other length it gives no
+ * timeout (length 0 is what a server sends when it has none to give). */
+static int
+opt_options(const uint8_t *msg, size_t rd, size_t rdlen,
+    struct dnsmsg_answer_info *info)
+{
+	size_t pos = rd, end = rd + rdlen, olen;
+	uint16_t code;
+
+	while (pos < end) {
+		if (end - pos < 4)
+			return -1;
+		code = get16(msg + pos);
+		olen = get16(msg + pos + 2);
+		pos += 4;
+		if (end - pos < olen)
+			return -1;
+		if (code == EDNS_OPT_KEEPALIVE && olen == 2) {
+			info->has_keepalive = 1;
+			info->keepalive_ms = (uint32_t)get16(msg + pos) * 100;
+		}
+		pos += olen;
+	}
+	return 0;
+}
+
+/* How the RDATA of a type holds names that a sender may compress
+ * (RFC 3597 section 4: the RFC 1035 types, and those receivers must be
+ * able to decompress): *skip fixed bytes, then the returned number of
+ * names, then *tail fixed bytes. 0 for every other type, whose RDATA has
+ * no pointers. */
+static size_t
+rdata_names(uint16_t type, size_t *skip, size_t *tail)
+{
+	*skip = 0;
+	*tail = 0;
+	switch (type) {
+	case 2: case 3: case 4: case 5: case 7: case 8: case 9: case 12:
+	case 39:                /* NS MD MF CNAME MB MG MR PTR DNAME */
+		return 1;
+	case 6:                 /* SOA */
+		*tail = SOA_FIXED_LEN;
+		return 2;
+	case 14: case 17:       /* MINFO RP */
+		return 2;
+	case 15: case 18: case 21: case 36:     /* MX AFSDB RT KX */
+		*skip = 2;
+		return 1;
+	case 26:                /* PX */
+		*skip = 2;
+		return 2;
+	case 33:                /* SRV */
+		*skip = 6;
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* Look at the name stored at off inside [off, end) without following
+ * pointers: a stored name ends at its root label or at its first
+ * compression pointer. Returns 1 and sets *at to that pointer's offset,
+ * 0 when the name ends in a root label, -1 when the bytes are no name.
+ * *next is set past the stored name on success. */
+static int
+name_stored(const uint8_t *msg, size_t end, size_t off, size_t *at,
+    size_t *next)
+{
+	size_t pos = off;
+	uint8_t c;
+
+	/* pos grows by at least one byte per label: the loop ends. */
+	for (;;) {
+		if (pos >= end)
+			return -1;
+		c = msg[pos];
+		if ((c & 0xc0) == 0xc0) {
+			if (end - pos < 2)
+				return -1;
+			*at = pos;
+			*next = pos + 2;
+			return 1;
+		}
+		if ((c & 0xc0) != 0 || end - pos - 1 < c)
+			return -1;
+		pos += 1 + (size_t)c;
+		if (c == 0) {
+			*next = pos;
+			return 0;
+		}
+	}
+}
+
+/* The offsets of every compression pointer in the record at rr (owner
+ * [rr, fixed), RDATA [rd, rd + rdlen)): the owner's, and those of the
+ * names rdata_names() knows. RDATA that does not hold the names its type
+ * promises yields fewer: the walk is the same wherever it is used. */
+static size_t
+rr_ptrs(const uint8_t *msg, size_t rr, size_t fixed, uint16_t type,
+    size_t rd, size_t rdlen, size_t at[3])
+{
+	size_t n = 0, pos, skip, tail, names, k;
+	int rc;
+
+	if (name_stored(msg, fixed, rr, &at[n], &pos) == 1)
+		n++;
+	names = rdata_names(type, &skip, &tail);
+	if (skip > rdlen)
+		return n;
+	pos = rd + skip;
+	for (k = 0; k < names; k++) {
+		rc = name_stored(msg, rd + rdlen, pos, &at[n], &pos);
+		if (rc < 0)
+			break;
+		if (rc == 1)
+			n++;
+	}
+	return n;
+}
+
+/* Where a compression pointer to target must point once the OPT record
+ * [s, e) is cut out of the len bytes of msg, if the name it stands for is
+ * to read the same afterwards. A name before the cut must end before it
+ * (its labels must not run over the OPT; a pointer at its end goes back
+ * further). A pointer to s names the root (an OPT is owned by the root
+ * label) and is sent to root, the question's root label, when there is
+ * one (root != 0). A name after the cut moves with it, so the pointer
+ * moves down; that name must end in the root label or in a pointer to a
+ * name before the cut, because a pointer that needs moving is only moved
+ * where rr_ptrs() finds it. Returns -1 for any other target, which the
+ * cut would leave naming other bytes. */
+static int
+ptr_retarget(const uint8_t *msg, size_t len, size_t target, size_t s,
+    size_t e, size_t root, size_t *nt)
+{
+	size_t at, next;
+	int rc;
+
+	/* *nt is set whatever the verdict: a rewriting pass, which reads
+	 * bytes it has partly rewritten, uses it without asking again. */
+	*nt = target;
+	if (target == s && root != 0) {
+		*nt = root;
+		return 0;
+	}
+	if (target < s)
+		return name_stored(msg, s, target, &at, &next) < 0 ? -1 : 0;
+	if (target < e)
+		return -1;
+	*nt = target - (e - s);
+	rc = name_stored(msg, len, target, &at, &next);
+	if (rc <= 0)
+		return rc;
+	target = get16(msg + at) & 0x3fff;
+	if (target >= s || name_stored(msg, s, target, &at, &next) < 0)
+		return -1;
+	return 0;
+}
+
+/* Check every pointer rr_ptrs() finds in the nrr records from pos for
+ * the cut of the OPT record [s, e) (which is skipped); or, when out is
+ * not NULL (the same bytes as msg), rewrite them for it, which is only
+ * right after a checking pass has succeeded. Returns 0, or -1 when a
+ * record does not parse or (checking) a pointer cannot be moved. */
+static int
+opt_cut_ptrs(const uint8_t *msg, uint8_t *out, size_t len, size_t pos,
+    size_t nrr, size_t s, size_t e, size_t root)
+{
+	size_t fixed, rdlen, atx, at[3], n, k, i, nt;
+	int ret = -1;
+
+	for (i = 0; i < nrr; i++) {
+		if (name_stored(msg, len, pos, &atx, &fixed) < 0 ||
+		    len - fixed < RR_FIXED_LEN)
+			goto out;
+		rdlen = get16(msg + fixed + 8);
+		if (len - fixed - RR_FIXED_LEN < rdlen)
+			goto out;
+		n = pos == s ? 0 : rr_ptrs(msg, pos, fixed,
+		    get16(msg + fixed), fixed + RR_FIXED_LEN, rdlen, at);
+		for (k = 0; k < n; k++) {
+			if (ptr_retarget(msg, len, get16(msg + at[k]) & 0x3fff,
+			    s, e, root, &nt) != 0 && out == NULL)
+				goto out;
+			if (out != NULL)
+				put16(out + at[k], (uint16_t)(0xc000 | nt));
+		}
+		pos = fixed + RR_FIXED_LEN + rdlen;
+	}
+	ret = 0;
+out:
+	return ret;
+}
+
+/* Check the names in the RDATA [rd, rd + rdlen) of a type rdata_names()
+ * knows: each a valid name (pointers followed and checked), together
+ * filling the RDATA exactly with the type's fixed bytes. They end up in
+ * the cache and with clients, and dnsmsg_strip_opt() rewrites their
+ * pointers. */
+static int
+rdata_names_check(const uint8_t *msg, size_t len, uint16_t type, size_t rd,
+    size_t rdlen)
+{
+	size_t skip, tail, names, pos, k;
+
+	names = rdata_names(type, &skip, &tail);
+	if (names == 0)
+		return 0;
+	if (skip + tail > rdlen)
+		return -1;
+	pos = rd + skip;
+	for (k = 0; k < names; k++)
+		if (name_walk(msg, len, pos, 1, NULL, NULL, &pos) != 0 ||
+		    pos > rd + rdlen - tail)
+			return -1;
+	return pos == rd + rdlen - tail ? 0 : -1;
 }
 
 /* Read the MINIMUM field of the SOA whose RDATA is [rd, rd + rdlen). The
@@ -320,7 +630,8 @@ dnsmsg_parse_answer(const uint8_t *msg, size_t len,
     const struct dnsmsg_question *expect, struct dnsmsg_answer_info *info)
 {
 	struct dnsmsg_question qn;
-	size_t counts[3], pos, next, rdlen, sec, i;
+	size_t counts[3], pos, rr, next, rdlen, sec, i;
+	size_t opt_s = 0, opt_e = 0;
 	uint16_t flags, type;
 	uint32_t ttl, minimum, min_ttl = 0, neg_ttl = 0;
 	int have_ttl = 0, have_soa = 0, overflow = 0;
@@ -348,6 +659,7 @@ dnsmsg_parse_answer(const uint8_t *msg, size_t len,
 	pos = qn.end;
 	for (sec = 0; sec < 3; sec++) {
 		for (i = 0; i < counts[sec]; i++) {
+			rr = pos;
 			if (name_skip_checked(msg, len, pos, &next) != 0)
 				goto malformed;
 			if (len - next < RR_FIXED_LEN)
@@ -357,6 +669,20 @@ dnsmsg_parse_answer(const uint8_t *msg, size_t len,
 			pos = next + RR_FIXED_LEN;
 			if (len - pos < rdlen)
 				goto malformed;
+			if (rdata_names_check(msg, len, type, pos, rdlen) != 0)
+				goto malformed;
+			/* RFC 6891 section 6.1.1: one OPT, in the
+			 * additional section, owned by the root. */
+			if (type == DNS_TYPE_OPT) {
+				if (sec != 2 || info->has_opt ||
+				    next != rr + 1)
+					goto malformed;
+				if (opt_options(msg, pos, rdlen, info) != 0)
+					goto malformed;
+				info->has_opt = 1;
+				opt_s = rr;
+				opt_e = pos + rdlen;
+			}
 			if (type != DNS_TYPE_OPT) {
 				ttl = ttl_value(get32(msg + next + 4));
 				if (!have_ttl || ttl < min_ttl)
@@ -382,6 +708,12 @@ dnsmsg_parse_answer(const uint8_t *msg, size_t len,
 			pos += rdlen;
 		}
 	}
+
+	/* dnsmsg_strip_opt() must be able to cut the OPT out with every
+	 * name it knows reading the same afterwards. */
+	if (info->has_opt && opt_cut_ptrs(msg, NULL, len, qn.end,
+	    counts[0] + counts[1] + counts[2], opt_s, opt_e, qn.end - 5) != 0)
+		goto malformed;
 
 	info->rcode = DNS_RCODE(flags);
 	info->tc = (flags & DNS_FLAG_TC) != 0;
@@ -437,6 +769,157 @@ dnsmsg_age_ttls(uint8_t *msg, size_t len, const uint16_t *offs,
 		ttl = ttl_value(get32(msg + offs[i]));
 		put32(msg + offs[i], ttl > age ? ttl - age : 0);
 	}
+}
+
+/* Find the first OPT record, in any section, of a message with at most
+ * one question. Returns 1 and sets *idx to its index among all records
+ * and [*s, *e) to its bytes; 0 when there is none, with *s and *e both
+ * the end of the last record; -1 when the records do not parse. *first
+ * is the offset of the first record. Pointers are not followed: callers
+ * hold checked messages. */
+static int
+opt_find(const uint8_t *msg, size_t len, size_t *idx, size_t *s, size_t *e,
+    size_t *first)
+{
+	struct dnsmsg_question qn;
+	size_t nrr, pos, fixed, at, rdlen, i;
+	int ret = -1;
+
+	if (len < DNS_HDR_LEN)
+		goto out;
+	pos = DNS_HDR_LEN;
+	if (get16(msg + 4) == 1) {
+		if (question_parse(msg, len, &qn) != 0)
+			goto out;
+		pos = qn.end;
+	} else if (get16(msg + 4) != 0) {
+		goto out;
+	}
+	*first = pos;
+	nrr = (size_t)get16(msg + 6) + get16(msg + 8) + get16(msg + 10);
+	for (i = 0; i < nrr; i++) {
+		if (name_stored(msg, len, pos, &at, &fixed) < 0 ||
+		    len - fixed < RR_FIXED_LEN)
+			goto out;
+		rdlen = get16(msg + fixed + 8);
+		if (len - fixed - RR_FIXED_LEN < rdlen)
+			goto out;
+		if (get16(msg + fixed) == DNS_TYPE_OPT) {
+			*idx = i;
+			*s = pos;
+			*e = fixed + RR_FIXED_LEN + rdlen;
+			ret = 1;
+			goto out;
+		}
+		pos = fixed + RR_FIXED_LEN + rdlen;
+	}
+	*s = *e = pos;
+	ret = 0;
+out:
+	return ret;
+}
+
+/* Cut the first OPT record out of *len bytes of msg when it is in the
+ * additional section and every pointer can be moved with it. All
+ * pointers are checked before the first is rewritten, so a refusal
+ * leaves the message as it was. Returns 1 when cut, else 0. */
+static int
+opt_cut(uint8_t *msg, size_t *len, struct dnsmsg_answer_info *info)
+{
+	size_t idx, s, e, first, root, nrr, i;
+	int ret = 0;
+
+	if (opt_find(msg, *len, &idx, &s, &e, &first) != 1)
+		goto out;
+	if (idx < (size_t)get16(msg + 6) + get16(msg + 8))
+		goto out;
+	/* The question's root label, when there is a question. */
+	root = first > DNS_HDR_LEN ? first - 5 : 0;
+	nrr = (size_t)get16(msg + 6) + get16(msg + 8) + get16(msg + 10);
+	if (opt_cut_ptrs(msg, NULL, *len, first, nrr, s, e, root) != 0 ||
+	    opt_cut_ptrs(msg, msg, *len, first, nrr, s, e, root) != 0)
+		goto out;
+	memmove(msg + s, msg + e, *len - e);
+	*len -= e - s;
+	put16(msg + 10, (uint16_t)(get16(msg + 10) - 1));
+	/* No TTL field lies inside an OPT: those past it moved down. */
+	for (i = 0; i < info->n_ttl && i < DNSMSG_MAX_RRS; i++)
+		if (info->ttl_off[i] > s)
+			info->ttl_off[i] = (uint16_t)(info->ttl_off[i] - (e - s));
+	ret = 1;
+out:
+	return ret;
+}
+
+size_t
+dnsmsg_strip_opt(uint8_t *msg, size_t len, struct dnsmsg_answer_info *info)
+{
+	size_t i;
+
+	/* dnsmsg_parse_answer lets one OPT through; the loop is for the
+	 * contract's "every", bounded by ARCOUNT shrinking each time. */
+	for (i = 0; i <= 0xffff; i++)
+		if (!opt_cut(msg, &len, info))
+			break;
+	info->has_opt = 0;
+	return len;
+}
+
+int
+dnsmsg_append_opt(uint8_t *msg, size_t len, size_t cap, int do_bit,
+    int ede, size_t *out_len)
+{
+	size_t idx, s, e, first, n;
+	int ret;
+
+	/* The records must parse to find where they end (the OPT goes
+	 * there, dropping any trailing bytes) and that none is an OPT. */
+	if (opt_find(msg, len, &idx, &s, &e, &first) != 0 ||
+	    get16(msg + 10) == 0xffff) {
+		ret = DNSMSG_EMALFORMED;
+		goto out;
+	}
+	n = opt_size(ede);
+	if (e > cap || cap - e < n || e + n > DNS_MAX_MSG) {
+		ret = DNSMSG_ENOSPC;
+		goto out;
+	}
+	opt_write(msg + e, do_bit, ede);
+	put16(msg + 10, (uint16_t)(get16(msg + 10) + 1));
+	*out_len = e + n;
+	ret = 0;
+out:
+	return ret;
+}
+
+void
+dnsmsg_clamp_ttls(uint8_t *msg, size_t len, const uint16_t *offs,
+    size_t n_offs, uint32_t lo, uint32_t hi)
+{
+	size_t i;
+	uint32_t ttl;
+
+	for (i = 0; i < n_offs; i++) {
+		if ((size_t)offs[i] + 4 > len)
+			continue;
+		ttl = ttl_value(get32(msg + offs[i]));
+		if (ttl < lo)
+			ttl = lo;
+		if (ttl > hi)
+			ttl = hi;
+		put32(msg + offs[i], ttl);
+	}
+}
+
+void
+dnsmsg_set_ttls(uint8_t *msg, size_t len, const uint16_t *offs,
+    size_t n_offs, uint32_t ttl)
+{
+	size_t i;
+
+	for (i = 0; i < n_offs; i++)
+		if ((size_t)offs[i] + 4 <= len)
+			put32(msg + offs[i], ttl);
 }
 
 size_t

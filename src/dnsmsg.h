@@ -38,6 +38,20 @@ enum {
 	DNS_TYPE_OPT = 41,
 };
 
+/* EDNS(0) option codes and sizes. */
+#define EDNS_OPT_ECS 8         /* RFC 7871 client subnet */
+#define EDNS_OPT_KEEPALIVE 11  /* RFC 7828 edns-tcp-keepalive */
+#define EDNS_OPT_PADDING 12    /* RFC 7830 */
+#define EDNS_OPT_EDE 15        /* RFC 8914 extended DNS error */
+#define DNS_EDNS_UDP 1232      /* the payload size we advertise */
+#define DNS_PAD_BLOCK 128      /* RFC 8467 block-length padding of queries */
+
+/* Extended DNS Error info codes (RFC 8914) we send. */
+#define EDE_NONE (-1)
+#define EDE_STALE_ANSWER 3
+#define EDE_NO_REACHABLE_AUTHORITY 22
+#define EDE_NETWORK_ERROR 23
+
 /* Header flag bits in the 16-bit flags word (host order). */
 #define DNS_FLAG_QR 0x8000
 #define DNS_FLAG_AA 0x0400
@@ -88,6 +102,9 @@ struct dnsmsg_answer_info {
 	uint32_t ttl;          /* cache lifetime in seconds: min TTL of all RRs but OPT, or RFC 2308 min(SOA TTL, SOA MINIMUM) when negative */
 	size_t n_ttl;          /* number of TTL fields below */
 	uint16_t ttl_off[DNSMSG_MAX_RRS]; /* byte offsets of the TTL field of every RR except OPT */
+	int has_opt;           /* the answer carries an OPT record */
+	int has_keepalive;     /* its OPT has an edns-tcp-keepalive option with a timeout */
+	uint32_t keepalive_ms; /* that timeout (the option counts 100 ms units) */
 };
 
 /* Header accessors; the caller has checked len >= DNS_HDR_LEN. */
@@ -106,11 +123,47 @@ int dnsmsg_parse_query(const uint8_t *msg, size_t len, struct dnsmsg_query *q);
 
 /* Build an error answer (rcode) to a query into out: the query's ID, opcode
  * and RD, QR and RA set; the question echoed as the client spelled it when
- * q->has_question; an OPT record (payload 1232, DO echoed) when q->edns.
- * Returns 0 and sets *out_len, or DNSMSG_ENOSPC. */
+ * q->has_question; an OPT record (payload 1232, DO echoed) when q->edns,
+ * carrying an Extended DNS Error option with ede (RFC 8914) unless ede is
+ * EDE_NONE. Returns 0 and sets *out_len, or DNSMSG_ENOSPC. */
 int dnsmsg_error_reply(const uint8_t *query, size_t query_len,
-    const struct dnsmsg_query *q, int rcode, uint8_t *out, size_t cap,
-    size_t *out_len);
+    const struct dnsmsg_query *q, int rcode, int ede, uint8_t *out,
+    size_t cap, size_t *out_len);
+
+/* Build the query dotproxy sends upstream for a parsed client query (which
+ * has a question): ID 0 (the pool sets its own), opcode QUERY, RD set, CD
+ * as the client's, the question in lowercase wire form (q->q.wire), and
+ * one OPT record: payload DNS_EDNS_UDP, DO as the client's, an empty
+ * edns-tcp-keepalive option (RFC 7828) and a padding option (RFC 7830)
+ * that makes the whole message a multiple of DNS_PAD_BLOCK bytes
+ * (RFC 8467). Nothing else of the client's message goes upstream: no
+ * client subnet (RFC 7871 7.1.2), cookies or other options.
+ * Returns 0 and *out_len, or DNSMSG_ENOSPC. */
+int dnsmsg_upstream_query(const struct dnsmsg_query *q, uint8_t *out,
+    size_t cap, size_t *out_len);
+
+/* Remove every OPT record from a message that dnsmsg_parse_answer has
+ * accepted into info, in place: ARCOUNT is lowered, the bytes after it
+ * move down and info->ttl_off is corrected to match. Cached answers are
+ * kept without OPT; each client gets its own (dnsmsg_append_opt).
+ * Returns the new length. */
+size_t dnsmsg_strip_opt(uint8_t *msg, size_t len,
+    struct dnsmsg_answer_info *info);
+
+/* Append an OPT record (payload DNS_EDNS_UDP, DO as do_bit, and an
+ * Extended DNS Error option with ede unless ede is EDE_NONE) to a message
+ * that has none, raising ARCOUNT. Returns 0 and *out_len, or
+ * DNSMSG_ENOSPC when it does not fit in cap. */
+int dnsmsg_append_opt(uint8_t *msg, size_t len, size_t cap, int do_bit,
+    int ede, size_t *out_len);
+
+/* Set every listed TTL field to min(max(ttl, lo), hi), in place. */
+void dnsmsg_clamp_ttls(uint8_t *msg, size_t len, const uint16_t *offs,
+    size_t n_offs, uint32_t lo, uint32_t hi);
+
+/* Set every listed TTL field to ttl, in place (stale answers, RFC 8767). */
+void dnsmsg_set_ttls(uint8_t *msg, size_t len, const uint16_t *offs,
+    size_t n_offs, uint32_t ttl);
 
 /* Parse and check an upstream answer: QR set, QDCOUNT 1, its question equal
  * to expect (name case-insensitively, type, class), every record inside the

@@ -225,6 +225,7 @@ shutdown_server(struct server *s)
 	/* Upstreams first: each pending query gets its SERVFAIL while the
 	 * listeners can still send it. */
 	upstream_pool_close(s->pool);
+	query_ctx_close(&s->qctx);
 	listen_close(s->listen);
 	uv_close((uv_handle_t *)&s->sig_int, NULL);
 	uv_close((uv_handle_t *)&s->sig_term, NULL);
@@ -274,17 +275,16 @@ run(const struct options *o, struct server *s)
 		log_err("%s", err);
 		return 1;
 	}
-	s->cache = cache_new(s->conf.cache_size);
+	s->cache = cache_new(s->conf.cache_size,
+	    s->conf.serve_stale ? s->conf.stale_max_age : 0);
 	if (s->cache == NULL || uv_loop_init(&s->loop) != 0)
 		fatal("out of memory");
 	s->pool = upstream_pool_new(&s->loop, &s->conf, s->tls, &s->metrics);
 	if (s->pool == NULL)
 		fatal("out of memory");
-	s->qctx.loop = &s->loop;
-	s->qctx.conf = &s->conf;
-	s->qctx.cache = s->cache;
-	s->qctx.pool = s->pool;
-	s->qctx.metrics = &s->metrics;
+	if (query_ctx_init(&s->qctx, &s->loop, &s->conf, s->cache, s->pool,
+	    &s->metrics) != 0)
+		fatal("cannot set up the query timer");
 	if (listen_start(&s->loop, &s->conf, &s->qctx, &s->metrics,
 	    &s->listen, err, sizeof(err)) != 0) {
 		log_err("%s", err);

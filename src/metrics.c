@@ -38,6 +38,11 @@ metrics_log(const struct metrics *m)
 	ADD(cache_misses);
 	ADD(cache_inserts);
 	ADD(cache_uncacheable);
+	ADD(cache_stale_served);
+	ADD(cache_prefetches);
+	ADD(cache_servfail_cached);
+	ADD(queries_coalesced);
+	ADD(local_answers);
 	ADD(upstream_queries);
 	ADD(upstream_answers);
 	ADD(upstream_resent);
@@ -50,5 +55,7 @@ metrics_log(const struct metrics *m)
 	ADD(tls_handshake_failures);
 	ADD(tls_verify_failures);
 	ADD(tls_closed);
+	ADD(upstream_moved);
+	ADD(upstream_half_open);
 	log_info("stats:%s", off ? buf : " (all zero)");
 }

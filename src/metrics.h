@@ -30,6 +30,11 @@ struct metrics {
 	uint64_t cache_misses;
 	uint64_t cache_inserts;
 	uint64_t cache_uncacheable; /* SERVFAIL, TC, negative without SOA */
+	uint64_t cache_stale_served; /* RFC 8767 stale answers sent */
+	uint64_t cache_prefetches;   /* refreshes started by a hit near expiry */
+	uint64_t cache_servfail_cached; /* SERVFAIL answers cached briefly */
+	uint64_t queries_coalesced;  /* misses that joined one already in flight */
+	uint64_t local_answers;      /* RFC 6761/6303 names answered locally */
 
 	/* upstream */
 	uint64_t upstream_queries;     /* queries written to an upstream */
@@ -44,6 +49,8 @@ struct metrics {
 	uint64_t tls_handshake_failures; /* handshake errors, timeouts, refused */
 	uint64_t tls_verify_failures;  /* certificates that did not verify */
 	uint64_t tls_closed;           /* upstream connections closed for any reason */
+	uint64_t upstream_moved;       /* queries moved to another upstream after answer-timeout */
+	uint64_t upstream_half_open;   /* connections closed as presumed half-open */
 };
 
 /* Write every non-zero counter as one log line at info level. */

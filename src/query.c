@@ -1,24 +1,64 @@
-/* query.c: one client query's life: parse, cache, upstream, exactly one answer.
+/* query.c: one client query's life: parse, local names, cache, upstream,
+ * and exactly one answer.
  *
  * The hot path (a cache hit) allocates nothing: the query is parsed in
  * place, the cached answer is copied straight into the listener's buffer
  * and made the client's own (ID, spelling of the name, RD/CD bits, TTLs
- * aged by the cache). Only a miss allocates a struct query, which owns a
- * copy of the client's message until the upstream calls back; it is freed
- * in query_finish() and nowhere else.
+ * aged by the cache, an OPT record of its own when the client sent EDNS).
+ *
+ * A miss becomes a waiter (struct query_waiter, which owns a copy of the
+ * client's message and origin) on the one pending upstream query for its
+ * cache key (struct query_pending): identical misses in flight share one
+ * out-query (RFC 5452 spirit, and kinder to the upstream). What goes
+ * upstream is built here from the question alone (dnsmsg_upstream_query:
+ * padded, keepalive, no client options), so sharing it is exact. A hit in
+ * the last tenth of its TTL starts a pending with no waiter (prefetch).
+ *
+ * Serve-stale (RFC 8767): when a miss finds an expired entry still inside
+ * its stale window, the waiter also goes on the stale list with a deadline
+ * of stale-client-timeout; if the upstream has not answered by then, or
+ * fails, the waiter gets the stale answer (TTL 30, EDE 3) while the
+ * pending goes on refreshing the cache. A failed refresh holds further
+ * attempts off for stale-refresh-interval, and meanwhile stale answers go
+ * out at once.
+ *
+ * Every waiter ends in waiter_finish() (its one done_cb, then freed), and
+ * every pending in pending_complete() (called once by the upstream pool).
+ * The in-flight table is uthash, as in the cache; it is query state, so it
+ * lives here.
  */
 #include <errno.h>
 #include <string.h>
 
+#include <uthash.h>
+#include <utlist.h>
+
+#include "local.h"
 #include "log.h"
 #include "mem.h"
 #include "query.h"
 
-struct query {
+#define STALE_TTL 30          /* RFC 8767 section 4 */
+#define PREFETCH_FRACTION 10  /* refresh in the last tenth of the TTL */
+#define PREFETCH_MIN_TTL 10   /* shorter-lived answers are not worth it */
+#define UPSTREAM_QUERY_MAX 512
+
+struct query_pending {
+	UT_hash_handle hh;
 	struct query_ctx *ctx;
-	struct dnsmsg_query q;
 	struct cache_key key;
+	struct dnsmsg_question q;
+	struct query_waiter *waiters; /* DL list through prev/next */
+};
+
+struct query_waiter {
+	struct query_waiter *prev, *next;   /* on the pending */
+	struct query_waiter *sprev, *snext; /* on ctx->stale_head */
+	struct query_pending *p;
+	struct dnsmsg_query q;
 	int udp;
+	int on_stale_list;
+	uint64_t stale_at_ms;
 	query_done_cb done_cb;
 	void *arg;
 	size_t len;
@@ -28,17 +68,28 @@ struct query {
 	uint8_t msg[];
 };
 
-/* Count an answer by its rcode and fit it to a UDP client. Returns the
- * length to send. */
+#define ORIGIN_ALIGN 16
+#define ORIGIN_OFF(len) \
+	(((len) + ORIGIN_ALIGN - 1) & ~(size_t)(ORIGIN_ALIGN - 1))
+
+/* Give the answer its client's OPT (with ede) when the client sent EDNS,
+ * fit it to a UDP client, count it by rcode. Returns the length to send. */
 static size_t
 finish_answer(struct query_ctx *ctx, const struct dnsmsg_query *q, int udp,
-    uint8_t *out, size_t len)
+    uint8_t *out, size_t len, int add_opt, int ede)
 {
-	if (udp && len > q->udp_size) {
-		size_t cut = dnsmsg_truncate(out, len);
+	size_t n;
 
-		if (cut != 0) {
-			len = cut;
+	if (add_opt && q->edns &&
+	    dnsmsg_append_opt(out, len, DNS_MAX_MSG, q->do_bit, ede, &n) == 0)
+		len = n;
+	if (udp && len > q->udp_size) {
+		n = dnsmsg_truncate(out, len);
+		if (n != 0) {
+			len = n;
+			if (q->edns && dnsmsg_append_opt(out, len, DNS_MAX_MSG,
+			    q->do_bit, EDE_NONE, &n) == 0)
+				len = n;
 			ctx->metrics->answers_truncated++;
 		}
 	}
@@ -50,105 +101,333 @@ finish_answer(struct query_ctx *ctx, const struct dnsmsg_query *q, int udp,
  * that could not be built (then the caller drops). */
 static size_t
 error_answer(struct query_ctx *ctx, const uint8_t *msg, size_t len,
-    const struct dnsmsg_query *q, int rcode, int udp, uint8_t *out)
+    const struct dnsmsg_query *q, int rcode, int ede, int udp, uint8_t *out)
 {
 	size_t out_len = 0;
 
-	if (dnsmsg_error_reply(msg, len, q, rcode, out, DNS_MAX_MSG,
+	if (dnsmsg_error_reply(msg, len, q, rcode, ede, out, DNS_MAX_MSG,
 	    &out_len) != 0)
 		return 0;
-	return finish_answer(ctx, q, udp, out, out_len);
+	return finish_answer(ctx, q, udp, out, out_len, 0, EDE_NONE);
 }
 
-#define ORIGIN_ALIGN 16
-#define ORIGIN_OFF(len) (((len) + ORIGIN_ALIGN - 1) & ~(size_t)(ORIGIN_ALIGN - 1))
+/* ---- waiters ---- */
 
 static void
-query_finish(struct query *qr, const uint8_t *msg, size_t len)
+waiter_detach(struct query_ctx *ctx, struct query_waiter *w)
 {
-	qr->done_cb(qr->arg, qr->msg + ORIGIN_OFF(qr->len), msg, len);
-	mem_free(qr);
+	if (w->on_stale_list) {
+		DL_DELETE2(ctx->stale_head, w, sprev, snext);
+		w->on_stale_list = 0;
+	}
+	if (w->p != NULL) {
+		DL_DELETE(w->p->waiters, w);
+		w->p = NULL;
+	}
+}
+
+/* The one end of a waiter: its done_cb, then free. */
+static void
+waiter_finish(struct query_ctx *ctx, struct query_waiter *w,
+    const uint8_t *msg, size_t len)
+{
+	waiter_detach(ctx, w);
+	w->done_cb(w->arg, w->msg + ORIGIN_OFF(w->len), msg, len);
+	mem_free(w);
+}
+
+/* Answer a waiter with an answer from upstream or cache (no OPT yet). */
+static void
+waiter_answer(struct query_ctx *ctx, struct query_waiter *w,
+    const uint8_t *answer, size_t len, int ede)
+{
+	uint8_t out[DNS_MAX_MSG];
+
+	memcpy(out, answer, len);
+	dnsmsg_personalize(out, len, w->msg, &w->q);
+	len = finish_answer(ctx, &w->q, w->udp, out, len, 1, ede);
+	waiter_finish(ctx, w, out, len);
 }
 
 static void
-query_fail(struct query *qr, int status)
+waiter_fail(struct query_ctx *ctx, struct query_waiter *w, int ede)
 {
 	uint8_t out[DNS_MAX_MSG];
 	size_t len;
 
-	if (log_enabled(LOGL_DEBUG)) {
-		char name[DNS_MAX_NAME_TEXT];
+	len = error_answer(ctx, w->msg, w->len, &w->q, DNS_RCODE_SERVFAIL, ede,
+	    w->udp, out);
+	waiter_finish(ctx, w, len ? out : NULL, len);
+}
 
-		dnsmsg_name_str(&qr->q.q, name, sizeof(name));
-		log_debug("query %s type %u: SERVFAIL (upstream status %d)",
-		    name, qr->q.q.qtype, status);
+/* Answer a waiter from a stale entry if there is one. Returns 0 when
+ * answered (w is gone), -1 when there is no stale answer to give. */
+static int
+waiter_serve_stale(struct query_ctx *ctx, struct query_waiter *w,
+    const struct cache_key *key, uint64_t now_ms)
+{
+	uint8_t buf[DNS_MAX_MSG];
+	struct cache_meta meta;
+	size_t len;
+
+	if (!ctx->conf->serve_stale ||
+	    cache_get_stale(ctx->cache, key, now_ms, STALE_TTL, buf,
+	    sizeof(buf), &len, &meta) != 0 ||
+	    meta.rcode == DNS_RCODE_SERVFAIL)
+		return -1;
+	ctx->metrics->cache_stale_served++;
+	waiter_answer(ctx, w, buf, len, EDE_STALE_ANSWER);
+	return 0;
+}
+
+/* ---- the stale timer ---- */
+
+static void
+stale_timer_cb(uv_timer_t *t)
+{
+	struct query_ctx *ctx = t->data;
+	uint64_t now = uv_now(ctx->loop);
+	struct query_waiter *w;
+	struct cache_key key;
+
+	while (ctx->stale_head != NULL && ctx->stale_head->stale_at_ms <= now) {
+		w = ctx->stale_head;
+		DL_DELETE2(ctx->stale_head, w, sprev, snext);
+		w->on_stale_list = 0;
+		/* The upstream is slow: answer from the stale entry while
+		 * the pending goes on to refresh it. If the entry is gone
+		 * meanwhile, the waiter keeps waiting for the upstream. */
+		key = w->p->key;
+		(void)waiter_serve_stale(ctx, w, &key, now);
 	}
-	len = error_answer(qr->ctx, qr->msg, qr->len, &qr->q,
-	    DNS_RCODE_SERVFAIL, qr->udp, out);
-	query_finish(qr, len ? out : NULL, len);
+	if (ctx->stale_head != NULL)
+		(void)uv_timer_start(t, stale_timer_cb,
+		    ctx->stale_head->stale_at_ms - now, 0);
+}
+
+/* ---- pending upstream queries ---- */
+
+static int
+upstream_ede(int status)
+{
+	return status == UPSTREAM_EUNREACH ? EDE_NO_REACHABLE_AUTHORITY :
+	    EDE_NETWORK_ERROR;
+}
+
+/* Cache a good answer with the configured TTL bounds. */
+static void
+store_answer(struct query_ctx *ctx, const struct cache_key *key,
+    uint8_t *buf, size_t len, struct dnsmsg_answer_info *info, uint64_t now)
+{
+	const struct conf *cf = ctx->conf;
+	uint32_t ttl = info->ttl, lo = 0;
+
+	if (!info->cacheable) {
+		ctx->metrics->cache_uncacheable++;
+		return;
+	}
+	if (info->negative) {
+		if (ttl > cf->cache_max_negative_ttl)
+			ttl = cf->cache_max_negative_ttl;
+	} else {
+		lo = cf->cache_min_ttl;
+		if (ttl < lo)
+			ttl = lo;
+		if (ttl > cf->cache_max_ttl)
+			ttl = cf->cache_max_ttl;
+	}
+	/* The records say no more than the entry lives, so a client never
+	 * holds an answer longer than we would. */
+	dnsmsg_clamp_ttls(buf, len, info->ttl_off, info->n_ttl,
+	    lo < ttl ? lo : ttl, ttl);
+	info->ttl = ttl;
+	if (ttl > 0 && cache_put(ctx->cache, key, buf, len, info, now) == 0)
+		ctx->metrics->cache_inserts++;
+}
+
+/* RFC 2308 section 7: a SERVFAIL may be cached, briefly, so a failing
+ * name does not send every client's retry upstream. */
+static void
+store_servfail(struct query_ctx *ctx, const struct cache_key *key,
+    uint8_t *buf, size_t len, const struct dnsmsg_answer_info *info,
+    uint64_t now)
+{
+	struct dnsmsg_answer_info sf = *info;
+
+	if (ctx->conf->cache_servfail_ttl == 0)
+		return;
+	sf.cacheable = 1;
+	sf.ttl = ctx->conf->cache_servfail_ttl;
+	dnsmsg_clamp_ttls(buf, len, sf.ttl_off, sf.n_ttl, 0, sf.ttl);
+	if (cache_put(ctx->cache, key, buf, len, &sf, now) == 0)
+		ctx->metrics->cache_servfail_cached++;
+}
+
+/* Is there a stale answer for key (and so a refresh that failed)? */
+static int
+stale_exists(struct query_ctx *ctx, const struct cache_key *key,
+    uint64_t now_ms)
+{
+	uint8_t scratch[DNS_MAX_MSG];
+	struct cache_meta meta;
+	size_t n;
+
+	return ctx->conf->serve_stale &&
+	    cache_get_stale(ctx->cache, key, now_ms, STALE_TTL, scratch,
+	    sizeof(scratch), &n, &meta) == 0 &&
+	    meta.rcode != DNS_RCODE_SERVFAIL;
 }
 
 static void
-upstream_done_cb(void *arg, int status, const uint8_t *answer, size_t len,
-    const struct dnsmsg_answer_info *info)
+pending_complete(void *arg, int status, const uint8_t *answer, size_t len,
+    const struct dnsmsg_answer_info *uinfo)
 {
-	struct query *qr = arg;
-	struct query_ctx *ctx = qr->ctx;
-	uint8_t out[DNS_MAX_MSG];
-	int rc;
+	struct query_pending *p = arg;
+	struct query_ctx *ctx = p->ctx;
+	uint64_t now = uv_now(ctx->loop);
+	struct dnsmsg_answer_info info;
+	struct query_waiter *w;
+	uint8_t buf[DNS_MAX_MSG];
+	int servfail, stale_left = 0;
 
-	if (status != 0) {
-		query_fail(qr, status);
+	HASH_DEL(ctx->inflight, p);
+	info.rcode = DNS_RCODE_SERVFAIL;
+	if (status == 0) {
+		info = *uinfo;
+		memcpy(buf, answer, len);
+		len = dnsmsg_strip_opt(buf, len, &info);
+	}
+	servfail = status != 0 || info.rcode == DNS_RCODE_SERVFAIL;
+	if (!servfail) {
+		store_answer(ctx, &p->key, buf, len, &info, now);
+		while (p->waiters != NULL)
+			waiter_answer(ctx, p->waiters, buf, len, EDE_NONE);
+		mem_free(p);
 		return;
 	}
-	if (info->cacheable && info->ttl > 0) {
-		rc = cache_put(ctx->cache, &qr->key, answer, len, info,
-		    uv_now(ctx->loop));
-		if (rc == 0)
-			ctx->metrics->cache_inserts++;
-	} else {
-		ctx->metrics->cache_uncacheable++;
+	/* The upstream failed or said SERVFAIL: stale beats SERVFAIL. */
+	while (p->waiters != NULL) {
+		w = p->waiters;
+		if (waiter_serve_stale(ctx, w, &p->key, now) == 0) {
+			stale_left = 1;
+			continue;
+		}
+		if (status == 0)
+			waiter_answer(ctx, w, buf, len, EDE_NONE);
+		else
+			waiter_fail(ctx, w, upstream_ede(status));
 	}
-	memcpy(out, answer, len);
-	dnsmsg_personalize(out, len, qr->msg, &qr->q);
-	len = finish_answer(ctx, &qr->q, qr->udp, out, len);
-	query_finish(qr, out, len);
+	if (!stale_left)
+		stale_left = stale_exists(ctx, &p->key, now);
+	if (stale_left)
+		cache_refresh_failed(ctx->cache, &p->key,
+		    now + (uint64_t)ctx->conf->stale_refresh_interval * 1000);
+	else if (status == 0)
+		store_servfail(ctx, &p->key, buf, len, &info, now);
+	mem_free(p);
 }
 
-/* A miss: keep a copy of the message and send it upstream. */
-static enum query_result
-query_forward(struct query_ctx *ctx, const uint8_t *msg, size_t len,
-    const struct dnsmsg_query *q, const struct cache_key *key, int udp,
-    uint8_t *out, size_t *out_len, query_done_cb done_cb, void *arg,
-    const void *origin, size_t origin_len)
+/* Start the one upstream query for key. Returns it, or NULL. */
+static struct query_pending *
+pending_new(struct query_ctx *ctx, const struct dnsmsg_query *q,
+    const struct cache_key *key)
 {
-	struct query *qr;
+	struct query_pending *p;
+	uint8_t wire[UPSTREAM_QUERY_MAX];
+	size_t len;
 
-	qr = mem_alloc(sizeof(*qr) + ORIGIN_OFF(len) + origin_len);
-	if (qr == NULL)
-		goto overload;
-	qr->ctx = ctx;
-	qr->q = *q;
-	qr->key = *key;
-	qr->udp = udp;
-	qr->done_cb = done_cb;
-	qr->arg = arg;
-	qr->len = len;
-	qr->origin_len = origin_len;
-	memcpy(qr->msg, msg, len);
-	if (origin_len != 0)
-		memcpy(qr->msg + ORIGIN_OFF(len), origin, origin_len);
-	if (upstream_query(ctx->pool, msg, len, &q->q, upstream_done_cb, qr,
+	if (ctx->closing ||
+	    dnsmsg_upstream_query(q, wire, sizeof(wire), &len) != 0)
+		return NULL;
+	p = mem_calloc(1, sizeof(*p));
+	if (p == NULL)
+		return NULL;
+	p->ctx = ctx;
+	p->key = *key;
+	p->q = q->q;
+	if (upstream_query(ctx->pool, wire, len, &p->q, pending_complete, p,
 	    NULL) != 0) {
-		mem_free(qr);
+		mem_free(p);
+		return NULL;
+	}
+	HASH_ADD_KEYPTR(hh, ctx->inflight, p->key.bytes, p->key.len, p);
+	return p;
+}
+
+/* A hit in the last tenth of its TTL: refresh it now, once, so that
+ * popular names never expire for clients. */
+static void
+maybe_prefetch(struct query_ctx *ctx, const struct dnsmsg_query *q,
+    const struct cache_key *key, const struct cache_meta *meta)
+{
+	struct query_pending *p;
+	uint32_t left;
+
+	if (!ctx->conf->prefetch || meta->ttl < PREFETCH_MIN_TTL ||
+	    meta->rcode == DNS_RCODE_SERVFAIL)
+		return;
+	left = meta->age < meta->ttl ? meta->ttl - meta->age : 0;
+	if ((uint64_t)left * PREFETCH_FRACTION > meta->ttl)
+		return;
+	HASH_FIND(hh, ctx->inflight, key->bytes, key->len, p);
+	if (p != NULL)
+		return;
+	if (pending_new(ctx, q, key) != NULL)
+		ctx->metrics->cache_prefetches++;
+}
+
+/* A miss: wait on the pending upstream query for key, starting it if
+ * there is none. stale_ok: an expired entry can answer if it is slow. */
+static enum query_result
+query_wait(struct query_ctx *ctx, const uint8_t *msg, size_t len,
+    const struct dnsmsg_query *q, const struct cache_key *key, int udp,
+    int stale_ok, uint64_t now_ms, uint8_t *out, size_t *out_len,
+    query_done_cb done_cb, void *arg, const void *origin, size_t origin_len)
+{
+	struct query_pending *p;
+	struct query_waiter *w;
+
+	w = mem_alloc(sizeof(*w) + ORIGIN_OFF(len) + origin_len);
+	if (w == NULL)
 		goto overload;
+	HASH_FIND(hh, ctx->inflight, key->bytes, key->len, p);
+	if (p != NULL)
+		ctx->metrics->queries_coalesced++;
+	else
+		p = pending_new(ctx, q, key);
+	if (p == NULL) {
+		mem_free(w);
+		goto overload;
+	}
+	memset(w, 0, sizeof(*w));
+	w->p = p;
+	w->q = *q;
+	w->udp = udp;
+	w->done_cb = done_cb;
+	w->arg = arg;
+	w->len = len;
+	w->origin_len = origin_len;
+	memcpy(w->msg, msg, len);
+	if (origin_len != 0)
+		memcpy(w->msg + ORIGIN_OFF(len), origin, origin_len);
+	DL_APPEND(p->waiters, w);
+	if (stale_ok) {
+		/* Every waiter gets the same delay, so appending keeps the
+		 * list in deadline order. */
+		w->stale_at_ms = now_ms + ctx->conf->stale_client_timeout_ms;
+		w->on_stale_list = 1;
+		DL_APPEND2(ctx->stale_head, w, sprev, snext);
+		if (ctx->stale_head == w)
+			(void)uv_timer_start(&ctx->stale_timer, stale_timer_cb,
+			    ctx->conf->stale_client_timeout_ms, 0);
 	}
 	return QUERY_PENDING;
 
 overload:
-	/* Out of memory: say so to the client rather than go silent. */
+	/* Out of memory or closing: say so to the client, not silence. */
 	ctx->metrics->drops_overload++;
-	*out_len = error_answer(ctx, msg, len, q, DNS_RCODE_SERVFAIL, udp, out);
+	*out_len = error_answer(ctx, msg, len, q, DNS_RCODE_SERVFAIL, EDE_NONE,
+	    udp, out);
 	return *out_len ? QUERY_ANSWER : QUERY_DROP;
 }
 
@@ -159,8 +438,9 @@ query_handle(struct query_ctx *ctx, const uint8_t *msg, size_t len, int udp,
 {
 	struct dnsmsg_query q;
 	struct cache_key key;
-	size_t hit_len;
-	int rc;
+	struct cache_meta meta;
+	size_t n;
+	int rc, stale_ok = 0;
 
 	rc = dnsmsg_parse_query(msg, len, &q);
 	if (rc < 0) {
@@ -168,22 +448,67 @@ query_handle(struct query_ctx *ctx, const uint8_t *msg, size_t len, int udp,
 		return QUERY_DROP;
 	}
 	if (rc > 0) {
-		*out_len = error_answer(ctx, msg, len, &q, rc, udp, out);
+		*out_len = error_answer(ctx, msg, len, &q, rc, EDE_NONE, udp,
+		    out);
 		if (*out_len == 0) {
 			ctx->metrics->drops_malformed++;
 			return QUERY_DROP;
 		}
 		return QUERY_ANSWER;
 	}
+	if (ctx->conf->local_zones &&
+	    local_answer(msg, len, &q, out, DNS_MAX_MSG, &n) == 1) {
+		ctx->metrics->local_answers++;
+		*out_len = finish_answer(ctx, &q, udp, out, n, 0, EDE_NONE);
+		return QUERY_ANSWER;
+	}
 	cache_key_make(&key, &q);
-	if (cache_get(ctx->cache, &key, now_ms, out, DNS_MAX_MSG,
-	    &hit_len) == 0) {
+	if (cache_get(ctx->cache, &key, now_ms, out, DNS_MAX_MSG, &n,
+	    &meta) == 0) {
 		ctx->metrics->cache_hits++;
-		dnsmsg_personalize(out, hit_len, msg, &q);
-		*out_len = finish_answer(ctx, &q, udp, out, hit_len);
+		dnsmsg_personalize(out, n, msg, &q);
+		*out_len = finish_answer(ctx, &q, udp, out, n, 1, EDE_NONE);
+		maybe_prefetch(ctx, &q, &key, &meta);
 		return QUERY_ANSWER;
 	}
 	ctx->metrics->cache_misses++;
-	return query_forward(ctx, msg, len, &q, &key, udp, out, out_len,
-	    done_cb, arg, origin, origin_len);
+	if (ctx->conf->serve_stale &&
+	    cache_get_stale(ctx->cache, &key, now_ms, STALE_TTL, out,
+	    DNS_MAX_MSG, &n, &meta) == 0 && meta.rcode != DNS_RCODE_SERVFAIL) {
+		if (meta.refresh_after_ms > now_ms) {
+			/* A refresh failed moments ago: answer stale now
+			 * rather than make the client wait for another. */
+			ctx->metrics->cache_stale_served++;
+			dnsmsg_personalize(out, n, msg, &q);
+			*out_len = finish_answer(ctx, &q, udp, out, n, 1,
+			    EDE_STALE_ANSWER);
+			return QUERY_ANSWER;
+		}
+		stale_ok = 1;
+	}
+	return query_wait(ctx, msg, len, &q, &key, udp, stale_ok, now_ms, out,
+	    out_len, done_cb, arg, origin, origin_len);
+}
+
+int
+query_ctx_init(struct query_ctx *ctx, uv_loop_t *loop,
+    const struct conf *conf, struct cache *cache, struct upstream_pool *pool,
+    struct metrics *m)
+{
+	memset(ctx, 0, sizeof(*ctx));
+	ctx->loop = loop;
+	ctx->conf = conf;
+	ctx->cache = cache;
+	ctx->pool = pool;
+	ctx->metrics = m;
+	ctx->stale_timer.data = ctx;
+	return uv_timer_init(loop, &ctx->stale_timer);
+}
+
+void
+query_ctx_close(struct query_ctx *ctx)
+{
+	ctx->closing = 1;
+	uv_timer_stop(&ctx->stale_timer);
+	uv_close((uv_handle_t *)&ctx->stale_timer, NULL);
 }

@@ -1,11 +1,12 @@
 /* query.h: one client query's life, from bytes in to exactly one answer.
  *
- * A listener hands every message it reads to query_handle(). Errors and
- * cache hits are answered at once into the listener's buffer; a miss
- * becomes a heap query that goes upstream and ends in exactly one call of
- * the listener's done callback (an answer, or SERVFAIL when the upstream
- * failed or the deadline passed). A query is freed in one place only, right
- * after that callback.
+ * A listener hands every message it reads to query_handle(). Errors, local
+ * names and cache hits are answered at once into the listener's buffer; a
+ * miss waits for an upstream answer and ends in exactly one call of the
+ * listener's done callback: the answer, a stale answer (RFC 8767) when the
+ * upstream fails or is slow, or SERVFAIL. Identical misses in flight share
+ * one upstream query (coalescing), and hits near expiry start one
+ * background refresh (prefetch).
  */
 #ifndef DOTPROXY_QUERY_H
 #define DOTPROXY_QUERY_H
@@ -19,13 +20,23 @@
 #include "metrics.h"
 #include "upstream.h"
 
-/* Everything a query needs, built once by main.c (no globals). */
+struct query_pending;
+struct query_waiter;
+
+/* Everything a query needs, built once by main.c (no globals), and the
+ * state shared by queries: the misses in flight and the stale timer. */
 struct query_ctx {
 	uv_loop_t *loop;
 	const struct conf *conf;
 	struct cache *cache;
 	struct upstream_pool *pool;
 	struct metrics *metrics;
+	/* private: owned by query.c */
+	struct query_pending *inflight;   /* by cache key */
+	struct query_waiter *stale_head;  /* waiters that may get a stale
+	                                   * answer, in deadline order */
+	uv_timer_t stale_timer;
+	int closing;
 };
 
 enum query_result {
@@ -39,6 +50,16 @@ enum query_result {
  * when there is nothing to send (already counted). */
 typedef void (*query_done_cb)(void *arg, const void *origin,
     const uint8_t *msg, size_t len);
+
+/* Set up ctx for the given modules (which must outlive it). Returns 0 or
+ * a libuv error. */
+int query_ctx_init(struct query_ctx *ctx, uv_loop_t *loop,
+    const struct conf *conf, struct cache *cache, struct upstream_pool *pool,
+    struct metrics *m);
+
+/* Stop: close the stale timer. Call after upstream_pool_close, which has
+ * completed every pending query. */
+void query_ctx_close(struct query_ctx *ctx);
 
 /* Handle one client message read at now_ms (the loop's clock). udp says
  * whether the answer must fit the client's UDP payload size (it is then

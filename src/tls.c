@@ -5,10 +5,21 @@
  * (EAGAIN when it is empty), and the push function copies each chunk of
  * ciphertext into one uv_write request and reports it sent at once, so a
  * GnuTLS call never sees EAGAIN on the way out. The handshake is driven on
- * connect and on every read; gnutls_session_set_verify_cert makes the
- * handshake itself fail on a bad certificate, so no application byte is
- * accepted or delivered before verification (the state only becomes
- * ESTABLISHED after it).
+ * connect and on every read. Our verify function (verify_cb) runs inside
+ * the handshake and makes it fail on a bad certificate, so no application
+ * byte is accepted or delivered before verification (the state only
+ * becomes ESTABLISHED after it). It checks the chain and name when there
+ * is an auth name, and the SPKI pins (RFC 7858 4.2) when there are pins;
+ * with pins alone the chain is not checked at all, as in stubby: the pin
+ * is the trust anchor. A resumed session shows no certificate (GnuTLS
+ * does not call verify_cb then); handshake_done runs the same checks on
+ * the chain stored in the session data instead.
+ *
+ * Resumption: TLS 1.3 tickets arrive after the handshake, as records that
+ * gnutls_record_recv consumes in recv_loop; tls_conn_get_session only
+ * returns data once GnuTLS flags a ticket, because before that
+ * gnutls_session_get_data2 would try to read one itself and could swallow
+ * application records that we would then never deliver.
  *
  * Lifetime: a connection owns two handles (the TCP stream and one timer)
  * and is freed in the close callback of the last of them, never earlier.
@@ -32,9 +43,13 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <gnutls/abstract.h>
+#include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 
 #include "log.h"
 #include "mem.h"
@@ -66,11 +81,23 @@ struct tls_conn {
 	uv_tcp_t tcp;
 	uv_timer_t timer;
 	uv_check_t flush;  /* sends what was corked during this loop turn */
+	/* Active while corked, so that a write made outside the poll phase
+	 * (a timer callback) does not wait in a blocking poll for its flush:
+	 * an active idle handle makes libuv poll without blocking. */
+	uv_idle_t nudge;
 	uv_connect_t connect_req;
 	gnutls_session_t session;
 	struct tls_conn_cbs cbs;
 	void *arg;
-	char *auth_name;
+	char *name;        /* auth name, or the address when pins alone */
+	int has_name;      /* name is an auth name: verify chain and name */
+	unsigned char (*pins)[32]; /* SHA-256 of acceptable SPKIs */
+	size_t n_pins;
+	int verified;      /* verify_cb accepted the certificate */
+	unsigned verify_status; /* GnuTLS status bits when it did not */
+	const char *verify_why; /* or a failure that has no status bit */
+	const char *verify_detail; /* and its longer text */
+	int64_t cert_expiry; /* notAfter of the leaf, 0 if unknown */
 	unsigned timeout_ms;
 	enum conn_state state;
 	int closing;       /* set once: no user callback from then on */
@@ -185,7 +212,8 @@ conn_free(struct tls_conn *c)
 	if (c->session != NULL)
 		gnutls_deinit(c->session);
 	mem_free(c->in);
-	mem_free(c->auth_name);
+	mem_free(c->name);
+	mem_free(c->pins);
 	mem_free(c);
 }
 
@@ -219,6 +247,7 @@ conn_shutdown(struct tls_conn *c, int send_bye)
 	uv_close((uv_handle_t *)&c->tcp, handle_close_cb);
 	uv_close((uv_handle_t *)&c->timer, handle_close_cb);
 	uv_close((uv_handle_t *)&c->flush, handle_close_cb);
+	uv_close((uv_handle_t *)&c->nudge, handle_close_cb);
 }
 
 /* The attempt failed: one connected_cb with the error, then gone. */
@@ -231,7 +260,7 @@ conn_fail(struct tls_conn *c, int status, const char *why)
 	 * no-op; the memory stays until the close callbacks run. */
 	c->tls_broken = 1;
 	conn_shutdown(c, 0);
-	log_debug("tls %s: %s", c->auth_name, why);
+	log_debug("tls %s: %s", c->name, why);
 	c->cbs.connected_cb(c->arg, status, why);
 }
 
@@ -243,7 +272,7 @@ conn_end(struct tls_conn *c, int status, const char *why)
 		return;
 	c->tls_broken = 1;
 	conn_shutdown(c, 0);
-	log_debug("tls %s: closed: %s", c->auth_name, why);
+	log_debug("tls %s: closed: %s", c->name, why);
 	if (c->cbs.closed_cb != NULL)
 		c->cbs.closed_cb(c->arg, status, why);
 }
@@ -260,7 +289,7 @@ io_error(struct tls_conn *c, const char *op, int uverr)
 		conn_end(c, TLS_E_IO, why);
 	} else {
 		snprintf(why, sizeof(why), "handshake with %s: %s: %s",
-		    c->auth_name, op, uv_strerror(uverr));
+		    c->name, op, uv_strerror(uverr));
 		conn_fail(c, TLS_E_HANDSHAKE, why);
 	}
 }
@@ -376,25 +405,164 @@ verify_reason(unsigned status)
 	return "untrusted";
 }
 
+/* Report a failed verification: status bits from GnuTLS, or (status 0)
+ * our own reason and detail, e.g. a pin mismatch. */
 static void
-verify_failed(struct tls_conn *c, unsigned status, const char *fallback)
+verify_failed(struct tls_conn *c, unsigned status, const char *reason,
+    const char *detail)
 {
 	char why[TLS_WHY_MAX];
 	gnutls_datum_t txt = { NULL, 0 };
-	size_t len;
+	size_t len = 0;
 	int ret;
 
-	ret = gnutls_certificate_verification_status_print(status,
-	    GNUTLS_CRT_X509, &txt, 0);
-	len = ret == 0 && txt.data != NULL ? strlen((char *)txt.data) : 0;
-	while (len > 0 && txt.data[len - 1] == ' ')
-		len--; /* GnuTLS ends each sentence with a space */
+	if (status != 0) {
+		ret = gnutls_certificate_verification_status_print(status,
+		    GNUTLS_CRT_X509, &txt, 0);
+		if (ret == 0 && txt.data != NULL) {
+			len = strlen((char *)txt.data);
+			detail = (const char *)txt.data;
+		}
+		while (len > 0 && txt.data[len - 1] == ' ')
+			len--; /* GnuTLS ends each sentence with a space */
+		reason = verify_reason(status);
+	} else {
+		len = strlen(detail);
+	}
 	snprintf(why, sizeof(why),
-	    "certificate verification failed for %s: %s (%.*s)", c->auth_name,
-	    status != 0 ? verify_reason(status) : fallback,
-	    len > 0 ? (int)len : 1, len > 0 ? (const char *)txt.data : "?");
+	    "certificate verification failed for %s: %s (%.*s)", c->name,
+	    reason, len > 0 ? (int)len : 1, len > 0 ? detail : "?");
 	gnutls_free(txt.data);
 	conn_fail(c, TLS_E_VERIFY, why);
+}
+
+/* SHA-256 of the DER SubjectPublicKeyInfo of one DER certificate: what
+ * RFC 7469 and RFC 7858 4.2 pin. Returns 0, or -1 when it cannot be
+ * parsed (such a certificate matches no pin). */
+static int
+spki_sha256(const gnutls_datum_t *der, unsigned char out[32])
+{
+	gnutls_x509_crt_t crt = NULL;
+	gnutls_pubkey_t key = NULL;
+	gnutls_datum_t spki = { NULL, 0 };
+	int rc = -1;
+
+	if (gnutls_x509_crt_init(&crt) < 0) {
+		crt = NULL;
+		goto out;
+	}
+	if (gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER) < 0)
+		goto out;
+	if (gnutls_pubkey_init(&key) < 0) {
+		key = NULL;
+		goto out;
+	}
+	if (gnutls_pubkey_import_x509(key, crt, 0) < 0 ||
+	    gnutls_pubkey_export2(key, GNUTLS_X509_FMT_DER, &spki) < 0)
+		goto out;
+	if (gnutls_hash_fast(GNUTLS_DIG_SHA256, spki.data, spki.size,
+	    out) < 0)
+		goto out;
+	rc = 0;
+out:
+	gnutls_free(spki.data);
+	if (key != NULL)
+		gnutls_pubkey_deinit(key);
+	if (crt != NULL)
+		gnutls_x509_crt_deinit(crt);
+	return rc;
+}
+
+/* 1 when any certificate the server presented has a pinned key. All of
+ * the chain counts, so a pin on an intermediate or a CA (a backup pin
+ * that survives a leaf key rollover) works too. */
+static int
+pins_match(struct tls_conn *c, const gnutls_datum_t *certs, unsigned n)
+{
+	unsigned char hash[32];
+	unsigned i;
+	size_t j;
+
+	for (i = 0; i < n; i++) {
+		if (spki_sha256(&certs[i], hash) != 0)
+			continue;
+		for (j = 0; j < c->n_pins; j++)
+			if (memcmp(hash, c->pins[j], sizeof(hash)) == 0)
+				return 1;
+	}
+	return 0;
+}
+
+/* Check the server's chain (as sent, or as stored with a resumed
+ * session) against the name and the pins. Returns 0 and sets verified,
+ * or a GnuTLS error with the reason in verify_status or verify_why. */
+static int
+verify_peer(struct tls_conn *c, gnutls_session_t session)
+{
+	const gnutls_datum_t *certs;
+	unsigned n = 0, status = 0;
+	int ret;
+
+	c->verified = 0;
+	c->verify_status = 0;
+	c->verify_why = NULL;
+	c->verify_detail = NULL;
+	certs = gnutls_certificate_get_peers(session, &n);
+	if (certs == NULL || n == 0) {
+		c->verify_why = "no certificate";
+		c->verify_detail = "the server sent none";
+		return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
+	}
+	if (c->has_name) {
+		ret = gnutls_certificate_verify_peers3(session, c->name,
+		    &status);
+		if (ret < 0) {
+			c->verify_why = "untrusted";
+			c->verify_detail = gnutls_strerror(ret);
+			return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
+		}
+		if (status != 0) {
+			c->verify_status = status;
+			return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
+		}
+	}
+	if (c->n_pins > 0 && !pins_match(c, certs, n)) {
+		c->verify_why = "pin mismatch";
+		c->verify_detail = "no public key in the presented chain "
+		    "matches a pin";
+		return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
+	}
+	c->verified = 1;
+	return 0;
+}
+
+/* GnuTLS's verify function, run inside the handshake once the server's
+ * certificate (and in TLS 1.3 its CertificateVerify) is in: a negative
+ * return fails the handshake before any application data. It must not
+ * call the user: it only records why, for handshake_step to report. */
+static int
+verify_cb(gnutls_session_t session)
+{
+	return verify_peer(gnutls_session_get_ptr(session), session);
+}
+
+/* notAfter of the leaf the server presented (or, resumed, the one stored
+ * in the session), 0 when there is none or it does not parse. */
+static int64_t
+leaf_expiry(gnutls_session_t session)
+{
+	const gnutls_datum_t *certs;
+	gnutls_x509_crt_t crt;
+	unsigned n = 0;
+	time_t t = (time_t)-1;
+
+	certs = gnutls_certificate_get_peers(session, &n);
+	if (certs == NULL || n == 0 || gnutls_x509_crt_init(&crt) < 0)
+		return 0;
+	if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0)
+		t = gnutls_x509_crt_get_expiration_time(crt);
+	gnutls_x509_crt_deinit(crt);
+	return t == (time_t)-1 ? 0 : (int64_t)t;
 }
 
 static void recv_loop(struct tls_conn *c);
@@ -402,22 +570,29 @@ static void recv_loop(struct tls_conn *c);
 static void
 handshake_done(struct tls_conn *c)
 {
-	unsigned status = gnutls_session_get_verify_cert_status(c->session);
-	unsigned npeers = 0;
 	char desc[64];
 
-	/* GnuTLS has verified in the handshake; refuse anyway if it somehow
-	 * finished without a verified certificate. */
-	if (status != 0 ||
-	    gnutls_certificate_get_peers(c->session, &npeers) == NULL ||
-	    npeers == 0) {
-		verify_failed(c, status, "no certificate");
+	/* verify_cb has accepted the certificate, or the session was
+	 * resumed: no certificate is sent then, and GnuTLS skips verify_cb.
+	 * The resumed session is held to the same checks against the chain
+	 * stored with it, so that session data cannot carry a connection
+	 * past a changed pin or name or a certificate that expired since.
+	 * Refuse anyway if the handshake somehow finished unverified. */
+	if (!c->verified && gnutls_session_is_resumed(c->session))
+		(void)verify_peer(c, c->session);
+	if (!c->verified) {
+		verify_failed(c, c->verify_status,
+		    c->verify_why != NULL ? c->verify_why : "untrusted",
+		    c->verify_detail != NULL ? c->verify_detail :
+		    "certificate not verified");
 		return;
 	}
+	c->cert_expiry = leaf_expiry(c->session);
 	uv_timer_stop(&c->timer);
 	c->state = ST_ESTABLISHED;
-	log_debug("tls %s: connected, %s", c->auth_name,
-	    tls_conn_describe(c, desc, sizeof(desc)));
+	log_debug("tls %s: connected, %s%s", c->name,
+	    tls_conn_describe(c, desc, sizeof(desc)),
+	    gnutls_session_is_resumed(c->session) ? ", resumed" : "");
 	c->cbs.connected_cb(c->arg, 0, NULL);
 	/* Records that came with the last handshake flight (session tickets,
 	 * early answers) are already buffered: deliver them now. */
@@ -446,27 +621,30 @@ handshake_step(struct tls_conn *c)
 				break; /* defensive: pull returns 0 then */
 			return;
 		}
-		if (ret == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
-			verify_failed(c, gnutls_session_get_verify_cert_status(
-			    c->session), "unknown reason");
+		if (ret == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR ||
+		    ret == GNUTLS_E_CERTIFICATE_ERROR) {
+			verify_failed(c, c->verify_status,
+			    c->verify_why != NULL ? c->verify_why :
+			    "untrusted", c->verify_detail != NULL ?
+			    c->verify_detail : gnutls_strerror(ret));
 			return;
 		}
 		if (ret == GNUTLS_E_FATAL_ALERT_RECEIVED) {
 			snprintf(why, sizeof(why), "handshake with %s: "
-			    "server sent alert: %s", c->auth_name,
+			    "server sent alert: %s", c->name,
 			    gnutls_alert_get_name(gnutls_alert_get(c->session)));
 			conn_fail(c, TLS_E_HANDSHAKE, why);
 			return;
 		}
 		if (gnutls_error_is_fatal(ret)) {
 			snprintf(why, sizeof(why), "handshake with %s: %s",
-			    c->auth_name, gnutls_strerror(ret));
+			    c->name, gnutls_strerror(ret));
 			conn_fail(c, TLS_E_HANDSHAKE, why);
 			return;
 		}
 		/* Non-fatal (interrupted, warning alert): go on. */
 	}
-	snprintf(why, sizeof(why), "handshake with %s: %s", c->auth_name,
+	snprintf(why, sizeof(why), "handshake with %s: %s", c->name,
 	    c->peer_eof ? "connection closed by peer" : "no progress");
 	conn_fail(c, TLS_E_HANDSHAKE, why);
 }
@@ -670,16 +848,39 @@ timer_cb(uv_timer_t *t)
 
 /* ---- public ---- */
 
+/* The name for the log and error texts: the auth name, or the address
+ * when pins alone authenticate. Returns a mem_alloc'd string or NULL. */
+static char *
+conn_label(const struct sockaddr *addr, const char *auth_name)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	if (auth_name != NULL && auth_name[0] != '\0')
+		return mem_strdup(auth_name);
+	if (addr->sa_family == AF_INET)
+		(void)uv_ip4_name((const struct sockaddr_in *)addr, ip,
+		    sizeof(ip));
+	else if (addr->sa_family == AF_INET6)
+		(void)uv_ip6_name((const struct sockaddr_in6 *)addr, ip,
+		    sizeof(ip));
+	return mem_strdup(ip);
+}
+
 int
 tls_conn_new(uv_loop_t *loop, struct tls_ctx *ctx,
-    const struct sockaddr *addr, const char *auth_name, unsigned timeout_ms,
-    const struct tls_conn_cbs *cbs, void *arg, struct tls_conn **out)
+    const struct sockaddr *addr, const struct tls_peer *peer,
+    unsigned timeout_ms, const struct tls_conn_cbs *cbs, void *arg,
+    struct tls_conn **out)
 {
 	struct tls_conn *c;
 	int err = TLS_E_NOMEM, ret;
 
 	*out = NULL;
-	if (auth_name == NULL || auth_name[0] == '\0')
+	/* Nothing to authenticate the server with: a programming error, and
+	 * connecting anyway would be an unauthenticated session. */
+	if (peer == NULL || ((peer->auth_name == NULL ||
+	    peer->auth_name[0] == '\0') &&
+	    (peer->pins == NULL || peer->n_pins == 0)))
 		return TLS_E_CONNECT;
 	c = mem_calloc(1, sizeof(*c));
 	if (c == NULL)
@@ -689,11 +890,20 @@ tls_conn_new(uv_loop_t *loop, struct tls_ctx *ctx,
 	c->arg = arg;
 	c->timeout_ms = timeout_ms;
 	c->state = ST_CONNECTING;
-	c->auth_name = mem_strdup(auth_name);
-	if (c->auth_name == NULL)
+	c->has_name = peer->auth_name != NULL && peer->auth_name[0] != '\0';
+	c->name = conn_label(addr, peer->auth_name);
+	if (c->name == NULL)
 		goto fail_free;
+	if (peer->pins != NULL && peer->n_pins > 0) {
+		c->pins = mem_alloc(peer->n_pins * sizeof(*c->pins));
+		if (c->pins == NULL)
+			goto fail_free;
+		memcpy(c->pins, peer->pins, peer->n_pins * sizeof(*c->pins));
+		c->n_pins = peer->n_pins;
+	}
 
-	/* GnuTLS fails here only for lack of memory. */
+	/* GnuTLS fails here only for lack of memory. Session tickets are on
+	 * by default for a client (no GNUTLS_NO_TICKETS). */
 	ret = gnutls_init(&c->session, GNUTLS_CLIENT | GNUTLS_NONBLOCK);
 	if (ret < 0) {
 		c->session = NULL;
@@ -701,12 +911,26 @@ tls_conn_new(uv_loop_t *loop, struct tls_ctx *ctx,
 	}
 	if (gnutls_priority_set(c->session, ctx->prio) < 0 ||
 	    gnutls_credentials_set(c->session, GNUTLS_CRD_CERTIFICATE,
-	    ctx->cred) < 0 ||
-	    gnutls_server_name_set(c->session, GNUTLS_NAME_DNS, auth_name,
-	    strlen(auth_name)) < 0)
+	    ctx->cred) < 0)
 		goto fail_free;
-	/* GnuTLS keeps this pointer, not a copy: ours lives as long. */
-	gnutls_session_set_verify_cert(c->session, c->auth_name, 0);
+	/* No SNI without a name: an address is not a valid server name
+	 * (RFC 6066 3), and a pinned server needs none. */
+	if (c->has_name && gnutls_server_name_set(c->session, GNUTLS_NAME_DNS,
+	    c->name, strlen(c->name)) < 0)
+		goto fail_free;
+	gnutls_session_set_ptr(c->session, c);
+	gnutls_session_set_verify_function(c->session, verify_cb);
+	if (peer->session != NULL && peer->session_len > 0) {
+		/* GnuTLS unpacks (copies) it. Stale or foreign data only
+		 * costs the resumption: the handshake is a full one then. */
+		ret = gnutls_session_set_data(c->session, peer->session,
+		    peer->session_len);
+		if (ret == GNUTLS_E_MEMORY_ERROR)
+			goto fail_free;
+		if (ret < 0)
+			log_debug("tls %s: session data not used: %s",
+			    c->name, gnutls_strerror(ret));
+	}
 	/* Our timer bounds the handshake; GnuTLS must not keep its own. */
 	gnutls_handshake_set_timeout(c->session, GNUTLS_INDEFINITE_TIMEOUT);
 	gnutls_transport_set_ptr(c->session, c);
@@ -724,7 +948,9 @@ tls_conn_new(uv_loop_t *loop, struct tls_ctx *ctx,
 	c->timer.data = c;
 	(void)uv_check_init(loop, &c->flush);
 	c->flush.data = c;
-	c->handles_open = 3;
+	(void)uv_idle_init(loop, &c->nudge);
+	c->nudge.data = c;
+	c->handles_open = 4;
 
 	c->connect_req.data = c;
 	ret = uv_tcp_connect(&c->connect_req, &c->tcp, addr, connect_cb);
@@ -736,7 +962,7 @@ tls_conn_new(uv_loop_t *loop, struct tls_ctx *ctx,
 	return 0;
 
 fail_close:
-	log_debug("tls %s: connect: %s", auth_name, uv_strerror(ret));
+	log_debug("tls %s: connect: %s", c->name, uv_strerror(ret));
 	c->tls_broken = 1;
 	conn_shutdown(c, 0);
 	return err;
@@ -751,12 +977,18 @@ fail_free:
 static void
 write_failed(struct tls_conn *c, int gnutls_err)
 {
-	log_debug("tls %s: write: %s", c->auth_name,
+	log_debug("tls %s: write: %s", c->name,
 	    gnutls_strerror(gnutls_err));
 	c->tls_broken = 1;
 	c->pending_err = 1;
 	c->pending_why = gnutls_strerror(gnutls_err);
 	(void)uv_timer_start(&c->timer, timer_cb, 0, 0);
+}
+
+static void
+nudge_cb(uv_idle_t *h)
+{
+	(void)h;
 }
 
 /* End of the loop turn's I/O: send everything corked since the last
@@ -769,6 +1001,7 @@ flush_cb(uv_check_t *h)
 	int spin = 0;
 
 	uv_check_stop(h);
+	uv_idle_stop(&c->nudge);
 	if (!c->corked || c->closing)
 		return;
 	c->corked = 0;
@@ -801,6 +1034,7 @@ tls_conn_write(struct tls_conn *c, const uint8_t *data, size_t len)
 		gnutls_record_cork(c->session);
 		c->corked = 1;
 		(void)uv_check_start(&c->flush, flush_cb);
+		(void)uv_idle_start(&c->nudge, nudge_cb);
 	}
 	while (off < len) {
 		n = gnutls_record_send(c->session, data + off, len - off);
@@ -849,4 +1083,48 @@ tls_conn_describe(struct tls_conn *c, char *buf, size_t cap)
 	snprintf(buf, cap, "%s %s", proto != NULL ? proto : "?",
 	    cipher != NULL ? cipher : "?");
 	return buf;
+}
+
+int
+tls_conn_get_session(struct tls_conn *c, uint8_t **data, size_t *len)
+{
+	gnutls_datum_t d = { NULL, 0 };
+	int rc = -1;
+
+	*data = NULL;
+	*len = 0;
+	if (c->closing || c->state != ST_ESTABLISHED)
+		goto out;
+	/* TLS 1.3: without a ticket, get_data2 would read from the socket
+	 * itself (see the top of the file) and then hand out a blob that
+	 * cannot resume anyway. */
+	if (gnutls_protocol_get_version(c->session) == GNUTLS_TLS1_3 &&
+	    !(gnutls_session_get_flags(c->session) &
+	    GNUTLS_SFLAGS_SESSION_TICKET))
+		goto out;
+	if (gnutls_session_get_data2(c->session, &d) < 0 || d.size == 0)
+		goto out;
+	*data = mem_alloc(d.size);
+	if (*data == NULL)
+		goto out;
+	memcpy(*data, d.data, d.size);
+	*len = d.size;
+	rc = 0;
+out:
+	gnutls_free(d.data);
+	return rc;
+}
+
+int
+tls_conn_resumed(const struct tls_conn *c)
+{
+	if (c->state != ST_ESTABLISHED)
+		return 0;
+	return gnutls_session_is_resumed(c->session) ? 1 : 0;
+}
+
+int64_t
+tls_conn_cert_expiry(const struct tls_conn *c)
+{
+	return c->state == ST_ESTABLISHED ? c->cert_expiry : 0;
 }

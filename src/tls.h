@@ -49,8 +49,9 @@ void tls_ctx_free(struct tls_ctx *ctx);
 struct tls_conn;
 
 struct tls_conn_cbs {
-	/* Handshake finished (status 0, certificate verified for the auth
-	 * name) or the attempt failed (status < 0). why is a human text for
+	/* Handshake finished (status 0: the certificate verified for the
+	 * auth name and/or matched a pin, also on a resumed session) or the
+	 * attempt failed (status < 0). why is a human text for
 	 * the log on failure, e.g. "certificate name mismatch: expected
 	 * dns.example", "unknown CA", "certificate expired", "connection
 	 * refused", "handshake timeout"; NULL on success. */
@@ -62,13 +63,45 @@ struct tls_conn_cbs {
 	void (*closed_cb)(void *arg, int status, const char *why);
 };
 
-/* Start connecting to addr and handshaking with SNI and verification for
- * auth_name (which must not be empty). timeout_ms bounds connect and
- * handshake together. The callbacks get arg. Returns 0 and *out, or a
- * negative error (TLS_E_NOMEM, TLS_E_CONNECT) with no callback to come. */
+/* Who the server must prove to be, and what we remember of it. */
+struct tls_peer {
+	/* Name the certificate must be valid for (also sent as SNI); ""
+	 * when pins alone authenticate. */
+	const char *auth_name;
+	/* SHA-256 of the SubjectPublicKeyInfo of any certificate in the
+	 * presented chain must equal one of these (RFC 7858 4.2). */
+	const unsigned char (*pins)[32];
+	size_t n_pins;
+	/* Session data of an earlier connection to the same server for
+	 * resumption (tls_conn_get_session), or NULL. Copied. */
+	const uint8_t *session;
+	size_t session_len;
+};
+
+/* Start connecting to addr and handshaking with peer (auth_name and pins
+ * may not both be empty). Verification: with auth_name, the chain must be
+ * trusted and valid for it; with pins, one pin must match; with both, both
+ * must hold ("pin mismatch" names that failure). timeout_ms bounds
+ * connect and handshake together (0: none). The callbacks get arg.
+ * Returns 0 and *out, or a negative error (TLS_E_NOMEM, TLS_E_CONNECT)
+ * with no callback to come. */
 int tls_conn_new(uv_loop_t *loop, struct tls_ctx *ctx,
-    const struct sockaddr *addr, const char *auth_name, unsigned timeout_ms,
-    const struct tls_conn_cbs *cbs, void *arg, struct tls_conn **out);
+    const struct sockaddr *addr, const struct tls_peer *peer,
+    unsigned timeout_ms, const struct tls_conn_cbs *cbs, void *arg,
+    struct tls_conn **out);
+
+/* After connected_cb(0): the session data to resume with next time, in a
+ * mem_alloc'd buffer the caller frees. TLS 1.3 tickets arrive after the
+ * handshake, so call it once data has been read. Returns 0, or -1 when
+ * there is none (yet). */
+int tls_conn_get_session(struct tls_conn *c, uint8_t **data, size_t *len);
+
+/* After connected_cb(0): 1 when the handshake resumed a session. */
+int tls_conn_resumed(const struct tls_conn *c);
+
+/* After connected_cb(0): notAfter of the server's certificate (seconds
+ * since the epoch), or 0 when unknown. */
+int64_t tls_conn_cert_expiry(const struct tls_conn *c);
 
 /* Encrypt and queue len bytes (copied). Only after a successful
  * connected_cb. Writes made during one loop turn are corked and sent

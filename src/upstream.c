@@ -1,11 +1,13 @@
 /* upstream.c: the DNS-over-TLS client pool (pipelining, ID remap, timeouts,
- * failover, backoff).
+ * upstream selection, health and back-off).
  *
- * A pool holds one struct upstream per configured upstream, each with at
- * most one connection (struct uconn) at a time. A request (struct
- * upstream_req) owns a copy of the query already framed with its 2-byte
- * length, so it is written as is and can be re-sent on another connection
- * after patching in a new ID.
+ * A pool holds one struct upstream per configured upstream. Each has at
+ * most one active connection (struct uconn), which takes new queries, and
+ * a list of retiring ones that have outlived max_conn_lifetime_ms and only
+ * finish what they have in flight. A request (struct upstream_req) owns a
+ * copy of the query already framed with its 2-byte length, so it is written
+ * as is and can be re-sent on another connection after patching in a new
+ * ID.
  *
  * Every request between upstream_query() and its callback (or cancel) is on
  * the pool's deadline list. Deadlines are uv_now() + query_timeout_ms taken
@@ -15,15 +17,18 @@
  * state: a connection's wait list (REQ_QUEUED: connection still
  * handshaking, or too many in flight), a connection's in-flight list
  * (REQ_INFLIGHT: written, its ID's slot points at it), or a failed list
- * (REQ_FAILING: its callback is due with fail_status).
+ * (REQ_FAILING: its callback is due with fail_status). A written request
+ * is also on the pool's written list until it is answered or has been
+ * checked once for the answer timeout: written in loop-time order, so it
+ * too is a FIFO served by one timer.
  *
  * IDs: each connection has a 65536-slot table ID -> request. IDs are drawn
  * from gnutls_rnd() and must be free on that connection. A request that
- * times out or is cancelled while in flight leaves a tombstone in its slot,
- * so that a late answer is recognised and dropped silently, and the ID is
- * not reused on that connection (it cannot be given to a new query whose
- * answer the late one would impersonate). Tombstones go with the
- * connection.
+ * times out, is moved away or is cancelled while in flight leaves a
+ * tombstone in its slot, so that a late answer is recognised and dropped
+ * silently, and the ID is not reused on that connection (it cannot be given
+ * to a new query whose answer the late one would impersonate). Tombstones
+ * go with the connection.
  *
  * Callbacks: upstream_query() never calls a callback; a request that cannot
  * be dispatched goes to the pool's failed list, which a zero-delay timer
@@ -35,32 +40,63 @@
  * connection's state after each one. Pool and connection memory is only
  * freed from libuv close callbacks, i.e. never under a running callback.
  *
- * Failover and backoff: a request goes to the first upstream (config order)
- * it has not failed on and that is not backing off. A failed connect,
- * handshake or verification puts the upstream in backoff (500 ms doubling
- * to 10 s per consecutive failure; the count is reset by the first answer
- * on a connection, not by the handshake alone) and moves the connection's
- * queued requests to the next upstream. When the backoff has expired, the next
- * query tries again, which is how a recovered upstream comes back. A
- * connection that ends with requests in flight has them re-sent once
- * (same upstream allowed); if it ends without having delivered a single
- * answer to what was written, it also counts as a failure for backoff, so a
- * server that accepts and closes does not cause a reconnect storm.
+ * Selection: a request goes to one of the usable upstreams: not failed by
+ * this request, and either holding an active connection or not backing
+ * off. conf->selection says which: ORDERED takes the first in config
+ * order; ROUND_ROBIN moves the starting point by one per query; FASTEST
+ * (the default) takes the lowest smoothed answer RTT, picking at random
+ * among those within 25 % (or 2 ms) of the best so that load spreads over
+ * near-equals, and counts an upstream without an RTT sample as equal to
+ * the best, so that new and recovered upstreams get probed. The RTT of an
+ * answer is loop time now minus the request's write time; srtt starts at
+ * the first sample and then moves by (rtt - srtt) / 8 (kept in 1/8 ms).
  *
- * Idle: activity only stamps uc->last_active; the idle timer, armed once
- * per connection, re-arms itself for the remainder and closes the
- * connection when nothing is in flight or waiting (tombstones do not
- * count) for idle_timeout_ms. A connection takes about 600 KiB (ID table
- * and a 64 KiB reassembly buffer), at most one per upstream.
+ * Health: a failure (connect, handshake, verification, a connection that
+ * closes before answering anything, or one presumed half-open) marks the
+ * upstream down until retry_at = now + a back-off drawn uniformly from
+ * [b/2, b], b = min(500 ms * 2^(failures-1), backoff_max_ms): growing,
+ * capped and jittered, so that neither a fixed beat nor a reconnect storm
+ * forms. The count is reset by the first answer on a connection, not by
+ * the handshake alone (a server that verifies and then closes keeps
+ * failing). After retry_at the next query probes the upstream. Down and up
+ * are logged once per transition. With every upstream down a query fails
+ * at once (UPSTREAM_EUNREACH). A connect failure moves the connection's
+ * queued requests to the next usable upstream. A connection that ends with
+ * requests in flight has them re-sent once (same upstream allowed).
+ *
+ * Answer timeout: when the written list's head has waited answer_timeout_ms
+ * and its connection has delivered no data at all since it was written,
+ * the connection is presumed half-open (a NAT or firewall dropped it): it
+ * is closed, counts as a failure, and its in-flight requests are re-sent
+ * once, to another usable upstream or else on a new connection to the same
+ * one (the classic cause is a dropped idle connection, and a reconnect
+ * cures it). When the connection is alive but this request is unanswered,
+ * the request moves to another usable upstream if there is one (its ID is
+ * tombstoned), else it stays until its deadline.
+ *
+ * Lifetime: a ready connection older than max_conn_lifetime_ms takes no new
+ * queries; the next one opens a fresh, fully verified connection (resuming
+ * the TLS session when the server allows), and the old one closes as soon
+ * as nothing is in flight on it. The session data of the latest connection
+ * (tls_conn_get_session, tried on each answer until it yields) is kept per
+ * upstream for the next handshake.
+ *
+ * Idle: activity only stamps uc->last_active; the idle timer is (re)armed
+ * when a connection becomes idle and closes it when nothing is in flight or
+ * waiting (tombstones do not count) for its idle time: idle_timeout_ms, or
+ * less when the server's edns-tcp-keepalive (RFC 7828) asks for less. A
+ * connection takes about 600 KiB (ID table and a 64 KiB reassembly buffer).
+ *
+ * Timeouts of 0 switch a mechanism off: answer_timeout_ms (no moving, no
+ * half-open detection), max_conn_lifetime_ms (no replacement). A
+ * backoff_max_ms of 0 means the default cap of 30 s.
  *
  * Besides -ENOMEM, upstream_query returns -EINVAL for a message shorter
  * than a header or longer than 65535, and -ECANCELED once the pool is
  * closing (a callback during upstream_pool_close may try).
  *
  * Limits not handled here yet: write backpressure (queries are small and
- * tls.c queues; tls_conn_write_queue_size is not consulted), and half-open
- * connection detection (a connection that stops answering only produces
- * timeouts until it idles out).
+ * tls.c queues; tls_conn_write_queue_size is not consulted).
  */
 #include <errno.h>
 #include <stddef.h>
@@ -76,7 +112,13 @@
 #include "upstream.h"
 
 #define BACKOFF_MIN_MS 500
-#define BACKOFF_MAX_MS 10000
+#define BACKOFF_DEFAULT_MAX_MS 30000
+/* Within this share of the best SRTT (or 2 ms), upstreams count as equally
+ * fast and share the load. */
+#define FASTEST_SLACK_DIV 4
+#define FASTEST_SLACK_MIN_8 (2 * 8)
+/* Cap of one RTT sample, so that the 1/8 ms sums cannot overflow. */
+#define RTT_MAX_MS 600000
 /* In-flight IDs (tombstones included) per connection; more requests wait
  * on the connection. Half the ID space keeps random probing short. */
 #define MAX_SLOTS 32768
@@ -111,6 +153,7 @@ list_append(struct link *h, struct link *n)
 	h->prev = n;
 }
 
+/* Safe on a node that is on no list (initialised or removed before). */
 static void
 list_remove(struct link *n)
 {
@@ -143,13 +186,15 @@ struct upstream_req {
 	struct upstream_pool *pool;
 	struct link dlink;          /* pool's deadline list */
 	struct link clink;          /* wait, in-flight or failed list */
+	struct link wlink;          /* pool's written list (INFLIGHT only) */
 	enum req_state state;
 	struct uconn *conn;         /* QUEUED, INFLIGHT */
 	uint16_t id;                /* INFLIGHT */
 	int fail_status;            /* FAILING */
-	uint32_t tried;             /* bit i: failed to connect to upstream i */
+	uint32_t tried;             /* bit i: failed on upstream i */
 	int resent;
 	uint64_t deadline;
+	uint64_t written_at;        /* INFLIGHT: loop time of the write */
 	struct dnsmsg_question q;
 	upstream_cb cb;
 	void *arg;
@@ -157,7 +202,7 @@ struct upstream_req {
 	uint8_t frame[];            /* length prefix, then the query */
 };
 
-/* Slot value of a timed-out or cancelled in-flight request. */
+/* Slot value of a timed-out, moved or cancelled in-flight request. */
 static struct upstream_req tombstone;
 
 enum uconn_state {
@@ -171,8 +216,14 @@ struct uconn {
 	struct upstream *up;
 	struct tls_conn *tls;       /* NULL once gone (closed by us or tls.c) */
 	enum uconn_state state;
+	int retiring;               /* on up->retiring: no new queries */
+	int have_session;           /* its session data is saved */
+	struct link ulink;          /* up->retiring */
 	uv_timer_t idle;
+	uint64_t idle_ms;           /* conf's, or less by RFC 7828 keepalive */
 	uint64_t last_active;
+	uint64_t established;       /* loop time the handshake finished */
+	uint64_t last_frame;        /* loop time data last arrived */
 	struct link wait;
 	struct link inflight;
 	size_t n_wait;
@@ -190,8 +241,18 @@ struct upstream {
 	unsigned index;
 	char label[64 + 256 + 8];   /* "addr@port (name)" for the log */
 	unsigned fail_count;
+	int down;                   /* "down" logged, "up again" not yet */
 	uint64_t retry_at;
-	struct uconn *conn;
+	struct uconn *conn;         /* active: connecting or ready */
+	struct link retiring;       /* ready, past their lifetime, draining */
+	int has_rtt;                /* srtt8 counts for selection */
+	uint32_t srtt8;             /* smoothed answer RTT in 1/8 ms */
+	int verified;               /* last handshake: 1 ok, 0 failed, -1 none */
+	int64_t cert_expiry;
+	char last_error[160];
+	uint64_t n_queries, n_answers, n_timeouts;
+	uint8_t *session;           /* for resumption, or NULL */
+	size_t session_len;
 };
 
 struct upstream_pool {
@@ -203,10 +264,13 @@ struct upstream_pool {
 	size_t n_ups;
 	struct link reqs;           /* deadline order */
 	struct link failed;
+	struct link written;        /* write order, for the answer timeout */
 	uv_timer_t deadline_timer;
 	uv_timer_t fail_timer;
+	uv_timer_t answer_timer;
 	unsigned n_handles;         /* open uv handles; freed at 0 when closing */
 	int closing;
+	unsigned rr;                /* round-robin starting point */
 	uint16_t rnd[RND_N];
 	size_t rnd_pos;
 };
@@ -214,6 +278,7 @@ struct upstream_pool {
 static void uconn_connected_cb(void *arg, int status, const char *why);
 static void uconn_read_cb(void *arg, const uint8_t *data, size_t len);
 static void uconn_closed_cb(void *arg, int status, const char *why);
+static void uconn_idle_cb(uv_timer_t *t);
 
 static const struct tls_conn_cbs uconn_cbs = {
 	.connected_cb = uconn_connected_cb,
@@ -230,6 +295,14 @@ pool_rnd16(struct upstream_pool *p)
 		p->rnd_pos = 0;
 	}
 	return p->rnd[p->rnd_pos++];
+}
+
+static uint32_t
+pool_rnd32(struct upstream_pool *p)
+{
+	uint32_t hi = pool_rnd16(p);
+
+	return hi << 16 | pool_rnd16(p);
 }
 
 /* One of the pool's handles has closed; the last one frees the pool. */
@@ -268,6 +341,7 @@ req_unlink(struct upstream_req *r, int tomb)
 			uc->slot[r->id] = NULL;
 			uc->n_slots--;
 		}
+		list_remove(&r->wlink);
 		break;
 	case REQ_FAILING:
 	case REQ_IDLE:
@@ -337,20 +411,122 @@ pool_arm_fail_timer(struct upstream_pool *p)
 		uv_timer_start(&p->fail_timer, pool_fail_timer_cb, 0, 0);
 }
 
+/* A failure of up at now: back off, growing, capped and jittered. */
 static void
-upstream_backoff(struct upstream *up, uint64_t now, const char *why)
+upstream_mark_down(struct upstream_pool *p, struct upstream *up, uint64_t now,
+    const char *why)
 {
-	unsigned ms = BACKOFF_MIN_MS;
-	unsigned i;
+	uint64_t cap = p->conf->backoff_max_ms;
+	uint64_t ms = BACKOFF_MIN_MS, lo, wait;
 
+	if (cap == 0)
+		cap = BACKOFF_DEFAULT_MAX_MS;
+	if (why == NULL)
+		why = "failed";
 	up->fail_count++;
-	for (i = 1; i < up->fail_count && ms < BACKOFF_MAX_MS; i++)
-		ms *= 2;
-	if (ms > BACKOFF_MAX_MS)
-		ms = BACKOFF_MAX_MS;
-	up->retry_at = now + ms;
-	log_warn("upstream %s: %s (failure %u, retry in %u ms)", up->label,
-	    why != NULL ? why : "failed", up->fail_count, ms);
+	if (up->fail_count - 1 < 32)
+		ms <<= up->fail_count - 1;
+	else
+		ms = cap;
+	if (ms > cap)
+		ms = cap;
+	/* Uniform in [ms/2, ms]: clients that failed together do not come
+	 * back together, and the interval never settles on a fixed beat. */
+	lo = ms / 2;
+	wait = lo + pool_rnd32(p) % (ms - lo + 1);
+	up->retry_at = now + wait;
+	/* Its old speed says nothing about the server that comes back:
+	 * without a sample it is probed like a new one. */
+	up->has_rtt = 0;
+	snprintf(up->last_error, sizeof(up->last_error), "%s", why);
+	if (!up->down) {
+		up->down = 1;
+		log_warn("upstream %s: down (%s), next probe in %llu ms",
+		    up->label, why, (unsigned long long)wait);
+	} else {
+		log_info("upstream %s: still down (%s), next probe in %llu ms",
+		    up->label, why, (unsigned long long)wait);
+	}
+}
+
+/* up answered: its failures are over. */
+static void
+upstream_mark_up(struct upstream *up)
+{
+	if (up->down)
+		log_info("upstream %s: up again", up->label);
+	up->down = 0;
+	up->fail_count = 0;
+	up->retry_at = 0;
+}
+
+/* An upstream a request may go to: it has an active connection, or it is
+ * not backing off. */
+static int
+upstream_usable(const struct upstream *up, uint64_t now)
+{
+	return up->conn != NULL || up->retry_at <= now;
+}
+
+/* The upstream for a request that has failed on the upstreams in mask,
+ * by conf->selection; NULL when none is usable. */
+static struct upstream *
+pool_select(struct upstream_pool *p, uint32_t mask, uint64_t now)
+{
+	struct upstream *cand[CONF_MAX_UPSTREAM];
+	struct upstream *up;
+	uint32_t best8 = UINT32_MAX, limit8, slack8;
+	size_t n = 0, k = 0, i, start;
+
+	for (i = 0; i < p->n_ups; i++) {
+		up = &p->ups[i];
+		if (!(mask & (1u << i)) && upstream_usable(up, now))
+			cand[n++] = up;
+	}
+	if (n == 0)
+		return NULL;
+	switch (p->conf->selection) {
+	case CONF_SELECT_ORDERED:
+		return cand[0];
+	case CONF_SELECT_ROUND_ROBIN:
+		start = p->rr++ % p->n_ups;
+		/* The first usable one at or after the starting point. */
+		for (i = 0; i < n; i++)
+			if (cand[i]->index >= start)
+				return cand[i];
+		return cand[0];
+	case CONF_SELECT_FASTEST:
+	default:
+		break;
+	}
+	for (i = 0; i < n; i++)
+		if (cand[i]->has_rtt && cand[i]->srtt8 < best8)
+			best8 = cand[i]->srtt8;
+	if (best8 == UINT32_MAX)
+		return cand[pool_rnd16(p) % n];
+	slack8 = best8 / FASTEST_SLACK_DIV;
+	if (slack8 < FASTEST_SLACK_MIN_8)
+		slack8 = FASTEST_SLACK_MIN_8;
+	limit8 = best8 + slack8;
+	/* Keep the near-best (and the unmeasured) in place, then draw. */
+	for (i = 0; i < n; i++)
+		if (!cand[i]->has_rtt || cand[i]->srtt8 <= limit8)
+			cand[k++] = cand[i];
+	return cand[pool_rnd16(p) % k];
+}
+
+static void
+upstream_rtt_sample(struct upstream *up, uint64_t rtt)
+{
+	if (rtt > RTT_MAX_MS)
+		rtt = RTT_MAX_MS;
+	if (!up->has_rtt) {
+		up->srtt8 = (uint32_t)rtt * 8;
+		up->has_rtt = 1;
+		return;
+	}
+	/* srtt += (rtt - srtt) / 8, in units of 1/8 ms (as TCP does). */
+	up->srtt8 = up->srtt8 - up->srtt8 / 8 + (uint32_t)rtt;
 }
 
 static void
@@ -374,11 +550,29 @@ uconn_close(struct uconn *uc)
 	uc->state = UC_CLOSED;
 	if (uc->up->conn == uc)
 		uc->up->conn = NULL;
+	list_remove(&uc->ulink);
 	if (uc->tls != NULL) {
 		tls_conn_close(uc->tls);
 		uc->tls = NULL;
 	}
 	uv_close((uv_handle_t *)&uc->idle, uconn_free_cb);
+}
+
+/* Called whenever uc may have become idle: a drained retiring connection
+ * closes, an idle active one starts counting its idle time. */
+static void
+uconn_settle(struct uconn *uc)
+{
+	if (uc->state != UC_READY || uc->n_live > 0 || uc->n_wait > 0)
+		return;
+	if (uc->retiring) {
+		log_debug("upstream %s: retired connection drained, closing",
+		    uc->up->label);
+		uc->pool->m->tls_closed++;
+		uconn_close(uc);
+		return;
+	}
+	uv_timer_start(&uc->idle, uconn_idle_cb, uc->idle_ms, 0);
 }
 
 static uint16_t
@@ -399,12 +593,15 @@ uconn_pick_id(struct uconn *uc)
 	return id;
 }
 
+static void pool_answer_timer_cb(uv_timer_t *t);
+
 /* Write r on the ready connection uc. A write error is followed by
  * closed_cb (tls.h), which re-sends r, so it is only logged here. */
 static void
 uconn_send(struct uconn *uc, struct upstream_req *r)
 {
 	struct upstream_pool *p = uc->pool;
+	uint64_t now = uv_now(p->loop);
 	uint16_t id = uconn_pick_id(uc);
 	int rc;
 
@@ -414,11 +611,21 @@ uconn_send(struct uconn *uc, struct upstream_req *r)
 	r->id = id;
 	r->conn = uc;
 	r->state = REQ_INFLIGHT;
+	r->written_at = now;
 	list_append(&uc->inflight, &r->clink);
+	if (p->conf->answer_timeout_ms > 0) {
+		/* Appended at now, so the list stays in write order and the
+		 * armed timer (for the head) is never late. */
+		list_append(&p->written, &r->wlink);
+		if (!uv_is_active((uv_handle_t *)&p->answer_timer))
+			uv_timer_start(&p->answer_timer, pool_answer_timer_cb,
+			    p->conf->answer_timeout_ms, 0);
+	}
 	dnsmsg_set_id(r->frame + 2, id);
 	p->m->upstream_queries++;
+	uc->up->n_queries++;
 	uc->n_written++;
-	uc->last_active = uv_now(p->loop);
+	uc->last_active = now;
 	rc = tls_conn_write(uc->tls, r->frame, r->frame_len);
 	if (rc < 0)
 		log_debug("upstream %s: write failed (%d)", uc->up->label, rc);
@@ -457,18 +664,26 @@ uconn_idle_cb(uv_timer_t *t)
 {
 	struct uconn *uc = t->data;
 	struct upstream_pool *p = uc->pool;
-	uint64_t idle_ms = p->conf->idle_timeout_ms;
 	uint64_t now = uv_now(p->loop);
 	uint64_t quiet = now - uc->last_active;
+	uint64_t again;
 
-	/* Activity only stamps last_active (cheaper than re-arming per
-	 * query); the timer settles the difference when it fires. */
 	if (uc->n_live > 0 || uc->n_wait > 0) {
-		uv_timer_start(&uc->idle, uconn_idle_cb, idle_ms, 0);
+		/* uconn_settle re-arms when it drains; this is only a
+		 * safety net, so it need not follow a short keepalive. */
+		again = p->conf->idle_timeout_ms;
+		if (again < 1000)
+			again = 1000;
+		uv_timer_start(&uc->idle, uconn_idle_cb, again, 0);
 		return;
 	}
-	if (quiet < idle_ms) {
-		uv_timer_start(&uc->idle, uconn_idle_cb, idle_ms - quiet, 0);
+	if (uc->retiring) {
+		uconn_settle(uc);
+		return;
+	}
+	if (quiet < uc->idle_ms) {
+		uv_timer_start(&uc->idle, uconn_idle_cb, uc->idle_ms - quiet,
+		    0);
 		return;
 	}
 	log_info("upstream %s: idle for %llu ms, closing", uc->up->label,
@@ -480,6 +695,7 @@ uconn_idle_cb(uv_timer_t *t)
 static int
 uconn_new(struct upstream_pool *p, struct upstream *up)
 {
+	struct tls_peer peer;
 	struct uconn *uc;
 	int rc;
 
@@ -489,10 +705,18 @@ uconn_new(struct upstream_pool *p, struct upstream *up)
 	uc->pool = p;
 	uc->up = up;
 	uc->state = UC_CONNECTING;
+	uc->idle_ms = p->conf->idle_timeout_ms;
+	list_init(&uc->ulink);
 	list_init(&uc->wait);
 	list_init(&uc->inflight);
+	memset(&peer, 0, sizeof(peer));
+	peer.auth_name = up->cu->auth_name;
+	peer.pins = (const unsigned char (*)[32])up->cu->pins;
+	peer.n_pins = up->cu->n_pins;
+	peer.session = up->session;
+	peer.session_len = up->session_len;
 	rc = tls_conn_new(p->loop, p->tls,
-	    (const struct sockaddr *)&up->cu->addr.ss, up->cu->auth_name,
+	    (const struct sockaddr *)&up->cu->addr.ss, &peer,
 	    p->conf->connect_timeout_ms, &uconn_cbs, uc, &uc->tls);
 	if (rc != 0) {
 		mem_free(uc);
@@ -503,51 +727,94 @@ uconn_new(struct upstream_pool *p, struct upstream *up)
 	p->n_handles++;
 	up->conn = uc;
 	p->m->tls_connects++;
-	log_debug("upstream %s: connecting", up->label);
+	log_debug("upstream %s: connecting%s", up->label,
+	    up->session != NULL ? " (with a session to resume)" : "");
 	return 0;
 }
 
-/* Give r to the first usable upstream. Returns 0, or -1 when there is none
- * (the caller fails r). Calls no user callback. */
+/* The connection of up that takes a new request, opening one if needed
+ * (and retiring the active one when it is past its lifetime). Returns 0
+ * and *out, or the error of uconn_new. */
 static int
-req_dispatch(struct upstream_pool *p, struct upstream_req *r, uint64_t now)
+upstream_conn(struct upstream_pool *p, struct upstream *up, uint64_t now,
+    struct uconn **out)
 {
-	struct upstream *up;
-	size_t i;
+	struct uconn *old = up->conn;
+	uint64_t life = p->conf->max_conn_lifetime_ms;
+	struct upstream_req *r;
 	int rc;
 
-	for (i = 0; i < p->n_ups; i++) {
-		up = &p->ups[i];
-		if (r->tried & (1u << i))
-			continue;
-		if (up->conn == NULL) {
-			if (up->retry_at > now)
-				continue;
-			rc = uconn_new(p, up);
-			if (rc == -ENOMEM || rc == TLS_E_NOMEM) {
-				/* Not the upstream's fault: no backoff. */
-				log_warn("upstream %s: out of memory",
-				    up->label);
-				continue;
-			}
-			if (rc != 0) {
-				p->m->tls_handshake_failures++;
-				upstream_backoff(up, now,
-				    "cannot start connection");
-				continue;
-			}
-		}
-		uconn_submit(up->conn, r);
+	*out = NULL;
+	if (old != NULL && (old->state != UC_READY || life == 0 ||
+	    now - old->established < life)) {
+		*out = old;
 		return 0;
 	}
-	return -1;
+	rc = uconn_new(p, up);
+	if (rc != 0)
+		return rc;   /* old, if any, stays active */
+	*out = up->conn;
+	if (old == NULL)
+		return 0;
+	log_info("upstream %s: connection is %llu ms old, replacing it "
+	    "(%zu in flight)", up->label,
+	    (unsigned long long)(now - old->established), old->n_live);
+	old->retiring = 1;
+	list_append(&up->retiring, &old->ulink);
+	/* What waited for ID room goes to the new connection. */
+	while (!list_empty(&old->wait)) {
+		r = container_of(old->wait.next, struct upstream_req, clink);
+		req_unlink(r, 0);
+		uconn_submit(up->conn, r);
+	}
+	uconn_settle(old);
+	return 0;
+}
+
+/* Give r to a usable upstream by the selection policy; when none is left
+ * and force is not NULL, to force regardless of its back-off (a probe).
+ * Returns 0, or -1 when there is none (the caller fails r). Calls no user
+ * callback. */
+static int
+req_dispatch(struct upstream_pool *p, struct upstream_req *r, uint64_t now,
+    struct upstream *force)
+{
+	uint32_t skip = r->tried;
+	struct upstream *up;
+	struct uconn *uc;
+	int rc;
+
+	/* Each turn either returns or adds a bit to skip (or uses up
+	 * force), so this ends. */
+	for (;;) {
+		up = pool_select(p, skip, now);
+		if (up == NULL) {
+			up = force;
+			force = NULL;
+			if (up == NULL)
+				return -1;
+		}
+		rc = upstream_conn(p, up, now, &uc);
+		if (rc == 0) {
+			uconn_submit(uc, r);
+			return 0;
+		}
+		skip |= 1u << up->index;
+		if (rc == -ENOMEM || rc == TLS_E_NOMEM) {
+			/* Not the upstream's fault: no backoff. */
+			log_warn("upstream %s: out of memory", up->label);
+			continue;
+		}
+		p->m->tls_handshake_failures++;
+		upstream_mark_down(p, up, now, "cannot start connection");
+	}
 }
 
 /* Re-dispatch the requests in l (taken off a connection that is gone).
  * In-flight ones count their one resend; failures go to the failed list. */
 static void
 reqs_redispatch(struct upstream_pool *p, struct link *l, uint32_t tried,
-    uint64_t now)
+    uint64_t now, struct upstream *force)
 {
 	struct upstream_req *r;
 	int was_inflight;
@@ -558,6 +825,7 @@ reqs_redispatch(struct upstream_pool *p, struct link *l, uint32_t tried,
 		/* The connection is being dropped: neither slots nor counts
 		 * need maintaining, only r's own links. */
 		list_remove(&r->clink);
+		list_remove(&r->wlink);
 		r->state = REQ_IDLE;
 		r->conn = NULL;
 		r->tried |= tried;
@@ -569,7 +837,7 @@ reqs_redispatch(struct upstream_pool *p, struct link *l, uint32_t tried,
 			r->resent = 1;
 			p->m->upstream_resent++;
 		}
-		if (req_dispatch(p, r, now) != 0)
+		if (req_dispatch(p, r, now, force) != 0)
 			req_fail(r, UPSTREAM_EUNREACH);
 	}
 }
@@ -581,6 +849,7 @@ uconn_connected_cb(void *arg, int status, const char *why)
 	struct upstream_pool *p = uc->pool;
 	struct upstream *up = uc->up;
 	uint64_t now = uv_now(p->loop);
+	int resumed;
 	struct link moved;
 	char desc[128];
 
@@ -589,13 +858,17 @@ uconn_connected_cb(void *arg, int status, const char *why)
 		 * server that verifies and then closes keeps failing and
 		 * its backoff keeps growing. */
 		uc->state = UC_READY;
+		uc->established = now;
 		up->retry_at = 0;
+		up->verified = 1;
+		up->cert_expiry = tls_conn_cert_expiry(uc->tls);
 		p->m->tls_handshakes++;
-		log_info("upstream %s: connected, %s", up->label,
+		resumed = tls_conn_resumed(uc->tls);
+		log_info("upstream %s: connected%s, %s", up->label,
+		    resumed ? " (resumed)" : "",
 		    tls_conn_describe(uc->tls, desc, sizeof(desc)));
 		uc->last_active = now;
-		uv_timer_start(&uc->idle, uconn_idle_cb,
-		    p->conf->idle_timeout_ms, 0);
+		uv_timer_start(&uc->idle, uconn_idle_cb, uc->idle_ms, 0);
 		uconn_pump(uc);
 		return;
 	}
@@ -603,12 +876,19 @@ uconn_connected_cb(void *arg, int status, const char *why)
 	p->m->tls_handshake_failures++;
 	if (status == TLS_E_VERIFY)
 		p->m->tls_verify_failures++;
-	upstream_backoff(up, now, why);
+	if (status == TLS_E_VERIFY || status == TLS_E_HANDSHAKE) {
+		up->verified = 0;
+		/* The session may be what the server refused. */
+		mem_free(up->session);
+		up->session = NULL;
+		up->session_len = 0;
+	}
+	upstream_mark_down(p, up, now, why);
 	list_init(&moved);
 	list_move_all(&uc->wait, &moved);
 	uc->n_wait = 0;
 	uconn_close(uc);
-	reqs_redispatch(p, &moved, 1u << up->index, now);
+	reqs_redispatch(p, &moved, 1u << up->index, now, NULL);
 	pool_flush_failed(p);
 }
 
@@ -623,19 +903,21 @@ uconn_lost(struct uconn *uc, const char *why)
 	struct link moved;
 
 	p->m->tls_closed++;
-	if (uc->n_answers == 0 && uc->n_written > 0)
-		upstream_backoff(up, now, why);
-	else if (uc->n_live > 0 || uc->n_wait > 0)
+	if (uc->n_answers == 0 && uc->n_written > 0) {
+		upstream_mark_down(p, up, now, why);
+	} else if (uc->n_live > 0 || uc->n_wait > 0) {
+		snprintf(up->last_error, sizeof(up->last_error), "%s", why);
 		log_warn("upstream %s: connection lost with %zu in flight: %s",
 		    up->label, uc->n_live, why);
-	else
+	} else {
 		log_info("upstream %s: connection closed: %s", up->label, why);
+	}
 	list_init(&moved);
 	list_move_all(&uc->inflight, &moved);
 	list_move_all(&uc->wait, &moved);
 	uc->n_wait = uc->n_live = 0;
 	uconn_close(uc);
-	reqs_redispatch(p, &moved, 0, now);
+	reqs_redispatch(p, &moved, 0, now, NULL);
 }
 
 static void
@@ -650,6 +932,124 @@ uconn_closed_cb(void *arg, int status, const char *why)
 	pool_flush_failed(p);
 }
 
+/* uc has been silent for silent_ms with requests in flight: presume it
+ * half-open, count a failure, and re-send what it had (once) elsewhere or
+ * on a new connection to the same upstream. */
+static void
+uconn_half_open(struct uconn *uc, uint64_t now, uint64_t silent_ms)
+{
+	struct upstream_pool *p = uc->pool;
+	struct upstream *up = uc->up;
+	struct link moved;
+	char why[64];
+
+	log_warn("upstream %s: no answer in %llu ms, connection presumed dead",
+	    up->label, (unsigned long long)silent_ms);
+	p->m->upstream_half_open++;
+	p->m->tls_closed++;
+	up->n_timeouts += uc->n_live;
+	snprintf(why, sizeof(why), "no answer in %llu ms",
+	    (unsigned long long)silent_ms);
+	upstream_mark_down(p, up, now, why);
+	list_init(&moved);
+	list_move_all(&uc->inflight, &moved);
+	list_move_all(&uc->wait, &moved);
+	uc->n_wait = uc->n_live = 0;
+	uconn_close(uc);
+	reqs_redispatch(p, &moved, 1u << up->index, now, up);
+}
+
+/* The head of the written list has waited answer_timeout_ms. */
+static void
+pool_answer_timer_cb(uv_timer_t *t)
+{
+	struct upstream_pool *p = t->data;
+	uint64_t at = p->conf->answer_timeout_ms;
+	uint64_t now = uv_now(p->loop);
+	struct upstream_req *r;
+	struct upstream *up;
+	struct uconn *uc;
+	size_t i;
+	int other;
+
+	/* No user callback runs in this loop (failures are deferred to the
+	 * flush below); each turn takes the head off the list or stops. */
+	while (!p->closing && !list_empty(&p->written)) {
+		r = container_of(p->written.next, struct upstream_req, wlink);
+		if (r->written_at + at > now) {
+			uv_timer_start(&p->answer_timer, pool_answer_timer_cb,
+			    r->written_at + at - now, 0);
+			break;
+		}
+		uc = r->conn;
+		up = uc->up;
+		if (uc->last_frame < r->written_at) {
+			/* Nothing at all since r was written: not r's
+			 * problem, the connection's. */
+			uconn_half_open(uc, now, now - r->written_at);
+			continue;
+		}
+		/* The connection is alive; r is checked once. */
+		list_remove(&r->wlink);
+		other = 0;
+		for (i = 0; i < p->n_ups && !other; i++)
+			other = &p->ups[i] != up &&
+			    !(r->tried & (1u << i)) &&
+			    upstream_usable(&p->ups[i], now);
+		if (!other)
+			continue;   /* it waits for its deadline here */
+		log_debug("upstream %s: no answer for ID %u in %llu ms, "
+		    "moving the query", up->label, r->id,
+		    (unsigned long long)(now - r->written_at));
+		p->m->upstream_moved++;
+		up->n_timeouts++;
+		req_unlink(r, 1);
+		r->tried |= 1u << up->index;
+		/* Should the others fail to connect at once, r goes back to
+		 * up (with a new ID), where it at least has a live
+		 * connection. */
+		if (req_dispatch(p, r, now, up) != 0)
+			req_fail(r, UPSTREAM_EUNREACH);
+		uconn_settle(uc);
+	}
+	pool_flush_failed(p);
+}
+
+/* An answer arrived on uc: learn what it tells about the upstream and the
+ * connection. */
+static void
+uconn_answered(struct uconn *uc, struct upstream_req *r,
+    const struct dnsmsg_answer_info *info, uint64_t now)
+{
+	struct upstream *up = uc->up;
+	uint64_t keep;
+	uint8_t *data;
+	size_t len;
+
+	up->n_answers++;
+	upstream_rtt_sample(up, now - r->written_at);
+	if (!uc->have_session &&
+	    tls_conn_get_session(uc->tls, &data, &len) == 0) {
+		/* The newest ticket replaces the older one: TLS 1.3 tickets
+		 * are meant for one use. */
+		mem_free(up->session);
+		up->session = data;
+		up->session_len = len;
+		uc->have_session = 1;
+	}
+	if (info->has_keepalive) {
+		/* RFC 7828: never hold an idle connection longer than the
+		 * server allows. Applied when uc next becomes idle. */
+		keep = info->keepalive_ms;
+		if (keep > uc->pool->conf->idle_timeout_ms)
+			keep = uc->pool->conf->idle_timeout_ms;
+		if (keep != uc->idle_ms)
+			log_debug("upstream %s: keepalive %llu ms",
+			    up->label, (unsigned long long)keep);
+		uc->idle_ms = keep;
+	}
+}
+
 /* One framed message from the upstream. */
 static void
 uconn_frame(struct uconn *uc, const uint8_t *msg, size_t len)
@@ -657,6 +1057,7 @@ uconn_frame(struct uconn *uc, const uint8_t *msg, size_t len)
 	struct upstream_pool *p = uc->pool;
 	struct dnsmsg_answer_info info;
 	struct upstream_req *r;
+	uint64_t now = uv_now(p->loop);
 	uint16_t id;
 	int rc;
 
@@ -673,9 +1074,9 @@ uconn_frame(struct uconn *uc, const uint8_t *msg, size_t len)
 		    uc->up->label, id);
 		return;
 	}
-	uc->last_active = uv_now(p->loop);
+	uc->last_active = now;
 	if (r == &tombstone) {
-		/* The late answer of a timed-out or cancelled query. */
+		/* The late answer of a timed-out, moved or cancelled query. */
 		log_debug("upstream %s: late answer for ID %u dropped",
 		    uc->up->label, id);
 		uc->slot[id] = NULL;
@@ -683,6 +1084,7 @@ uconn_frame(struct uconn *uc, const uint8_t *msg, size_t len)
 		uconn_pump(uc);
 		return;
 	}
+	memset(&info, 0, sizeof(info));
 	rc = dnsmsg_parse_answer(msg, len, &r->q, &info);
 	if (rc == DNSMSG_EMISMATCH) {
 		/* RFC 5452: not the answer to what was asked; keep waiting. */
@@ -692,9 +1094,12 @@ uconn_frame(struct uconn *uc, const uint8_t *msg, size_t len)
 		return;
 	}
 	if (uc->n_answers++ == 0)
-		uc->up->fail_count = 0;
+		upstream_mark_up(uc->up);
+	if (rc == 0)
+		uconn_answered(uc, r, &info, now);
 	req_unlink(r, 0);
 	uconn_pump(uc);
+	uconn_settle(uc);
 	if (rc != 0) {
 		p->m->upstream_malformed++;
 		log_debug("upstream %s: malformed answer for ID %u",
@@ -713,9 +1118,12 @@ uconn_read_cb(void *arg, const uint8_t *data, size_t len)
 	struct upstream_pool *p = uc->pool;
 	size_t flen, take;
 
-	/* uconn_frame may close uc (malformed frame, or a user callback
-	 * closing the pool): uc stays allocated until the loop runs its
-	 * close callback, so its state can be checked here. */
+	/* Any bytes, even part of a frame, show it is not half-open. */
+	uc->last_frame = uv_now(p->loop);
+	/* uconn_frame may close uc (malformed frame, a drained retiring
+	 * connection, or a user callback closing the pool): uc stays
+	 * allocated until the loop runs its close callback, so its state can
+	 * be checked here. */
 	while (len > 0 && uc->state == UC_READY) {
 		if (uc->rlen < 2) {
 			uc->rbuf[uc->rlen++] = *data++;
@@ -752,6 +1160,7 @@ pool_deadline_cb(uv_timer_t *t)
 	struct upstream_pool *p = t->data;
 	uint64_t now = uv_now(p->loop);
 	struct upstream_req *r;
+	struct uconn *uc;
 
 	while (!p->closing && !list_empty(&p->reqs)) {
 		r = container_of(p->reqs.next, struct upstream_req, dlink);
@@ -761,6 +1170,12 @@ pool_deadline_cb(uv_timer_t *t)
 			break;
 		}
 		p->m->upstream_timeouts++;
+		uc = r->conn;
+		if (uc != NULL) {
+			uc->up->n_timeouts++;
+			req_unlink(r, 1);
+			uconn_settle(uc);
+		}
 		req_finish(r, UPSTREAM_ETIMEDOUT, NULL, 0, NULL, 1);
 	}
 	pool_flush_failed(p);
@@ -792,18 +1207,24 @@ upstream_pool_new(uv_loop_t *loop, const struct conf *conf,
 		up = &p->ups[i];
 		up->cu = &conf->upstream[i];
 		up->index = i;
+		up->verified = -1;
+		list_init(&up->retiring);
 		conf_addr_str(&up->cu->addr, addr, sizeof(addr));
 		snprintf(up->label, sizeof(up->label), "%s (%s)", addr,
-		    up->cu->auth_name);
+		    up->cu->auth_name[0] != '\0' ? up->cu->auth_name :
+		    "pinned");
 	}
 	list_init(&p->reqs);
 	list_init(&p->failed);
+	list_init(&p->written);
 	p->rnd_pos = RND_N;
 	uv_timer_init(loop, &p->deadline_timer);
 	p->deadline_timer.data = p;
 	uv_timer_init(loop, &p->fail_timer);
 	p->fail_timer.data = p;
-	p->n_handles = 2;
+	uv_timer_init(loop, &p->answer_timer);
+	p->answer_timer.data = p;
+	p->n_handles = 3;
 	return p;
 
 fail:
@@ -840,11 +1261,12 @@ upstream_query(struct upstream_pool *p, const uint8_t *query, size_t len,
 	r->frame[1] = (uint8_t)len;
 	memcpy(r->frame + 2, query, len);
 	list_init(&r->clink);
+	list_init(&r->wlink);
 	list_append(&p->reqs, &r->dlink);
 	if (!uv_is_active((uv_handle_t *)&p->deadline_timer))
 		uv_timer_start(&p->deadline_timer, pool_deadline_cb,
 		    p->conf->query_timeout_ms, 0);
-	if (req_dispatch(p, r, now) != 0) {
+	if (req_dispatch(p, r, now, NULL) != 0) {
 		/* libuv's rule: the callback comes later, not from here. */
 		req_fail(r, UPSTREAM_EUNREACH);
 		pool_arm_fail_timer(p);
@@ -857,17 +1279,63 @@ upstream_query(struct upstream_pool *p, const uint8_t *query, size_t len,
 void
 upstream_cancel(struct upstream_req *r)
 {
+	struct uconn *uc;
+
 	if (r == NULL)
 		return;
+	uc = r->conn;
 	req_unlink(r, 1);
 	list_remove(&r->dlink);
 	mem_free(r);
+	/* No callback is running on uc's behalf that would mind: every loop
+	 * over a connection re-checks its state. */
+	if (uc != NULL)
+		uconn_settle(uc);
+}
+
+size_t
+upstream_count(const struct upstream_pool *p)
+{
+	return p->n_ups;
+}
+
+void
+upstream_get_status(const struct upstream_pool *p, size_t i,
+    struct upstream_status *st)
+{
+	const struct upstream *up;
+	char addr[64];
+
+	memset(st, 0, sizeof(*st));
+	if (i >= p->n_ups)
+		return;
+	up = &p->ups[i];
+	conf_addr_str(&up->cu->addr, addr, sizeof(addr));
+	if (up->cu->auth_name[0] != '\0')
+		snprintf(st->name, sizeof(st->name), "%s#%s", addr,
+		    up->cu->auth_name);
+	else
+		snprintf(st->name, sizeof(st->name), "%s", addr);
+	st->connected = (up->conn != NULL && up->conn->state == UC_READY) ||
+	    !list_empty(&up->retiring);
+	st->healthy = up->retry_at <= uv_now(p->loop);
+	st->fail_count = up->fail_count;
+	st->retry_at_ms = st->healthy ? 0 : up->retry_at;
+	st->srtt_ms = up->srtt8 / 8;
+	st->verified = up->verified;
+	st->cert_expiry = up->cert_expiry;
+	snprintf(st->last_error, sizeof(st->last_error), "%s",
+	    up->last_error);
+	st->queries = up->n_queries;
+	st->answers = up->n_answers;
+	st->timeouts = up->n_timeouts;
 }
 
 void
 upstream_pool_close(struct upstream_pool *p)
 {
 	struct upstream_req *r;
+	struct upstream *up;
 	struct uconn *uc;
 	size_t i;
 
@@ -880,13 +1348,23 @@ upstream_pool_close(struct upstream_pool *p)
 		req_finish(r, UPSTREAM_ECLOSED, NULL, 0, NULL, 0);
 	}
 	for (i = 0; i < p->n_ups; i++) {
-		uc = p->ups[i].conn;
-		if (uc == NULL)
-			continue;
-		if (uc->state == UC_READY)
+		up = &p->ups[i];
+		uc = up->conn;
+		if (uc != NULL) {
+			if (uc->state == UC_READY)
+				p->m->tls_closed++;
+			uconn_close(uc);
+		}
+		while (!list_empty(&up->retiring)) {
+			uc = container_of(up->retiring.next, struct uconn,
+			    ulink);
 			p->m->tls_closed++;
-		uconn_close(uc);
+			uconn_close(uc);
+		}
+		mem_free(up->session);
+		up->session = NULL;
 	}
 	uv_close((uv_handle_t *)&p->deadline_timer, pool_handle_close_cb);
 	uv_close((uv_handle_t *)&p->fail_timer, pool_handle_close_cb);
+	uv_close((uv_handle_t *)&p->answer_timer, pool_handle_close_cb);
 }

@@ -6,13 +6,20 @@
  * that connection, and answers are matched by ID and then by question
  * (RFC 5452), in any order. Frames are RFC 1035 4.2.2 (2-byte length).
  *
- * Upstreams are tried in configuration order: a query goes to the first
- * upstream that is not backing off. When a connection fails to connect,
- * handshake or verify, its upstream backs off (500 ms doubling to a cap of
- * 10 s) and its queries move to the next upstream; a query that has no
- * upstream left fails at once. A connection that closes with queries in
- * flight has them resent once on a new connection. Every query has a
- * deadline of conf->query_timeout_ms, checked by one timer per pool.
+ * A query goes to a usable upstream (not backing off, not already failed
+ * for this query) chosen by conf->selection: lowest smoothed RTT (at
+ * random among those close to the best), round-robin, or config order.
+ * An upstream that fails to connect, handshake, verify, or answer within
+ * conf->answer_timeout_ms is marked down and probed again after a
+ * jittered exponential back-off capped at conf->backoff_max_ms; its
+ * queries move to another upstream, and a query with none left fails at
+ * once. A connection that delivers nothing for answer_timeout_ms while
+ * queries wait is presumed half-open and replaced. A connection that
+ * closes with queries in flight has them resent once. Connections are
+ * replaced after conf->max_conn_lifetime_ms with a fresh verified (and
+ * resumed) handshake, and honour the server's edns-tcp-keepalive. Every
+ * query has a deadline of conf->query_timeout_ms, checked by one timer
+ * per pool.
  *
  * Callback contract: upstream_query returning an error never calls cb;
  * returning 0 calls cb exactly once, unless upstream_cancel is called first.
@@ -62,6 +69,25 @@ int upstream_query(struct upstream_pool *p, const uint8_t *query, size_t len,
 /* Forget a pending query: its cb will not be called. An answer that
  * arrives for it later is dropped silently. */
 void upstream_cancel(struct upstream_req *r);
+
+/* What the pool knows about one upstream, for logs and (later) metrics. */
+struct upstream_status {
+	char name[320];          /* "addr@port#auth_name" */
+	int connected;           /* a verified connection is open */
+	int healthy;             /* not backing off */
+	unsigned fail_count;     /* consecutive failures */
+	uint64_t retry_at_ms;    /* loop time of the next probe when backing off */
+	uint32_t srtt_ms;        /* smoothed answer RTT; 0 before the first */
+	int verified;            /* last handshake: 1 verified, 0 failed, -1 none yet */
+	int64_t cert_expiry;     /* notAfter of its certificate, 0 unknown */
+	char last_error[160];    /* last failure's cause, "" if none */
+	uint64_t queries, answers, timeouts;
+};
+
+/* Number of upstreams, and the status of upstream i (0 <= i < count). */
+size_t upstream_count(const struct upstream_pool *p);
+void upstream_get_status(const struct upstream_pool *p, size_t i,
+    struct upstream_status *st);
 
 /* Shut down: every pending query gets cb with UPSTREAM_ECLOSED, every
  * connection is closed. The pool's memory is freed once the loop has run

@@ -2,25 +2,41 @@
  *
  * The integration tests point dotproxy at this server and steer it through
  * the first label of the query name (nx, nodata, delay200, garbage, ...; see
- * usage()) and through command-line switches that apply to every connection
- * (--reverse, --close-after, --refuse, --delay-ms). Every event is one line
- * on stdout, flushed at once, because the tests wait on and count them:
+ * usage()), through command-line switches that apply to every connection
+ * (--reverse, --close-after, --reset-after, --stall-after, --answer-even,
+ * --refuse, --delay-ms, --handshake-delay-ms, --keepalive-ms, --ttl) and
+ * through two signals: SIGUSR1 takes the server "down" (every open
+ * connection is shut down, new ones are accepted and closed at once before
+ * TLS) and SIGUSR2 brings it back "up", on the same port. The two signals
+ * set a state rather than toggle one, so sending one twice is harmless.
+ * Every event is one line on stdout, flushed at once, because the tests
+ * wait on and count them:
  *
  *	port N                       once, after bind
  *	accept                       TCP connection accepted
  *	refused                      --refuse: closed before TLS
- *	handshake ok | handshake failed <reason>
- *	query id=<hex4> name=<lowercase name.> type=<number>
+ *	refused down                 closed before TLS: the server is down
+ *	handshake ok resumed=<0|1>   resumed=1: a TLS session ticket was used
+ *	handshake failed <reason>
+ *	query id=<hex4> name=<lowercase name.> type=<number> len=<bytes>
+ *	    edns=<0|1> do=<0|1> pad=<0|1> keepalive=<0|1> ecs=<0|1>
+ *	                             (one line; pad, keepalive and ecs say
+ *	                             whether EDNS options 12, 11, 8 were sent)
  *	malformed                    unparsable frame; the connection closes
  *	answer id=<hex4>             an answer (or garbage) was written
+ *	reset                        the connection was closed with a TCP RST
  *	close                        the connection is gone
+ *	down | up                    after SIGUSR1 | SIGUSR2 took effect
  *
  * "answer" is logged after the write, so a client may hold the answer
  * before the line appears: tests wait for it rather than count it at once.
  * A connection ends on EOF, on an error or malformed input (pending
  * answers are dropped), on a "close" query (answers already due go out
- * first) or on the --close-after'th query (all earlier answers go out
- * first, delayed ones included).
+ * first), on the --close-after'th query (all earlier answers go out
+ * first, delayed ones included), on the --reset-after'th query (likewise,
+ * then an RST instead of a FIN) or when the server goes down (pending
+ * answers are dropped). "down" is logged after every open connection has
+ * been shut down, so a test that saw it knows no old connection answers.
  *
  * Threads: the main thread accepts; one detached thread per connection does
  * the handshake and then reads queries; it starts one writer thread for the
@@ -29,7 +45,13 @@
  * to receive while another sends on the same session. The reader joins the
  * writer before freeing the connection, so the writer never outlives it;
  * shutdown(2) on the socket unblocks a writer stuck in a send. A dedicated
- * thread waits for SIGTERM/SIGINT and exits the process with status 0.
+ * thread waits for signals: SIGTERM/SIGINT exit the process with status 0,
+ * SIGUSR1/SIGUSR2 set the down state. Every connection is on a list (under
+ * conns_lock) from accept to just before its socket is closed, so going
+ * down can shutdown(2) each socket without racing its close.
+ *
+ * TLS session tickets are always on, with one key made at start, so that
+ * clients can test resumption; the handshake line says whether it resumed.
  *
  * Query parsing is by hand and bounds-checked; the question is echoed byte
  * for byte and owner names in answers are compression pointers into it.
@@ -45,6 +67,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,9 +91,17 @@
 #define T_OPT 41
 #define T_ANY 255
 
+#define OPT_ECS 8               /* EDNS option codes */
+#define OPT_KEEPALIVE 11
+#define OPT_PADDING 12
+
 #define RCODE_NOERROR 0
 #define RCODE_SERVFAIL 2
 #define RCODE_NXDOMAIN 3
+
+/* --stall-after, --reset-after not given (the value UINT_MAX, which
+ * nobody counts up to, means the same). */
+#define UNSET UINT_MAX
 
 struct options {
 	const char *cert;
@@ -79,13 +110,30 @@ struct options {
 	int port;
 	unsigned reverse;
 	unsigned close_after;
+	unsigned reset_after;   /* UNSET, or 0: right after the handshake */
+	unsigned stall_after;   /* UNSET, or answer this many, then none */
+	int answer_even;
 	int refuse;
 	unsigned delay_ms;
+	unsigned handshake_delay_ms;
+	unsigned keepalive_ms;  /* 0: no edns-tcp-keepalive in answers */
+	uint32_t ttl;
 };
 
-static struct options opt = { NULL, NULL, "127.0.0.1", 0, 0, 0, 0, 0 };
+static struct options opt = {
+	.addr = "127.0.0.1",
+	.reset_after = UNSET,
+	.stall_after = UNSET,
+	.ttl = DEFAULT_TTL,
+};
 static gnutls_certificate_credentials_t creds;
+static gnutls_datum_t ticket_key;
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct conn;
+static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct conn *conns;      /* every open connection, under conns_lock */
+static int down;                /* under conns_lock */
 
 /* One frame waiting to be written: the 2-byte length prefix is in buf. */
 struct item {
@@ -97,6 +145,7 @@ struct item {
 };
 
 struct conn {
+	struct conn *next;      /* on conns */
 	int fd;
 	gnutls_session_t session;
 	pthread_mutex_t mu;
@@ -125,7 +174,12 @@ struct query {
 	size_t nlabels;
 	uint16_t qtype;
 	uint16_t qclass;
+	size_t len;                     /* the whole message */
 	int has_opt;
+	int do_bit;
+	int pad;                        /* EDNS options seen */
+	int keepalive;
+	int ecs;
 	char text[1100];                /* presentation form, lowercased */
 };
 
@@ -157,6 +211,15 @@ now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void
+sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
 }
 
 static void
@@ -301,6 +364,33 @@ skip_name(const unsigned char *m, size_t len, size_t *off)
 	return 0;
 }
 
+/* Notes which EDNS options an OPT RDATA holds; -1 if they overrun it. */
+static int
+parse_options(const unsigned char *p, size_t len, struct query *q)
+{
+	size_t off = 0;
+
+	while (off < len) {
+		unsigned code, olen;
+
+		if (off + 4 > len)
+			return -1;
+		code = (p[off] << 8) | p[off + 1];
+		olen = (p[off + 2] << 8) | p[off + 3];
+		off += 4;
+		if (off + olen > len)
+			return -1;
+		off += olen;
+		if (code == OPT_PADDING)
+			q->pad = 1;
+		else if (code == OPT_KEEPALIVE)
+			q->keepalive = 1;
+		else if (code == OPT_ECS)
+			q->ecs = 1;
+	}
+	return 0;
+}
+
 /* Parses a query message; 0 if usable, -1 if malformed. */
 static int
 parse_query(const unsigned char *m, size_t len, struct query *q)
@@ -311,6 +401,7 @@ parse_query(const unsigned char *m, size_t len, struct query *q)
 	memset(q, 0, sizeof(*q));
 	if (len < 12)
 		return -1;
+	q->len = len;
 	q->id = (m[0] << 8) | m[1];
 	q->flags = (m[2] << 8) | m[3];
 	if (q->flags & 0x8000)
@@ -365,12 +456,17 @@ parse_query(const unsigned char *m, size_t len, struct query *q)
 				return -1;
 			type = (m[off] << 8) | m[off + 1];
 			rdlen = (m[off + 8] << 8) | m[off + 9];
+			if (i == 2 && type == T_OPT) {
+				q->has_opt = 1;
+				q->do_bit = (m[off + 6] & 0x80) != 0;
+			}
 			off += 10;
 			if (off + rdlen > len)
 				return -1;
+			if (i == 2 && type == T_OPT &&
+			    parse_options(m + off, rdlen, q) < 0)
+				return -1;
 			off += rdlen;
-			if (i == 2 && type == T_OPT)
-				q->has_opt = 1;
 		}
 	}
 	return 0;
@@ -526,10 +622,10 @@ build_answer(struct wbuf *w, const struct query *q)
 	} else if (label_is(q, "servfail")) {
 		rcode = RCODE_SERVFAIL;
 	} else if (label_is(q, "big")) {
-		put_txt(w, 12, q->qclass, DEFAULT_TTL, 20, 100);
+		put_txt(w, 12, q->qclass, opt.ttl, 20, 100);
 		an++;
 	} else if (label_is(q, "mid")) {
-		put_txt(w, 12, q->qclass, DEFAULT_TTL, 8, 100);
+		put_txt(w, 12, q->qclass, opt.ttl, 8, 100);
 		an++;
 	} else if (label_is(q, "chain")) {
 		uint32_t n = label_num(q, "chain", 0);
@@ -540,7 +636,7 @@ build_answer(struct wbuf *w, const struct query *q)
 		while (n > 0) {
 			char lab[16];
 			size_t at = put_rr_head(w, owner, T_CNAME, q->qclass,
-			    DEFAULT_TTL);
+			    opt.ttl);
 
 			n--;
 			owner = w->len;
@@ -550,11 +646,11 @@ build_answer(struct wbuf *w, const struct query *q)
 			end_rr(w, at);
 			an++;
 		}
-		if (put_default(w, q, owner, DEFAULT_TTL))
+		if (put_default(w, q, owner, opt.ttl))
 			an++;
 	} else {
 		uint32_t ttl = label_is(q, "ttl") ?
-		    label_num(q, "ttl", DEFAULT_TTL) : DEFAULT_TTL;
+		    label_num(q, "ttl", opt.ttl) : opt.ttl;
 
 		if (put_default(w, q, 12, ttl)) {
 			an++;
@@ -563,12 +659,24 @@ build_answer(struct wbuf *w, const struct query *q)
 			ns++;
 		}
 	}
+	/* RFC 7828: keepalive only to a client that sent an OPT. */
 	if (q->has_opt) {
+		size_t at;
+
 		put8(w, 0);
 		put16(w, T_OPT);
 		put16(w, 4096);
 		put32(w, 0);
+		at = w->len;
 		put16(w, 0);
+		if (opt.keepalive_ms > 0) {
+			unsigned units = opt.keepalive_ms / 100;
+
+			put16(w, OPT_KEEPALIVE);
+			put16(w, 2);
+			put16(w, units > 0xffff ? 0xffff : units);
+		}
+		end_rr(w, at);
 		ar++;
 	}
 	/* QR, opcode as asked, AA, RD as asked, RA. */
@@ -762,6 +870,7 @@ enum close_how {
 	CLOSE_NOW,              /* EOF, errors, malformed input */
 	CLOSE_DRAIN_DUE,        /* "close" query: answers already due go out */
 	CLOSE_DRAIN_ALL,        /* --close-after: all earlier answers go out */
+	CLOSE_RESET,            /* --reset-after: the same, then an RST */
 };
 
 /* Handles one query; returns 0 to keep reading, -1 to close as *how says. */
@@ -780,9 +889,24 @@ handle_frame(struct conn *c, const unsigned char *m, size_t len,
 		goto out;
 	}
 	c->nqueries++;
-	event("query id=%04x name=%s type=%u", q.id, q.text, q.qtype);
+	event("query id=%04x name=%s type=%u len=%zu edns=%d do=%d pad=%d "
+	    "keepalive=%d ecs=%d", q.id, q.text, q.qtype, q.len, q.has_opt,
+	    q.do_bit, q.pad, q.keepalive, q.ecs);
 	if (opt.close_after > 0 && c->nqueries >= opt.close_after) {
 		*how = CLOSE_DRAIN_ALL;
+		goto out;
+	}
+	if (opt.reset_after != UNSET && c->nqueries >= opt.reset_after) {
+		*how = CLOSE_RESET;
+		goto out;
+	}
+	/* --stall-after, --answer-even: read and logged, never answered. */
+	if (opt.stall_after != UNSET && c->nqueries > opt.stall_after) {
+		ret = 0;
+		goto out;
+	}
+	if (opt.answer_even && (q.id & 1)) {
+		ret = 0;
 		goto out;
 	}
 	if (label_is(&q, "close")) {
@@ -823,23 +947,58 @@ out:
 	return ret;
 }
 
+/* Takes c off the list, so going down no longer touches its socket. */
+static void
+conn_unlist(struct conn *c)
+{
+	struct conn **pp;
+
+	pthread_mutex_lock(&conns_lock);
+	for (pp = &conns; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&conns_lock);
+}
+
+static int
+is_down(void)
+{
+	int d;
+
+	pthread_mutex_lock(&conns_lock);
+	d = down;
+	pthread_mutex_unlock(&conns_lock);
+	return d;
+}
+
 static void
 conn_close(struct conn *c, enum close_how how)
 {
+	struct linger lg = { 1, 0 };
+
 	if (c->writer_started && how != CLOSE_NOW) {
 		/* The peer is reading, so the writer finishes; a peer that
 		 * stops reading blocks it, which SIGTERM still ends. */
 		pthread_mutex_lock(&c->mu);
 		c->draining = 1;
-		c->drain_limit = how == CLOSE_DRAIN_ALL ? UINT64_MAX : now_ms();
+		c->drain_limit = how == CLOSE_DRAIN_DUE ? now_ms() : UINT64_MAX;
 		pthread_cond_signal(&c->cv);
 		pthread_mutex_unlock(&c->mu);
 		pthread_join(c->writer, NULL);
 		c->writer_started = 0;
 	}
+	conn_unlist(c);
 	/* Unblocks a writer stuck sending to a peer that does not read;
-	 * also what the peer sees as the close. */
-	shutdown(c->fd, SHUT_RDWR);
+	 * also what the peer sees as the close. A reset skips it: a FIN
+	 * would reach the peer before the RST and look like a clean close.
+	 * The writer is gone by then (joined above). */
+	if (how == CLOSE_RESET)
+		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	else
+		shutdown(c->fd, SHUT_RDWR);
 	if (c->writer_started) {
 		pthread_mutex_lock(&c->mu);
 		c->closing = 1;
@@ -855,6 +1014,8 @@ conn_close(struct conn *c, enum close_how how)
 	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mu);
 	free(c);
+	if (how == CLOSE_RESET)
+		event("reset");
 	event("close");
 }
 
@@ -870,13 +1031,21 @@ conn_main(void *arg)
 		event("refused");
 		goto out;
 	}
+	if (is_down()) {
+		event("refused down");
+		goto out;
+	}
+	/* Going down meanwhile shuts the socket: the handshake then fails. */
+	if (opt.handshake_delay_ms > 0)
+		sleep_ms(opt.handshake_delay_ms);
 	if (gnutls_init(&c->session, GNUTLS_SERVER) < 0) {
 		c->session = NULL;
 		goto out;
 	}
 	if (gnutls_set_default_priority(c->session) < 0 ||
 	    gnutls_credentials_set(c->session, GNUTLS_CRD_CERTIFICATE,
-	    creds) < 0)
+	    creds) < 0 ||
+	    gnutls_session_ticket_enable_server(c->session, &ticket_key) < 0)
 		goto out;
 	gnutls_certificate_server_set_request(c->session, GNUTLS_CERT_IGNORE);
 	gnutls_transport_set_int(c->session, c->fd);
@@ -888,7 +1057,12 @@ conn_main(void *arg)
 		event("handshake failed %s", gnutls_strerror(r));
 		goto out;
 	}
-	event("handshake ok");
+	event("handshake ok resumed=%d", gnutls_session_is_resumed(c->session)
+	    ? 1 : 0);
+	if (opt.reset_after == 0) {
+		how = CLOSE_RESET;
+		goto out;
+	}
 	frame = malloc(MAX_FRAME);
 	if (frame == NULL)
 		goto out;
@@ -918,13 +1092,38 @@ out:
 	return NULL;
 }
 
+/* Down: shut every open connection; their threads then close them. */
+static void
+set_down(int d)
+{
+	struct conn *c;
+
+	pthread_mutex_lock(&conns_lock);
+	down = d;
+	if (d) {
+		for (c = conns; c != NULL; c = c->next)
+			shutdown(c->fd, SHUT_RDWR);
+	}
+	pthread_mutex_unlock(&conns_lock);
+	event(d ? "down" : "up");
+}
+
 static void *
 signal_main(void *arg)
 {
 	sigset_t *set = arg;
 	int sig;
 
-	sigwait(set, &sig);
+	for (;;) {
+		if (sigwait(set, &sig) != 0)
+			continue;
+		if (sig == SIGUSR1)
+			set_down(1);
+		else if (sig == SIGUSR2)
+			set_down(0);
+		else
+			break;
+	}
 	/* Connection threads may be mid-send: do not wait for them. */
 	pthread_mutex_lock(&out_lock);
 	fflush(stdout);
@@ -936,11 +1135,27 @@ usage(void)
 {
 	fprintf(stderr,
 	    "usage: dotserver --cert FILE --key FILE [--addr IP] [--port N]\n"
-	    "         [--reverse N] [--close-after N] [--refuse] "
+	    "         [--reverse N] [--close-after N] [--reset-after N]\n"
+	    "         [--stall-after N] [--answer-even] [--refuse] "
 	    "[--delay-ms N]\n"
+	    "         [--handshake-delay-ms N] [--keepalive-ms N] [--ttl N]\n"
+	    "  --reverse N        hold answers, send each N in reverse order\n"
+	    "  --close-after N    on a connection's Nth query: answer the\n"
+	    "                     earlier ones, close (FIN)\n"
+	    "  --reset-after N    the same, but close with an RST; 0: RST\n"
+	    "                     right after the handshake\n"
+	    "  --stall-after N    handle N queries of a connection, then read\n"
+	    "                     (and log) but never answer; 0: answer none\n"
+	    "  --answer-even      answer only queries with an even ID\n"
+	    "  --refuse           close every connection before TLS\n"
+	    "  --delay-ms N       delay every answer by N ms\n"
+	    "  --handshake-delay-ms N  wait N ms after accept before TLS\n"
+	    "  --keepalive-ms N   edns-tcp-keepalive N/100 in OPT answers\n"
+	    "  --ttl N            TTL of the default answers (else 300)\n"
+	    "SIGUSR1: go down (close all, refuse new); SIGUSR2: come back up.\n"
 	    "The first label of the query name picks the answer:\n"
-	    "  (other)   A 192.0.2.1, AAAA 2001:db8::1, TXT \"hello\" (TTL 300),\n"
-	    "            other types NODATA with SOA\n"
+	    "  (other)   A 192.0.2.1, AAAA 2001:db8::1, TXT \"hello\"\n"
+	    "            (TTL 300 or --ttl), other types NODATA with SOA\n"
 	    "  ttlN      as above with TTL N\n"
 	    "  nx*       NXDOMAIN, SOA (TTL 60, minimum 30) of the parent\n"
 	    "  nodata*   NOERROR, no answer, SOA\n"
@@ -981,6 +1196,11 @@ new_conn_thread(int fd)
 		return -1;
 	c->fd = fd;
 	c->held_tail = &c->held;
+	/* Listed before its thread starts, so going down never misses it. */
+	pthread_mutex_lock(&conns_lock);
+	c->next = conns;
+	conns = c;
+	pthread_mutex_unlock(&conns_lock);
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -989,6 +1209,7 @@ new_conn_thread(int fd)
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	if (pthread_create(&t, &attr, conn_main, c) != 0) {
+		conn_unlist(c);
 		pthread_attr_destroy(&attr);
 		pthread_cond_destroy(&c->cv);
 		pthread_mutex_destroy(&c->mu);
@@ -1016,6 +1237,10 @@ main(int argc, char **argv)
 			opt.refuse = 1;
 			continue;
 		}
+		if (strcmp(a, "--answer-even") == 0) {
+			opt.answer_even = 1;
+			continue;
+		}
 		if (v == NULL)
 			usage();
 		i++;
@@ -1033,6 +1258,16 @@ main(int argc, char **argv)
 			opt.close_after = num_arg(v);
 		else if (strcmp(a, "--delay-ms") == 0)
 			opt.delay_ms = num_arg(v);
+		else if (strcmp(a, "--reset-after") == 0)
+			opt.reset_after = num_arg(v);
+		else if (strcmp(a, "--stall-after") == 0)
+			opt.stall_after = num_arg(v);
+		else if (strcmp(a, "--handshake-delay-ms") == 0)
+			opt.handshake_delay_ms = num_arg(v);
+		else if (strcmp(a, "--keepalive-ms") == 0)
+			opt.keepalive_ms = num_arg(v);
+		else if (strcmp(a, "--ttl") == 0)
+			opt.ttl = num_arg(v);
 		else
 			usage();
 	}
@@ -1043,6 +1278,8 @@ main(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (pthread_create(&sigt, NULL, signal_main, &set) != 0) {
 		fprintf(stderr, "dotserver: cannot start signal thread\n");
@@ -1058,6 +1295,10 @@ main(int argc, char **argv)
 	if (r < 0) {
 		fprintf(stderr, "dotserver: %s, %s: %s\n", opt.cert, opt.key,
 		    gnutls_strerror(r));
+		return 1;
+	}
+	if (gnutls_session_ticket_key_generate(&ticket_key) < 0) {
+		fprintf(stderr, "dotserver: no session ticket key\n");
 		return 1;
 	}
 

@@ -5,7 +5,10 @@
 # certificates that are good, expired and not yet valid), starts gnutls-serv
 # in echo mode and small python3 servers (a silent TCP listener, a TCP
 # listener that hangs up, a TLS server that closes after one read), runs
-# tests/tls_probe against each and checks its exit code and output. Every
+# tests/tls_probe against each and checks its exit code and output: name
+# verification, SPKI pins (alone and with a name, on the leaf and on a CA
+# sent in the chain), session resumption (TLS 1.3 and 1.2) and the
+# certificate expiry the probe reports against certtool's. Every
 # server is stopped by its PID; the temporary directory is removed unless
 # KEEP=1. Exits non-zero if any case fails, and prints the logs of the
 # failing case.
@@ -306,6 +309,114 @@ expect ca-missing 1 "failed ctx ca-file $DIR/nonexistent.pem: No such file or di
 expect ca-empty 1 "failed ctx ca-file $DIR/empty.pem: no certificate found" \
     127.0.0.1 "$GOOD" dns.example "$DIR/empty.pem"
 
+# ---- pins (RFC 7858 4.2), resumption, expiry ----
+
+# pin_of NAME: certtool's "pin-sha256:BASE64" of NAME.pem's public key.
+pin_of() {
+	local pin
+	pin=$(certtool -i --infile "$DIR/$1.pem" |
+	    sed -n 's/^[[:space:]]*\(pin-sha256:[A-Za-z0-9+/=]*\)$/\1/p')
+	[ -n "$pin" ] || die "no pin for $1"
+	echo "$pin"
+}
+PIN_GOOD=$(pin_of good)
+PIN_CA=$(pin_of ca)
+PIN_OTHER=$(pin_of otherca)
+PIN_EXPIRED=$(pin_of expired)
+# The probe accepts the bare base64 too.
+PIN_GOOD_BARE=${PIN_GOOD#pin-sha256:}
+# A server that sends its chain (leaf, then the CA), so that a pin on the
+# CA's key has something to match; GOOD sends the leaf alone.
+cat "$DIR/good.pem" "$DIR/ca.pem" >"$DIR/goodchain.pem"
+cp "$DIR/good.key" "$DIR/goodchain.key"
+start_gnutls_serv goodchain goodchain
+CHAIN=$PORT
+start_gnutls_serv noresume good --noticket --nodb
+NORESUME=$PORT
+start_gnutls_serv noresume12 good --noticket --nodb \
+    --priority "NORMAL:-VERS-ALL:+VERS-TLS1.2"
+NORESUME12=$PORT
+
+# pins alone: no name, no chain check (even an untrusted CA file)
+expect pin-only 0 "echo ok 5 bytes" \
+    --pin "$PIN_GOOD" 127.0.0.1 "$GOOD" "" "$DIR/ca.pem" $'ping\n'
+expect pin-only-bare 0 "connected TLS1.3" \
+    --pin "$PIN_GOOD_BARE" 127.0.0.1 "$GOOD" "" "$DIR/ca.pem"
+expect pin-only-tls12 0 "connected TLS1.2" \
+    --pin "$PIN_GOOD" 127.0.0.1 "$GOOD12" "" "$DIR/ca.pem"
+expect pin-only-untrusted-ca 0 "connected TLS1.3" \
+    --pin "$PIN_GOOD" 127.0.0.1 "$GOOD" "" "$DIR/otherca.pem"
+# like stubby: with pins alone the validity period is not checked either
+expect pin-only-expired 0 "connected TLS1.3" \
+    --pin "$PIN_EXPIRED" 127.0.0.1 "$EXPIRED" "" "$DIR/ca.pem"
+expect pin-only-wrong 1 "failed TLS_E_VERIFY certificate verification failed for 127.0.0.1: pin mismatch" \
+    --pin "$PIN_OTHER" 127.0.0.1 "$GOOD" "" "$DIR/ca.pem"
+# one matching pin among several is enough
+expect pin-one-of-two 0 "connected TLS1.3" \
+    --pin "$PIN_OTHER" --pin "$PIN_GOOD" 127.0.0.1 "$GOOD" "" "$DIR/ca.pem"
+# name and pins: both must hold
+expect name-pin-ok 0 "echo ok 5 bytes" \
+    --pin "$PIN_GOOD" 127.0.0.1 "$GOOD" dns.example "$DIR/ca.pem" $'ping\n'
+expect name-pin-wrong 1 "failed TLS_E_VERIFY certificate verification failed for dns.example: pin mismatch" \
+    --pin "$PIN_OTHER" 127.0.0.1 "$GOOD" dns.example "$DIR/ca.pem"
+expect name-wrong-pin-ok 1 "failed TLS_E_VERIFY certificate verification failed for other.example: name mismatch" \
+    --pin "$PIN_GOOD" 127.0.0.1 "$GOOD" other.example "$DIR/ca.pem"
+expect name-pin-expired 1 "failed TLS_E_VERIFY certificate verification failed for dns.example: certificate expired" \
+    --pin "$PIN_EXPIRED" 127.0.0.1 "$EXPIRED" dns.example "$DIR/ca.pem"
+# a pin on the CA matches when the server sends the CA in its chain, and
+# not when it sends the leaf alone: the pins are checked against what
+# the server presents
+expect pin-ca-chain 0 "connected TLS1.3" \
+    --pin "$PIN_CA" 127.0.0.1 "$CHAIN" "" "$DIR/ca.pem"
+expect name-pin-ca-chain 0 "connected TLS1.3" \
+    --pin "$PIN_CA" 127.0.0.1 "$CHAIN" dns.example "$DIR/ca.pem"
+expect pin-ca-leaf-only 1 "failed TLS_E_VERIFY certificate verification failed for 127.0.0.1: pin mismatch" \
+    --pin "$PIN_CA" 127.0.0.1 "$GOOD" "" "$DIR/ca.pem"
+# neither a name nor a pin: refused before any I/O
+expect no-auth 1 "failed TLS_E_CONNECT (tls_conn_new)" \
+    127.0.0.1 "$GOOD" "" "$DIR/ca.pem"
+
+# expiry: the leaf's notAfter, as certtool reads it
+not_after=$(certtool -i --infile "$DIR/good.pem" |
+    sed -n 's/^[[:space:]]*Not After: //p')
+WANT_EXPIRY=$(date -u -d "$not_after" +%s) || die "cannot parse '$not_after'"
+expect expiry 0 "expiry=$WANT_EXPIRY" \
+    127.0.0.1 "$GOOD" dns.example "$DIR/ca.pem"
+expect expiry-chain 0 "expiry=$WANT_EXPIRY" \
+    127.0.0.1 "$CHAIN" dns.example "$DIR/ca.pem"
+expect expiry-pin-only 0 "expiry=$WANT_EXPIRY" \
+    --pin "$PIN_GOOD" 127.0.0.1 "$GOOD12" "" "$DIR/ca.pem"
+
+# resumption: TLS 1.3 tickets, TLS 1.2 tickets and session IDs
+# (gnutls-serv keeps a session cache and issues tickets by default)
+expect resume-tls13 0 "resumed=1" \
+    --resume 127.0.0.1 "$GOOD" dns.example "$DIR/ca.pem"
+expect resume-tls12 0 "resumed=1" \
+    --resume 127.0.0.1 "$GOOD12" dns.example "$DIR/ca.pem"
+expect resume-pin-only 0 "resumed=1" \
+    --resume --pin "$PIN_GOOD" 127.0.0.1 "$GOOD" "" "$DIR/ca.pem"
+# the resumed connection still knows the certificate's expiry
+expect resume-expiry 0 "resumed=1 expiry=$WANT_EXPIRY" \
+    --resume 127.0.0.1 "$GOOD" dns.example "$DIR/ca.pem"
+expect resume-expiry-tls12 0 "resumed=1 expiry=$WANT_EXPIRY" \
+    --resume 127.0.0.1 "$GOOD12" dns.example "$DIR/ca.pem"
+# a resumed session is checked against the current pins: session data
+# cannot carry a connection past a changed pin set
+expect resume-repin-wrong 1 "failed TLS_E_VERIFY certificate verification failed for 127.0.0.1: pin mismatch" \
+    --resume --pin "$PIN_GOOD" --repin "$PIN_OTHER" \
+    127.0.0.1 "$GOOD" "" "$DIR/ca.pem"
+expect resume-repin-wrong-tls12 1 "failed TLS_E_VERIFY certificate verification failed for dns.example: pin mismatch" \
+    --resume --repin "$PIN_OTHER" 127.0.0.1 "$GOOD12" dns.example "$DIR/ca.pem"
+expect resume-repin-ok 0 "resumed=1" \
+    --resume --pin "$PIN_GOOD" --repin "$PIN_OTHER" --repin "$PIN_GOOD" \
+    127.0.0.1 "$GOOD" "" "$DIR/ca.pem"
+# TLS 1.3 without tickets: there is nothing to resume with
+expect resume-no-ticket 1 "error: no session data to resume with" \
+    --resume 127.0.0.1 "$NORESUME" dns.example "$DIR/ca.pem"
+# TLS 1.2 without tickets or cache: the server refuses, full handshake
+expect resume-refused-tls12 0 "resumed=0" \
+    --resume 127.0.0.1 "$NORESUME12" dns.example "$DIR/ca.pem"
+
 # Allocation failures in tls.c, one at a time: the probe may fail, but
 # through a callback or an error code, with no crash, leak or hang.
 for n in $(seq 0 20); do
@@ -322,6 +433,25 @@ for n in $(seq 0 20); do
 		FAILED=$((FAILED + 1))
 	else
 		echo "ok   nomem-$n: exit $got: $(tail -n 1 "$DIR/case.out")"
+	fi
+done
+
+# The same with pins and resumption (their copies, the session data).
+for n in $(seq 0 30); do
+	CASES=$((CASES + 1))
+	TLS_PROBE_FAIL_AFTER=$n "$PROBE" --resume --pin "$PIN_GOOD" \
+	    127.0.0.1 "$GOOD" dns.example "$DIR/ca.pem" \
+	    >"$DIR/case.out" 2>"$DIR/case.err"
+	got=$?
+	if { [ "$got" != 0 ] && [ "$got" != 1 ]; } ||
+	    grep -qE 'Sanitizer|runtime error' "$DIR/case.err" ||
+	    grep -q 'probe timed out' "$DIR/case.out"; then
+		echo "FAIL nomem-resume-$n: exit $got"
+		sed 's/^/  out: /' "$DIR/case.out"
+		sed 's/^/  err: /' "$DIR/case.err"
+		FAILED=$((FAILED + 1))
+	else
+		echo "ok   nomem-resume-$n: exit $got: $(tail -n 1 "$DIR/case.out")"
 	fi
 done
 

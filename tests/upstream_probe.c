@@ -22,10 +22,22 @@
  * inside the N-th callback (the rest must get UPSTREAM_ECLOSED).
  * --fail-alloc N makes the N-th allocation after setup fail (mem.h hook);
  * a refused upstream_query prints "refused NAME rc=N".
+ * --rounds N runs N rounds, --interval-ms MS apart (default 0), and
+ * succeeds when every round was fully answered. --stagger-ms MS sends a
+ * round's queries one by one, MS apart, instead of all at once.
+ * --select ordered|round-robin|fastest, --answer-timeout-ms,
+ * --backoff-max-ms and --lifetime-ms set the pool's health settings;
+ * --pin BASE64 adds an SPKI pin (SHA-256) to the upstream of the last -u.
+ * --status prints one line per upstream from upstream_get_status, before
+ * the metrics line:
+ *   status I name=N connected=C healthy=H fail_count=F retry_in=MS
+ *     srtt_ms=S verified=V cert_expiry=E queries=Q answers=A timeouts=T
+ *     last_error="..."
  * Exit status: 0 when the last round had every (uncancelled) query
  * answered, 1 otherwise, 2 on usage or setup errors.
  */
 #include <ares.h>
+#include <gnutls/gnutls.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +63,10 @@ struct probe_q {
 };
 
 static uv_loop_t *loop;
+static uv_async_t kick;
+static uv_timer_t stagger_timer;
+static unsigned long stagger_ms;
+static size_t next_q;          /* the next query of the round to send */
 static struct upstream_pool *pool;
 static struct metrics metrics;
 static struct probe_q *qs;
@@ -71,7 +87,12 @@ usage(void)
 	    "    [--connect-timeout-ms T] [--idle-ms T] [--cancel K] "
 	    "[--close-after N]\n"
 	    "    [--pause-stdin] [--until-ok MS] [--linger-ms MS] "
-	    "[--fail-alloc N]\n    [--quiet] [--debug] NAME...\n");
+	    "[--fail-alloc N]\n    [--rounds N] [--interval-ms MS] "
+	    "[--stagger-ms MS] "
+	    "[--select ordered|round-robin|fastest]\n"
+	    "    [--answer-timeout-ms T] [--backoff-max-ms T] "
+	    "[--lifetime-ms T] [--pin BASE64]\n"
+	    "    [--status] [--quiet] [--debug] NAME...\n");
 	exit(2);
 }
 
@@ -134,8 +155,54 @@ probe_cb(void *arg, int status, const uint8_t *answer, size_t len,
 		pool = NULL;
 		upstream_pool_close(p);
 	}
-	if (--pending == 0)
+	if (--pending == 0 && next_q >= n_qs)
 		uv_stop(loop);
+}
+
+/* Decode a base64 SHA-256 pin into the last upstream's pin list. */
+static int
+add_pin(struct conf *conf, const char *b64)
+{
+	struct conf_upstream *u;
+	gnutls_datum_t in, out = { NULL, 0 };
+	int ok;
+
+	if (conf->n_upstream == 0)
+		return -1;
+	u = &conf->upstream[conf->n_upstream - 1];
+	in.data = (unsigned char *)(uintptr_t)b64;
+	in.size = (unsigned)strlen(b64);
+	if (u->n_pins >= CONF_MAX_PINS ||
+	    gnutls_base64_decode2(&in, &out) < 0)
+		return -1;
+	ok = out.size == 32;
+	if (ok)
+		memcpy(u->pins[u->n_pins++], out.data, 32);
+	gnutls_free(out.data);
+	return ok ? 0 : -1;
+}
+
+static void
+print_status(void)
+{
+	struct upstream_status st;
+	uint64_t now = uv_now(loop);
+	size_t i;
+
+	for (i = 0; i < upstream_count(pool); i++) {
+		upstream_get_status(pool, i, &st);
+		printf("status %zu name=%s connected=%d healthy=%d "
+		    "fail_count=%u retry_in=%lld srtt_ms=%u verified=%d "
+		    "cert_expiry=%lld queries=%llu answers=%llu timeouts=%llu "
+		    "last_error=\"%s\"\n", i, st.name, st.connected,
+		    st.healthy, st.fail_count,
+		    st.retry_at_ms ? (long long)(st.retry_at_ms - now) : 0LL,
+		    (unsigned)st.srtt_ms, st.verified,
+		    (long long)st.cert_expiry,
+		    (unsigned long long)st.queries,
+		    (unsigned long long)st.answers,
+		    (unsigned long long)st.timeouts, st.last_error);
+	}
 }
 
 static void
@@ -145,35 +212,71 @@ stop_timer_cb(uv_timer_t *t)
 	uv_stop(loop);
 }
 
-/* Send every query once; run the loop until all callbacks came. */
-static int
-run_round(void)
+static void
+stagger_timer_cb(uv_timer_t *t)
+{
+	(void)t;
+	/* Through the async handle: the queries go out from an I/O callback
+	 * (see kick_cb), not from a timer callback. */
+	uv_async_send(&kick);
+}
+
+/* Send the round's queries (all, or with --stagger-ms the next one).
+ * Called from an I/O callback of the loop (an async wake-up), as the
+ * daemon calls upstream_query from a socket's read callback: tls.c sends
+ * what was written in a loop turn once that turn's I/O is done. */
+static void
+kick_cb(uv_async_t *a)
 {
 	size_t i;
 	int rc;
 
-	n_answered = n_failed = n_cancelled = 0;
-	cancel_done = 0;
-	pending = 0;
-	uv_update_time(loop);
-	for (i = 0; i < n_qs; i++) {
-		qs[i].done = 0;
-		qs[i].cancelled = 0;
+	(void)a;
+	while (next_q < n_qs && pool != NULL) {
+		i = next_q++;
+		/* pending counts before the call: no callback comes from
+		 * upstream_query itself, but keep the count exact anyway. */
+		pending++;
 		rc = upstream_query(pool, qs[i].msg, (size_t)qs[i].len,
 		    &qs[i].dq.q, probe_cb, &qs[i], &qs[i].req);
 		if (rc != 0) {
 			/* Only with --fail-alloc: no callback will come. */
 			printf("refused %s rc=%d\n", qs[i].name, rc);
 			qs[i].done = 1;
-			continue;
+			pending--;
 		}
-		pending++;
+		if (stagger_ms > 0 && next_q < n_qs) {
+			uv_timer_start(&stagger_timer, stagger_timer_cb,
+			    stagger_ms, 0);
+			break;
+		}
 	}
-	if (pending > 0)
-		uv_run(loop, UV_RUN_DEFAULT);
-	if (pending != 0) {
+	if (pool == NULL)
+		next_q = n_qs;   /* closed by --close-after: no more to send */
+	if (pending == 0 && next_q >= n_qs)
+		uv_stop(loop);
+}
+
+/* Send every query once; run the loop until all callbacks came. */
+static int
+run_round(void)
+{
+	size_t i;
+
+	n_answered = n_failed = n_cancelled = 0;
+	cancel_done = 0;
+	pending = 0;
+	next_q = 0;
+	for (i = 0; i < n_qs; i++) {
+		qs[i].done = 0;
+		qs[i].cancelled = 0;
+		qs[i].req = NULL;
+	}
+	uv_async_send(&kick);
+	uv_run(loop, UV_RUN_DEFAULT);
+	if (pending != 0 || next_q < n_qs) {
 		fprintf(stderr, "loop ended with %zu callbacks missing\n",
-		    pending);
+		    pending + (n_qs - next_q));
 		return -1;
 	}
 	return 0;
@@ -188,8 +291,9 @@ main(int argc, char **argv)
 	struct tls_ctx *tls = NULL;
 	unsigned long count = 1, qtype = DNS_TYPE_A;
 	unsigned long until_ok = 0, linger_ms = 0;
+	unsigned long rounds = 1, interval_ms = 0;
 	long fail_alloc = -1;
-	int pause_stdin = 0, debug = 0;
+	int pause_stdin = 0, debug = 0, status = 0, all_ok = 1;
 	int i, round, rc, ok;
 	size_t k, n_names, expect;
 	uv_timer_t stop_timer;
@@ -210,6 +314,10 @@ main(int argc, char **argv)
 		}
 		if (strcmp(o, "--debug") == 0) {
 			debug = 1;
+			continue;
+		}
+		if (strcmp(o, "--status") == 0) {
+			status = 1;
 			continue;
 		}
 		if (v == NULL)
@@ -248,6 +356,35 @@ main(int argc, char **argv)
 			linger_ms = strtoul(v, NULL, 10);
 		} else if (strcmp(o, "--until-ok") == 0) {
 			until_ok = strtoul(v, NULL, 10);
+		} else if (strcmp(o, "--rounds") == 0) {
+			rounds = strtoul(v, NULL, 10);
+		} else if (strcmp(o, "--stagger-ms") == 0) {
+			stagger_ms = strtoul(v, NULL, 10);
+		} else if (strcmp(o, "--interval-ms") == 0) {
+			interval_ms = strtoul(v, NULL, 10);
+		} else if (strcmp(o, "--select") == 0) {
+			if (strcmp(v, "ordered") == 0)
+				conf.selection = CONF_SELECT_ORDERED;
+			else if (strcmp(v, "round-robin") == 0)
+				conf.selection = CONF_SELECT_ROUND_ROBIN;
+			else if (strcmp(v, "fastest") == 0)
+				conf.selection = CONF_SELECT_FASTEST;
+			else
+				usage();
+		} else if (strcmp(o, "--answer-timeout-ms") == 0) {
+			conf.answer_timeout_ms = (unsigned)strtoul(v, NULL,
+			    10);
+		} else if (strcmp(o, "--backoff-max-ms") == 0) {
+			conf.backoff_max_ms = (unsigned)strtoul(v, NULL, 10);
+		} else if (strcmp(o, "--lifetime-ms") == 0) {
+			conf.max_conn_lifetime_ms = (unsigned)strtoul(v, NULL,
+			    10);
+		} else if (strcmp(o, "--pin") == 0) {
+			if (add_pin(&conf, v) < 0) {
+				fprintf(stderr, "--pin %s: not a base64 "
+				    "SHA-256 after a -u\n", v);
+				return 2;
+			}
 		} else {
 			usage();
 		}
@@ -296,6 +433,8 @@ main(int argc, char **argv)
 	}
 	loop = uv_default_loop();
 	uv_timer_init(loop, &stop_timer);
+	uv_async_init(loop, &kick, kick_cb);
+	uv_timer_init(loop, &stagger_timer);
 	pool = upstream_pool_new(loop, &conf, tls, &metrics);
 	if (pool == NULL)
 		return 2;
@@ -317,6 +456,18 @@ main(int argc, char **argv)
 		ok = n_wrong == 0 && n_answered == expect;
 		printf("round %d answered=%zu failed=%zu cancelled=%zu\n",
 		    round, n_answered, n_failed, n_cancelled);
+		if (!ok)
+			all_ok = 0;
+		if ((unsigned long)round < rounds) {
+			if (interval_ms > 0) {
+				uv_timer_start(&stop_timer, stop_timer_cb,
+				    interval_ms, 0);
+				uv_run(loop, UV_RUN_DEFAULT);
+			}
+			continue;
+		}
+		if (rounds > 1)
+			ok = ok && all_ok;
 		if (round == 1 && pause_stdin) {
 			char line[64];
 
@@ -340,11 +491,14 @@ main(int argc, char **argv)
 		uv_timer_start(&stop_timer, stop_timer_cb, linger_ms, 0);
 		uv_run(loop, UV_RUN_DEFAULT);
 	}
+	if (status && pool != NULL)
+		print_status();
 	printf("metrics tls_connects=%llu tls_handshakes=%llu "
 	    "tls_handshake_failures=%llu tls_verify_failures=%llu "
 	    "tls_closed=%llu upstream_queries=%llu upstream_answers=%llu "
 	    "upstream_resent=%llu upstream_timeouts=%llu "
-	    "upstream_mismatch=%llu upstream_malformed=%llu closed_cbs=%zu\n",
+	    "upstream_mismatch=%llu upstream_malformed=%llu "
+	    "upstream_moved=%llu upstream_half_open=%llu closed_cbs=%zu\n",
 	    (unsigned long long)metrics.tls_connects,
 	    (unsigned long long)metrics.tls_handshakes,
 	    (unsigned long long)metrics.tls_handshake_failures,
@@ -355,12 +509,16 @@ main(int argc, char **argv)
 	    (unsigned long long)metrics.upstream_resent,
 	    (unsigned long long)metrics.upstream_timeouts,
 	    (unsigned long long)metrics.upstream_mismatch,
-	    (unsigned long long)metrics.upstream_malformed, n_closed_cbs);
+	    (unsigned long long)metrics.upstream_malformed,
+	    (unsigned long long)metrics.upstream_moved,
+	    (unsigned long long)metrics.upstream_half_open, n_closed_cbs);
 
 	mem_fail_after(-1);
 	if (pool != NULL)
 		upstream_pool_close(pool);
 	uv_close((uv_handle_t *)&stop_timer, NULL);
+	uv_close((uv_handle_t *)&kick, NULL);
+	uv_close((uv_handle_t *)&stagger_timer, NULL);
 	/* Every handle must close by itself now: nothing may keep it alive. */
 	uv_run(loop, UV_RUN_DEFAULT);
 	rc = uv_loop_close(loop);

@@ -4,7 +4,12 @@
 # Debian's Unbound serving a small auth-zone over TLS, and a fault-injecting
 # TLS server (Python stdlib, embedded below) that stays silent, closes,
 # sends garbage, answers late, answers with another question, reorders or
-# dribbles its answers byte by byte.
+# dribbles its answers byte by byte, ignores some names, goes silent on its
+# first connection only, or sends an RFC 7828 keepalive. Besides the old
+# checks: upstream selection (ordered, round-robin, fastest), the answer
+# timeout (moving a query, half-open connections), jittered capped back-off,
+# connection lifetime with session resumption, keepalive, SPKI pins and the
+# status API.
 #
 # Usage: tests/upstream_probe.sh [PROBE]   (or PROBE=... in the environment)
 # Exits non-zero when a check fails; the work directory (certs, configs,
@@ -134,7 +139,10 @@ cat >"$T/fault.py" <<'EOF'
 # echo, silent, close (after the first bytes), garbage (a 4-byte frame),
 # late ARG (answers after ARG ms), mismatch (answer names another question),
 # reorder ARG (holds ARG queries, answers them in reverse), dribble (answers
-# written one byte per TLS record).
+# written one byte per TLS record), drop (never answers names whose first
+# label starts with "drop"), silentfirst (the first connection is silent,
+# later ones echo), keepalive ARG (answers carry an edns-tcp-keepalive
+# option of ARG * 100 ms). Prints "query NAME" for every query read.
 import socket, ssl, struct, sys, threading, time
 
 mode, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -146,6 +154,15 @@ ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind(("127.0.0.1", port))
 ls.listen(64)
 print("ready", flush=True)
+n_conns = 0
+out_lock = threading.Lock()
+
+def qname(q):
+    i, labels = 12, []
+    while q[i] != 0:
+        labels.append(q[i + 1:i + 1 + q[i]].decode("ascii", "replace"))
+        i += 1 + q[i]
+    return ".".join(labels)
 
 def answer(q):
     i = 12
@@ -157,6 +174,11 @@ def answer(q):
     a[4:12] = b"\x00\x01\x00\x00\x00\x00\x00\x00"
     if mode == "mismatch":
         a[13] ^= 0x01
+    if mode == "keepalive":
+        # OPT: root, type 41, payload 1232, TTL 0, one option.
+        a[10:12] = b"\x00\x01"
+        a += b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x06"
+        a += struct.pack("!HHH", 11, 2, arg)
     return bytes(a)
 
 def frame(m):
@@ -169,8 +191,9 @@ def send_locked(c, lock, data):
         except Exception:
             pass
 
-def serve(c):
+def serve(c, conn_no):
     buf, held, lock = b"", [], threading.Lock()
+    silent = mode == "silent" or (mode == "silentfirst" and conn_no == 1)
     try:
         c = ctx.wrap_socket(c, server_side=True)
     except Exception as e:
@@ -187,7 +210,12 @@ def serve(c):
                 n = struct.unpack("!H", buf[:2])[0]
                 out.append(buf[2:2 + n])
                 buf = buf[2 + n:]
-            if mode == "silent":
+            with out_lock:
+                for q in out:
+                    print("query", qname(q), flush=True)
+            if mode == "drop":
+                out = [q for q in out if not qname(q).startswith("drop")]
+            if silent:
                 continue
             if mode == "garbage":
                 c.sendall(b"\x00\x04abcd")
@@ -218,14 +246,17 @@ def serve(c):
 
 while True:
     c, _ = ls.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
+    n_conns += 1
+    threading.Thread(target=serve, args=(c, n_conns), daemon=True).start()
 EOF
 
-# start_fault MODE [ARG]: sets FAULT_PORT.
+# start_fault MODE [ARG]: sets FAULT_PORT, and FAULT_OUT (its stdout: a
+# "query NAME" line per query read).
 start_fault() {
 	local mode=$1 arg=${2:-0} i out
 	FAULT_PORT=$(free_port)
 	out=$T/fault-$mode-$FAULT_PORT
+	FAULT_OUT=$out.out
 	python3 "$T/fault.py" "$mode" "$FAULT_PORT" "$T/server.pem" "$T/server.key" "$arg" \
 		>"$out.out" 2>"$out.err" </dev/null &
 	PIDS+=("$!")
@@ -267,6 +298,18 @@ expect() {
 	if "$@"; then pass "$desc"; else fail "$desc (see $OUT, $LOG)"; fi
 }
 eq() { [[ $1 == "$2" ]]; }
+le() { (($1 <= $2)); }
+ge() { (($1 >= $2)); }
+# st I FIELD: a field of upstream I's status line (--status).
+st() {
+	awk -v i="$1" -v k="$2=" '$1 == "status" && $2 == i {
+		for (j = 3; j <= NF; j++)
+			if (index($j, k) == 1)
+				v = substr($j, length(k) + 1)
+	} END { print v }' "$OUT"
+}
+# served FILE: how many queries a fault server read.
+served() { grep -c '^query ' "$1" || true; }
 count_lines() { grep -c -e "$1" "$OUT" || true; }
 
 names() { local i; for ((i = 0; i < 100; i++)); do echo "n$i.probe.test"; done; }
@@ -320,7 +363,7 @@ expect "down: log says refused" grep -qi "upstream 127.0.0.1@$DOWN_PORT (dns.exa
 expect "down: fast (${MS} ms)" test "$MS" -lt 1500
 
 # 6. Two upstreams, the first down: answers from the second.
-probe failover --quiet "${CA[@]}" -u "127.0.0.1@$DOWN_PORT#dns.example" -u "$UB" "${NAMES[@]}"
+probe failover --quiet --select ordered "${CA[@]}" -u "127.0.0.1@$DOWN_PORT#dns.example" -u "$UB" "${NAMES[@]}"
 expect "failover: exit 0" eq "$RC" 0
 expect "failover: 100 answered" grep -q '^round 1 answered=100 failed=0 ' "$OUT"
 expect "failover: first upstream failed once" eq "$(metric tls_handshake_failures)" 1
@@ -392,12 +435,12 @@ probe close "${CA[@]}" -u "127.0.0.1@$CLOSE_PORT#dns.example" "${NAMES[@]:0:20}"
 expect "close: resent once" eq "$(metric upstream_resent)" 20
 expect "close: no answer -> backoff, EUNREACH" eq "$(count_lines '^fail .* status=-2$')" 20
 expect "close: no reconnect storm" eq "$(metric tls_connects)" 1
-probe closebackup --quiet "${CA[@]}" -u "127.0.0.1@$CLOSE_PORT#dns.example" -u "$UB" "${NAMES[@]:0:20}"
+probe closebackup --quiet --select ordered "${CA[@]}" -u "127.0.0.1@$CLOSE_PORT#dns.example" -u "$UB" "${NAMES[@]:0:20}"
 expect "close+backup: exit 0" eq "$RC" 0
 expect "close+backup: resent to the second" eq "$(metric upstream_resent)" 20
 
 start_fault garbage
-probe garbage --quiet "${CA[@]}" -u "127.0.0.1@$FAULT_PORT#dns.example" -u "$UB" "${NAMES[@]:0:20}"
+probe garbage --quiet --select ordered "${CA[@]}" -u "127.0.0.1@$FAULT_PORT#dns.example" -u "$UB" "${NAMES[@]:0:20}"
 expect "garbage: exit 0 (moved to the second upstream)" eq "$RC" 0
 expect "garbage: malformed counted" eq "$(metric upstream_malformed)" 1
 
@@ -424,6 +467,158 @@ OUT=$T/recover.out LOG=$T/recover.log
 expect "recover: round 1 failed" grep -q '^round 1 answered=0 failed=10 ' "$OUT"
 expect "recover: answered later (exit $RC)" eq "$RC" 0
 expect "recover: connected" grep -q "upstream 127.0.0.1@$REC_PORT (dns.example): connected" "$LOG"
+
+# 13. Selection policies, counted at the two servers.
+start_fault echo
+E1=$FAULT_PORT E1_OUT=$FAULT_OUT
+start_fault echo
+E2=$FAULT_PORT E2_OUT=$FAULT_OUT
+TWO=(-u "127.0.0.1@$E1#dns.example" -u "127.0.0.1@$E2#dns.example")
+probe ordered --quiet --select ordered "${CA[@]}" "${TWO[@]}" "${NAMES[@]}"
+expect "ordered: exit 0" eq "$RC" 0
+expect "ordered: all to the first" eq "$(served "$E1_OUT"):$(served "$E2_OUT")" 100:0
+probe roundrobin --quiet --select round-robin --status "${CA[@]}" "${TWO[@]}" "${NAMES[@]}"
+expect "round-robin: exit 0" eq "$RC" 0
+expect "round-robin: 50 each" eq "$(served "$E1_OUT"):$(served "$E2_OUT")" 150:50
+expect "round-robin: per-upstream counters" eq "$(st 0 queries):$(st 1 queries):$(st 0 answers):$(st 1 answers)" 50:50:50:50
+
+# Fastest: A answers after 60 ms, B at once. Before any sample the
+# queries spread at random; once A's RTT is known it gets none.
+start_fault late 60
+SLOW=$FAULT_PORT SLOW_OUT=$FAULT_OUT
+start_fault echo
+FAST=$FAULT_PORT FAST_OUT=$FAULT_OUT
+probe fastest --quiet --status --rounds 5 "${CA[@]}" -u "127.0.0.1@$SLOW#dns.example" \
+	-u "127.0.0.1@$FAST#dns.example" "${NAMES[@]:0:20}"
+expect "fastest: exit 0" eq "$RC" 0
+expect "fastest: slow one only in round 1 ($(served "$SLOW_OUT"))" le "$(served "$SLOW_OUT")" 20
+expect "fastest: fast one took the rest ($(served "$FAST_OUT"))" ge "$(served "$FAST_OUT")" 80
+expect "fastest: status srtt of the slow one ($(st 0 srtt_ms))" test "$(st 0 srtt_ms)" -ge 50 -o "$(st 0 queries)" -eq 0
+
+# 14. Status API after answers from a 50 ms server.
+start_fault late 50
+probe status --quiet --status --count 3 "${CA[@]}" -u "127.0.0.1@$FAULT_PORT#dns.example" "${NAMES[@]:0:10}"
+expect "status: exit 0" eq "$RC" 0
+expect "status: name" eq "$(st 0 name)" "127.0.0.1@$FAULT_PORT#dns.example"
+expect "status: connected, healthy, no failures" eq "$(st 0 connected):$(st 0 healthy):$(st 0 fail_count)" 1:1:0
+expect "status: srtt ($(st 0 srtt_ms) ms)" test "$(st 0 srtt_ms)" -ge 40 -a "$(st 0 srtt_ms)" -lt 1000
+expect "status: verified" eq "$(st 0 verified)" 1
+expect "status: certificate expiry in the future" test "$(st 0 cert_expiry)" -gt "$(date +%s)"
+expect "status: 30 queries, 30 answers, no timeouts" eq "$(st 0 queries):$(st 0 answers):$(st 0 timeouts)" 30:30:0
+expect "status: no error" grep -q '^status 0 .* last_error=""$' "$OUT"
+probe statusdown --quiet --status "${CA[@]}" -u "127.0.0.1@$DOWN_PORT#dns.example" n1.probe.test
+expect "status down: unhealthy, one failure" eq "$(st 0 connected):$(st 0 healthy):$(st 0 fail_count)" 0:0:1
+expect "status down: no handshake yet" eq "$(st 0 verified)" -1
+expect "status down: next probe within 500 ms ($(st 0 retry_in))" test "$(st 0 retry_in)" -gt 0 -a "$(st 0 retry_in)" -le 500
+expect "status down: last error" grep -qi '^status 0 .* last_error=".*refused.*"$' "$OUT"
+probe statusbad --quiet --status "${CA[@]}" -u "127.0.0.1@$UB_PORT#wrong.example" n1.probe.test
+expect "status bad name: verified 0" eq "$(st 0 verified)" 0
+
+# 15. Answer timeout with the connection alive: "drop*" gets no answer
+# from the first upstream (which answers the rest), so it moves to the
+# second; with no second it waits for its deadline.
+start_fault drop
+DROP=$FAULT_PORT
+probe moved --select ordered --answer-timeout-ms 300 "${CA[@]}" -u "127.0.0.1@$DROP#dns.example" \
+	-u "$UB" drop1.probe.test n1.probe.test
+expect "moved: exit 0" eq "$RC" 0
+expect "moved: answered by the second (NXDOMAIN)" grep -q '^answer drop1.probe.test rcode=3 ' "$OUT"
+expect "moved: counted" eq "$(metric upstream_moved)" 1
+expect "moved: no half-open" eq "$(metric upstream_half_open)" 0
+expect "moved: in about the answer timeout (${MS} ms)" test "$MS" -lt 1500
+probe stays --select ordered --answer-timeout-ms 300 --timeout-ms 1000 --status "${CA[@]}" \
+	-u "127.0.0.1@$DROP#dns.example" drop1.probe.test n1.probe.test
+expect "stays: the other answered" grep -q '^answer n1.probe.test rcode=0 ' "$OUT"
+expect "stays: times out at its deadline" grep -q '^fail drop1.probe.test status=-1$' "$OUT"
+expect "stays: not moved, no half-open" eq "$(metric upstream_moved):$(metric upstream_half_open)" 0:0
+expect "stays: one connection" eq "$(metric tls_connects)" 1
+expect "stays: (${MS} ms) not before the deadline" test "$MS" -ge 1000
+expect "stays: timeout in the status" eq "$(st 0 timeouts)" 1
+
+# 16. Half-open: a connection that answers nothing for answer_timeout_ms is
+# closed and its queries resent, to the second upstream...
+start_fault silent
+probe halfopen --quiet --select ordered --answer-timeout-ms 300 "${CA[@]}" \
+	-u "127.0.0.1@$FAULT_PORT#dns.example" -u "$UB" "${NAMES[@]:0:10}"
+expect "half-open: exit 0" eq "$RC" 0
+expect "half-open: log line" grep -q "upstream 127.0.0.1@$FAULT_PORT (dns.example): no answer in [0-9]* ms, connection presumed dead" "$LOG"
+expect "half-open: counted" eq "$(metric upstream_half_open)" 1
+expect "half-open: 10 resent" eq "$(metric upstream_resent)" 10
+expect "half-open: marked down" grep -q "upstream 127.0.0.1@$FAULT_PORT (dns.example): down (no answer in [0-9]* ms), next probe in [0-9]* ms" "$LOG"
+expect "half-open: fast (${MS} ms)" test "$MS" -lt 1500
+# ... or, with no other upstream, on a new connection (a server that went
+# silent on its first connection only).
+start_fault silentfirst
+probe halfopen1 --quiet --answer-timeout-ms 300 --status "${CA[@]}" \
+	-u "127.0.0.1@$FAULT_PORT#dns.example" "${NAMES[@]:0:5}"
+expect "half-open alone: exit 0" eq "$RC" 0
+expect "half-open alone: log line" grep -q "upstream 127.0.0.1@$FAULT_PORT (dns.example): no answer in [0-9]* ms, connection presumed dead" "$LOG"
+expect "half-open alone: a new handshake" eq "$(metric tls_handshakes)" 2
+expect "half-open alone: 5 resent" eq "$(metric upstream_resent)" 5
+expect "half-open alone: up again" grep -q "upstream 127.0.0.1@$FAULT_PORT (dns.example): up again" "$LOG"
+expect "half-open alone: healthy after" eq "$(st 0 healthy):$(st 0 fail_count)" 1:0
+
+# 17. Back-off: every probe of a dead upstream draws its wait from
+# [b/2, b], b doubling from 500 ms to the cap (1000 ms here).
+probe backoff --quiet --backoff-max-ms 1000 --until-ok 4000 "${CA[@]}" \
+	-u "127.0.0.1@$DOWN_PORT#dns.example" n1.probe.test
+mapfile -t WAITS < <(sed -n 's/.*: \(still \)\{0,1\}down (.*), next probe in \([0-9]*\) ms$/\2/p' "$LOG")
+bad=0 capped=()
+for ((k = 0; k < ${#WAITS[@]}; k++)); do
+	b=$((k == 0 ? 500 : 1000))
+	if ((WAITS[k] < b / 2 || WAITS[k] > b)); then
+		bad=1
+	fi
+	((k == 0)) || capped+=("${WAITS[k]}")
+done
+expect "backoff: several probes (${#WAITS[@]})" ge "${#WAITS[@]}" 4
+expect "backoff: each wait within [b/2, b], capped (${WAITS[*]})" eq "$bad" 0
+expect "backoff: jittered, not a fixed interval (${capped[*]})" test "$(printf '%s\n' "${capped[@]}" | sort -u | wc -l)" -gt 1
+expect "backoff: one connect per probe, no storm" eq "$(metric tls_connects)" "${#WAITS[@]}"
+expect "backoff: logged down once" eq "$(grep -c ': down (' "$LOG" || true)" 1
+
+# 18. Lifetime: a connection older than --lifetime-ms is replaced by a
+# new (resumed) one while queries keep being answered; the old one closes
+# once drained.
+probe lifetime --quiet --debug --lifetime-ms 250 --rounds 6 --interval-ms 100 --count 5 \
+	"${CA[@]}" -u "$UB" "${NAMES[@]:0:10}"
+H=$(metric tls_handshakes)
+expect "lifetime: exit 0 (every round answered)" eq "$RC" 0
+expect "lifetime: 300 answered" eq "$(metric upstream_answers)" 300
+expect "lifetime: replaced ($H handshakes)" test "$H" -ge 2 -a "$H" -le 4
+expect "lifetime: log says replacing" grep -q "upstream 127.0.0.1@$UB_PORT (dns.example): connection is [0-9]* ms old, replacing it" "$LOG"
+expect "lifetime: retired ones closed when drained" eq "$(grep -c 'retired connection drained, closing' "$LOG" || true)" $((H - 1))
+expect "lifetime: later handshakes resume the session" eq "$(grep -c 'connected (resumed)' "$LOG" || true)" $((H - 1))
+
+# A retiring connection with queries in flight finishes them first: the
+# server answers after 300 ms, queries go out 100 ms apart, so the first
+# connection is replaced while two or three are in flight on it.
+start_fault late 300
+probe lifetime2 --quiet --debug --lifetime-ms 200 --stagger-ms 100 "${CA[@]}" \
+	-u "127.0.0.1@$FAULT_PORT#dns.example" "${NAMES[@]:0:6}"
+expect "lifetime in flight: exit 0" eq "$RC" 0
+expect "lifetime in flight: two handshakes" eq "$(metric tls_handshakes)" 2
+expect "lifetime in flight: nothing resent or lost" eq "$(metric upstream_resent)" 0
+expect "lifetime in flight: the old one drained after the replacement" \
+	eq "$(grep -o -e 'replacing it' -e 'retired connection drained' "$LOG" | tr '\n' ,)" "replacing it,retired connection drained,"
+expect "lifetime in flight: replaced with queries in flight" \
+	grep -q "connection is [0-9]* ms old, replacing it ([1-9][0-9]* in flight)" "$LOG"
+
+# 19. RFC 7828: the server allows 300 ms of idleness, we would wait 5 s.
+start_fault keepalive 3
+probe keepalive --quiet --idle-ms 5000 --linger-ms 1500 "${CA[@]}" -u "127.0.0.1@$FAULT_PORT#dns.example" n1.probe.test
+expect "keepalive: exit 0" eq "$RC" 0
+expect "keepalive: closed while lingering" eq "$(metric tls_closed)" 1
+expect "keepalive: after the server's 300 ms" grep -q "upstream 127.0.0.1@$FAULT_PORT (dns.example): idle for 3[0-9][0-9] ms, closing" "$LOG"
+
+# 20. SPKI pins (RFC 7858 4.2).
+PIN=$(certtool -i --infile "$T/server.pem" | sed -n 's/.*pin-sha256:\([A-Za-z0-9+/=]*\).*/\1/p' | head -n 1)
+OTHER_PIN=$(certtool -i --infile "$T/other-ca.pem" | sed -n 's/.*pin-sha256:\([A-Za-z0-9+/=]*\).*/\1/p' | head -n 1)
+probe pin "${CA[@]}" -u "$UB" --pin "$PIN" n1.probe.test
+expect "pin: right pin answered" eq "$RC" 0
+probe badpin "${CA[@]}" -u "$UB" --pin "$OTHER_PIN" n1.probe.test
+expect "pin: wrong pin refused" grep -q '^fail n1.probe.test status=-2$' "$OUT"
+expect "pin: log says pin mismatch" grep -q "upstream 127.0.0.1@$UB_PORT (dns.example): down (.*pin mismatch" "$LOG"
 
 if ((FAILED)); then
 	exit 1

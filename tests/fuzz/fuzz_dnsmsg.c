@@ -1,12 +1,16 @@
 /* fuzz_dnsmsg.c: libFuzzer target for every dnsmsg function that reads
  * bytes from the network.
  *
- * One input is read as a client query (parse, then build the error reply
- * or the personalized copy), as an upstream answer to a fixed question
- * (parse, then age and name-print), and is truncated on a copy. The copies
- * are exactly as long as the input so that AddressSanitizer sees any read
- * or write past the message. A few invariants of the contract are checked
- * with __builtin_trap() so that a logic error crashes like a memory error.
+ * One input is read as a client query (parse, then build the error reply,
+ * the upstream query and the personalized copy), as an upstream answer to
+ * a fixed question (parse, age, clamp; strip its OPT and append ours, as
+ * the cache does), and is truncated on a copy. The copies are exactly as
+ * long as the input (or as the output may grow) so that AddressSanitizer
+ * sees any read or write past the message. Invariants of the contract are
+ * checked with __builtin_trap() so that a logic error crashes like a
+ * memory error: among them, that an upstream query parses back to the same
+ * question, and that an answer with its OPT cut out still parses, with the
+ * same TTLs at the corrected offsets.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -18,17 +22,102 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const uint8_t EXPECT_WIRE[] = "\7example\3com";
 
+/* Our OPT with an Extended DNS Error option. */
+#define OPT_MAX 17
+
+/* The upstream query for a parsed client query: it fits in 384 bytes
+ * (a 255-byte name), is padded to the block size and is a query we
+ * accept ourselves, for the same question. */
+static void
+check_upstream(const struct dnsmsg_query *q)
+{
+	uint8_t up[3 * DNS_PAD_BLOCK];
+	struct dnsmsg_query q2;
+	size_t n = 0;
+
+	if (dnsmsg_upstream_query(q, up, sizeof(up), &n) != 0)
+		__builtin_trap();
+	if (n > sizeof(up) || n % DNS_PAD_BLOCK != 0)
+		__builtin_trap();
+	if (dnsmsg_parse_query(up, n, &q2) != 0 || !q2.edns ||
+	    q2.do_bit != q->do_bit || q2.cd_bit != q->cd_bit ||
+	    q2.q.wire_len != q->q.wire_len ||
+	    memcmp(q2.q.wire, q->q.wire, q->q.wire_len) != 0 ||
+	    q2.q.qtype != q->q.qtype || q2.q.qclass != q->q.qclass)
+		__builtin_trap();
+	if (dnsmsg_upstream_query(q, up, n - 1, &n) != DNSMSG_ENOSPC)
+		__builtin_trap();
+}
+
+/* What the cache does with an accepted answer: strip its OPT, clamp,
+ * append a client's OPT into a buffer with exactly the room for it. */
+static void
+check_strip_append(const uint8_t *data, size_t size,
+    const struct dnsmsg_question *expect, const struct dnsmsg_answer_info *in,
+    int ede)
+{
+	struct dnsmsg_answer_info info = *in, again;
+	uint32_t ttls[DNSMSG_MAX_RRS];
+	uint8_t *buf, *stripped;
+	size_t n, out_len = 0, i;
+
+	buf = malloc(size + OPT_MAX);
+	stripped = malloc(size ? size : 1);
+	if (buf == NULL || stripped == NULL)
+		goto out;
+	memcpy(buf, data, size);
+	for (i = 0; i < info.n_ttl; i++)
+		memcpy(&ttls[i], data + info.ttl_off[i], 4);
+	n = dnsmsg_strip_opt(buf, size, &info);
+	if (n > size || (in->has_opt && n == size) || info.has_opt ||
+	    info.n_ttl != in->n_ttl)
+		__builtin_trap();
+	for (i = 0; i < info.n_ttl; i++)
+		if ((size_t)info.ttl_off[i] + 4 > n ||
+		    memcmp(&ttls[i], buf + info.ttl_off[i], 4) != 0)
+			__builtin_trap();
+	if (dnsmsg_parse_answer(buf, n, expect, &again) != 0 ||
+	    again.has_opt || again.n_ttl != info.n_ttl ||
+	    memcmp(again.ttl_off, info.ttl_off,
+	    info.n_ttl * sizeof(info.ttl_off[0])) != 0)
+		__builtin_trap();
+	memcpy(stripped, buf, n);
+	if (dnsmsg_append_opt(buf, n, n + OPT_MAX, 1, ede, &out_len) != 0 ||
+	    out_len > n + OPT_MAX)
+		__builtin_trap();
+	/* The OPT goes where the records end (trailing bytes are dropped):
+	 * one byte less room than it took must be refused, unwritten. */
+	if (dnsmsg_append_opt(stripped, n, out_len - 1, 1, ede, &i) !=
+	    DNSMSG_ENOSPC || memcmp(stripped + 10, buf + 10, 2) == 0)
+		__builtin_trap();
+	/* Unless trailing bytes, which a name may point into, were
+	 * overwritten, we accept what we send. */
+	if (out_len == n + (ede == EDE_NONE ? 11 : OPT_MAX) &&
+	    (dnsmsg_parse_answer(buf, out_len, expect, &again) != 0 ||
+	    !again.has_opt || again.n_ttl != info.n_ttl))
+		__builtin_trap();
+	if (dnsmsg_append_opt(buf, out_len, n + OPT_MAX, 0, EDE_NONE,
+	    &out_len) != DNSMSG_EMALFORMED)
+		__builtin_trap();
+	/* Last, as they may break names that overlap TTLs (see above). */
+	dnsmsg_clamp_ttls(buf, out_len, info.ttl_off, info.n_ttl, 5, 3600);
+	dnsmsg_set_ttls(buf, out_len, info.ttl_off, info.n_ttl, 30);
+out:
+	free(stripped);
+	free(buf);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct dnsmsg_query q;
 	struct dnsmsg_question expect;
 	struct dnsmsg_answer_info info;
-	uint8_t out[DNS_HDR_LEN + DNS_MAX_NAME_WIRE + 4 + 11];
+	uint8_t out[DNS_HDR_LEN + DNS_MAX_NAME_WIRE + 4 + OPT_MAX];
 	char name[DNS_MAX_NAME_TEXT];
 	uint8_t *copy;
 	size_t out_len = 0, n, i;
-	int rc;
+	int rc, ede;
 
 	if (size > DNS_MAX_MSG)
 		return 0;
@@ -36,18 +125,23 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (copy == NULL)
 		return 0;
 
+	/* The last byte picks whether error replies carry an EDE. */
+	ede = (size > 0 && (data[size - 1] & 1)) ? EDE_NETWORK_ERROR :
+	    EDE_NONE;
 	rc = dnsmsg_parse_query(data, size, &q);
 	if (rc == 0 || rc == DNS_RCODE_FORMERR || rc == DNS_RCODE_NOTIMP) {
 		if (q.has_question && (q.q.end > size ||
 		    q.q.wire_len > DNS_MAX_NAME_WIRE))
 			__builtin_trap();
 		if (dnsmsg_error_reply(data, size, &q, rc ? rc :
-		    DNS_RCODE_SERVFAIL, out, sizeof(out), &out_len) != 0)
+		    DNS_RCODE_SERVFAIL, ede, out, sizeof(out), &out_len) != 0)
 			__builtin_trap();       /* out is always big enough */
 		if (out_len > sizeof(out))
 			__builtin_trap();
 		dnsmsg_name_str(&q.q, name, sizeof(name));
 		dnsmsg_name_str(&q.q, name, 5);
+		if (q.has_question)
+			check_upstream(&q);
 		if (rc == 0 && q.has_question) {
 			/* Its own question is a valid answer question. */
 			memcpy(copy, data, size);
@@ -69,10 +163,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (i = 0; i < info.n_ttl; i++)
 			if ((size_t)info.ttl_off[i] + 4 > size)
 				__builtin_trap();
+		check_strip_append(data, size, &expect, &info, ede);
 		memcpy(copy, data, size);
 		dnsmsg_age_ttls(copy, size, info.ttl_off, info.n_ttl, 30);
-		/* The answer parsed before aging parses the same after. */
-		if (dnsmsg_parse_answer(copy, size, &expect, &info) != 0)
+		/* A compression pointer may point at bytes that overlap a
+		 * TTL field (nothing forbids it), so aging can break a name;
+		 * it can change nothing else: no mismatch, same TTL list. */
+		n = info.n_ttl;
+		rc = dnsmsg_parse_answer(copy, size, &expect, &info);
+		if ((rc != 0 && rc != DNSMSG_EMALFORMED) ||
+		    (rc == 0 && info.n_ttl != n))
 			__builtin_trap();
 	} else if (rc != DNSMSG_EMALFORMED && rc != DNSMSG_EMISMATCH) {
 		__builtin_trap();

@@ -10,6 +10,10 @@
 #   rogue-ca.pem rogue-ca-key.pem, rogue.pem rogue-key.pem
 #                                dns.example signed by an unrelated CA
 #   expired.pem expired-key.pem  dns.example signed by the CA, expired in 2021
+#   notyet.pem notyet-key.pem    dns.example signed by the CA, valid from 2090
+#   chain.pem                    server.pem followed by ca.pem (the key is
+#                                server-key.pem): a server sending it lets
+#                                a pin on the CA's key match
 # Idempotent: a file that exists is kept, so running it twice is cheap and
 # the certificates stay stable. Quiet on success; on failure certtool's
 # output is shown and the exit status is non-zero.
@@ -95,6 +99,13 @@ leaf other ca other.example 3
 leaf rogue rogue-ca dns.example 4
 leaf expired ca dns.example 5 'activation_date = "2020-01-01 00:00:00 UTC"
 expiration_date = "2021-01-01 00:00:00 UTC"'
+leaf notyet ca dns.example 6 'activation_date = "2090-01-01 00:00:00 UTC"
+expiration_date = "2091-01-01 00:00:00 UTC"'
+# Rewritten only when it no longer matches its parts (they may be remade).
+if ! cat server.pem ca.pem | cmp -s - chain.pem; then
+	cat server.pem ca.pem >chain.pem.new
+	mv chain.pem.new chain.pem
+fi
 
 # Check what the tests rely on, so a certtool change fails here, loudly.
 run certtool --verify --load-ca-certificate ca.pem --infile server.pem
@@ -114,3 +125,14 @@ grep -qi expired "$log" || {
 	cat "$log" >&2
 	exit 1
 }
+if certtool --verify --load-ca-certificate ca.pem --infile notyet.pem \
+    >"$log" 2>&1; then
+	echo "$0: notyet.pem unexpectedly verifies (already valid?)" >&2
+	exit 1
+fi
+grep -qi 'not yet valid' "$log" || {
+	echo "$0: notyet.pem fails for a reason other than its start date:" >&2
+	cat "$log" >&2
+	exit 1
+}
+run certtool --verify --load-ca-certificate ca.pem --infile chain.pem

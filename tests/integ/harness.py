@@ -88,8 +88,10 @@ def _cleanup_certs_tmp():
 def certs(dir=None):
     """Runs gencerts.sh (once per process and directory) and returns a dict
     of paths: ca, ca_key, server, server_key, other, other_key, rogue,
-    rogue_key, rogue_ca, rogue_ca_key, expired, expired_key, dir.
-    Without dir, the files go to a per-process temporary directory."""
+    rogue_key, rogue_ca, rogue_ca_key, expired, expired_key, notyet,
+    notyet_key, chain, chain_key (chain is server + CA certificate, its key
+    is server_key), dir. Without dir, the files go to a per-process
+    temporary directory."""
     if dir is None:
         if not _certs_tmp:
             _certs_tmp.append(tempfile.mkdtemp(prefix='dotproxy-certs-'))
@@ -102,12 +104,31 @@ def certs(dir=None):
         if r.returncode != 0:
             raise RuntimeError('gencerts.sh failed:\n' + r.stdout)
         paths = {'dir': dir}
-        for n in ('ca', 'server', 'other', 'rogue', 'rogue-ca', 'expired'):
+        for n in ('ca', 'server', 'other', 'rogue', 'rogue-ca', 'expired',
+                  'notyet'):
             k = n.replace('-', '_')
             paths[k] = os.path.join(dir, n + '.pem')
             paths[k + '_key'] = os.path.join(dir, n + '-key.pem')
+        paths['chain'] = os.path.join(dir, 'chain.pem')
+        paths['chain_key'] = paths['server_key']
         _certs_cache[dir] = paths
     return dict(_certs_cache[dir])
+
+
+def spki_pin(cert_path):
+    """The RFC 7469 pin of a PEM certificate (the first one in the file):
+    base64 of the SHA-256 of its SubjectPublicKeyInfo, as certtool prints
+    it and as kdig's +tls-pin and dotproxy's pins take it."""
+    r = subprocess.run(['certtool', '-i', '--infile', cert_path],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       universal_newlines=True)
+    pins = re.findall(r'pin-sha256:([A-Za-z0-9+/=]+)', r.stdout)
+    if r.returncode != 0 or not pins:
+        raise RuntimeError('certtool -i %s: no pin-sha256:\n%s'
+                           % (cert_path, r.stdout))
+    # "Public Key PIN" comes once per certificate, after its other fields;
+    # with several certificates in the file certtool shows the first.
+    return pins[0]
 
 
 def free_port():
@@ -306,12 +327,15 @@ def _stop_all():
 atexit.register(_stop_all)
 
 
-def start_dotserver(c, *args, cert='server', timeout=DEFAULT_TIMEOUT):
+def start_dotserver(c, *args, cert='server', port=0,
+                    timeout=DEFAULT_TIMEOUT):
     """Starts tests/dotserver with the certificate named cert ('server',
-    'other', 'rogue', 'expired') from the certs() dict c; returns the Proc
-    with .port set from its 'port N' line."""
+    'other', 'rogue', 'expired', 'notyet', 'chain') from the certs() dict
+    c, on port (0: the kernel picks one; a given port lets a test restart
+    a server where a client expects it); returns the Proc with .port set
+    from its 'port N' line."""
     p = Proc([DOTSERVER, '--cert', c[cert], '--key', c[cert + '_key'],
-              '--port', '0'] + list(args), name='dotserver')
+              '--port', str(port)] + list(args), name='dotserver')
     try:
         p.port = int(p.wait_line(r'^port (\d+)$', timeout,
                                  stream='stdout').group(1))
@@ -319,6 +343,25 @@ def start_dotserver(c, *args, cert='server', timeout=DEFAULT_TIMEOUT):
         p.stop()
         raise
     return p
+
+
+def _dotserver_state(p, sig, word, timeout):
+    after = p.mark()
+    p.signal(sig)
+    p.wait_line(r'^%s$' % word, timeout, stream='stdout', after=after)
+
+
+def dotserver_down(p, timeout=DEFAULT_TIMEOUT):
+    """Takes a dotserver down (SIGUSR1) and waits for its 'down' line:
+    from then on every connection it had is shut down and new ones are
+    closed before TLS ('refused down'), on the same port. Harmless if it
+    is down already."""
+    _dotserver_state(p, signal.SIGUSR1, 'down', timeout)
+
+
+def dotserver_up(p, timeout=DEFAULT_TIMEOUT):
+    """Brings a dotserver back up (SIGUSR2) and waits for its 'up' line."""
+    _dotserver_state(p, signal.SIGUSR2, 'up', timeout)
 
 
 def start_dotproxy(*args, port=None, env=None, timeout=DEFAULT_TIMEOUT,

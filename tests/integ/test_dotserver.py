@@ -7,6 +7,8 @@ c-ares client. Timing assertions use generous margins; ordering is asserted
 on pipelined queries over one connection.
 """
 
+import base64
+import hashlib
 import os
 import signal
 import socket
@@ -36,8 +38,12 @@ def get(conn, timeout=3.0):
 
 def test_certs():
     c = h.certs()
-    for k in ('ca', 'server', 'server_key', 'other', 'rogue', 'expired'):
+    for k in ('ca', 'server', 'server_key', 'other', 'rogue', 'expired',
+              'notyet', 'notyet_key', 'chain', 'chain_key'):
         assert os.path.getsize(c[k]) > 0, k
+    chain = open(c['chain']).read()
+    assert chain == open(c['server']).read() + open(c['ca']).read()
+    assert c['chain_key'] == c['server_key']
     again = h.certs()
     assert again == c
     # A second run in the same directory keeps the files (idempotent).
@@ -89,9 +95,12 @@ def test_kdig_scenarios():
         assert r.answers[2][0] == 'chain0.example.'
         r = q('garbage.example')
         assert r.rcode is None and 'malformed' in r.raw, r.raw
-        assert s.count(r'^handshake ok$') == 13
+        # A line may still be in the pipe when the client is done: wait.
+        s.wait_count(r'^handshake ok resumed=0$', 13)
+        assert s.count(r'^handshake ok') == 13
         assert s.count(r'^query id=[0-9a-f]{4} name=ttl5\.example\. '
-                       r'type=1$') == 1
+                       r'type=1 len=\d+ edns=[01] do=0 pad=[01] '
+                       r'keepalive=0 ecs=0$') == 1
         s.wait_count(r'^close$', 13)
         assert s.stop() == 0
 
@@ -111,7 +120,8 @@ def test_wire_details():
         qend = 12 + len(h.encode_name('WWW.Example')) + 4
         assert raw[qend:qend + 2] == b'\xc0\x0c'
         assert m.additional[0][1] == 41 and m.additional[0][2] == 4096
-        s.wait_line(r'^query id=beef name=www\.example\. type=1$')
+        s.wait_line(r'^query id=beef name=www\.example\. type=1 len=%d '
+                    r'edns=1 do=0 pad=0 keepalive=0 ecs=0$' % len(q))
         ask(conn, 'www.example', qid=7)
         m = get(conn)
         assert m.flags & 0x0100 and m.additional == []
@@ -258,7 +268,9 @@ def test_certificates_verify_as_intended():
                            ('other', 'dns.example', False),
                            ('other', 'other.example', True),
                            ('rogue', 'dns.example', False),
-                           ('expired', 'dns.example', False)):
+                           ('expired', 'dns.example', False),
+                           ('notyet', 'dns.example', False),
+                           ('chain', 'dns.example', True)):
         with h.start_dotserver(c, cert=cert) as s:
             try:
                 h.DotConn(s.port, c['ca'], host).close()
@@ -266,7 +278,7 @@ def test_certificates_verify_as_intended():
             except ssl.SSLError:
                 got = False
             assert got == ok, (cert, host)
-            if cert == 'expired':
+            if cert in ('expired', 'notyet'):
                 s.wait_line(r'^handshake failed')
 
 
@@ -392,6 +404,398 @@ def test_dig_parsing():
     assert res.rcode is None and res.answers == [], res.raw
 
 
+# ---- second round: upstream health, failover, privacy ----
+
+QLINE = (r'^query id=(?P<id>[0-9a-f]{4}) name=(?P<name>\S+)'
+         r' type=(?P<type>\d+) len=(?P<len>\d+) edns=(?P<edns>[01]) do=(?P<do>[01])'
+         r' pad=(?P<pad>[01]) keepalive=(?P<keepalive>[01]) ecs=(?P<ecs>[01])$')
+
+
+def _der(b, off):
+    """(content start, end) of the DER element at off."""
+    n = b[off + 1]
+    off += 2
+    if n & 0x80:
+        k = n & 0x7f
+        n = int.from_bytes(b[off:off + k], 'big')
+        off += k
+    return off, off + n
+
+
+def _spki_pin_by_hand(path):
+    """The pin computed without certtool: walk the certificate's DER to
+    the SubjectPublicKeyInfo, the 6th field of tbsCertificate after the
+    optional [0] version."""
+    pem = open(path).read().split('-----BEGIN CERTIFICATE-----')[1]
+    der = base64.b64decode(pem.split('-----END CERTIFICATE-----')[0])
+    tbs, _ = _der(der, _der(der, 0)[0])
+    off = tbs
+    if der[off] == 0xa0:
+        off = _der(der, off)[1]
+    for _ in range(5):          # serial, signature, issuer, validity, subject
+        off = _der(der, off)[1]
+    assert der[off] == 0x30, 'no SEQUENCE where the SPKI should be'
+    spki = der[off:_der(der, off)[1]]
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def test_spki_pin():
+    c = h.certs()
+    pins = {k: h.spki_pin(c[k]) for k in ('server', 'ca', 'other', 'chain')}
+    for k in ('server', 'ca', 'other'):
+        assert pins[k] == _spki_pin_by_hand(c[k]), k
+    assert len(set(pins[k] for k in ('server', 'ca', 'other'))) == 3
+    # chain.pem starts with the server certificate.
+    assert pins['chain'] == pins['server']
+    # kdig pins any certificate the server sends: the CA's pin matches
+    # only when the server sends the chain.
+    for cert, pin, ok in (('server', 'server', True),
+                          ('server', 'ca', False),
+                          ('server', 'other', False),
+                          ('chain', 'ca', True),
+                          ('chain', 'server', True)):
+        with h.start_dotserver(c, cert=cert) as s:
+            r = h.kdig(s.port, 'www.example', extra=['+tls-pin=' + pins[pin]])
+            assert (r.data('A') == ['192.0.2.1']) == ok, (cert, pin, r.raw)
+
+
+def test_query_line_privacy_fields():
+    c = h.certs()
+    with h.start_dotserver(c) as s:
+        def q(name, *extra):
+            after = s.mark()
+            r = h.kdig(s.port, name, tls_ca=c['ca'], extra=list(extra))
+            assert r.rcode == 'NOERROR', r.raw
+            return s.wait_line(QLINE, after=after).groupdict()
+
+        f = q('plain.example', '+noedns')
+        assert f['name'] == 'plain.example.' and f['type'] == '1'
+        assert f['len'] == str(12 + len(h.encode_name('plain.example')) + 4)
+        assert (f['edns'], f['do'], f['pad'], f['keepalive'], f['ecs']) == \
+            ('0', '0', '0', '0', '0'), f
+        # kdig pads over TLS unless told not to.
+        f = q('edns.example', '+edns', '+nopadding')
+        assert (f['edns'], f['do'], f['pad'], f['keepalive'], f['ecs']) == \
+            ('1', '0', '0', '0', '0'), f
+        f = q('pad.example', '+padding')
+        assert (f['edns'], f['pad'], f['ecs']) == ('1', '1', '0'), f
+        f = q('all.example', '+dnssec', '+subnet=192.0.2.0/24',
+              '+ednsopt=11')
+        assert (f['edns'], f['do'], f['pad'], f['keepalive'], f['ecs']) == \
+            ('1', '1', '1', '1', '1'), f
+    # len is the message length; options found after another one.
+    q = h.make_query('www.example', qid=0x77, edns=1232)[:-2] + \
+        struct.pack('!HHH', 4 + 8 + 4 + 60, 10, 8) + bytes(8) + \
+        struct.pack('!HH', 12, 60) + bytes(60)
+    with h.start_dotserver(c) as s, dot(s.port, c) as conn:
+        conn.send(q)
+        assert get(conn).id == 0x77
+        f = s.wait_line(QLINE).groupdict()
+        assert f['len'] == str(len(q)) and len(q) == 29 + 11 + 76, f
+        assert (f['pad'], f['keepalive'], f['ecs']) == ('1', '0', '0'), f
+    # An option that overruns the OPT RDATA is malformed.
+    q = h.make_query('www.example', edns=1232)[:-2] + b'\x00\x06' + \
+        b'\x00\x0c\x00\x09\x00\x00'
+    with h.start_dotserver(c) as s, dot(s.port, c) as conn:
+        conn.send(q)
+        assert conn.recv(2) is None
+        s.wait_line(r'^malformed$')
+        assert s.count(r'^query ') == 0
+
+
+def test_keepalive_and_ttl_options():
+    c = h.certs()
+    with h.start_dotserver(c, '--keepalive-ms', '1500', '--ttl', '42') as s:
+        r = h.kdig(s.port, 'www.example', tls_ca=c['ca'])
+        assert r.answers == [('www.example.', 42, 'A', '192.0.2.1')], r.raw
+        with dot(s.port, c) as conn:
+            ask(conn, 'www.example', qid=1, edns=1232)
+            m = get(conn)
+            assert m.answers[0][3] == 42
+            opt = m.additional
+            assert len(opt) == 1 and opt[0][1] == 41, opt
+            # Option 11, length 2, 15 units of 100 ms.
+            assert opt[0][4] == b'\x00\x0b\x00\x02\x00\x0f', opt[0][4]
+            # RFC 7828: no OPT in the query, no keepalive in the answer.
+            ask(conn, 'www.example', qid=2)
+            m = get(conn)
+            assert m.additional == [], m.additional
+            ask(conn, 'ttl5.example', qid=3)
+            assert get(conn).answers[0][3] == 5
+            ask(conn, 'chain1.example', qid=4)
+            assert [a[3] for a in get(conn).answers] == [42, 42]
+            ask(conn, 'nx.example', qid=5)
+            assert get(conn).authority[0][3] == 60
+    # Without the options: TTL 300 and an OPT without options.
+    with h.start_dotserver(c) as s, dot(s.port, c) as conn:
+        ask(conn, 'www.example', qid=1, edns=1232)
+        m = get(conn)
+        assert m.answers[0][3] == 300 and m.additional[0][4] == b''
+
+
+def test_stall_after():
+    c = h.certs()
+    with h.start_dotserver(c, '--stall-after', '2') as s:
+        with dot(s.port, c) as conn:
+            for i in (1, 2, 3, 4):
+                ask(conn, 'www.example', qid=i)
+            assert [get(conn).id for _ in range(2)] == [1, 2]
+            s.wait_count(r'^query ', 4)
+            assert conn.recv(0.5) is None
+            # Half-open, not closed: the server still reads and logs.
+            ask(conn, 'www.example', qid=5)
+            s.wait_line(r'^query id=0005 ')
+            assert conn.recv(0.3) is None
+            s.wait_count(r'^answer ', 2)
+            assert s.count(r'^answer ') == 2 and s.count(r'^close$') == 0
+        s.wait_line(r'^close$')
+        # Counting is per connection.
+        with dot(s.port, c) as conn:
+            ask(conn, 'www.example', qid=9)
+            assert get(conn).id == 9
+    # 0: a black hole from the first query on.
+    with h.start_dotserver(c, '--stall-after', '0') as s:
+        t0 = time.monotonic()
+        r = h.kdig(s.port, 'www.example', tls_ca=c['ca'], time_s=1)
+        assert r.rcode is None, r.raw
+        assert time.monotonic() - t0 >= 0.9
+        s.wait_line(r'^query id=\w+ name=www\.example\. ')
+        assert s.count(r'^handshake ok') == 1
+        assert s.count(r'^query ') == 1
+        assert s.count(r'^answer ') == 0
+
+
+class _BioConn:
+    """A DoT client whose TLS runs in memory (ssl.MemoryBIO) over a plain
+    socket, so that how the TCP connection ends is visible: Python's
+    SSLSocket reports a reset as a plain EOF."""
+
+    def __init__(self, port, c):
+        ctx = ssl.create_default_context(cafile=c['ca'])
+        self.raw = socket.create_connection(('127.0.0.1', port), 3)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.inc, self.out,
+                                server_hostname='dns.example')
+        self.buf = b''
+        self.reset = False
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self.raw.recv(65536)
+                assert data, 'EOF during the handshake'
+                self.inc.write(data)
+        self._flush()
+
+    def _flush(self):
+        data = self.out.read()
+        if data:
+            self.raw.sendall(data)
+
+    def send(self, wire):
+        self.tls.write(struct.pack('!H', len(wire)) + wire)
+        try:
+            self._flush()
+        except (ConnectionResetError, BrokenPipeError):
+            # The server was faster. EPIPE too means an RST came: a FIN
+            # alone leaves our direction open.
+            self.reset = True
+
+    def read_end(self):
+        """Reads until the connection ends; returns ('rst' or 'fin', the
+        IDs of the answers that came before)."""
+        self.raw.settimeout(3)
+        how = 'rst' if self.reset else 'fin'
+        try:
+            while not self.reset:
+                data = self.raw.recv(65536)
+                if not data:
+                    break
+                self.inc.write(data)
+        except ConnectionResetError:
+            how = 'rst'
+        try:
+            while True:
+                self.buf += self.tls.read(65536)
+        except ssl.SSLError:
+            pass
+        ids = []
+        while len(self.buf) >= 2:
+            n = struct.unpack('!H', self.buf[:2])[0]
+            if len(self.buf) < 2 + n:
+                break
+            ids.append(h.Message(self.buf[2:2 + n]).id)
+            self.buf = self.buf[2 + n:]
+        return how, ids
+
+    def close(self):
+        self.raw.close()
+
+
+def _ending(s, c):
+    """Sends queries 1 and 2 on one connection; how it ended and what was
+    answered."""
+    conn = _BioConn(s.port, c)
+    try:
+        conn.send(h.make_query('www.example', qid=1))
+        conn.send(h.make_query('www.example', qid=2))
+        return conn.read_end()
+    finally:
+        conn.close()
+
+
+def test_reset_after():
+    c = h.certs()
+    with h.start_dotserver(c, '--reset-after', '2') as s:
+        assert _ending(s, c) == ('rst', [1])
+        s.wait_line(r'^reset$')
+        s.wait_line(r'^close$')
+        assert s.count(r'^query ') == 2 and s.count(r'^answer ') == 1
+        # Counting is per connection.
+        r = h.kdig(s.port, 'www.example', tls_ca=c['ca'], time_s=2)
+        assert r.rcode == 'NOERROR', r.raw
+    # The same with --close-after ends with a FIN: the tests can tell.
+    with h.start_dotserver(c, '--close-after', '2') as s:
+        assert _ending(s, c) == ('fin', [1])
+        s.wait_line(r'^close$')
+        assert s.count(r'^reset$') == 0
+    with h.start_dotserver(c, '--reset-after', '1') as s:
+        r = h.kdig(s.port, 'www.example', tls_ca=c['ca'], time_s=2)
+        assert r.rcode is None, r.raw
+        s.wait_line(r'^reset$')
+    # 0: reset right after the handshake, before any query is read.
+    with h.start_dotserver(c, '--reset-after', '0') as s:
+        assert _ending(s, c) == ('rst', [])
+        s.wait_line(r'^reset$')
+        assert s.count(r'^handshake ok') == 1
+        assert s.count(r'^query ') == 0
+
+
+def test_answer_even():
+    c = h.certs()
+    with h.start_dotserver(c, '--answer-even') as s, dot(s.port, c) as conn:
+        for i in range(1, 8):
+            ask(conn, 'www.example', qid=i)
+        assert [get(conn).id for _ in range(3)] == [2, 4, 6]
+        s.wait_count(r'^query ', 7)
+        assert conn.recv(0.3) is None
+        s.wait_count(r'^answer ', 3)
+        assert s.count(r'^answer ') == 3
+
+
+def test_handshake_delay():
+    c = h.certs()
+    with h.start_dotserver(c, '--handshake-delay-ms', '400') as s:
+        t0 = time.monotonic()
+        with dot(s.port, c) as conn:
+            took = time.monotonic() - t0
+            assert took >= 0.38, took
+            # Only the handshake is slow, not the answers.
+            t1 = time.monotonic()
+            ask(conn, 'www.example', qid=1)
+            assert get(conn).id == 1
+            assert time.monotonic() - t1 < 0.3
+        # The wait does not hold up other connections' accept.
+        s.wait_line(r'^close$')
+        assert s.count(r'^accept$') == 1
+
+
+def _tls_connect(port, ctx, session=None):
+    raw = socket.create_connection(('127.0.0.1', port), 3)
+    return ctx.wrap_socket(raw, server_hostname='dns.example',
+                           session=session)
+
+
+def _ask_raw(t, qid):
+    q = h.make_query('www.example', qid=qid)
+    t.sendall(struct.pack('!H', len(q)) + q)
+    t.settimeout(3)
+    # TLS 1.3 tickets come after the handshake: reading an answer makes
+    # sure the client has taken them in.
+    assert len(t.recv(4096)) > 2
+
+
+def test_session_resumption():
+    c = h.certs()
+    # A session is only offered again through the context that made it.
+    ctx = ssl.create_default_context(cafile=c['ca'])
+    with h.start_dotserver(c) as s:
+        t = _tls_connect(s.port, ctx)
+        _ask_raw(t, 1)
+        assert not t.session_reused
+        sess = t.session
+        t.close()
+        t = _tls_connect(s.port, ctx, sess)
+        _ask_raw(t, 2)
+        assert t.session_reused
+        t.close()
+        s.wait_count(r'^close$', 2)
+        assert s.count(r'^handshake ok resumed=0$') == 1
+        assert s.count(r'^handshake ok resumed=1$') == 1
+    # A new process has a new ticket key: the old session is refused and
+    # a full handshake follows.
+    with h.start_dotserver(c) as s:
+        t = _tls_connect(s.port, ctx, sess)
+        _ask_raw(t, 3)
+        assert not t.session_reused
+        t.close()
+        s.wait_line(r'^handshake ok resumed=0$')
+
+
+def test_down_up():
+    c = h.certs()
+    with h.start_dotserver(c) as s:
+        port = s.port
+        with dot(port, c) as conn:
+            ask(conn, 'delay3000.example', qid=1)
+            s.wait_line(r'^query id=0001 ')
+            t0 = time.monotonic()
+            h.dotserver_down(s)
+            # The open connection is shut at once, its answer dropped.
+            assert conn.recv(2) is None
+            assert time.monotonic() - t0 < 1.5
+        s.wait_line(r'^close$')
+        # New connections: accepted, closed before TLS, same port.
+        try:
+            dot(port, c).close()
+            raise AssertionError('TLS handshake succeeded while down')
+        except (ssl.SSLError, OSError):
+            pass
+        s.wait_line(r'^refused down$')
+        r = h.kdig(port, 'www.example', tls_ca=c['ca'], time_s=2)
+        assert r.rcode is None, r.raw
+        s.wait_count(r'^refused down$', 2)
+        # Twice down is still down (state, not toggle).
+        h.dotserver_down(s)
+        r = h.kdig(port, 'www.example', tls_ca=c['ca'], time_s=2)
+        assert r.rcode is None, r.raw
+        assert s.count(r'^handshake ok') == 1
+        h.dotserver_up(s)
+        r = h.kdig(port, 'www.example', tls_ca=c['ca'])
+        assert r.data('A') == ['192.0.2.1'], r.raw
+        h.dotserver_up(s)
+        with dot(port, c) as conn:
+            ask(conn, 'www.example', qid=2)
+            assert get(conn).id == 2
+        s.wait_count(r'^answer ', 2)
+        assert s.count(r'^answer ') == 2
+        assert s.count(r'^(down|up)$') == 4
+        assert s.stop() == 0
+
+
+def test_fixed_port():
+    c = h.certs()
+    with h.start_dotserver(c) as s:
+        port = s.port
+    # The same port again, as a restarted upstream would come back.
+    with h.start_dotserver(c, port=port) as s:
+        assert s.port == port
+        r = h.kdig(port, 'www.example', tls_ca=c['ca'])
+        assert r.data('A') == ['192.0.2.1'], r.raw
+
+
 if __name__ == '__main__':
     h.run([
         test_certs,
@@ -408,4 +812,14 @@ if __name__ == '__main__':
         test_sigterm,
         test_ares_client,
         test_dig_parsing,
+        test_spki_pin,
+        test_query_line_privacy_fields,
+        test_keepalive_and_ttl_options,
+        test_stall_after,
+        test_reset_after,
+        test_answer_even,
+        test_handshake_delay,
+        test_session_resumption,
+        test_down_up,
+        test_fixed_port,
     ])

@@ -5,7 +5,9 @@
  * dnsmsg_parse_answer. Time is a literal: the cache never reads a clock.
  * The byte accounting is checked against a model: an entry's cost is a
  * fixed overhead plus key, answer and 2 bytes per TTL offset, the fixed part
- * being measured once from a real entry.
+ * being measured once from a real entry. The stale window (RFC 8767) is
+ * checked at its edges with literal times and, in the randomized test,
+ * against the model's idea of each entry's phase.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -136,7 +138,7 @@ has_plain(struct cache *c, const struct cache_key *k, size_t len,
 	size_t out_len = 0;
 	int rc;
 
-	rc = cache_get(c, k, now, out, sizeof(out), &out_len);
+	rc = cache_get(c, k, now, out, sizeof(out), &out_len, NULL);
 	if (rc == -ENOENT)
 		return 0;
 	assert_int_equal(rc, 0);
@@ -157,7 +159,7 @@ measure_cost(const struct cache_key *k, size_t len, size_t n_ttl)
 	uint16_t offs[8] = { 0 };
 
 	assert_true(n_ttl <= 8 && len <= sizeof(buf) && len >= 4);
-	c = cache_new(1 << 20);
+	c = cache_new(1 << 20, 0);
 	assert_non_null(c);
 	info_init(&info, 60, offs, n_ttl);
 	memset(buf, 0, len);
@@ -176,7 +178,7 @@ test_new_free(void **state)
 
 	(void)state;
 	cache_free(NULL);
-	c = cache_new(12345);
+	c = cache_new(12345, 0);
 	assert_non_null(c);
 	stats(c, &st);
 	assert_int_equal(st.entries, 0);
@@ -187,7 +189,7 @@ test_new_free(void **state)
 	cache_free(c);
 
 	mem_fail_after(0);
-	c = cache_new(100);
+	c = cache_new(100, 0);
 	mem_fail_after(-1);
 	assert_null(c);
 }
@@ -221,12 +223,12 @@ test_hit_miss(void **state)
 	size_t out_len = 99;
 
 	(void)state;
-	c = cache_new(1 << 20);
+	c = cache_new(1 << 20, 0);
 	assert_non_null(c);
 	key_for(&ka, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_A, 0, 0);
 	key_for(&kb, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_AAAA, 0, 0);
 
-	assert_int_equal(cache_get(c, &ka, 0, out, sizeof(out), &out_len),
+	assert_int_equal(cache_get(c, &ka, 0, out, sizeof(out), &out_len, NULL),
 	    -ENOENT);
 	assert_int_equal(out_len, 99);
 	assert_int_equal(put_plain(c, &ka, 200, 1, 300, 1000), 0);
@@ -252,7 +254,7 @@ test_ttl_aging(void **state)
 	size_t out_len;
 
 	(void)state;
-	c = cache_new(1 << 20);
+	c = cache_new(1 << 20, 0);
 	assert_non_null(c);
 	key_for(&k, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_A, 0, 0);
 	fill(ans, sizeof(ans), 7);
@@ -264,7 +266,7 @@ test_ttl_aging(void **state)
 
 	/* 42.5 s in the cache: 42 whole seconds off every TTL field. */
 	assert_int_equal(cache_get(c, &k, 1000 + 42500, out, sizeof(out),
-	    &out_len), 0);
+	    &out_len, NULL), 0);
 	assert_int_equal(out_len, sizeof(ans));
 	assert_int_equal(get_u32(out + 30), 258);
 	assert_int_equal(get_u32(out + 50), 3558);
@@ -278,17 +280,17 @@ test_ttl_aging(void **state)
 	/* The stored copy is not aged: a second read at the same time agrees,
 	 * and the seconds are counted from the insert, not the last read. */
 	assert_int_equal(cache_get(c, &k, 1000 + 42500, out, sizeof(out),
-	    &out_len), 0);
+	    &out_len, NULL), 0);
 	assert_int_equal(get_u32(out + 30), 258);
 	assert_int_equal(cache_get(c, &k, 1000 + 42999, out, sizeof(out),
-	    &out_len), 0);
+	    &out_len, NULL), 0);
 	assert_int_equal(get_u32(out + 30), 258);
 	assert_int_equal(cache_get(c, &k, 1000 + 43000, out, sizeof(out),
-	    &out_len), 0);
+	    &out_len, NULL), 0);
 	assert_int_equal(get_u32(out + 30), 257);
 	assert_int_equal(get_u32(out + 50), 3557);
 	/* At insert time nothing is taken off. */
-	assert_int_equal(cache_get(c, &k, 1000, out, sizeof(out), &out_len),
+	assert_int_equal(cache_get(c, &k, 1000, out, sizeof(out), &out_len, NULL),
 	    0);
 	assert_memory_equal(out, ans, sizeof(ans));
 	cache_free(c);
@@ -306,7 +308,7 @@ test_expiry_at_ttl(void **state)
 	size_t out_len;
 
 	(void)state;
-	c = cache_new(1 << 20);
+	c = cache_new(1 << 20, 0);
 	assert_non_null(c);
 	key_for(&k, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_A, 0, 0);
 	fill(ans, sizeof(ans), 3);
@@ -316,13 +318,13 @@ test_expiry_at_ttl(void **state)
 
 	/* One millisecond before the end: still there, one second left. */
 	assert_int_equal(cache_get(c, &k, 1000 + 300000 - 1, out, sizeof(out),
-	    &out_len), 0);
+	    &out_len, NULL), 0);
 	assert_int_equal(get_u32(out + 20), 1);
 	stats(c, &st);
 	assert_int_equal(st.entries, 1);
 
 	assert_int_equal(cache_get(c, &k, 1000 + 300000, out, sizeof(out),
-	    &out_len), -ENOENT);
+	    &out_len, NULL), -ENOENT);
 	stats(c, &st);
 	assert_int_equal(st.entries, 0);
 	assert_int_equal(st.bytes, 0);
@@ -331,7 +333,7 @@ test_expiry_at_ttl(void **state)
 
 	/* Gone, not expired a second time. */
 	assert_int_equal(cache_get(c, &k, 1000 + 300001, out, sizeof(out),
-	    &out_len), -ENOENT);
+	    &out_len, NULL), -ENOENT);
 	stats(c, &st);
 	assert_int_equal(st.expired, 1);
 	cache_free(c);
@@ -349,7 +351,7 @@ test_negative_ttl(void **state)
 	size_t out_len;
 
 	(void)state;
-	c = cache_new(1 << 20);
+	c = cache_new(1 << 20, 0);
 	assert_non_null(c);
 	key_for(&k, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_AAAA, 1, 0);
 	fill(ans, sizeof(ans), 9);
@@ -360,10 +362,10 @@ test_negative_ttl(void **state)
 	assert_int_equal(cache_put(c, &k, ans, sizeof(ans), &info, 5000), 0);
 
 	assert_int_equal(cache_get(c, &k, 5000 + 59999, out, sizeof(out),
-	    &out_len), 0);
+	    &out_len, NULL), 0);
 	assert_int_equal(get_u32(out + 40), 3600 - 59);
 	assert_int_equal(cache_get(c, &k, 5000 + 60000, out, sizeof(out),
-	    &out_len), -ENOENT);
+	    &out_len, NULL), -ENOENT);
 	stats(c, &st);
 	assert_int_equal(st.entries, 0);
 	assert_int_equal(st.expired, 1);
@@ -415,7 +417,7 @@ test_key_make(void **state)
 	q2.q.qtype = DNS_TYPE_A;
 	cache_key_make(&ktype, &q2);
 
-	c = cache_new(1 << 20);
+	c = cache_new(1 << 20, 0);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &k1, 50, 1, 60, 0), 0);
 	assert_true(has_plain(c, &k2, 50, 1, 0));
@@ -451,7 +453,7 @@ test_replace(void **state)
 
 	(void)state;
 	key_idx(&k, 3);
-	c = cache_new(1 << 20);
+	c = cache_new(1 << 20, 0);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &k, 100, 1, 10, 0), 0);
 	assert_int_equal(put_plain(c, &k, 200, 2, 10, 5000), 0);
@@ -485,7 +487,7 @@ test_eviction_lru(void **state)
 	key_idx(&kc, 120);
 	key_idx(&kd, 160);
 	cost = measure_cost(&ka, 300, 0);
-	c = cache_new(3 * cost);
+	c = cache_new(3 * cost, 0);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &ka, 300, 1, 60, 0), 0);
 	assert_int_equal(put_plain(c, &kb, 300, 2, 60, 0), 0);
@@ -507,7 +509,7 @@ test_eviction_lru(void **state)
 
 	/* Room for ten. One key is read after every put and so survives
 	 * 200 puts of others; the rest go oldest first. */
-	c = cache_new(10 * cost);
+	c = cache_new(10 * cost, 0);
 	assert_non_null(c);
 	key_idx(&kk, 40000);    /* apart from the 40 * (i + 1) below */
 	assert_int_equal(put_plain(c, &kk, 300, 99, 3600, 0), 0);
@@ -529,7 +531,7 @@ test_eviction_lru(void **state)
 	cache_free(c);
 
 	/* A big entry pushes out as many as it needs, oldest first. */
-	c = cache_new(10 * cost);
+	c = cache_new(10 * cost, 0);
 	assert_non_null(c);
 	for (i = 0; i < 10; i++) {
 		key_idx(&ki, 40 * (i + 1));
@@ -558,7 +560,7 @@ test_e2big(void **state)
 	(void)state;
 	key_idx(&k, 1);
 	key_idx(&kbig, 2);
-	c = cache_new(4096);
+	c = cache_new(4096, 0);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &k, 100, 1, 60, 0), 0);
 	stats(c, &st);
@@ -582,7 +584,7 @@ test_e2big(void **state)
 	assert_true(has_plain(c, &kbig, 4096 - base, 2, 0));
 	cache_free(c);
 
-	c = cache_new(0);
+	c = cache_new(0, 0);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &k, 1, 1, 60, 0), -E2BIG);
 	cache_free(c);
@@ -601,7 +603,7 @@ test_uncacheable(void **state)
 	key_idx(&k, 1);
 	key_idx(&k2, 2);
 	fill(ans, sizeof(ans), 1);
-	c = cache_new(1 << 20);
+	c = cache_new(1 << 20, 0);
 	assert_non_null(c);
 
 	info_init(&info, 60, NULL, 0);
@@ -635,15 +637,15 @@ test_enospc(void **state)
 
 	(void)state;
 	key_idx(&k, 1);
-	c = cache_new(1 << 20);
+	c = cache_new(1 << 20, 0);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &k, 200, 1, 60, 0), 0);
-	assert_int_equal(cache_get(c, &k, 0, out, 199, &out_len), -ENOSPC);
+	assert_int_equal(cache_get(c, &k, 0, out, 199, &out_len, NULL), -ENOSPC);
 	assert_int_equal(out_len, 7);
-	assert_int_equal(cache_get(c, &k, 0, out, 0, &out_len), -ENOSPC);
+	assert_int_equal(cache_get(c, &k, 0, out, 0, &out_len, NULL), -ENOSPC);
 	stats(c, &st);
 	assert_int_equal(st.entries, 1);
-	assert_int_equal(cache_get(c, &k, 0, out, 200, &out_len), 0);
+	assert_int_equal(cache_get(c, &k, 0, out, 200, &out_len, NULL), 0);
 	assert_int_equal(out_len, 200);
 	cache_free(c);
 }
@@ -661,7 +663,7 @@ test_enomem(void **state)
 	(void)state;
 	key_idx(&ka, 40);
 	key_idx(&kb, 80);
-	c = cache_new(1 << 20);
+	c = cache_new(1 << 20, 0);
 	assert_non_null(c);
 	/* On the empty cache the entry, the table and its buckets are the
 	 * first three allocations: each failing leaves the cache empty. */
@@ -695,7 +697,7 @@ test_enomem(void **state)
 
 	/* A full cache: a failed put evicts nothing. */
 	cost = measure_cost(&ka, 100, 0);
-	c = cache_new(2 * cost);
+	c = cache_new(2 * cost, 0);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &ka, 100, 1, 60, 0), 0);
 	assert_int_equal(put_plain(c, &kb, 100, 2, 60, 0), 0);
@@ -713,7 +715,7 @@ test_enomem(void **state)
 	/* The table grows its bucket array as it fills; make the second
 	 * allocation of every put fail, which is that growth when it happens:
 	 * the put fails cleanly and succeeds when retried. */
-	c = cache_new(1 << 24);
+	c = cache_new(1 << 24, 0);
 	assert_non_null(c);
 	n = 0;
 	for (i = 0; i < 3000; i++) {
@@ -741,17 +743,440 @@ test_enomem(void **state)
 	cache_free(c);
 }
 
-/* Randomized: puts and gets of random keys, sizes and TTLs against a model
- * of the LRU list, expiry and accounting, checked after every operation. */
+/* A 100-byte answer with three TTL fields (300, 3600, 300) at known
+ * offsets and flags byte 3 as given (its low 4 bits are the rcode). */
+#define STD_LEN 100
+static const uint16_t std_offs[] = { 30, 50, 70 };
+
+static void
+std_answer(uint8_t *ans, uint8_t flags_lo, struct dnsmsg_answer_info *info,
+    uint32_t ttl)
+{
+	fill(ans, STD_LEN, 7);
+	ans[3] = flags_lo;
+	put_u32(ans + 30, 300);
+	put_u32(ans + 50, 3600);
+	put_u32(ans + 70, 300);
+	info_init(info, ttl, std_offs, 3);
+}
+
+/* out is ans with every TTL field equal to ttl. */
+static void
+assert_ttls_set(const uint8_t *out, const uint8_t *ans, uint32_t ttl)
+{
+	uint8_t want[STD_LEN];
+	size_t i;
+
+	memcpy(want, ans, STD_LEN);
+	for (i = 0; i < 3; i++)
+		put_u32(want + std_offs[i], ttl);
+	assert_memory_equal(out, want, STD_LEN);
+}
+
+static void
+test_meta_fresh(void **state)
+{
+	struct dnsmsg_answer_info info;
+	struct cache_meta meta, untouched;
+	struct cache_key k, k2;
+	struct cache *c;
+	uint8_t ans[STD_LEN], out[STD_LEN];
+	size_t out_len;
+
+	(void)state;
+	c = cache_new(1 << 20, 600);
+	assert_non_null(c);
+	key_for(&k, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_A, 0, 0);
+	key_for(&k2, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_AAAA, 0, 0);
+	std_answer(ans, 0x83, &info, 300);    /* RA, NXDOMAIN */
+	info.rcode = DNS_RCODE_NXDOMAIN;
+	assert_int_equal(cache_put(c, &k, ans, sizeof(ans), &info, 1000), 0);
+
+	memset(&meta, 0xa5, sizeof(meta));
+	assert_int_equal(cache_get(c, &k, 1000 + 42500, out, sizeof(out),
+	    &out_len, &meta), 0);
+	assert_int_equal(meta.ttl, 300);
+	assert_int_equal(meta.age, 42);
+	assert_int_equal(meta.stale, 0);
+	assert_int_equal(meta.refresh_after_ms, 0);
+	assert_int_equal(meta.rcode, DNS_RCODE_NXDOMAIN);
+	assert_int_equal(get_u32(out + 30), 258);
+
+	/* The last fresh millisecond: age 299, and a clock that went back
+	 * before the insert reads as age 0. */
+	assert_int_equal(cache_get(c, &k, 1000 + 299999, out, sizeof(out),
+	    &out_len, &meta), 0);
+	assert_int_equal(meta.age, 299);
+	assert_int_equal(cache_get(c, &k, 0, out, sizeof(out), &out_len,
+	    &meta), 0);
+	assert_int_equal(meta.age, 0);
+	assert_memory_equal(out, ans, sizeof(ans));
+
+	/* Only the low 4 bits of byte 3 are the rcode. */
+	std_answer(ans, 0xf5, &info, 60);    /* RA, Z, AD, CD, REFUSED */
+	info.rcode = DNS_RCODE_REFUSED;
+	assert_int_equal(cache_put(c, &k2, ans, sizeof(ans), &info, 0), 0);
+	assert_int_equal(cache_get(c, &k2, 0, out, sizeof(out), &out_len,
+	    &meta), 0);
+	assert_int_equal(meta.rcode, DNS_RCODE_REFUSED);
+	assert_int_equal(meta.ttl, 60);
+	std_answer(ans, 0x80, &info, 60);
+	assert_int_equal(cache_put(c, &k2, ans, sizeof(ans), &info, 0), 0);
+	assert_int_equal(cache_get(c, &k2, 0, out, sizeof(out), &out_len,
+	    &meta), 0);
+	assert_int_equal(meta.rcode, DNS_RCODE_NOERROR);
+
+	/* A miss, a stale entry and a short buffer leave meta alone. */
+	memset(&meta, 0x5a, sizeof(meta));
+	memcpy(&untouched, &meta, sizeof(meta));
+	key_idx(&k2, 77);
+	assert_int_equal(cache_get(c, &k2, 0, out, sizeof(out), &out_len,
+	    &meta), -ENOENT);
+	assert_int_equal(cache_get(c, &k, 1000 + 300000, out, sizeof(out),
+	    &out_len, &meta), -ENOENT);
+	assert_int_equal(cache_get(c, &k, 1000, out, sizeof(out) - 1,
+	    &out_len, &meta), -ENOSPC);
+	assert_memory_equal(&meta, &untouched, sizeof(meta));
+	cache_free(c);
+}
+
+/* Expired at T: cache_get misses, cache_get_stale serves it with TTL 30
+ * until T + window, where both miss and it is gone, counted once. */
+static void
+test_stale_window(void **state)
+{
+	struct dnsmsg_answer_info info;
+	struct cache_meta meta;
+	struct cache_stats st;
+	struct cache_key k, k2;
+	struct cache *c;
+	uint8_t ans[STD_LEN], out[STD_LEN];
+	size_t out_len;
+	const uint64_t t = 1000 + 300000, win = 120000;
+	unsigned round;
+
+	(void)state;
+	key_for(&k, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_A, 0, 0);
+	key_idx(&k2, 5);
+	std_answer(ans, 0x82, &info, 300);    /* SERVFAIL bits, to see them */
+	/* Round 0 ends the entry by cache_get_stale, round 1 by cache_get. */
+	for (round = 0; round < 2; round++) {
+		c = cache_new(1 << 20, 120);
+		assert_non_null(c);
+		assert_int_equal(cache_put(c, &k, ans, sizeof(ans), &info,
+		    1000), 0);
+		assert_int_equal(put_plain(c, &k2, 50, 1, 3600, 1000), 0);
+
+		assert_int_equal(cache_get(c, &k, t - 1, out, sizeof(out),
+		    &out_len, NULL), 0);
+		assert_int_equal(get_u32(out + 30), 1);
+
+		out_len = 0;
+		assert_int_equal(cache_get(c, &k, t, out, sizeof(out),
+		    &out_len, NULL), -ENOENT);
+		assert_int_equal(out_len, 0);
+		stats(c, &st);
+		assert_int_equal(st.entries, 2);
+		assert_int_equal(st.expired, 0);
+
+		memset(&meta, 0xa5, sizeof(meta));
+		memset(out, 0, sizeof(out));
+		assert_int_equal(cache_get_stale(c, &k, t, 30, out,
+		    sizeof(out), &out_len, &meta), 0);
+		assert_int_equal(out_len, sizeof(ans));
+		assert_ttls_set(out, ans, 30);
+		assert_int_equal(meta.stale, 1);
+		assert_int_equal(meta.ttl, 300);
+		assert_int_equal(meta.age, 300);
+		assert_int_equal(meta.refresh_after_ms, 0);
+		assert_int_equal(meta.rcode, DNS_RCODE_SERVFAIL);
+
+		/* Reading stale does not change what is stored: fresh reads
+		 * still miss, a later stale read with another TTL agrees. */
+		assert_int_equal(cache_get(c, &k, t + 1000, out, sizeof(out),
+		    &out_len, &meta), -ENOENT);
+		assert_int_equal(cache_get_stale(c, &k, t + win - 1, 7, out,
+		    sizeof(out), &out_len, &meta), 0);
+		assert_ttls_set(out, ans, 7);
+		assert_int_equal(meta.age, 300 + 119);
+		assert_int_equal(cache_get_stale(c, &k, t + win - 1, 30, out,
+		    sizeof(out), &out_len, NULL), 0);
+		assert_ttls_set(out, ans, 30);
+
+		/* Too small a buffer: -ENOSPC, nothing written, still there. */
+		out_len = 3;
+		assert_int_equal(cache_get_stale(c, &k, t, 30, out,
+		    sizeof(out) - 1, &out_len, &meta), -ENOSPC);
+		assert_int_equal(out_len, 3);
+		stats(c, &st);
+		assert_int_equal(st.entries, 2);
+		assert_int_equal(st.expired, 0);
+
+		if (round == 0) {
+			assert_int_equal(cache_get_stale(c, &k, t + win, 30,
+			    out, sizeof(out), &out_len, &meta), -ENOENT);
+			assert_int_equal(cache_get(c, &k, t + win, out,
+			    sizeof(out), &out_len, &meta), -ENOENT);
+		} else {
+			assert_int_equal(cache_get(c, &k, t + win, out,
+			    sizeof(out), &out_len, &meta), -ENOENT);
+			assert_int_equal(cache_get_stale(c, &k, t + win, 30,
+			    out, sizeof(out), &out_len, &meta), -ENOENT);
+		}
+		stats(c, &st);
+		assert_int_equal(st.entries, 1);
+		assert_int_equal(st.bytes, measure_cost(&k2, 50, 0));
+		assert_int_equal(st.expired, 1);
+		assert_int_equal(st.evictions, 0);
+		/* Gone: a lookup at any time, even back in the window, misses
+		 * without counting again. */
+		assert_int_equal(cache_get_stale(c, &k, t, 30, out,
+		    sizeof(out), &out_len, &meta), -ENOENT);
+		assert_int_equal(cache_get(c, &k, 1000, out, sizeof(out),
+		    &out_len, &meta), -ENOENT);
+		stats(c, &st);
+		assert_int_equal(st.expired, 1);
+		assert_true(has_plain(c, &k2, 50, 1, t + win));
+		cache_free(c);
+	}
+}
+
+static void
+test_stale_on_fresh(void **state)
+{
+	struct cache_key ka, kb, kc, kx;
+	struct cache_meta meta, untouched;
+	struct cache_stats st;
+	struct cache *c;
+	uint8_t out[400];
+	size_t out_len = 5, cost;
+
+	(void)state;
+	key_idx(&ka, 40);
+	key_idx(&kb, 80);
+	key_idx(&kc, 120);
+	key_idx(&kx, 160);
+	cost = measure_cost(&ka, 300, 0);
+	c = cache_new(2 * cost, 3600);
+	assert_non_null(c);
+	assert_int_equal(put_plain(c, &ka, 300, 1, 60, 0), 0);
+	assert_int_equal(put_plain(c, &kb, 300, 2, 60, 0), 0);
+
+	memset(&meta, 0x5a, sizeof(meta));
+	memcpy(&untouched, &meta, sizeof(meta));
+	/* Fresh, up to its last millisecond: not for cache_get_stale. */
+	assert_int_equal(cache_get_stale(c, &ka, 0, 30, out, sizeof(out),
+	    &out_len, &meta), -ENOENT);
+	assert_int_equal(cache_get_stale(c, &ka, 59999, 30, out, sizeof(out),
+	    &out_len, &meta), -ENOENT);
+	assert_int_equal(cache_get_stale(c, &kx, 60000, 30, out, sizeof(out),
+	    &out_len, &meta), -ENOENT);
+	assert_int_equal(out_len, 5);
+	assert_memory_equal(&meta, &untouched, sizeof(meta));
+	stats(c, &st);
+	assert_int_equal(st.entries, 2);
+	assert_int_equal(st.expired, 0);
+
+	/* Those misses did not use a: it is still the LRU and goes first. */
+	assert_int_equal(put_plain(c, &kc, 300, 3, 60, 0), 0);
+	assert_false(has_plain(c, &ka, 300, 1, 0));
+	assert_true(has_plain(c, &kc, 300, 3, 0));
+	assert_true(has_plain(c, &kb, 300, 2, 0));
+
+	/* Nor does a cache_get that misses on a stale entry: it was not
+	 * served. Now b (read last) would stay, c go. */
+	assert_int_equal(cache_get(c, &kc, 60000, out, sizeof(out), &out_len,
+	    NULL), -ENOENT);
+	assert_int_equal(put_plain(c, &ka, 300, 1, 60, 60000), 0);
+	stats(c, &st);
+	assert_int_equal(st.evictions, 2);
+	assert_int_equal(cache_get_stale(c, &kc, 60000, 30, out, sizeof(out),
+	    &out_len, NULL), -ENOENT);
+	assert_int_equal(cache_get_stale(c, &kb, 60000, 30, out, sizeof(out),
+	    &out_len, NULL), 0);
+	cache_free(c);
+}
+
+/* stale_max_s 0: no stale phase, the entry ends at its TTL. */
+static void
+test_stale_zero(void **state)
+{
+	struct dnsmsg_answer_info info;
+	struct cache_stats st;
+	struct cache_key k;
+	struct cache *c;
+	uint8_t ans[STD_LEN], out[STD_LEN];
+	size_t out_len;
+
+	(void)state;
+	key_idx(&k, 9);
+	std_answer(ans, 0x80, &info, 300);
+	c = cache_new(1 << 20, 0);
+	assert_non_null(c);
+	assert_int_equal(cache_put(c, &k, ans, sizeof(ans), &info, 0), 0);
+	assert_int_equal(cache_get_stale(c, &k, 299999, 30, out, sizeof(out),
+	    &out_len, NULL), -ENOENT);
+	stats(c, &st);
+	assert_int_equal(st.entries, 1);
+	assert_int_equal(cache_get_stale(c, &k, 300000, 30, out, sizeof(out),
+	    &out_len, NULL), -ENOENT);
+	stats(c, &st);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.bytes, 0);
+	assert_int_equal(st.expired, 1);
+	assert_int_equal(cache_get(c, &k, 300000, out, sizeof(out), &out_len,
+	    NULL), -ENOENT);
+	stats(c, &st);
+	assert_int_equal(st.expired, 1);
+	cache_free(c);
+
+	/* A one-second window is the smallest: [T, T + 1 s). */
+	c = cache_new(1 << 20, 1);
+	assert_non_null(c);
+	assert_int_equal(cache_put(c, &k, ans, sizeof(ans), &info, 0), 0);
+	assert_int_equal(cache_get_stale(c, &k, 300999, 30, out, sizeof(out),
+	    &out_len, NULL), 0);
+	assert_int_equal(cache_get_stale(c, &k, 301000, 30, out, sizeof(out),
+	    &out_len, NULL), -ENOENT);
+	stats(c, &st);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.expired, 1);
+	cache_free(c);
+}
+
+static void
+test_refresh_failed(void **state)
+{
+	struct dnsmsg_answer_info info;
+	struct cache_meta meta;
+	struct cache_stats st, st2;
+	struct cache_key k, kx;
+	struct cache *c;
+	uint8_t ans[STD_LEN], out[STD_LEN];
+	size_t out_len;
+
+	(void)state;
+	key_idx(&k, 11);
+	key_idx(&kx, 12);
+	std_answer(ans, 0x80, &info, 60);
+	c = cache_new(1 << 20, 600);
+	assert_non_null(c);
+
+	/* Not cached: no effect, nothing created. */
+	cache_refresh_failed(c, &k, 5000);
+	stats(c, &st);
+	assert_int_equal(st.entries, 0);
+
+	assert_int_equal(cache_put(c, &k, ans, sizeof(ans), &info, 0), 0);
+	assert_int_equal(put_plain(c, &kx, 40, 3, 60, 0), 0);
+	assert_int_equal(cache_get(c, &k, 1000, out, sizeof(out), &out_len,
+	    &meta), 0);
+	assert_int_equal(meta.refresh_after_ms, 0);
+
+	stats(c, &st);
+	cache_refresh_failed(c, &k, 65000);
+	stats(c, &st2);
+	assert_memory_equal(&st, &st2, sizeof(st));
+	assert_int_equal(cache_get(c, &k, 2000, out, sizeof(out), &out_len,
+	    &meta), 0);
+	assert_int_equal(meta.refresh_after_ms, 65000);
+	assert_memory_equal(out + 4, ans + 4, 26);    /* the answer is kept */
+	/* Only that key's entry carries it. */
+	assert_int_equal(cache_get(c, &kx, 2000, out, sizeof(out), &out_len,
+	    &meta), 0);
+	assert_int_equal(meta.refresh_after_ms, 0);
+
+	/* The stale read reports it too, and a later failure moves it. */
+	assert_int_equal(cache_get_stale(c, &k, 60000, 30, out, sizeof(out),
+	    &out_len, &meta), 0);
+	assert_int_equal(meta.refresh_after_ms, 65000);
+	cache_refresh_failed(c, &k, 125000);
+	assert_int_equal(cache_get_stale(c, &k, 61000, 30, out, sizeof(out),
+	    &out_len, &meta), 0);
+	assert_int_equal(meta.refresh_after_ms, 125000);
+
+	/* A successful refresh (put) replaces the entry: fresh, reset. */
+	assert_int_equal(cache_put(c, &k, ans, sizeof(ans), &info, 62000), 0);
+	assert_int_equal(cache_get(c, &k, 62000, out, sizeof(out), &out_len,
+	    &meta), 0);
+	assert_int_equal(meta.refresh_after_ms, 0);
+	assert_int_equal(meta.age, 0);
+	assert_int_equal(meta.stale, 0);
+	cache_free(c);
+}
+
+/* Stale entries sit on the LRU list like any other: the least recently
+ * used goes first whether it is stale or fresh, and serving a stale entry
+ * counts as a use. Evicting a stale entry is an eviction, not an expiry. */
+static void
+test_eviction_stale(void **state)
+{
+	struct cache_key ka, kb, kc, kd, ke;
+	struct cache_stats st;
+	struct cache *c;
+	uint8_t out[400];
+	size_t out_len, cost;
+
+	(void)state;
+	key_idx(&ka, 40);
+	key_idx(&kb, 80);
+	key_idx(&kc, 120);
+	key_idx(&kd, 160);
+	key_idx(&ke, 200);
+	cost = measure_cost(&ka, 300, 0);
+	c = cache_new(3 * cost, 3600);
+	assert_non_null(c);
+	assert_int_equal(put_plain(c, &ka, 300, 1, 3600, 0), 0);
+	assert_int_equal(put_plain(c, &kb, 300, 2, 10, 0), 0);
+	assert_int_equal(put_plain(c, &kc, 300, 3, 10, 0), 0);
+
+	/* At 20 s b and c are stale, a is fresh and the LRU: a goes. */
+	assert_int_equal(put_plain(c, &kd, 300, 4, 3600, 20000), 0);
+	stats(c, &st);
+	assert_int_equal(st.entries, 3);
+	assert_int_equal(st.evictions, 1);
+	assert_false(has_plain(c, &ka, 300, 1, 20000));
+
+	/* Serve b stale: c is now the LRU, stale, and goes next. */
+	assert_int_equal(cache_get_stale(c, &kb, 20000, 30, out, sizeof(out),
+	    &out_len, NULL), 0);
+	assert_int_equal(put_plain(c, &ke, 300, 5, 3600, 20000), 0);
+	stats(c, &st);
+	assert_int_equal(st.entries, 3);
+	assert_int_equal(st.evictions, 2);
+	assert_int_equal(st.expired, 0);
+	assert_int_equal(st.bytes, 3 * cost);
+	assert_int_equal(cache_get_stale(c, &kc, 20000, 30, out, sizeof(out),
+	    &out_len, NULL), -ENOENT);
+	assert_int_equal(cache_get_stale(c, &kb, 20000, 30, out, sizeof(out),
+	    &out_len, NULL), 0);
+	assert_true(has_plain(c, &kd, 300, 4, 20000));
+	assert_true(has_plain(c, &ke, 300, 5, 20000));
+	stats(c, &st);
+	assert_int_equal(st.expired, 0);
+	cache_free(c);
+}
+
+/* Randomized: puts, fresh and stale gets and failed refreshes of random
+ * keys, sizes and TTLs against a model of the LRU list, the three phases
+ * of an entry (fresh, stale, dead), the meta reported and the accounting,
+ * checked after every operation. */
 #define RND_KEYS 400
 #define RND_BOUND (64 * 1024)
 #define RND_PUTS 20000
+#define RND_STALE_S 10
+#define RND_STALE_TTL 30
+#define RND_RECENT 32    /* reads favour keys put lately */
 
 struct model_ent {
 	int present;
 	size_t len;
 	size_t cost;
+	size_t n_ttl;
+	uint32_t ttl;
+	uint64_t inserted;
 	uint64_t expiry;
+	uint64_t refresh;
 	uint64_t used;     /* larger = more recently used */
 	unsigned seed;
 };
@@ -784,27 +1209,31 @@ test_random_bound(void **state)
 	static uint8_t ans[RND_BOUND + 100], out[RND_BOUND + 100];
 	static uint8_t want[RND_BOUND + 100];
 	static const uint16_t offs[4] = { 0, 0, 0, 0 };
+	unsigned recent[RND_RECENT] = { 0 };
 	struct dnsmsg_answer_info info;
+	struct cache_meta meta;
 	struct cache_stats st;
 	struct cache_key k;
 	struct cache *c;
 	size_t fixed, len, n_ttl, cost, out_len, bytes = 0, entries = 0;
-	uint64_t now = 0, used = 0, evictions = 0, expired = 0;
-	unsigned i, j, idx, victim, seed = 0;
-	unsigned n_hit = 0, n_big = 0;
-	int rc;
+	uint64_t now = 0, used = 0, evictions = 0, expired = 0, retry;
+	unsigned i, j, idx, victim, op, seed = 0;
+	unsigned n_hit = 0, n_big = 0, n_stale_hit = 0, n_stale_miss = 0;
+	unsigned n_fresh_miss = 0, n_refresh = 0;
+	int rc, stale, want_hit;
 
 	(void)state;
 	memset(m, 0, sizeof(m));
 	rnd_state = 0x9e3779b97f4a7c15ULL;
 	key_idx(&k, 0);
 	fixed = measure_cost(&k, 100, 0) - k.len - 100;
-	c = cache_new(RND_BOUND);
+	c = cache_new(RND_BOUND, RND_STALE_S);
 	assert_non_null(c);
 
 	for (i = 0; i < RND_PUTS; i++) {
 		now += rnd() % 1500;
 		idx = rnd() % RND_KEYS;
+		recent[i % RND_RECENT] = idx;
 		key_idx(&k, idx);
 		len = 12 + rnd() % 4000;
 		if (rnd() % 500 == 0)
@@ -832,11 +1261,17 @@ test_random_bound(void **state)
 			m[idx].present = 1;
 			m[idx].len = len;
 			m[idx].cost = cost;
+			m[idx].n_ttl = n_ttl;
+			m[idx].ttl = info.ttl;
+			m[idx].inserted = now;
 			m[idx].expiry = now + (uint64_t)info.ttl * 1000;
+			m[idx].refresh = 0;
 			m[idx].used = ++used;
 			m[idx].seed = seed;
 			bytes += cost;
 			entries++;
+			/* Plain LRU over every entry, stale and dead ones
+			 * included. */
 			while (bytes > RND_BOUND) {
 				victim = RND_KEYS;
 				for (j = 0; j < RND_KEYS; j++)
@@ -856,29 +1291,81 @@ test_random_bound(void **state)
 		assert_int_equal(st.entries, entries);
 		assert_int_equal(st.evictions, evictions);
 
-		/* A read now and then moves entries up the LRU list. */
-		if (rnd() % 2 != 0)
+		/* A read now and then moves entries up the LRU list: half of
+		 * them fresh reads, the rest stale reads, and now and then a
+		 * failed refresh instead. */
+		op = rnd() % 16;
+		if (op >= 8)
 			continue;
-		idx = rnd() % RND_KEYS;
+		/* Uniform reads mostly miss; reads of keys put lately see
+		 * entries in every phase. */
+		if (rnd() % 2 == 0)
+			idx = rnd() % RND_KEYS;
+		else
+			idx = recent[rnd() % RND_RECENT];
 		key_idx(&k, idx);
-		rc = cache_get(c, &k, now, out, sizeof(out), &out_len);
+		if (op == 7) {
+			retry = now + 1 + rnd() % 60000;
+			cache_refresh_failed(c, &k, retry);
+			if (m[idx].present) {
+				m[idx].refresh = retry;
+				n_refresh++;
+			}
+			stats(c, &st);
+			assert_int_equal(st.bytes, bytes);
+			assert_int_equal(st.entries, entries);
+			assert_int_equal(st.expired, expired);
+			continue;
+		}
+		stale = op >= 4;
+		memset(&meta, 0xa5, sizeof(meta));
+		if (stale)
+			rc = cache_get_stale(c, &k, now, RND_STALE_TTL, out,
+			    sizeof(out), &out_len, &meta);
+		else
+			rc = cache_get(c, &k, now, out, sizeof(out), &out_len,
+			    &meta);
+		want_hit = 0;
 		if (!m[idx].present) {
-			assert_int_equal(rc, -ENOENT);
-		} else if (now >= m[idx].expiry) {
-			assert_int_equal(rc, -ENOENT);
+			/* nothing to find */
+		} else if (now >= m[idx].expiry + RND_STALE_S * 1000) {
 			m[idx].present = 0;
 			bytes -= m[idx].cost;
 			entries--;
 			expired++;
+		} else if (now >= m[idx].expiry) {
+			want_hit = stale;
+			if (!stale)
+				n_stale_miss++;    /* kept, not used */
+		} else {
+			want_hit = !stale;
+			if (stale)
+				n_fresh_miss++;
+		}
+		if (!want_hit) {
+			assert_int_equal(rc, -ENOENT);
 		} else {
 			assert_int_equal(rc, 0);
 			assert_int_equal(out_len, m[idx].len);
+			rnd_fill(want, m[idx].len, m[idx].seed);
 			/* The TTL fields are all at offset 0; the rest is
 			 * the answer as stored. */
-			rnd_fill(want, m[idx].len, m[idx].seed);
 			assert_memory_equal(out + 4, want + 4, m[idx].len - 4);
+			if (stale && m[idx].n_ttl > 0)
+				assert_int_equal(get_u32(out), RND_STALE_TTL);
+			else if (stale)
+				assert_memory_equal(out, want, 4);
+			assert_int_equal(meta.stale, stale);
+			assert_int_equal(meta.ttl, m[idx].ttl);
+			assert_int_equal(meta.age,
+			    (now - m[idx].inserted) / 1000);
+			assert_int_equal(meta.refresh_after_ms, m[idx].refresh);
+			assert_int_equal(meta.rcode, want[3] & 0x0f);
 			m[idx].used = ++used;
-			n_hit++;
+			if (stale)
+				n_stale_hit++;
+			else
+				n_hit++;
 		}
 		stats(c, &st);
 		assert_int_equal(st.bytes, bytes);
@@ -886,9 +1373,17 @@ test_random_bound(void **state)
 		assert_int_equal(st.expired, expired);
 	}
 	/* The run covered what it is meant to cover. */
+	printf("random: %llu evictions, %llu expired, %u hits, %u stale hits, "
+	    "%u stale misses, %u fresh misses, %u refresh, %u big\n",
+	    (unsigned long long)evictions, (unsigned long long)expired, n_hit,
+	    n_stale_hit, n_stale_miss, n_fresh_miss, n_refresh, n_big);
 	assert_true(evictions > 1000);
 	assert_true(expired > 100);
 	assert_true(n_hit > 100);
+	assert_true(n_stale_hit > 100);
+	assert_true(n_stale_miss > 100);
+	assert_true(n_fresh_miss > 100);
+	assert_true(n_refresh > 10);
 	assert_true(n_big > 0);
 	cache_free(c);
 }
@@ -910,6 +1405,12 @@ main(void)
 		cmocka_unit_test(test_uncacheable),
 		cmocka_unit_test(test_enospc),
 		cmocka_unit_test(test_enomem),
+		cmocka_unit_test(test_meta_fresh),
+		cmocka_unit_test(test_stale_window),
+		cmocka_unit_test(test_stale_on_fresh),
+		cmocka_unit_test(test_stale_zero),
+		cmocka_unit_test(test_refresh_failed),
+		cmocka_unit_test(test_eviction_stale),
 		cmocka_unit_test(test_random_bound),
 	};
 

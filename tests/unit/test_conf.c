@@ -27,6 +27,17 @@
 static char tmpdir[64];
 static unsigned file_seq;
 
+/* pin-sha256 words: the base64 of bytes 0..31, of 32 bytes 0xff, of bytes
+ * 100..131 (from Python's base64 module), and of sha256("pin4"). */
+#define PIN_A_B64 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+#define PIN_B_B64 "//////////////////////////////////////////8="
+#define PIN_C_B64 "ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoM="
+#define PIN_D_B64 "vO3bj0FJ00j07ZJhctfByubkyjn4RiEduxBHyK78o7E="
+#define PIN_A "pin-sha256=" PIN_A_B64
+#define PIN_B "pin-sha256=" PIN_B_B64
+#define PIN_C "pin-sha256=" PIN_C_B64
+#define PIN_D "pin-sha256=" PIN_D_B64
+
 /* ---- helpers ---- */
 
 /* Write text to a new file in tmpdir and return its path (static buffer,
@@ -166,6 +177,20 @@ test_init_defaults(void **state)
 	assert_int_equal(c.tcp_idle_timeout_ms, 10000);
 	assert_int_equal(c.tcp_max_clients, 256);
 	assert_int_equal(c.log_level, LOGL_INFO);
+	assert_int_equal(c.selection, CONF_SELECT_FASTEST);
+	assert_int_equal(c.answer_timeout_ms, 1500);
+	assert_int_equal(c.backoff_max_ms, 30000);
+	assert_int_equal(c.max_conn_lifetime_ms, 3600000);
+	assert_int_equal(c.cache_min_ttl, 0);
+	assert_int_equal(c.cache_max_ttl, 86400);
+	assert_int_equal(c.cache_max_negative_ttl, 3600);
+	assert_int_equal(c.cache_servfail_ttl, 5);
+	assert_int_equal(c.prefetch, 1);
+	assert_int_equal(c.serve_stale, 1);
+	assert_int_equal(c.stale_max_age, 86400);
+	assert_int_equal(c.stale_client_timeout_ms, 1800);
+	assert_int_equal(c.stale_refresh_interval, 30);
+	assert_int_equal(c.local_zones, 1);
 }
 
 static void
@@ -200,8 +225,24 @@ test_finish_defaults(void **state)
 	    "idle-timeout 30s\n"
 	    "tcp-idle-timeout 10s\n"
 	    "tcp-max-clients 256\n"
-	    "log-level info\n");
+	    "log-level info\n"
+	    "upstream-selection fastest\n"
+	    "answer-timeout 1500ms\n"
+	    "backoff-max 30s\n"
+	    "max-connection-lifetime 3600s\n"
+	    "cache-min-ttl 0s\n"
+	    "cache-max-ttl 1d\n"
+	    "cache-max-negative-ttl 1h\n"
+	    "cache-servfail-ttl 5s\n"
+	    "prefetch yes\n"
+	    "serve-stale yes\n"
+	    "stale-max-age 1d\n"
+	    "stale-client-timeout 1800ms\n"
+	    "stale-refresh-interval 30s\n"
+	    "local-zones yes\n");
 	free(out);
+	assert_int_equal(c.upstream[0].n_pins, 0);
+	assert_int_equal(c.upstream[1].n_pins, 0);
 	/* Idempotent: a second finish changes nothing. */
 	assert_int_equal(conf_finish(&c, err, sizeof(err)), 0);
 	assert_int_equal(c.n_listen, 2);
@@ -242,13 +283,54 @@ test_finish_no_auth_name(void **state)
 	set_ok(&c, "upstream", "9.9.9.9");
 	assert_int_equal(conf_finish(&c, err, sizeof(err)), -1);
 	assert_string_equal(err, "configuration: upstream 9.9.9.9@853: no "
-	    "authentication name (add #name)");
+	    "authentication name or pin (add #name or pin-sha256=...)");
 
 	conf_init(&c);
 	set_ok(&c, "upstream", "2001:db8::1@8853");
 	assert_int_equal(conf_finish(&c, err, sizeof(err)), -1);
 	assert_string_equal(err, "configuration: upstream 2001:db8::1@8853: "
-	    "no authentication name (add #name)");
+	    "no authentication name or pin (add #name or pin-sha256=...)");
+
+	/* A pin alone authenticates. */
+	conf_init(&c);
+	set_ok(&c, "upstream", "9.9.9.9 " PIN_A);
+	set_ok(&c, "upstream", "1.1.1.1#one.one.one.one " PIN_B);
+	assert_int_equal(conf_finish(&c, err, sizeof(err)), 0);
+	assert_int_equal(c.n_upstream, 2);
+}
+
+static void
+test_finish_ttl_order(void **state)
+{
+	struct conf c;
+	char err[CONF_ERR_MAX];
+
+	(void)state;
+	conf_init(&c);
+	set_ok(&c, "cache-min-ttl", "2h");
+	set_ok(&c, "cache-max-ttl", "1h");
+	assert_int_equal(conf_finish(&c, err, sizeof(err)), -1);
+	assert_string_equal(err, "configuration: cache-min-ttl 2h is larger "
+	    "than cache-max-ttl 1h");
+
+	/* Either order of the lines; only the final values count. */
+	conf_init(&c);
+	set_ok(&c, "cache-min-ttl", "1d");
+	set_ok(&c, "cache-max-ttl", "86400");
+	assert_int_equal(conf_finish(&c, err, sizeof(err)), 0);
+	set_ok(&c, "cache-max-ttl", "86399");
+	assert_int_equal(conf_finish(&c, err, sizeof(err)), -1);
+	assert_string_equal(err, "configuration: cache-min-ttl 1d is larger "
+	    "than cache-max-ttl 86399s");
+
+	/* The defaults: min 0 is below any max, 0 included. */
+	conf_init(&c);
+	set_ok(&c, "cache-max-ttl", "0");
+	assert_int_equal(conf_finish(&c, err, sizeof(err)), 0);
+	set_ok(&c, "cache-min-ttl", "90");
+	assert_int_equal(conf_finish(&c, err, sizeof(err)), -1);
+	assert_string_equal(err, "configuration: cache-min-ttl 90s is larger "
+	    "than cache-max-ttl 0s");
 }
 
 /* ---- addresses ---- */
@@ -463,6 +545,133 @@ test_parse_upstream_bad(void **state)
 	    "bbbbbbbbbbbbbbbbbb....\" is longer than 253 characters");
 }
 
+static void
+test_parse_upstream_pins(void **state)
+{
+	struct conf_upstream u;
+	char err[CONF_ERR_MAX] = "";
+	unsigned char want[32];
+	size_t i;
+
+	(void)state;
+	/* A pin alone, no name. */
+	assert_int_equal(conf_parse_upstream("9.9.9.9@853 " PIN_A, &u, err,
+	    sizeof(err)), 0);
+	addr_is(&u.addr, "9.9.9.9@853");
+	assert_string_equal(u.auth_name, "");
+	assert_int_equal(u.n_pins, 1);
+	for (i = 0; i < 32; i++)
+		want[i] = (unsigned char)i;
+	assert_memory_equal(u.pins[0], want, 32);
+
+	/* Name and the most pins, in order; any white space between. */
+	assert_int_equal(conf_parse_upstream("2620:fe::fe#dns.quad9.net\t"
+	    PIN_B "  " PIN_C " \t" PIN_D " " PIN_A "  ", &u, err,
+	    sizeof(err)), 0);
+	addr_is(&u.addr, "2620:fe::fe@853");
+	assert_string_equal(u.auth_name, "dns.quad9.net");
+	assert_int_equal(u.n_pins, CONF_MAX_PINS);
+	memset(want, 0xff, sizeof(want));
+	assert_memory_equal(u.pins[0], want, 32);
+	for (i = 0; i < 32; i++)
+		want[i] = (unsigned char)(100 + i);
+	assert_memory_equal(u.pins[1], want, 32);
+	/* sha256("pin4") */
+	assert_int_equal(u.pins[2][0], 0xbc);
+	assert_int_equal(u.pins[2][31], 0xb1);
+	for (i = 0; i < 32; i++)
+		want[i] = (unsigned char)i;
+	assert_memory_equal(u.pins[3], want, 32);
+
+	/* The padding may be left off; leading white space is skipped. */
+	assert_int_equal(conf_parse_upstream(" 127.0.0.1@8853 pin-sha256="
+	    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", &u, err,
+	    sizeof(err)), 0);
+	addr_is(&u.addr, "127.0.0.1@8853");
+	assert_int_equal(u.n_pins, 1);
+	assert_memory_equal(u.pins[0], want, 32);
+
+	/* The same pin twice is harmless. */
+	assert_int_equal(conf_parse_upstream("127.0.0.1 " PIN_A " " PIN_A, &u,
+	    err, sizeof(err)), 0);
+	assert_int_equal(u.n_pins, 2);
+
+	/* No pins: n_pins is 0 even over an old value. */
+	assert_int_equal(conf_parse_upstream("127.0.0.1#a.b  ", &u, err,
+	    sizeof(err)), 0);
+	assert_int_equal(u.n_pins, 0);
+	assert_string_equal(u.auth_name, "a.b");
+}
+
+static void
+test_parse_upstream_pins_bad(void **state)
+{
+	struct conf_upstream u;
+	char err[CONF_ERR_MAX];
+
+	(void)state;
+	upstream_bad("1.1.1.1 pin-sha256=", "pin-sha256: \"\" is not the "
+	    "base64 of 32 bytes");
+	upstream_bad("1.1.1.1 pin-sha256=QUJD", "pin-sha256: \"QUJD\" is not "
+	    "the base64 of 32 bytes");
+	/* 31 and 33 bytes. */
+	upstream_bad("1.1.1.1 pin-sha256=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	    "AAAAA==", "pin-sha256: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	    "A==\" is not the base64 of 32 bytes");
+	upstream_bad("1.1.1.1 pin-sha256=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	    "AAAAAAA", "pin-sha256: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	    "AAA\" is not the base64 of 32 bytes");
+	/* A bad digit, URL-safe alphabet, padding in the middle, too much
+	 * padding, and bits set past the 32nd byte. */
+	upstream_bad("1.1.1.1 pin-sha256=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBk"
+	    "aGxwdHh*=", "pin-sha256: \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGx"
+	    "wdHh*=\" is not the base64 of 32 bytes");
+	upstream_bad("1.1.1.1 pin-sha256=_____________________________________"
+	    "_____8=", "pin-sha256: \"________________________________________"
+	    "__8=\" is not the base64 of 32 bytes");
+	upstream_bad("1.1.1.1 pin-sha256=AAECAwQFBgcICQoLDA0ODxAREhMUFR=XGBk"
+	    "aGxwdHh8", "pin-sha256: \"AAECAwQFBgcICQoLDA0ODxAREhMUFR=XGBkaGx"
+	    "wdHh8\" is not the base64 of 32 bytes");
+	upstream_bad("1.1.1.1 pin-sha256=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBk"
+	    "aGxwdHh8==", "pin-sha256: \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaG"
+	    "xwdHh8==\" is not the base64 of 32 bytes");
+	upstream_bad("1.1.1.1 pin-sha256=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBk"
+	    "aGxwdHh9=", "pin-sha256: \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGx"
+	    "wdHh9=\" is not the base64 of 32 bytes");
+	/* A long bad pin is cut in the message. */
+	upstream_bad("1.1.1.1 pin-sha256=" PIN_A_B64 PIN_A_B64, "pin-sha256: "
+	    "\"" PIN_A_B64 "AAECAwQFBgcICQoLDA0O...\" is not the base64 of "
+	    "32 bytes");
+	upstream_bad("1.1.1.1 " PIN_A " " PIN_B " " PIN_C " " PIN_D " " PIN_A,
+	    "too many pins (max 4)");
+	/* Only pins may follow the address. */
+	upstream_bad("1.1.1.1 #dns.example", "unexpected \"#dns.example\" "
+	    "after the address (only pin-sha256=... may follow)");
+	upstream_bad("1.1.1.1#a.b 853", "unexpected \"853\" after the "
+	    "address (only pin-sha256=... may follow)");
+	upstream_bad("1.1.1.1 " PIN_A " pin-sha256", "unexpected "
+	    "\"pin-sha256\" after the address (only pin-sha256=... may "
+	    "follow)");
+	upstream_bad("1.1.1.1 PIN-SHA256=" PIN_A_B64, "unexpected \"PIN-SHA256="
+	    PIN_A_B64 "\" after the address (only pin-sha256=... may follow)");
+	upstream_bad("1.1.1.1 pin-sha1=" PIN_A_B64, "unexpected \"pin-sha1="
+	    PIN_A_B64 "\" after the address (only pin-sha256=... may follow)");
+	/* The address is still checked first, and the name. */
+	upstream_bad("localhost " PIN_A, "\"localhost\" is not an IPv4 or "
+	    "IPv6 address");
+	upstream_bad("1.1.1.1# " PIN_A, "missing name after \"#\"");
+	upstream_bad(PIN_A, "\"pin-sha256=" PIN_A_B64 "\" is not an IPv4 or "
+	    "IPv6 address");
+	upstream_bad("   ", "missing address");
+
+	/* A failure leaves u alone. */
+	memset(&u, 0x5a, sizeof(u));
+	assert_int_equal(conf_parse_upstream("1.1.1.1 " PIN_A " x", &u, err,
+	    sizeof(err)), -1);
+	assert_int_equal(u.auth_name[0], 0x5a);
+	assert_int_equal(u.pins[0][0], 0x5a);
+}
+
 /* ---- conf_set, key by key ---- */
 
 static void
@@ -655,6 +864,7 @@ test_set_durations(void **state)
 	assert_int_equal(duration_of("60m"), 3600000);
 	assert_int_equal(duration_of("3600s"), 3600000);
 	assert_int_equal(duration_of("3600000ms"), 3600000);
+	assert_int_equal(duration_of("1h"), 3600000);
 
 	/* Each key lands in its own field. */
 	conf_init(&c);
@@ -686,8 +896,16 @@ test_set_durations(void **state)
 	expect_set_error("query-timeout", "99999999999999999999999m",
 	    "query-timeout: \"99999999999999999999999m\" is out of range "
 	    "(1ms to 60m)");
-	expect_set_error("query-timeout", "1h", "query-timeout: \"1h\" is not "
+	expect_set_error("query-timeout", "2h", "query-timeout: \"2h\" is "
+	    "out of range (1ms to 60m)");
+	expect_set_error("query-timeout", "0h", "query-timeout: \"0h\" is "
+	    "out of range (1ms to 60m)");
+	expect_set_error("query-timeout", "1d", "query-timeout: \"1d\" is not "
 	    "a duration (use e.g. 3s or 500ms)");
+	expect_set_error("query-timeout", "1H", "query-timeout: \"1H\" is not "
+	    "a duration (use e.g. 3s or 500ms)");
+	expect_set_error("query-timeout", "1hm", "query-timeout: \"1hm\" is "
+	    "not a duration (use e.g. 3s or 500ms)");
 	expect_set_error("query-timeout", "1.5s", "query-timeout: \"1.5s\" is "
 	    "not a duration (use e.g. 3s or 500ms)");
 	expect_set_error("query-timeout", "s", "query-timeout: \"s\" is not a "
@@ -699,6 +917,252 @@ test_set_durations(void **state)
 	expect_set_error("query-timeout", "3S", "query-timeout: \"3S\" is not "
 	    "a duration (use e.g. 3s or 500ms)");
 	expect_set_error("idle-timeout", "", "idle-timeout: missing value");
+}
+
+/* The durations of issue 3: each in its own field, each with its range. */
+static void
+test_set_new_durations(void **state)
+{
+	struct conf c;
+	static const char *const keys[] = { "answer-timeout", "backoff-max",
+	    "max-connection-lifetime", "stale-client-timeout" };
+	char want[200];
+	size_t i;
+
+	(void)state;
+	conf_init(&c);
+	set_ok(&c, "answer-timeout", "1ms");
+	set_ok(&c, "backoff-max", "1s");
+	set_ok(&c, "max-connection-lifetime", "1s");
+	set_ok(&c, "stale-client-timeout", "2s");
+	assert_int_equal(c.answer_timeout_ms, 1);
+	assert_int_equal(c.backoff_max_ms, 1000);
+	assert_int_equal(c.max_conn_lifetime_ms, 1000);
+	assert_int_equal(c.stale_client_timeout_ms, 2000);
+	/* The other duration fields are untouched. */
+	assert_int_equal(c.query_timeout_ms, 3000);
+	assert_int_equal(c.idle_timeout_ms, 30000);
+
+	set_ok(&c, "answer-timeout", "60m");
+	set_ok(&c, "backoff-max", "1h");
+	set_ok(&c, "max-connection-lifetime", "24h");
+	set_ok(&c, "stale-client-timeout", "3600000ms");
+	assert_int_equal(c.answer_timeout_ms, 3600000);
+	assert_int_equal(c.backoff_max_ms, 3600000);
+	assert_int_equal(c.max_conn_lifetime_ms, 86400000);
+	assert_int_equal(c.stale_client_timeout_ms, 3600000);
+	set_ok(&c, "max-connection-lifetime", "1440m");
+	assert_int_equal(c.max_conn_lifetime_ms, 86400000);
+	set_ok(&c, "max-connection-lifetime", "90m");
+	assert_int_equal(c.max_conn_lifetime_ms, 5400000);
+
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		snprintf(want, sizeof(want), "%s: \"3x\" is not a duration "
+		    "(use e.g. 3s or 500ms)", keys[i]);
+		expect_set_error(keys[i], "3x", want);
+		snprintf(want, sizeof(want), "%s: missing value", keys[i]);
+		expect_set_error(keys[i], "", want);
+	}
+	expect_set_error("answer-timeout", "0", "answer-timeout: \"0\" is out "
+	    "of range (1ms to 60m)");
+	expect_set_error("answer-timeout", "61m", "answer-timeout: \"61m\" is "
+	    "out of range (1ms to 60m)");
+	expect_set_error("stale-client-timeout", "0ms", "stale-client-timeout: "
+	    "\"0ms\" is out of range (1ms to 60m)");
+	expect_set_error("stale-client-timeout", "2h", "stale-client-timeout: "
+	    "\"2h\" is out of range (1ms to 60m)");
+	expect_set_error("backoff-max", "999ms", "backoff-max: \"999ms\" is "
+	    "out of range (1s to 60m)");
+	expect_set_error("backoff-max", "3601s", "backoff-max: \"3601s\" is "
+	    "out of range (1s to 60m)");
+	expect_set_error("max-connection-lifetime", "999ms",
+	    "max-connection-lifetime: \"999ms\" is out of range (1s to 24h)");
+	expect_set_error("max-connection-lifetime", "25h",
+	    "max-connection-lifetime: \"25h\" is out of range (1s to 24h)");
+	expect_set_error("max-connection-lifetime", "86400001ms",
+	    "max-connection-lifetime: \"86400001ms\" is out of range (1s to "
+	    "24h)");
+	expect_set_error("max-connection-lifetime", "1d",
+	    "max-connection-lifetime: \"1d\" is not a duration (use e.g. 3s "
+	    "or 500ms)");
+}
+
+static unsigned
+seconds_of(const char *key, const char *v)
+{
+	struct conf c;
+
+	conf_init(&c);
+	set_ok(&c, key, v);
+	if (strcmp(key, "cache-min-ttl") == 0)
+		return c.cache_min_ttl;
+	if (strcmp(key, "cache-max-ttl") == 0)
+		return c.cache_max_ttl;
+	if (strcmp(key, "cache-max-negative-ttl") == 0)
+		return c.cache_max_negative_ttl;
+	if (strcmp(key, "cache-servfail-ttl") == 0)
+		return c.cache_servfail_ttl;
+	if (strcmp(key, "stale-max-age") == 0)
+		return c.stale_max_age;
+	if (strcmp(key, "stale-refresh-interval") == 0)
+		return c.stale_refresh_interval;
+	fail_msg("no such key %s", key);
+	return 0;
+}
+
+static void
+test_set_seconds(void **state)
+{
+	struct conf c;
+	/* cache-servfail-ttl has its own upper limit: below. */
+	static const char *const keys[] = { "cache-min-ttl", "cache-max-ttl",
+	    "cache-max-negative-ttl", "stale-max-age",
+	    "stale-refresh-interval" };
+	char want[200];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		assert_int_equal(seconds_of(keys[i], "30"), 30);
+		assert_int_equal(seconds_of(keys[i], "30s"), 30);
+		assert_int_equal(seconds_of(keys[i], "5m"), 300);
+		assert_int_equal(seconds_of(keys[i], "2h"), 7200);
+		assert_int_equal(seconds_of(keys[i], "1d"), 86400);
+		assert_int_equal(seconds_of(keys[i], "7d"), 604800);
+		assert_int_equal(seconds_of(keys[i], "604800"), 604800);
+		assert_int_equal(seconds_of(keys[i], "168h"), 604800);
+		assert_int_equal(seconds_of(keys[i], "1"), 1);
+		assert_int_equal(seconds_of(keys[i], "007"), 7);
+
+		snprintf(want, sizeof(want), "%s: \"604801\" is out of range "
+		    "(%s to 7d)", keys[i], i == 4 ? "1s" : "0");
+		expect_set_error(keys[i], "604801", want);
+		snprintf(want, sizeof(want), "%s: \"8d\" is out of range "
+		    "(%s to 7d)", keys[i], i == 4 ? "1s" : "0");
+		expect_set_error(keys[i], "8d", want);
+		snprintf(want, sizeof(want), "%s: \"99999999999999999999d\" "
+		    "is out of range (%s to 7d)", keys[i], i == 4 ? "1s" : "0");
+		expect_set_error(keys[i], "99999999999999999999d", want);
+		snprintf(want, sizeof(want), "%s: \"500ms\" is not a time in "
+		    "seconds (use e.g. 30, 5m or 1d)", keys[i]);
+		expect_set_error(keys[i], "500ms", want);
+		snprintf(want, sizeof(want), "%s: missing value", keys[i]);
+		expect_set_error(keys[i], NULL, want);
+	}
+	/* 0 is allowed except for the refresh interval. */
+	for (i = 0; i < 4; i++)
+		assert_int_equal(seconds_of(keys[i], "0"), 0);
+	expect_set_error("stale-refresh-interval", "0",
+	    "stale-refresh-interval: \"0\" is out of range (1s to 7d)");
+	expect_set_error("stale-refresh-interval", "0d",
+	    "stale-refresh-interval: \"0d\" is out of range (1s to 7d)");
+
+	/* RFC 2308 section 7.1: five minutes at most for a SERVFAIL. */
+	assert_int_equal(seconds_of("cache-servfail-ttl", "0"), 0);
+	assert_int_equal(seconds_of("cache-servfail-ttl", "30"), 30);
+	assert_int_equal(seconds_of("cache-servfail-ttl", "5m"), 300);
+	assert_int_equal(seconds_of("cache-servfail-ttl", "300s"), 300);
+	expect_set_error("cache-servfail-ttl", "301", "cache-servfail-ttl: "
+	    "\"301\" is out of range (0 to 5m)");
+	expect_set_error("cache-servfail-ttl", "1h", "cache-servfail-ttl: "
+	    "\"1h\" is out of range (0 to 5m)");
+	expect_set_error("cache-servfail-ttl", "5s5", "cache-servfail-ttl: "
+	    "\"5s5\" is not a time in seconds (use e.g. 30, 5m or 1d)");
+
+	expect_set_error("cache-max-ttl", "1w", "cache-max-ttl: \"1w\" is not "
+	    "a time in seconds (use e.g. 30, 5m or 1d)");
+	expect_set_error("cache-max-ttl", "1D", "cache-max-ttl: \"1D\" is not "
+	    "a time in seconds (use e.g. 30, 5m or 1d)");
+	expect_set_error("cache-max-ttl", "1.5h", "cache-max-ttl: \"1.5h\" is "
+	    "not a time in seconds (use e.g. 30, 5m or 1d)");
+	expect_set_error("cache-max-ttl", "-1", "cache-max-ttl: \"-1\" is not "
+	    "a time in seconds (use e.g. 30, 5m or 1d)");
+	expect_set_error("cache-max-ttl", "h", "cache-max-ttl: \"h\" is not "
+	    "a time in seconds (use e.g. 30, 5m or 1d)");
+	expect_set_error("cache-max-ttl", "1dd", "cache-max-ttl: \"1dd\" is "
+	    "not a time in seconds (use e.g. 30, 5m or 1d)");
+
+	/* Each key lands in its own field. */
+	conf_init(&c);
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		snprintf(want, sizeof(want), "%zu", 100 + i);
+		set_ok(&c, keys[i], want);
+	}
+	set_ok(&c, "cache-servfail-ttl", "99");
+	assert_int_equal(c.cache_min_ttl, 100);
+	assert_int_equal(c.cache_max_ttl, 101);
+	assert_int_equal(c.cache_max_negative_ttl, 102);
+	assert_int_equal(c.stale_max_age, 103);
+	assert_int_equal(c.stale_refresh_interval, 104);
+	assert_int_equal(c.cache_servfail_ttl, 99);
+}
+
+static void
+test_set_selection(void **state)
+{
+	struct conf c;
+
+	(void)state;
+	conf_init(&c);
+	set_ok(&c, "upstream-selection", "ordered");
+	assert_int_equal(c.selection, CONF_SELECT_ORDERED);
+	set_ok(&c, "upstream-selection", "round-robin");
+	assert_int_equal(c.selection, CONF_SELECT_ROUND_ROBIN);
+	set_ok(&c, "upstream-selection", "fastest");
+	assert_int_equal(c.selection, CONF_SELECT_FASTEST);
+	expect_set_error("upstream-selection", "fast", "upstream-selection: "
+	    "\"fast\" is not one of fastest, round-robin, ordered");
+	expect_set_error("upstream-selection", "Ordered", "upstream-selection: "
+	    "\"Ordered\" is not one of fastest, round-robin, ordered");
+	expect_set_error("upstream-selection", "round_robin",
+	    "upstream-selection: \"round_robin\" is not one of fastest, "
+	    "round-robin, ordered");
+	expect_set_error("upstream-selection", "", "upstream-selection: "
+	    "missing value");
+}
+
+static void
+test_set_bools(void **state)
+{
+	struct conf c;
+	static const char *const keys[] = { "prefetch", "serve-stale",
+	    "local-zones" };
+	char want[200];
+	size_t i;
+
+	(void)state;
+	conf_init(&c);
+	set_ok(&c, "prefetch", "no");
+	assert_int_equal(c.prefetch, 0);
+	assert_int_equal(c.serve_stale, 1);
+	assert_int_equal(c.local_zones, 1);
+	set_ok(&c, "serve-stale", "no");
+	assert_int_equal(c.serve_stale, 0);
+	assert_int_equal(c.local_zones, 1);
+	set_ok(&c, "local-zones", "no");
+	assert_int_equal(c.local_zones, 0);
+	assert_int_equal(c.prefetch, 0);
+	set_ok(&c, "prefetch", "yes");
+	assert_int_equal(c.prefetch, 1);
+	assert_int_equal(c.serve_stale, 0);
+	set_ok(&c, "serve-stale", "yes");
+	set_ok(&c, "local-zones", "yes");
+	assert_int_equal(c.serve_stale, 1);
+	assert_int_equal(c.local_zones, 1);
+
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		snprintf(want, sizeof(want), "%s: \"true\" is not yes or no",
+		    keys[i]);
+		expect_set_error(keys[i], "true", want);
+		snprintf(want, sizeof(want), "%s: \"1\" is not yes or no",
+		    keys[i]);
+		expect_set_error(keys[i], "1", want);
+		snprintf(want, sizeof(want), "%s: \"Yes\" is not yes or no",
+		    keys[i]);
+		expect_set_error(keys[i], "Yes", want);
+		snprintf(want, sizeof(want), "%s: missing value", keys[i]);
+		expect_set_error(keys[i], "", want);
+	}
 }
 
 static void
@@ -852,6 +1316,68 @@ test_load_errors(void **state)
 	    "1: upstream: missing name after \"#\"");
 	expect_file_error("query-timeout 0\n",
 	    "1: query-timeout: \"0\" is out of range (1ms to 60m)");
+	/* Words after the value: only an upstream's pins. */
+	expect_file_error("prefetch no yes\n",
+	    "1: prefetch: unexpected \"yes\" after the value");
+	expect_file_error("cache-max-ttl 1h " PIN_A "\n",
+	    "1: cache-max-ttl: unexpected \"" PIN_A "\" after the value");
+	expect_file_error("listen 127.0.0.1 " PIN_A "\n",
+	    "1: listen: unexpected \"" PIN_A "\" after the value");
+	expect_file_error("upstream 1.1.1.1#a.b " PIN_A " extra # c\n",
+	    "1: upstream: unexpected \"extra\" after the address (only "
+	    "pin-sha256=... may follow)");
+	expect_file_error("upstream 1.1.1.1 pin-sha256=QUJD\n",
+	    "1: upstream: pin-sha256: \"QUJD\" is not the base64 of 32 bytes");
+	expect_file_error("\nupstream 1.1.1.1 " PIN_A " " PIN_B " " PIN_C " "
+	    PIN_D " " PIN_A "\n", "2: upstream: too many pins (max 4)");
+	expect_file_error("upstream-selection best\n",
+	    "1: upstream-selection: \"best\" is not one of fastest, "
+	    "round-robin, ordered");
+	expect_file_error("stale-max-age 8d\n",
+	    "1: stale-max-age: \"8d\" is out of range (0 to 7d)");
+}
+
+static void
+test_load_pins(void **state)
+{
+	struct conf c;
+	char err[CONF_ERR_MAX];
+	unsigned char want[32];
+
+	(void)state;
+	memset(want, 0xff, sizeof(want));
+	assert_int_equal(load_text(&c,
+	    "upstream 127.0.0.1@8853 " PIN_A "\n"
+	    "upstream\t::1@8853#dns.example\t" PIN_B "   " PIN_C
+	    "   # a comment " PIN_D "\r\n"
+	    "upstream 127.0.0.2 " PIN_B "#not-a-comment-but-bad\n", err, NULL),
+	    -1);
+	assert_non_null(strstr(err, ":3: upstream: pin-sha256: \""
+	    PIN_B_B64 "#not-a-comment-but-b...\" is not the base64 of 32 bytes"));
+
+	assert_int_equal(load_text(&c,
+	    "upstream 127.0.0.1@8853 " PIN_A "\n"
+	    "upstream\t::1@8853#dns.example\t" PIN_B "   " PIN_C
+	    "   # a comment " PIN_D "\r\n"
+	    "upstream 127.0.0.2#x.example # " PIN_D "\n"
+	    "upstream 127.0.0.3 " PIN_D "#\n", err, NULL), -1);
+	assert_non_null(strstr(err, ":4: upstream: pin-sha256: \""
+	    PIN_D_B64 "#\" is not the base64 of 32 bytes"));
+
+	assert_int_equal(load_text(&c,
+	    "upstream 127.0.0.1@8853 " PIN_A "\n"
+	    "upstream\t::1@8853#dns.example\t" PIN_B "   " PIN_C
+	    "   # a comment " PIN_D "\r\n"
+	    "upstream 127.0.0.2#x.example # " PIN_D "\n", err, NULL), 0);
+	assert_int_equal(c.n_upstream, 3);
+	assert_int_equal(c.upstream[0].n_pins, 1);
+	assert_string_equal(c.upstream[0].auth_name, "");
+	assert_int_equal(c.upstream[1].n_pins, 2);
+	assert_string_equal(c.upstream[1].auth_name, "dns.example");
+	assert_memory_equal(c.upstream[1].pins[0], want, 32);
+	assert_int_equal(c.upstream[2].n_pins, 0);
+	assert_string_equal(c.upstream[2].auth_name, "x.example");
+	assert_int_equal(conf_finish(&c, err, sizeof(err)), 0);
 }
 
 static void
@@ -989,6 +1515,11 @@ round_trip(const struct conf *c)
 		    &c->upstream[i].addr.ss, c->upstream[i].addr.len);
 		assert_string_equal(back.upstream[i].auth_name,
 		    c->upstream[i].auth_name);
+		assert_int_equal(back.upstream[i].n_pins,
+		    c->upstream[i].n_pins);
+		assert_memory_equal(back.upstream[i].pins,
+		    c->upstream[i].pins,
+		    c->upstream[i].n_pins * sizeof(c->upstream[i].pins[0]));
 	}
 	assert_string_equal(back.ca_file, c->ca_file);
 	assert_int_equal(back.cache_size, c->cache_size);
@@ -998,6 +1529,23 @@ round_trip(const struct conf *c)
 	assert_int_equal(back.tcp_idle_timeout_ms, c->tcp_idle_timeout_ms);
 	assert_int_equal(back.tcp_max_clients, c->tcp_max_clients);
 	assert_int_equal(back.log_level, c->log_level);
+	assert_int_equal(back.selection, c->selection);
+	assert_int_equal(back.answer_timeout_ms, c->answer_timeout_ms);
+	assert_int_equal(back.backoff_max_ms, c->backoff_max_ms);
+	assert_int_equal(back.max_conn_lifetime_ms, c->max_conn_lifetime_ms);
+	assert_int_equal(back.cache_min_ttl, c->cache_min_ttl);
+	assert_int_equal(back.cache_max_ttl, c->cache_max_ttl);
+	assert_int_equal(back.cache_max_negative_ttl,
+	    c->cache_max_negative_ttl);
+	assert_int_equal(back.cache_servfail_ttl, c->cache_servfail_ttl);
+	assert_int_equal(back.prefetch, c->prefetch);
+	assert_int_equal(back.serve_stale, c->serve_stale);
+	assert_int_equal(back.stale_max_age, c->stale_max_age);
+	assert_int_equal(back.stale_client_timeout_ms,
+	    c->stale_client_timeout_ms);
+	assert_int_equal(back.stale_refresh_interval,
+	    c->stale_refresh_interval);
+	assert_int_equal(back.local_zones, c->local_zones);
 	free(a);
 	free(b);
 }
@@ -1021,11 +1569,30 @@ test_print_forms(void **state)
 	set_ok(&c, "tcp-idle-timeout", "1ms");
 	set_ok(&c, "tcp-max-clients", "00010");
 	set_ok(&c, "log-level", "err");
+	set_ok(&c, "upstream", "192.0.2.1@8853 " PIN_A);
+	set_ok(&c, "upstream", "192.0.2.2#two.example pin-sha256="
+	    "ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoM " PIN_B);
+	set_ok(&c, "upstream-selection", "round-robin");
+	set_ok(&c, "answer-timeout", "2s");
+	set_ok(&c, "backoff-max", "2m");
+	set_ok(&c, "max-connection-lifetime", "24h");
+	set_ok(&c, "cache-min-ttl", "60");
+	set_ok(&c, "cache-max-ttl", "7d");
+	set_ok(&c, "cache-max-negative-ttl", "5400");
+	set_ok(&c, "cache-servfail-ttl", "0");
+	set_ok(&c, "prefetch", "no");
+	set_ok(&c, "serve-stale", "no");
+	set_ok(&c, "stale-max-age", "48h");
+	set_ok(&c, "stale-client-timeout", "500ms");
+	set_ok(&c, "stale-refresh-interval", "61");
+	set_ok(&c, "local-zones", "no");
 	out = print_str(&c);
 	assert_string_equal(out,
 	    "listen ::1@5300\n"
 	    "upstream 2620:fe::fe@853#dns.quad9.net\n"
 	    "upstream 9.9.9.9@853\n"
+	    "upstream 192.0.2.1@8853 " PIN_A "\n"
+	    "upstream 192.0.2.2@853#two.example " PIN_C " " PIN_B "\n"
 	    "ca-file /etc/ca.pem\n"
 	    "cache-size 1536K\n"
 	    "query-timeout 1500ms\n"
@@ -1033,7 +1600,21 @@ test_print_forms(void **state)
 	    "idle-timeout 3600s\n"
 	    "tcp-idle-timeout 1ms\n"
 	    "tcp-max-clients 10\n"
-	    "log-level err\n");
+	    "log-level err\n"
+	    "upstream-selection round-robin\n"
+	    "answer-timeout 2s\n"
+	    "backoff-max 120s\n"
+	    "max-connection-lifetime 86400s\n"
+	    "cache-min-ttl 1m\n"
+	    "cache-max-ttl 7d\n"
+	    "cache-max-negative-ttl 90m\n"
+	    "cache-servfail-ttl 0s\n"
+	    "prefetch no\n"
+	    "serve-stale no\n"
+	    "stale-max-age 2d\n"
+	    "stale-client-timeout 500ms\n"
+	    "stale-refresh-interval 61s\n"
+	    "local-zones no\n");
 	free(out);
 	round_trip(&c);
 
@@ -1049,9 +1630,17 @@ test_print_forms(void **state)
 	conf_init(&c);
 	set_ok(&c, "cache-size", "2048M");
 	set_ok(&c, "log-level", "debug");
+	set_ok(&c, "upstream-selection", "ordered");
+	set_ok(&c, "cache-max-ttl", "86401");
+	set_ok(&c, "stale-max-age", "3599");
+	set_ok(&c, "cache-max-negative-ttl", "1d");
 	out = print_str(&c);
 	assert_non_null(strstr(out, "cache-size 2G\n"));
 	assert_non_null(strstr(out, "\nlog-level debug\n"));
+	assert_non_null(strstr(out, "\nupstream-selection ordered\n"));
+	assert_non_null(strstr(out, "\ncache-max-ttl 86401s\n"));
+	assert_non_null(strstr(out, "\nstale-max-age 3599s\n"));
+	assert_non_null(strstr(out, "\ncache-max-negative-ttl 1d\n"));
 	free(out);
 	round_trip(&c);
 }
@@ -1060,12 +1649,24 @@ static void
 test_round_trip(void **state)
 {
 	struct conf c;
-	char err[CONF_ERR_MAX], v[64];
+	char err[CONF_ERR_MAX], v[640];
 	size_t i;
 
 	(void)state;
 	conf_init(&c);
 	assert_int_equal(conf_finish(&c, err, sizeof(err)), 0);
+	round_trip(&c);
+
+	/* The longest upstream line: IPv6, 253-character name, 4 pins. */
+	conf_init(&c);
+	memset(v, 0, sizeof(v));
+	strcpy(v, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff@65535#");
+	memset(v + strlen(v), 'c', 253);
+	v[46 + 63] = v[46 + 127] = v[46 + 191] = '.';
+	strcat(v, " " PIN_A " " PIN_B " " PIN_C " " PIN_D);
+	set_ok(&c, "upstream", v);
+	assert_int_equal(strlen(c.upstream[0].auth_name), 253);
+	assert_int_equal(c.upstream[0].n_pins, 4);
 	round_trip(&c);
 
 	/* Full lists, every kind of address. */
@@ -1078,11 +1679,30 @@ test_round_trip(void **state)
 	for (i = 0; i < CONF_MAX_UPSTREAM; i++) {
 		snprintf(v, sizeof(v), i % 2 ? "192.0.2.%zu#a%zu.example" :
 		    "2001:db8::%zx@8853#b%zu.EXAMPLE", i + 1, i);
+		/* Some with pins, some with the most pins. */
+		if (i % 3 == 1)
+			strcat(v, " " PIN_C);
+		else if (i % 3 == 2)
+			strcat(v, " " PIN_A " " PIN_B " " PIN_C " " PIN_D);
 		set_ok(&c, "upstream", v);
 	}
 	set_ok(&c, "cache-size", "64G");
 	set_ok(&c, "query-timeout", "59999ms");
 	set_ok(&c, "tcp-max-clients", "65535");
+	set_ok(&c, "upstream-selection", "round-robin");
+	set_ok(&c, "answer-timeout", "1ms");
+	set_ok(&c, "backoff-max", "3599999ms");
+	set_ok(&c, "max-connection-lifetime", "1439m");
+	set_ok(&c, "cache-min-ttl", "604800");
+	set_ok(&c, "cache-max-ttl", "604800");
+	set_ok(&c, "cache-max-negative-ttl", "1");
+	set_ok(&c, "cache-servfail-ttl", "5m");
+	set_ok(&c, "prefetch", "no");
+	set_ok(&c, "serve-stale", "no");
+	set_ok(&c, "stale-max-age", "0");
+	set_ok(&c, "stale-client-timeout", "1001ms");
+	set_ok(&c, "stale-refresh-interval", "3601");
+	set_ok(&c, "local-zones", "no");
 	assert_int_equal(conf_finish(&c, err, sizeof(err)), 0);
 	round_trip(&c);
 }
@@ -1095,22 +1715,30 @@ main(void)
 		cmocka_unit_test(test_finish_defaults),
 		cmocka_unit_test(test_finish_keeps_given),
 		cmocka_unit_test(test_finish_no_auth_name),
+		cmocka_unit_test(test_finish_ttl_order),
 		cmocka_unit_test(test_parse_addr_good),
 		cmocka_unit_test(test_parse_addr_bad),
 		cmocka_unit_test(test_addr_str),
 		cmocka_unit_test(test_parse_upstream_good),
 		cmocka_unit_test(test_parse_upstream_bad),
+		cmocka_unit_test(test_parse_upstream_pins),
+		cmocka_unit_test(test_parse_upstream_pins_bad),
 		cmocka_unit_test(test_set_listen),
 		cmocka_unit_test(test_set_upstream),
 		cmocka_unit_test(test_set_ca_file),
 		cmocka_unit_test(test_set_cache_size),
 		cmocka_unit_test(test_set_durations),
+		cmocka_unit_test(test_set_new_durations),
+		cmocka_unit_test(test_set_seconds),
+		cmocka_unit_test(test_set_selection),
+		cmocka_unit_test(test_set_bools),
 		cmocka_unit_test(test_set_tcp_max_clients),
 		cmocka_unit_test(test_set_log_level),
 		cmocka_unit_test(test_set_unknown_key),
 		cmocka_unit_test(test_set_last_wins),
 		cmocka_unit_test(test_load_syntax),
 		cmocka_unit_test(test_load_errors),
+		cmocka_unit_test(test_load_pins),
 		cmocka_unit_test(test_load_long_lines),
 		cmocka_unit_test(test_load_nul_byte),
 		cmocka_unit_test(test_load_unreadable),

@@ -121,6 +121,19 @@ mb_opt(struct mb *m, uint16_t udp, uint32_t ttl)
 	mb_u16(m, 0);
 }
 
+/* OPT record with the given RDATA (options). */
+static void
+mb_opt_rd(struct mb *m, uint16_t udp, uint32_t ttl, const void *rd,
+    uint16_t rdlen)
+{
+	mb_u8(m, 0);
+	mb_u16(m, DNS_TYPE_OPT);
+	mb_u16(m, udp);
+	mb_u32(m, ttl);
+	mb_u16(m, rdlen);
+	mb_bytes(m, rd, rdlen);
+}
+
 /* SOA in authority: owner = question name, names compressed against it. */
 static void
 mb_soa(struct mb *m, uint32_t ttl, uint32_t minimum)
@@ -456,13 +469,13 @@ test_error_reply_question(void **state)
 	mb_q(&m, "A.b", DNS_TYPE_A, 1);
 	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), DNS_RCODE_FORMERR);
 	assert_int_equal(dnsmsg_error_reply(m.b, m.n, &q, DNS_RCODE_FORMERR,
-	    out, sizeof(out), &n), 0);
+	    EDE_NONE, out, sizeof(out), &n), 0);
 	assert_int_equal(n, sizeof(want));
 	assert_memory_equal(out, want, sizeof(want));
 
 	/* Too small a buffer. */
 	assert_int_equal(dnsmsg_error_reply(m.b, m.n, &q, DNS_RCODE_FORMERR,
-	    out, sizeof(want) - 1, &n), DNSMSG_ENOSPC);
+	    EDE_NONE, out, sizeof(want) - 1, &n), DNSMSG_ENOSPC);
 }
 
 static void
@@ -481,7 +494,7 @@ test_error_reply_noquestion(void **state)
 	mb_hdr(&m, 7, 5 << 11, 0, 0, 0, 0);
 	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), DNS_RCODE_NOTIMP);
 	assert_int_equal(dnsmsg_error_reply(m.b, m.n, &q, DNS_RCODE_NOTIMP,
-	    out, sizeof(out), &n), 0);
+	    EDE_NONE, out, sizeof(out), &n), 0);
 	assert_int_equal(n, sizeof(want));
 	assert_memory_equal(out, want, sizeof(want));
 }
@@ -505,11 +518,184 @@ test_error_reply_edns(void **state)
 	mb_opt(&m, 4096, 0x8000);
 	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), 0);
 	assert_int_equal(dnsmsg_error_reply(m.b, m.n, &q, DNS_RCODE_SERVFAIL,
-	    out, sizeof(out), &n), 0);
+	    EDE_NONE, out, sizeof(out), &n), 0);
 	assert_int_equal(n, sizeof(want));
 	assert_memory_equal(out, want, sizeof(want));
 	assert_int_equal(dnsmsg_error_reply(m.b, m.n, &q, DNS_RCODE_SERVFAIL,
-	    out, sizeof(want) - 1, &n), DNSMSG_ENOSPC);
+	    EDE_NONE, out, sizeof(want) - 1, &n), DNSMSG_ENOSPC);
+}
+
+static void
+test_error_reply_ede(void **state)
+{
+	struct mb m;
+	struct dnsmsg_query q;
+	uint8_t out[512];
+	size_t n = 0;
+	static const uint8_t want[] = {
+		0x12, 0x34, 0x81, 0x82, 0, 1, 0, 0, 0, 0, 0, 1,
+		1, 'a', 0, 0, 28, 0, 1,
+		0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 6,
+		0, 15, 0, 2, 0, 22,
+	};
+	static const uint8_t want_noedns[] = {
+		0x12, 0x34, 0x81, 0x82, 0, 1, 0, 0, 0, 0, 0, 0,
+		1, 'a', 0, 0, 28, 0, 1,
+	};
+
+	(void)state;
+	mb_hdr(&m, 0x1234, DNS_FLAG_RD, 1, 0, 0, 1);
+	mb_q(&m, "a", DNS_TYPE_AAAA, 1);
+	mb_opt(&m, 4096, 0);
+	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), 0);
+	assert_int_equal(dnsmsg_error_reply(m.b, m.n, &q, DNS_RCODE_SERVFAIL,
+	    EDE_NO_REACHABLE_AUTHORITY, out, sizeof(out), &n), 0);
+	assert_int_equal(n, sizeof(want));
+	assert_memory_equal(out, want, sizeof(want));
+	assert_int_equal(dnsmsg_error_reply(m.b, m.n, &q, DNS_RCODE_SERVFAIL,
+	    EDE_NO_REACHABLE_AUTHORITY, out, sizeof(want) - 1, &n),
+	    DNSMSG_ENOSPC);
+
+	/* Without EDNS from the client there is no OPT to carry it. */
+	mb_hdr(&m, 0x1234, DNS_FLAG_RD, 1, 0, 0, 0);
+	mb_q(&m, "a", DNS_TYPE_AAAA, 1);
+	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), 0);
+	assert_int_equal(dnsmsg_error_reply(m.b, m.n, &q, DNS_RCODE_SERVFAIL,
+	    EDE_NETWORK_ERROR, out, sizeof(out), &n), 0);
+	assert_int_equal(n, sizeof(want_noedns));
+	assert_memory_equal(out, want_noedns, sizeof(want_noedns));
+}
+
+/* ---- upstream queries ---- */
+
+/* Header, question "example.com A IN", OPT fixed part, keepalive and
+ * padding option headers: 48 bytes, followed by 80 zero bytes. */
+static const uint8_t UPQ_PREFIX[] = {
+	0, 0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1,
+	7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'c', 'o', 'm', 0, 0, 1, 0, 1,
+	0, 0, 41, 0x04, 0xd0, 0, 0, 0x00, 0, 0, 88,
+	0, 11, 0, 0,
+	0, 12, 0, 80,
+};
+
+static void
+client_query_ecs(struct mb *m, uint16_t flags, uint32_t opt_ttl)
+{
+	static const uint8_t opts[] = {
+		0, 8, 0, 7, 0, 1, 24, 0, 192, 0, 2,     /* ECS 192.0.2/24 */
+		0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8,    /* client cookie */
+	};
+
+	mb_hdr(m, 0x1234, flags, 1, 0, 0, 1);
+	mb_q(m, "Example.COM", DNS_TYPE_A, 1);
+	mb_opt_rd(m, 4096, opt_ttl, opts, sizeof(opts));
+}
+
+static void
+test_upstream_query(void **state)
+{
+	struct mb m;
+	struct dnsmsg_query q, q2;
+	uint8_t out[512], want[128], zero[80];
+	size_t n = 0;
+
+	(void)state;
+	memset(zero, 0, sizeof(zero));
+	memset(out, 0xaa, sizeof(out));
+	client_query_ecs(&m, DNS_FLAG_RD, 0);
+	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), 0);
+	assert_int_equal(dnsmsg_upstream_query(&q, out, sizeof(out), &n), 0);
+	assert_int_equal(n, 128);
+	memset(want, 0, sizeof(want));
+	memcpy(want, UPQ_PREFIX, sizeof(UPQ_PREFIX));
+	assert_memory_equal(out, want, 128);
+
+	/* DO and CD go along; RD is set even when the client left it
+	 * clear (we want recursion from the upstream). */
+	memset(out, 0xaa, sizeof(out));
+	client_query_ecs(&m, DNS_FLAG_CD, 0x8000);
+	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), 0);
+	assert_int_equal(dnsmsg_upstream_query(&q, out, sizeof(out), &n), 0);
+	assert_int_equal(n, 128);
+	want[2] = 0x01;
+	want[3] = 0x10;
+	want[36] = 0x80;
+	assert_memory_equal(out, want, 128);
+
+	/* It is a query our own parser accepts, with our OPT. */
+	assert_int_equal(dnsmsg_parse_query(out, n, &q2), 0);
+	assert_int_equal(q2.edns, 1);
+	assert_int_equal(q2.udp_size, DNS_EDNS_UDP);
+	assert_int_equal(q2.do_bit, 1);
+	assert_int_equal(q2.cd_bit, 1);
+
+	/* Exactly fitting, one byte short. */
+	assert_int_equal(dnsmsg_upstream_query(&q, out, 128, &n), 0);
+	assert_int_equal(dnsmsg_upstream_query(&q, out, 127, &n),
+	    DNSMSG_ENOSPC);
+
+	/* No question: nothing to forward. */
+	q.has_question = 0;
+	assert_int_equal(dnsmsg_upstream_query(&q, out, sizeof(out), &n),
+	    DNSMSG_EMALFORMED);
+}
+
+static void
+test_upstream_query_padding(void **state)
+{
+	struct mb m;
+	struct dnsmsg_query q, q2;
+	uint8_t out[512];
+	size_t w, k, n, unpadded, pad, i;
+
+	(void)state;
+	/* Every name length from the root to 255 bytes: odd ones are runs
+	 * of 1-byte labels, even ones start with a 2-byte label. */
+	for (w = 1; w <= DNS_MAX_NAME_WIRE; w++) {
+		if (w == 2)
+			continue;
+		mb_hdr(&m, 9, 0, 1, 0, 0, 0);
+		k = (w - 1) / 2;
+		if (w % 2 == 0) {
+			mb_u8(&m, 2);
+			mb_bytes(&m, "bb", 2);
+			k = (w - 4) / 2;
+		}
+		for (i = 0; i < k; i++) {
+			mb_u8(&m, 1);
+			mb_u8(&m, 'a');
+		}
+		mb_u8(&m, 0);
+		mb_u16(&m, DNS_TYPE_TXT);
+		mb_u16(&m, 1);
+		assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), 0);
+		assert_int_equal(q.q.wire_len, w);
+
+		n = 0;
+		memset(out, 0xaa, sizeof(out));
+		assert_int_equal(dnsmsg_upstream_query(&q, out, sizeof(out),
+		    &n), 0);
+		unpadded = 12 + w + 4 + 11 + 4 + 4;
+		assert_int_equal(n % DNS_PAD_BLOCK, 0);
+		assert_true(n >= unpadded && n < unpadded + DNS_PAD_BLOCK);
+		pad = n - unpadded;
+		/* The padding option is last, its length is pad, its
+		 * bytes are zero, and the OPT RDLENGTH covers it all. */
+		assert_int_equal((out[12 + w + 4 + 9] << 8) |
+		    out[12 + w + 4 + 10], 8 + pad);
+		assert_int_equal((out[unpadded - 4] << 8) | out[unpadded - 3],
+		    EDNS_OPT_PADDING);
+		assert_int_equal((out[unpadded - 2] << 8) | out[unpadded - 1],
+		    pad);
+		for (i = unpadded; i < n; i++)
+			assert_int_equal(out[i], 0);
+		assert_int_equal(dnsmsg_parse_query(out, n, &q2), 0);
+		assert_int_equal(q2.q.wire_len, w);
+		assert_memory_equal(q2.q.wire, q.q.wire, w);
+		assert_int_equal(q2.q.qtype, DNS_TYPE_TXT);
+		assert_int_equal(dnsmsg_upstream_query(&q, out, n - 1, &n),
+		    DNSMSG_ENOSPC);
+	}
 }
 
 /* ---- answers ---- */
@@ -827,6 +1013,169 @@ test_answer_not_cacheable(void **state)
 	    29 + 16 * (DNSMSG_MAX_RRS - 1) + 6);
 }
 
+static void
+test_answer_keepalive(void **state)
+{
+	struct mb m;
+	struct dnsmsg_question e;
+	struct dnsmsg_answer_info info;
+	static const uint8_t ka300[] = {
+		0, 12, 0, 2, 0, 0,              /* padding first */
+		0, 11, 0, 2, 0x01, 0x2c,        /* 300 x 100 ms */
+	};
+	static const uint8_t ka_empty[] = { 0, 11, 0, 0 };
+
+	(void)state;
+	expect_example_a(&e);
+
+	answer_start(&m, 0, 1, 0, 1);
+	mb_rr_ptr(&m, DNS_TYPE_A, 60, A_RD, 4);
+	mb_opt_rd(&m, 1232, 0, ka300, sizeof(ka300));
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info), 0);
+	assert_int_equal(info.has_opt, 1);
+	assert_int_equal(info.has_keepalive, 1);
+	assert_int_equal(info.keepalive_ms, 30000);
+	assert_int_equal(info.n_ttl, 1);
+
+	/* Length 0: the server gives no timeout. */
+	answer_start(&m, 0, 1, 0, 1);
+	mb_rr_ptr(&m, DNS_TYPE_A, 60, A_RD, 4);
+	mb_opt_rd(&m, 1232, 0, ka_empty, sizeof(ka_empty));
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info), 0);
+	assert_int_equal(info.has_opt, 1);
+	assert_int_equal(info.has_keepalive, 0);
+	assert_int_equal(info.keepalive_ms, 0);
+
+	/* No OPT at all. */
+	answer_start(&m, 0, 1, 0, 0);
+	mb_rr_ptr(&m, DNS_TYPE_A, 60, A_RD, 4);
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info), 0);
+	assert_int_equal(info.has_opt, 0);
+	assert_int_equal(info.has_keepalive, 0);
+}
+
+static void
+test_answer_opt_malformed(void **state)
+{
+	struct mb m;
+	struct dnsmsg_question e;
+	struct dnsmsg_answer_info info;
+	static const uint8_t past[] = { 0, 11, 0, 3, 0x01, 0x2c };
+	static const uint8_t partial[] = { 0, 11, 0 };
+	static const uint8_t ok[] = { 0, 11, 0, 2, 0x01, 0x2c };
+	/* An unknown option whose data reads as the name "y." */
+	static const uint8_t named[] = { 0xff, 0xf0, 0, 4, 1, 'y', 0, 0 };
+	size_t opt_at;
+
+	(void)state;
+	expect_example_a(&e);
+
+	/* Option data runs past RDLENGTH (but not past the message). */
+	answer_start(&m, 0, 0, 0, 2);
+	mb_opt_rd(&m, 1232, 0, past, sizeof(past));
+	mb_rr_ptr(&m, DNS_TYPE_A, 60, A_RD, 4);
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info),
+	    DNSMSG_EMALFORMED);
+
+	/* An option header cut by RDLENGTH. */
+	answer_start(&m, 0, 0, 0, 2);
+	mb_opt_rd(&m, 1232, 0, partial, sizeof(partial));
+	mb_rr_ptr(&m, DNS_TYPE_A, 60, A_RD, 4);
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info),
+	    DNSMSG_EMALFORMED);
+
+	/* Control: the same with a well-formed option. */
+	answer_start(&m, 0, 0, 0, 2);
+	mb_opt_rd(&m, 1232, 0, ok, sizeof(ok));
+	mb_rr_ptr(&m, DNS_TYPE_A, 60, A_RD, 4);
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info), 0);
+	assert_int_equal(info.keepalive_ms, 30000);
+
+	/* Two OPT records. */
+	answer_start(&m, 0, 0, 0, 2);
+	mb_opt(&m, 1232, 0);
+	mb_opt(&m, 1232, 0);
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info),
+	    DNSMSG_EMALFORMED);
+
+	/* OPT in the answer section. */
+	answer_start(&m, 0, 1, 0, 0);
+	mb_opt(&m, 1232, 0);
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info),
+	    DNSMSG_EMALFORMED);
+
+	/* OPT not owned by the root. */
+	answer_start(&m, 0, 0, 0, 1);
+	mb_ptr(&m, 12);
+	mb_u16(&m, DNS_TYPE_OPT);
+	mb_u16(&m, 1232);
+	mb_u32(&m, 0);
+	mb_u16(&m, 0);
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info),
+	    DNSMSG_EMALFORMED);
+
+	/* A later owner pointing into the OPT's RDATA could not survive
+	 * cutting the OPT out. */
+	answer_start(&m, 0, 0, 0, 2);
+	opt_at = m.n;
+	mb_opt_rd(&m, 1232, 0, named, sizeof(named));
+	mb_rr_ptr(&m, DNS_TYPE_A, 60, A_RD, 4);
+	m.b[m.n - 15] = (uint8_t)(opt_at + 11 + 4);
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info),
+	    DNSMSG_EMALFORMED);
+	/* Nor can a pointer in an NS record's RDATA. */
+	answer_start(&m, 0, 0, 0, 2);
+	mb_opt_rd(&m, 1232, 0, named, sizeof(named));
+	mb_rr_ptr(&m, DNS_TYPE_NS, 60, "\300\000", 2);
+	m.b[m.n - 1] = (uint8_t)(opt_at + 11 + 4);
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info),
+	    DNSMSG_EMALFORMED);
+	m.b[m.n - 1] = 12;      /* control */
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info), 0);
+
+	/* Names in the RDATA of the types whose compression we handle are
+	 * checked: a forward pointer in an MX, an NS name followed by a
+	 * stray byte, an MX shorter than its preference. */
+	answer_start(&m, 0, 1, 0, 0);
+	mb_rr_ptr(&m, 15, 60, "\0\12\300\100", 4);
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info),
+	    DNSMSG_EMALFORMED);
+	m.b[m.n - 1] = 12;      /* control: MX 10 example.com */
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info), 0);
+	answer_start(&m, 0, 1, 0, 0);
+	mb_rr_ptr(&m, DNS_TYPE_NS, 60, "\300\014\0", 3);
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info),
+	    DNSMSG_EMALFORMED);
+	answer_start(&m, 0, 1, 0, 0);
+	mb_rr_ptr(&m, 15, 60, "\0", 1);
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info),
+	    DNSMSG_EMALFORMED);
+
+	/* A pointer back to a name whose labels run on over the OPT (found
+	 * by the fuzzer): the one-byte TXT RDATA at 40 is a label length of
+	 * 21, covering the next record (41..56) and the OPT up to its root-
+	 * looking zero byte at 62. Cutting the OPT would change that name. */
+	answer_start(&m, 0, 0, 0, 3);
+	mb_u8(&m, 0);
+	mb_u16(&m, DNS_TYPE_TXT);
+	mb_u16(&m, 1);
+	mb_u32(&m, 60);
+	mb_u16(&m, 1);
+	mb_u8(&m, 21);
+	assert_int_equal(m.n, 41);
+	mb_ptr(&m, 40);
+	mb_u16(&m, DNS_TYPE_A);
+	mb_u16(&m, 1);
+	mb_u32(&m, 60);
+	mb_u16(&m, 4);
+	mb_bytes(&m, A_RD, 4);
+	mb_opt(&m, 1232, 0);
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info),
+	    DNSMSG_EMALFORMED);
+	m.b[42] = 12;           /* control: the owner is the question name */
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info), 0);
+}
+
 /* ---- in-place edits ---- */
 
 static void
@@ -932,6 +1281,254 @@ test_truncate(void **state)
 	assert_int_equal(dnsmsg_truncate(m.b, m.n), 0);
 }
 
+/* An answer with the OPT in the middle of the additional section and
+ * records after it that compress against each other and against the OPT's
+ * root owner. Built with or without the OPT, pointers worked out for that
+ * layout: stripping the one must give the other. TTLs 300 down to 70. */
+static void
+build_mid(struct mb *m, int with_opt)
+{
+	static const uint8_t ka[] = { 0, 11, 0, 2, 0x01, 0x2c };
+	static const uint8_t aaaa[16] = { 0x20, 0x01, 0x0d, 0xb8 };
+	size_t base;
+
+	answer_start(m, 0, 1, 1, with_opt ? 5 : 4);
+	mb_rr_ptr(m, DNS_TYPE_A, 300, A_RD, 4);                 /* 29 */
+	mb_rr_ptr(m, DNS_TYPE_NS, 200, "\3ns1\300\014", 6);    /* 45 */
+	assert_int_equal(m->n, 63);
+	/* ns1.example.com A, owner -> the NS RDATA at 57 */
+	mb_ptr(m, 57);
+	mb_u16(m, DNS_TYPE_A);
+	mb_u16(m, 1);
+	mb_u32(m, 100);
+	mb_u16(m, 4);
+	mb_bytes(m, A_RD, 4);
+	if (with_opt)
+		mb_opt_rd(m, 1232, 0x8000, ka, sizeof(ka));     /* 79 */
+	base = m->n;
+	/* x.example.com AAAA, owner stored whole up to the pointer */
+	mb_u8(m, 1);
+	mb_u8(m, 'x');
+	mb_ptr(m, 12);
+	mb_u16(m, DNS_TYPE_AAAA);
+	mb_u16(m, 1);
+	mb_u32(m, 90);
+	mb_u16(m, 16);
+	mb_bytes(m, aaaa, 16);
+	/* x.example.com A, owner -> the record above */
+	mb_ptr(m, (uint16_t)base);
+	mb_u16(m, DNS_TYPE_A);
+	mb_u16(m, 1);
+	mb_u32(m, 80);
+	mb_u16(m, 4);
+	mb_bytes(m, A_RD, 4);
+	/* ". NS x.example.com": the root owner compressed to the OPT's
+	 * owner, or to the question's root label (24) without OPT. */
+	mb_ptr(m, with_opt ? 79 : 24);
+	mb_u16(m, DNS_TYPE_NS);
+	mb_u16(m, 1);
+	mb_u32(m, 70);
+	mb_u16(m, 2);
+	mb_ptr(m, (uint16_t)base);
+}
+
+static void
+test_strip_opt_last(void **state)
+{
+	struct mb m, want;
+	struct dnsmsg_question e;
+	struct dnsmsg_answer_info info;
+	static const uint8_t ka[] = { 0, 11, 0, 0 };
+	size_t n;
+
+	(void)state;
+	expect_example_a(&e);
+	answer_start(&m, 0, 1, 1, 1);
+	mb_rr_ptr(&m, DNS_TYPE_A, 300, A_RD, 4);
+	mb_soa(&m, 3600, 900);
+	mb_opt_rd(&m, 4096, 0x8000, ka, sizeof(ka));
+	answer_start(&want, 0, 1, 1, 0);
+	mb_rr_ptr(&want, DNS_TYPE_A, 300, A_RD, 4);
+	mb_soa(&want, 3600, 900);
+
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info), 0);
+	assert_int_equal(info.has_opt, 1);
+	assert_int_equal(info.n_ttl, 2);
+	n = dnsmsg_strip_opt(m.b, m.n, &info);
+	assert_int_equal(n, want.n);
+	assert_memory_equal(m.b, want.b, n);
+	assert_int_equal(info.has_opt, 0);
+	assert_int_equal(info.n_ttl, 2);
+	assert_int_equal(info.ttl_off[0], 35);
+	assert_int_equal(rd32(m.b + info.ttl_off[0]), 300);
+	assert_int_equal(rd32(m.b + info.ttl_off[1]), 3600);
+
+	/* Nothing to strip: unchanged. */
+	n = dnsmsg_strip_opt(m.b, n, &info);
+	assert_int_equal(n, want.n);
+	assert_memory_equal(m.b, want.b, n);
+}
+
+static void
+test_strip_opt_middle(void **state)
+{
+	struct mb m, want;
+	struct dnsmsg_question e;
+	struct dnsmsg_answer_info info, winfo;
+	static const uint16_t offs[] = { 35, 51, 69, 87, 115, 131 };
+	static const uint32_t ttls[] = { 300, 200, 100, 90, 80, 70 };
+	size_t n, i;
+
+	(void)state;
+	expect_example_a(&e);
+	build_mid(&m, 1);
+	build_mid(&want, 0);
+	assert_int_equal(dnsmsg_parse_answer(want.b, want.n, &e, &winfo), 0);
+	assert_int_equal(winfo.n_ttl, 6);
+	assert_memory_equal(winfo.ttl_off, offs, sizeof(offs));
+
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info), 0);
+	assert_int_equal(info.has_opt, 1);
+	assert_int_equal(info.keepalive_ms, 30000);
+	assert_int_equal(info.n_ttl, 6);
+	assert_int_equal(info.ttl_off[3], 87 + 17);
+	n = dnsmsg_strip_opt(m.b, m.n, &info);
+	assert_int_equal(n, m.n - 17);
+	assert_int_equal(n, want.n);
+	/* Byte for byte what was built without OPT: the pointers after
+	 * the OPT moved with the records. */
+	assert_memory_equal(m.b, want.b, n);
+	assert_int_equal(info.n_ttl, 6);
+	for (i = 0; i < 6; i++) {
+		assert_int_equal(info.ttl_off[i], offs[i]);
+		assert_int_equal(rd32(m.b + info.ttl_off[i]), ttls[i]);
+	}
+	/* And it parses as an answer again, with c-ares' name checks. */
+	assert_int_equal(dnsmsg_parse_answer(m.b, n, &e, &winfo), 0);
+	assert_int_equal(winfo.has_opt, 0);
+	assert_int_equal(winfo.ttl, 70);
+}
+
+static void
+test_append_opt(void **state)
+{
+	struct mb m;
+	struct dnsmsg_question e;
+	struct dnsmsg_answer_info info;
+	uint8_t orig[64];
+	size_t n = 0, len;
+	static const uint8_t opt_do[] = {
+		0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0,
+	};
+	static const uint8_t opt_ede[] = {
+		0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 6, 0, 15, 0, 2, 0, 3,
+	};
+
+	(void)state;
+	expect_example_a(&e);
+	answer_start(&m, 0, 1, 0, 0);
+	mb_rr_ptr(&m, DNS_TYPE_A, 60, A_RD, 4);
+	len = m.n;
+	memcpy(orig, m.b, len);
+
+	assert_int_equal(dnsmsg_append_opt(m.b, len, sizeof(m.b), 1,
+	    EDE_NONE, &n), 0);
+	assert_int_equal(n, len + sizeof(opt_do));
+	assert_int_equal(m.b[11], 1);
+	assert_memory_equal(m.b + 12, orig + 12, len - 12);
+	assert_memory_equal(m.b + len, opt_do, sizeof(opt_do));
+	assert_int_equal(dnsmsg_parse_answer(m.b, n, &e, &info), 0);
+	assert_int_equal(info.has_opt, 1);
+
+	/* A second one is refused, the message untouched. */
+	memcpy(orig, m.b, n);
+	assert_int_equal(dnsmsg_append_opt(m.b, n, sizeof(m.b), 0,
+	    EDE_NONE, &len), DNSMSG_EMALFORMED);
+	assert_memory_equal(m.b, orig, n);
+
+	/* With an EDE, exactly fitting; one byte short is ENOSPC and
+	 * writes nothing. */
+	len = dnsmsg_strip_opt(m.b, n, &info);
+	memcpy(orig, m.b, len);
+	memset(m.b + len, 0xaa, 32);
+	assert_int_equal(dnsmsg_append_opt(m.b, len,
+	    len + sizeof(opt_ede) - 1, 0, EDE_STALE_ANSWER, &n),
+	    DNSMSG_ENOSPC);
+	assert_int_equal(m.b[11], 0);
+	assert_int_equal(m.b[len], 0xaa);
+	assert_int_equal(dnsmsg_append_opt(m.b, len, len + sizeof(opt_ede),
+	    0, EDE_STALE_ANSWER, &n), 0);
+	assert_int_equal(n, len + sizeof(opt_ede));
+	assert_memory_equal(m.b + len, opt_ede, sizeof(opt_ede));
+	assert_int_equal(m.b[11], 1);
+
+	/* Trailing bytes after the last record are dropped: the OPT goes
+	 * where the records end, so that it is the record ARCOUNT counts. */
+	answer_start(&m, 0, 1, 0, 0);
+	mb_rr_ptr(&m, DNS_TYPE_A, 60, A_RD, 4);
+	len = m.n;
+	mb_bytes(&m, "junk", 4);
+	assert_int_equal(dnsmsg_append_opt(m.b, m.n, sizeof(m.b), 1,
+	    EDE_NONE, &n), 0);
+	assert_int_equal(n, len + sizeof(opt_do));
+	assert_memory_equal(m.b + len, opt_do, sizeof(opt_do));
+
+	/* Records that do not parse, or no header. */
+	answer_start(&m, 0, 2, 0, 0);
+	mb_rr_ptr(&m, DNS_TYPE_A, 60, A_RD, 4);
+	assert_int_equal(dnsmsg_append_opt(m.b, m.n, sizeof(m.b), 1,
+	    EDE_NONE, &n), DNSMSG_EMALFORMED);
+	assert_int_equal(dnsmsg_append_opt(m.b, 11, sizeof(m.b), 1,
+	    EDE_NONE, &n), DNSMSG_EMALFORMED);
+}
+
+static void
+test_clamp_set_ttls(void **state)
+{
+	struct mb m;
+	struct dnsmsg_question e;
+	struct dnsmsg_answer_info info;
+	uint16_t offs[6];
+
+	(void)state;
+	expect_example_a(&e);
+	answer_start(&m, 0, 4, 0, 1);
+	mb_rr_ptr(&m, DNS_TYPE_A, 5, A_RD, 4);
+	mb_rr_ptr(&m, DNS_TYPE_A, 100, A_RD, 4);
+	mb_rr_ptr(&m, DNS_TYPE_A, 100000, A_RD, 4);
+	mb_rr_ptr(&m, DNS_TYPE_A, 0x80000001u, A_RD, 4);
+	mb_opt(&m, 1232, 0x8000);
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info), 0);
+	assert_int_equal(info.n_ttl, 4);
+	memcpy(offs, info.ttl_off, 4 * sizeof(offs[0]));
+	offs[4] = (uint16_t)(m.n - 2);  /* runs past the end: ignored */
+	offs[5] = 60000;
+
+	dnsmsg_clamp_ttls(m.b, m.n, offs, 6, 30, 86400);
+	assert_int_equal(rd32(m.b + offs[0]), 30);
+	assert_int_equal(rd32(m.b + offs[1]), 100);
+	assert_int_equal(rd32(m.b + offs[2]), 86400);
+	assert_int_equal(rd32(m.b + offs[3]), 30);     /* read as 0 */
+	assert_int_equal(rd32(m.b + m.n - 6), 0x8000);
+	assert_int_equal(m.b[m.n - 2] | m.b[m.n - 1], 0);
+
+	/* lo 0, hi 50: only the top comes down. */
+	dnsmsg_clamp_ttls(m.b, m.n, offs, 4, 0, 50);
+	assert_int_equal(rd32(m.b + offs[0]), 30);
+	assert_int_equal(rd32(m.b + offs[1]), 50);
+	assert_int_equal(rd32(m.b + offs[2]), 50);
+
+	dnsmsg_set_ttls(m.b, m.n, offs, 6, 7);
+	assert_int_equal(rd32(m.b + offs[0]), 7);
+	assert_int_equal(rd32(m.b + offs[1]), 7);
+	assert_int_equal(rd32(m.b + offs[2]), 7);
+	assert_int_equal(rd32(m.b + offs[3]), 7);
+	assert_int_equal(rd32(m.b + m.n - 6), 0x8000);
+	assert_int_equal(m.b[m.n - 2] | m.b[m.n - 1], 0);
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info), 0);
+	assert_int_equal(info.ttl, 7);
+}
+
 static void
 test_name_str(void **state)
 {
@@ -979,15 +1576,24 @@ main(void)
 		cmocka_unit_test(test_error_reply_question),
 		cmocka_unit_test(test_error_reply_noquestion),
 		cmocka_unit_test(test_error_reply_edns),
+		cmocka_unit_test(test_error_reply_ede),
+		cmocka_unit_test(test_upstream_query),
+		cmocka_unit_test(test_upstream_query_padding),
 		cmocka_unit_test(test_answer_min_ttl),
 		cmocka_unit_test(test_answer_malformed_names),
 		cmocka_unit_test(test_answer_counts_lie),
 		cmocka_unit_test(test_answer_mismatch),
 		cmocka_unit_test(test_answer_negative),
 		cmocka_unit_test(test_answer_not_cacheable),
+		cmocka_unit_test(test_answer_keepalive),
+		cmocka_unit_test(test_answer_opt_malformed),
 		cmocka_unit_test(test_personalize),
 		cmocka_unit_test(test_age_ttls),
 		cmocka_unit_test(test_truncate),
+		cmocka_unit_test(test_strip_opt_last),
+		cmocka_unit_test(test_strip_opt_middle),
+		cmocka_unit_test(test_append_opt),
+		cmocka_unit_test(test_clamp_set_ttls),
 		cmocka_unit_test(test_name_str),
 	};
 
