@@ -232,6 +232,28 @@ shutdown_server(struct server *s)
 	uv_close((uv_handle_t *)&s->sig_usr1, NULL);
 }
 
+/* One line per upstream: health, RTT, and its certificate's state. */
+static void
+log_upstream_status(const struct upstream_pool *pool)
+{
+	struct upstream_status st;
+	size_t i, n = upstream_count(pool);
+
+	for (i = 0; i < n; i++) {
+		upstream_get_status(pool, i, &st);
+		log_info("upstream %s: %s, %s, srtt %u ms, %llu queries, "
+		    "%llu answers, %llu timeouts, certificate %s, expires "
+		    "%lld%s%s", st.name, st.healthy ? "up" : "down",
+		    st.connected ? "connected" : "not connected", st.srtt_ms,
+		    (unsigned long long)st.queries,
+		    (unsigned long long)st.answers,
+		    (unsigned long long)st.timeouts,
+		    st.verified == 1 ? "verified" : st.verified == 0 ?
+		    "NOT verified" : "not seen yet", (long long)st.cert_expiry,
+		    st.last_error[0] ? ", last error: " : "", st.last_error);
+	}
+}
+
 static void
 signal_cb(uv_signal_t *h, int signum)
 {
@@ -239,6 +261,7 @@ signal_cb(uv_signal_t *h, int signum)
 
 	if (signum == SIGUSR1) {
 		metrics_log(&s->metrics);
+		log_upstream_status(s->pool);
 		return;
 	}
 	shutdown_server(s);

@@ -155,6 +155,7 @@ waiter_fail(struct query_ctx *ctx, struct query_waiter *w, int ede)
 	uint8_t out[DNS_MAX_MSG];
 	size_t len;
 
+	ctx->metrics->upstream_failures++;
 	len = error_answer(ctx, w->msg, w->len, &w->q, DNS_RCODE_SERVFAIL, ede,
 	    w->udp, out);
 	waiter_finish(ctx, w, len ? out : NULL, len);

@@ -256,6 +256,16 @@ class Proc:
                     % (self.name, n, regex, len(ms), why,
                        self.tail_text()))
 
+    def expect_count(self, regex, n, timeout=DEFAULT_TIMEOUT, stream=None):
+        """Exactly n lines match: waits for the nth (output arrives through
+        a pipe and a reader thread, so a line already written may not be
+        here yet), then asserts there are no more."""
+        if n > 0:
+            self.wait_count(regex, n, timeout, stream)
+        got = self.count(regex, stream)
+        assert got == n, '%s: %d lines match %r, expected %d\n%s' % (
+            self.name, got, regex, n, self.tail_text())
+
     def wait_line(self, regex, timeout=DEFAULT_TIMEOUT, stream=None,
                   after=0):
         """Waits for a line matching regex (re.search) and returns its

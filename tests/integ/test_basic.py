@@ -41,8 +41,13 @@ def test_udp_miss_then_hit():
         r2 = h.dig(px.port, 'www.example', 'A')
         assert r2.rcode == 'NOERROR' and r2.data('A') == ['192.0.2.1'], r2.raw
         assert r2.answers[0][1] <= 300
-        assert up.count(QUERY_RE % (r'www\.example\.', 1)) == 1, \
-            'the repeat went upstream'
+        up.expect_count(QUERY_RE % (r'www\.example\.', 1), 1)
+        # SIGUSR1 logs the counters and each upstream's state.
+        px.signal(10)
+        px.wait_line(r'stats:.* cache_hits=1 cache_misses=1', stream='stderr')
+        px.wait_line(r'upstream 127\.0\.0\.1@%d#dns\.example: up, '
+                     r'connected, .*certificate verified, expires [1-9]'
+                     % up.port, stream='stderr')
 
 
 def test_hit_ttl_is_lowered():
@@ -56,7 +61,7 @@ def test_hit_ttl_is_lowered():
         r2 = h.dig(px.port, 'ttl100.example', 'A')
         assert r2.answers, r2.raw
         assert 97 <= r2.answers[0][1] <= 98, r2.raw
-        assert up.count(QUERY_RE % (r'ttl100\.example\.', 1)) == 1
+        up.expect_count(QUERY_RE % (r'ttl100\.example\.', 1), 1)
 
 
 def test_tcp_miss_then_hit():
@@ -67,7 +72,7 @@ def test_tcp_miss_then_hit():
         assert r.data('AAAA') == ['2001:db8::1'], r.raw
         r2 = h.dig(px.port, 'tcp1.example', 'AAAA', tcp=True)
         assert r2.data('AAAA') == ['2001:db8::1'], r2.raw
-        assert up.count(QUERY_RE % (r'tcp1\.example\.', 28)) == 1
+        up.expect_count(QUERY_RE % (r'tcp1\.example\.', 28), 1)
 
 
 def test_client_spelling_and_id():
@@ -82,7 +87,7 @@ def test_client_spelling_and_id():
             assert reply[12:len(q)] == q[12:], (reply[12:len(q)], q[12:])
             m = h.Message(reply)
             assert m.rcode == 0 and len(m.answers) == 1
-        assert up.count(QUERY_RE % (r'mixed\.example\.', 1)) == 1
+        up.expect_count(QUERY_RE % (r'mixed\.example\.', 1), 1)
 
 
 def test_negative_answers_cached():
@@ -94,8 +99,8 @@ def test_negative_answers_cached():
             assert any(a[2] == 'SOA' for a in r.authority), r.raw
             r = h.dig(px.port, 'nodata1.example', 'A')
             assert r.rcode == 'NOERROR' and not r.answers, r.raw
-        assert up.count(QUERY_RE % (r'nx1\.example\.', 1)) == 1
-        assert up.count(QUERY_RE % (r'nodata1\.example\.', 1)) == 1
+        up.expect_count(QUERY_RE % (r'nx1\.example\.', 1), 1)
+        up.expect_count(QUERY_RE % (r'nodata1\.example\.', 1), 1)
         # No SOA: nothing to take a negative TTL from, so not cached.
         for _ in range(2):
             assert h.dig(px.port, 'nosoa1.example').rcode == 'NXDOMAIN'
@@ -125,9 +130,9 @@ def test_thousand_queries_one_connection():
             m = got[i]
             assert m.rcode == 0 and m.question[0] == name, (i, m.question)
             assert len(m.answers) == 1
-        assert up.count(r'^query ') == 1000
-        assert up.count(r'^handshake ok') == 1, 'connection was not reused'
-        assert up.count(r'^accept') == 1
+        up.expect_count(r'^query ', 1000)
+        up.expect_count(r'^handshake ok', 1)
+        up.expect_count(r'^accept', 1)
 
 
 def test_out_of_order_answers_reach_right_clients():
@@ -201,8 +206,8 @@ def test_truncation_then_tcp():
         r = h.dig(px.port, 'big1.example', 'TXT', tcp=True)
         assert r.rcode == 'NOERROR' and len(r.answers) == 1, r.raw
         assert r.answers[0][3].count('"') == 40, r.raw
-        assert up.count(QUERY_RE % (r'big1\.example\.', 16)) == 1
-        assert up.count(QUERY_RE % (r'mid1\.example\.', 16)) == 1
+        up.expect_count(QUERY_RE % (r'big1\.example\.', 16), 1)
+        up.expect_count(QUERY_RE % (r'mid1\.example\.', 16), 1)
 
 
 def test_malformed_input():
@@ -242,7 +247,7 @@ def test_malformed_input():
             assert m.id == 0x4242 and m.rcode == 0
         # Still alive, nothing malformed went upstream.
         assert h.dig(px.port, 'after.example').rcode == 'NOERROR'
-        assert up.count(r'^query ') == 2
+        up.expect_count(r'^query ', 2)
 
 
 def test_real_clients():
@@ -255,7 +260,7 @@ def test_real_clients():
         assert status == 0 and 'rcode=NOERROR' in lines, lines
         r = h.kdig(px.port, 'knot.example', 'TXT', tcp=True)
         assert r.rcode == 'NOERROR' and r.data('TXT') == ['"hello"'], r.raw
-        assert up.count(QUERY_RE % (r'cares\.example\.', 1)) == 1
+        up.expect_count(QUERY_RE % (r'cares\.example\.', 1), 1)
 
 
 def test_ipv6_listener():
@@ -271,7 +276,7 @@ def test_ipv6_listener():
         r = h._run_tool(['dig', '@::1', '-p', str(port), '+tries=1',
                          '+time=5', '+tcp', 'v6.example', 'AAAA'], 15)
         assert r.rcode == 'NOERROR', r.raw
-        assert up.count(QUERY_RE % (r'v6\.example\.', 28)) == 1
+        up.expect_count(QUERY_RE % (r'v6\.example\.', 28), 1)
         px.wait_line(r'listening on ::1@%d' % port, stream='stderr')
 
 

@@ -78,8 +78,8 @@ def test_through_unbound():
         for _ in range(3):
             assert h.dig(px.port, 'www.unbound.test').rcode == 'NOERROR'
             assert h.dig(px.port, 'nope.unbound.test').rcode == 'NXDOMAIN'
-        assert ub.count(r'www\.unbound\.test\. A IN') == 1, ub.output()
-        assert ub.count(r'nope\.unbound\.test\. A IN') == 1, ub.output()
+        ub.expect_count(r'www\.unbound\.test\. A IN', 1)
+        ub.expect_count(r'nope\.unbound\.test\. A IN', 1)
 
 
 def test_unbound_wrong_name():

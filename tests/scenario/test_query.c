@@ -1,0 +1,1190 @@
+/* test_query.c: scenario tests of query.c with the cache, against a fake upstream.
+ *
+ * In the spirit of Unbound's replay tests: each test plays one scenario
+ * through the real query.c, cache.c, dnsmsg.c and local.c, with
+ * fake_upstream.c standing in for the DoT pool. Every out-query the fake
+ * sees is counted and inspected, every client answer is checked (ID,
+ * rcode, TTL, the client's spelling of the question, the OPT record and
+ * its Extended DNS Error), and a cached repeat must cause no out-query.
+ *
+ * Time. query_handle takes now_ms from its caller, but query.c reads the
+ * loop's clock itself (uv_now) where an upstream answer is completed
+ * (pending_complete) and in the stale timer. libuv's clock cannot be set:
+ * it is the monotonic clock, read when the loop runs. So the loop is never
+ * run (one test excepted) and stays at T0, its time at uv_loop_init, and:
+ *  - "t + n s" is told to query_handle as T0 + n * 1000;
+ *  - every upstream answer is stored in the cache at T0, whatever time
+ *    the test has reached (a refresh completed "at t+91 s" is stored as
+ *    of T0), which the prefetch test allows for;
+ *  - a stale entry (expired at T0 already, as pending_complete must see
+ *    it) is put straight into the cache with cache_put at T0 - 2 s, built
+ *    and parsed like one from upstream;
+ *  - the stale-client-timeout test really runs the loop (UV_RUN_ONCE,
+ *    bounded) until the 50 ms stale timer fires: a short real wait on an
+ *    event, not a sleep.
+ * A clock seam in query.c (e.g. a now function in struct query_ctx that
+ * pending_complete and the timer use) would remove all three caveats.
+ *
+ * Built with the fake's object before libdotproxy.a, so the archive's
+ * upstream.o (and tls.o, GnuTLS) is never linked.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <uv.h>
+
+#include "cache.h"
+#include "conf.h"
+#include "dnsmsg.h"
+#include "fake_upstream.h"
+#include "log.h"
+#include "mem.h"
+#include "metrics.h"
+#include "query.h"
+#include "upstream.h"
+
+#define N_CLIENTS 128
+#define ANS_MAX 4096
+#define SEC 1000u
+
+/* Client query flags for build_query. */
+#define Q_EDNS 0x01
+#define Q_DO 0x02
+#define Q_ECS 0x04   /* also a cookie option */
+#define Q_CD 0x08
+
+/* What one pending client got from its done_cb. */
+struct client {
+	int done;               /* times done_cb ran: must end at 1 */
+	int null_msg;           /* done_cb had msg == NULL */
+	uint8_t q[512];         /* the query it sent */
+	size_t q_len;
+	uint8_t a[ANS_MAX];     /* the answer it got */
+	size_t a_len;
+};
+
+struct sc {
+	uv_loop_t loop;
+	struct conf conf;
+	struct cache *cache;
+	struct metrics m;
+	struct upstream_pool *pool;
+	struct query_ctx ctx;
+	int ctx_open;
+	uint64_t t0;
+	size_t n_done;          /* done callbacks, all clients */
+	struct client cl[N_CLIENTS];
+};
+
+/* What the test reads back from an answer, by its own walk of the bytes
+ * (independent of dnsmsg.c, which is under test). */
+struct ans {
+	uint16_t id, flags;
+	int rcode;
+	uint16_t qd, an, ns, ar;
+	size_t qend;            /* end of the question */
+	size_t n_rr;            /* records other than OPT */
+	uint16_t type[16];
+	uint32_t ttl[16];
+	uint8_t a4[4];          /* rdata of the first A record */
+	int n_opt;
+	uint16_t udp;           /* OPT payload size */
+	int do_bit;
+	int ede;                /* -1 when no EDE option */
+	int n_options;
+	uint16_t opt_code[16];
+};
+
+/* ---- wire helpers ---- */
+
+static void
+put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static void
+put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static uint16_t
+get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static uint32_t
+get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	    (uint32_t)p[2] << 8 | p[3];
+}
+
+/* "Www.Example.COM" -> wire labels as spelled. Returns the length. */
+static size_t
+put_name(uint8_t *p, const char *name)
+{
+	size_t n = 0, lab;
+	const char *dot;
+
+	while (*name != '\0') {
+		dot = strchr(name, '.');
+		lab = dot ? (size_t)(dot - name) : strlen(name);
+		assert_true(lab > 0 && lab < 64);
+		p[n++] = (uint8_t)lab;
+		memcpy(p + n, name, lab);
+		n += lab;
+		name += lab + (dot ? 1 : 0);
+	}
+	p[n++] = 0;
+	return n;
+}
+
+static size_t
+build_query(uint8_t *b, uint16_t id, const char *name, uint16_t qtype,
+    int fl)
+{
+	size_t n = DNS_HDR_LEN, rdlen_at;
+
+	memset(b, 0, DNS_HDR_LEN);
+	put16(b, id);
+	put16(b + 2, DNS_FLAG_RD | ((fl & Q_CD) ? DNS_FLAG_CD : 0));
+	put16(b + 4, 1);
+	n += put_name(b + n, name);
+	put16(b + n, qtype);
+	put16(b + n + 2, 1);
+	n += 4;
+	if (!(fl & Q_EDNS))
+		return n;
+	put16(b + 10, 1);
+	b[n++] = 0;                     /* root owner */
+	put16(b + n, DNS_TYPE_OPT);
+	put16(b + n + 2, 4096);         /* the client's payload size */
+	put32(b + n + 4, (fl & Q_DO) ? 0x8000 : 0);
+	rdlen_at = n + 8;
+	n += 10;
+	if (fl & Q_ECS) {
+		/* RFC 7871: family 1, source /24, scope 0, 192.0.2. */
+		put16(b + n, EDNS_OPT_ECS);
+		put16(b + n + 2, 7);
+		put16(b + n + 4, 1);
+		b[n + 6] = 24;
+		b[n + 7] = 0;
+		b[n + 8] = 192;
+		b[n + 9] = 0;
+		b[n + 10] = 2;
+		n += 11;
+		/* RFC 7873 client cookie */
+		put16(b + n, 10);
+		put16(b + n + 2, 8);
+		memcpy(b + n + 4, "\1\2\3\4\5\6\7\10", 8);
+		n += 12;
+	}
+	put16(b + rdlen_at, (uint16_t)(n - rdlen_at - 2));
+	return n;
+}
+
+/* The question section as sent upstream: lowercase name, type, class IN. */
+static size_t
+put_question(uint8_t *b, const char *name, uint16_t qtype)
+{
+	size_t n = put_name(b, name);
+
+	put16(b + n, qtype);
+	put16(b + n + 2, 1);
+	return n + 4;
+}
+
+static size_t
+answer_header(uint8_t *b, uint16_t id, int rcode, const char *name,
+    uint16_t qtype)
+{
+	memset(b, 0, DNS_HDR_LEN);
+	put16(b, id);
+	put16(b + 2, (uint16_t)(DNS_FLAG_QR | DNS_FLAG_RD | DNS_FLAG_RA |
+	    rcode));
+	put16(b + 4, 1);
+	return DNS_HDR_LEN + put_question(b + DNS_HDR_LEN, name, qtype);
+}
+
+/* An upstream's OPT record (payload 1232, no options), as a real
+ * resolver adds: query.c must strip it and give each client its own. */
+static size_t
+put_opt(uint8_t *b, uint8_t *msg)
+{
+	b[0] = 0;
+	put16(b + 1, DNS_TYPE_OPT);
+	put16(b + 3, 1232);
+	put32(b + 5, 0);
+	put16(b + 9, 0);
+	put16(msg + 10, (uint16_t)(get16(msg + 10) + 1));
+	return 11;
+}
+
+/* NOERROR with one A record 192.0.2.<last>, TTL ttl, plus an OPT. */
+static size_t
+build_a_answer(uint8_t *b, uint16_t id, const char *name, uint32_t ttl,
+    uint8_t last)
+{
+	size_t n = answer_header(b, id, DNS_RCODE_NOERROR, name, DNS_TYPE_A);
+
+	put16(b + 6, 1);
+	put16(b + n, 0xc00c);           /* the question's name */
+	put16(b + n + 2, DNS_TYPE_A);
+	put16(b + n + 4, 1);
+	put32(b + n + 6, ttl);
+	put16(b + n + 10, 4);
+	b[n + 12] = 192;
+	b[n + 13] = 0;
+	b[n + 14] = 2;
+	b[n + 15] = last;
+	n += 16;
+	return n + put_opt(b + n, b);
+}
+
+/* NXDOMAIN with the zone's SOA in authority: SOA TTL soa_ttl, MINIMUM
+ * minimum (RFC 2308: the answer lives min of the two). */
+static size_t
+build_nxdomain(uint8_t *b, uint16_t id, const char *name, uint32_t soa_ttl,
+    uint32_t minimum)
+{
+	size_t n = answer_header(b, id, DNS_RCODE_NXDOMAIN, name, DNS_TYPE_A);
+	size_t rd;
+
+	put16(b + 8, 1);
+	n += put_name(b + n, "example.com");
+	put16(b + n, DNS_TYPE_SOA);
+	put16(b + n + 2, 1);
+	put32(b + n + 4, soa_ttl);
+	rd = n + 10;
+	n += 10;
+	n += put_name(b + n, "ns.example.com");
+	n += put_name(b + n, "hostmaster.example.com");
+	put32(b + n, 2024010101);       /* serial */
+	put32(b + n + 4, 7200);         /* refresh */
+	put32(b + n + 8, 900);          /* retry */
+	put32(b + n + 12, 1209600);     /* expire */
+	put32(b + n + 16, minimum);
+	n += 20;
+	put16(b + rd - 2, (uint16_t)(n - rd));
+	return n;
+}
+
+static size_t
+build_servfail(uint8_t *b, uint16_t id, const char *name)
+{
+	return answer_header(b, id, DNS_RCODE_SERVFAIL, name, DNS_TYPE_A);
+}
+
+static size_t
+skip_name(const uint8_t *m, size_t len, size_t pos)
+{
+	for (;;) {
+		assert_true(pos < len);
+		if ((m[pos] & 0xc0) == 0xc0)
+			return pos + 2;
+		if (m[pos] == 0)
+			return pos + 1;
+		pos += 1 + (size_t)m[pos];
+	}
+}
+
+static void
+parse_ans(const uint8_t *m, size_t len, struct ans *a)
+{
+	size_t pos, i, nrr, rd, rdlen, o;
+	uint16_t type;
+
+	memset(a, 0, sizeof(*a));
+	a->ede = -1;
+	assert_true(len >= DNS_HDR_LEN);
+	a->id = get16(m);
+	a->flags = get16(m + 2);
+	a->rcode = DNS_RCODE(a->flags);
+	a->qd = get16(m + 4);
+	a->an = get16(m + 6);
+	a->ns = get16(m + 8);
+	a->ar = get16(m + 10);
+	assert_int_equal(a->qd, 1);
+	pos = skip_name(m, len, DNS_HDR_LEN) + 4;
+	assert_true(pos <= len);
+	a->qend = pos;
+	nrr = (size_t)a->an + a->ns + a->ar;
+	for (i = 0; i < nrr; i++) {
+		pos = skip_name(m, len, pos);
+		assert_true(pos + 10 <= len);
+		type = get16(m + pos);
+		rdlen = get16(m + pos + 8);
+		rd = pos + 10;
+		assert_true(rd + rdlen <= len);
+		if (type == DNS_TYPE_OPT) {
+			a->n_opt++;
+			a->udp = get16(m + pos + 2);
+			a->do_bit = (get32(m + pos + 4) & 0x8000) != 0;
+			for (o = rd; o < rd + rdlen; o += 4 + get16(m + o + 2)) {
+				assert_true(o + 4 <= rd + rdlen);
+				if (a->n_options < 16)
+					a->opt_code[a->n_options++] =
+					    get16(m + o);
+				if (get16(m + o) == EDNS_OPT_EDE) {
+					assert_true(get16(m + o + 2) >= 2);
+					a->ede = get16(m + o + 4);
+				}
+			}
+		} else {
+			assert_true(a->n_rr < 16);
+			if (type == DNS_TYPE_A && a->a4[0] == 0) {
+				assert_int_equal(rdlen, 4);
+				memcpy(a->a4, m + rd, 4);
+			}
+			a->type[a->n_rr] = type;
+			a->ttl[a->n_rr++] = get32(m + pos + 4);
+		}
+		pos = rd + rdlen;
+	}
+	assert_int_equal(pos, len);
+}
+
+/* Check an answer to client query q: its ID, QR, rcode, the question as
+ * the client spelled it, the TTL of every record, one OPT iff the client
+ * sent EDNS, with EDE ede (-1 for none). */
+static void
+check_answer(const uint8_t *q, size_t q_len, const uint8_t *m, size_t len,
+    int rcode, uint32_t ttl, int ede, struct ans *a)
+{
+	size_t i, qend;
+	int edns;
+
+	parse_ans(m, len, a);
+	assert_int_equal(a->id, get16(q));
+	assert_true(a->flags & DNS_FLAG_QR);
+	assert_int_equal(a->rcode, rcode);
+	qend = skip_name(q, q_len, DNS_HDR_LEN) + 4;
+	assert_int_equal(a->qend, qend);
+	assert_memory_equal(m + DNS_HDR_LEN, q + DNS_HDR_LEN,
+	    qend - DNS_HDR_LEN);
+	for (i = 0; i < a->n_rr; i++)
+		assert_int_equal(a->ttl[i], ttl);
+	edns = get16(q + 10) != 0;
+	assert_int_equal(a->n_opt, edns ? 1 : 0);
+	assert_int_equal(a->ede, edns ? ede : -1);
+}
+
+/* ---- the scenario's world ---- */
+
+static void
+done_cb(void *arg, const void *origin, const uint8_t *msg, size_t len)
+{
+	struct sc *s = arg;
+	size_t idx;
+	struct client *c;
+
+	memcpy(&idx, origin, sizeof(idx));
+	assert_true(idx < N_CLIENTS);
+	c = &s->cl[idx];
+	c->done++;
+	s->n_done++;
+	if (msg == NULL) {
+		c->null_msg = 1;
+		return;
+	}
+	assert_true(len <= sizeof(c->a));
+	memcpy(c->a, msg, len);
+	c->a_len = len;
+}
+
+static int
+setup(void **state)
+{
+	struct sc *s;
+	char err[CONF_ERR_MAX];
+
+	log_open(LOGL_ERR, 1);
+	s = calloc(1, sizeof(*s));
+	assert_non_null(s);
+	assert_int_equal(uv_loop_init(&s->loop), 0);
+	s->t0 = uv_now(&s->loop);
+	conf_init(&s->conf);
+	assert_int_equal(conf_set(&s->conf, "stale-client-timeout", "50ms",
+	    "test", err, sizeof(err)), 0);
+	assert_int_equal(conf_set(&s->conf, "upstream",
+	    "127.0.0.1@853#dns.test", "test", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(&s->conf, err, sizeof(err)), 0);
+	/* The defaults the scenarios rely on. */
+	assert_int_equal(s->conf.stale_client_timeout_ms, 50);
+	assert_int_equal(s->conf.cache_servfail_ttl, 5);
+	assert_int_equal(s->conf.stale_refresh_interval, 30);
+	assert_true(s->conf.prefetch && s->conf.serve_stale &&
+	    s->conf.local_zones);
+	s->cache = cache_new(s->conf.cache_size, s->conf.stale_max_age);
+	assert_non_null(s->cache);
+	s->pool = upstream_pool_new(&s->loop, &s->conf, NULL, &s->m);
+	assert_non_null(s->pool);
+	assert_int_equal(query_ctx_init(&s->ctx, &s->loop, &s->conf, s->cache,
+	    s->pool, &s->m), 0);
+	s->ctx_open = 1;
+	*state = s;
+	return 0;
+}
+
+/* main.c's order: the pool first (it completes every pending query),
+ * then the query context, then the loop runs the close callbacks. */
+static void
+shutdown_world(struct sc *s)
+{
+	if (s->pool != NULL) {
+		upstream_pool_close(s->pool);
+		s->pool = NULL;
+	}
+	if (s->ctx_open) {
+		query_ctx_close(&s->ctx);
+		s->ctx_open = 0;
+	}
+	assert_int_equal(uv_run(&s->loop, UV_RUN_DEFAULT), 0);
+}
+
+static int
+teardown(void **state)
+{
+	struct sc *s = *state;
+
+	shutdown_world(s);
+	assert_int_equal(uv_loop_close(&s->loop), 0);
+	cache_free(s->cache);
+	free(s);
+	mem_fail_after(-1);
+	return 0;
+}
+
+/* Client idx asks at T0 + at_ms. Returns the result; an immediate answer
+ * is left in the client's slot (done stays 0). */
+static enum query_result
+ask(struct sc *s, size_t idx, uint64_t at_ms, uint16_t id, const char *name,
+    uint16_t qtype, int fl)
+{
+	struct client *c = &s->cl[idx];
+	enum query_result r;
+	uint8_t out[DNS_MAX_MSG];
+	size_t out_len = 0;
+
+	assert_true(idx < N_CLIENTS);
+	memset(c, 0, sizeof(*c));
+	c->q_len = build_query(c->q, id, name, qtype, fl);
+	r = query_handle(&s->ctx, c->q, c->q_len, 1, s->t0 + at_ms, out,
+	    &out_len, done_cb, s, &idx, sizeof(idx));
+	if (r == QUERY_ANSWER) {
+		assert_true(out_len > 0 && out_len <= sizeof(c->a));
+		memcpy(c->a, out, out_len);
+		c->a_len = out_len;
+	}
+	/* The done callback never runs inside query_handle. */
+	assert_int_equal(c->done, 0);
+	return r;
+}
+
+/* Answer out-query i with an A record. */
+static void
+answer_a(size_t i, const char *name, uint32_t ttl, uint8_t last)
+{
+	uint8_t b[512];
+	size_t n = build_a_answer(b, 0x5151, name, ttl, last);
+
+	assert_int_equal(fake_answer(i, b, n), 0);
+}
+
+/* Out-query i asks name (lowercase) type qtype. */
+static void
+check_outq_question(size_t i, const char *name, uint16_t qtype)
+{
+	uint8_t want[300];
+	size_t want_len = put_question(want, name, qtype), len;
+	const uint8_t *m = fake_query(i, &len);
+
+	assert_non_null(m);
+	assert_true(len >= DNS_HDR_LEN + want_len);
+	assert_int_equal(get16(m + 4), 1);
+	assert_memory_equal(m + DNS_HDR_LEN, want, want_len);
+	assert_int_equal(fake_question(i)->qtype, qtype);
+}
+
+/* Put an entry for name in the cache as if an upstream answer with TTL
+ * ttl had been stored at stored_at (loop time), through the same steps
+ * as query.c: parse, strip OPT, put under the query's key. */
+static void
+seed(struct sc *s, const char *name, int fl, uint32_t ttl, uint8_t last,
+    uint64_t stored_at)
+{
+	uint8_t qb[512], ab[512];
+	size_t qn = build_query(qb, 1, name, DNS_TYPE_A, fl);
+	size_t an = build_a_answer(ab, 1, name, ttl, last);
+	struct dnsmsg_query q;
+	struct dnsmsg_answer_info info;
+	struct cache_key key;
+
+	assert_int_equal(dnsmsg_parse_query(qb, qn, &q), 0);
+	assert_int_equal(dnsmsg_parse_answer(ab, an, &q.q, &info), 0);
+	an = dnsmsg_strip_opt(ab, an, &info);
+	cache_key_make(&key, &q);
+	assert_int_equal(cache_put(s->cache, &key, ab, an, &info, stored_at),
+	    0);
+}
+
+/* The stale tests need an entry already expired at the loop's time T0,
+ * stored 2 s before it; the monotonic clock is well past that on any
+ * running system. */
+static uint64_t
+before_t0(struct sc *s, uint64_t ms)
+{
+	assert_true(s->t0 > ms);
+	return s->t0 - ms;
+}
+
+/* "ExAmPlE.cOm"-style spelling number k of a lowercase name. */
+static void
+spell(char *out, const char *name, unsigned k)
+{
+	unsigned bit = 0;
+	size_t i;
+
+	for (i = 0; name[i] != '\0'; i++) {
+		out[i] = name[i];
+		if (name[i] >= 'a' && name[i] <= 'z') {
+			if (k & (1u << bit))
+				out[i] = (char)(name[i] - 'a' + 'A');
+			bit++;
+		}
+	}
+	out[i] = '\0';
+}
+
+/* ---- scenarios ---- */
+
+/* 1. 100 identical misses at once, each its own ID and spelling, half
+ * with EDNS: one out-query; its answer reaches all 100, each personalized;
+ * a repeat is a cache hit. */
+static void
+test_coalesce(void **state)
+{
+	struct sc *s = *state;
+	char name[64];
+	struct ans a;
+	size_t i;
+
+	for (i = 0; i < 100; i++) {
+		spell(name, "example.com", (unsigned)i);
+		assert_int_equal(ask(s, i, 0, (uint16_t)(0x1000 + i), name,
+		    DNS_TYPE_A, (i % 2) ? Q_EDNS : 0), QUERY_PENDING);
+	}
+	assert_int_equal(fake_count(), 1);
+	check_outq_question(0, "example.com", DNS_TYPE_A);
+	assert_int_equal(s->n_done, 0);
+	assert_int_equal(s->m.cache_misses, 100);
+	assert_int_equal(s->m.queries_coalesced, 99);
+
+	answer_a(0, "example.com", 300, 1);
+	assert_int_equal(s->n_done, 100);
+	for (i = 0; i < 100; i++) {
+		assert_int_equal(s->cl[i].done, 1);
+		check_answer(s->cl[i].q, s->cl[i].q_len, s->cl[i].a,
+		    s->cl[i].a_len, DNS_RCODE_NOERROR, 300, EDE_NONE, &a);
+		assert_int_equal(a.n_rr, 1);
+		assert_memory_equal(a.a4, "\300\0\2\1", 4);
+		assert_true(a.flags & DNS_FLAG_RD);
+	}
+	assert_int_equal(s->m.answers[DNS_RCODE_NOERROR], 100);
+
+	/* A repeat, spelled otherwise, 1 s later: from the cache. */
+	assert_int_equal(ask(s, 100, 1 * SEC, 0xbeef, "EXAMPLE.COM",
+	    DNS_TYPE_A, Q_EDNS), QUERY_ANSWER);
+	check_answer(s->cl[100].q, s->cl[100].q_len, s->cl[100].a,
+	    s->cl[100].a_len, DNS_RCODE_NOERROR, 299, EDE_NONE, &a);
+	assert_int_equal(fake_count(), 1);
+	assert_int_equal(s->m.cache_hits, 1);
+	assert_int_equal(s->n_done, 100);
+}
+
+/* 2. TTL 300 stored at t: 258 at t+42 s; at t+300 s a miss that goes
+ * upstream once. */
+static void
+test_ttl_aging(void **state)
+{
+	struct sc *s = *state;
+	struct ans a;
+
+	assert_int_equal(ask(s, 0, 0, 1, "aging.example", DNS_TYPE_A, 0),
+	    QUERY_PENDING);
+	answer_a(0, "aging.example", 300, 2);
+	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
+	    DNS_RCODE_NOERROR, 300, EDE_NONE, &a);
+
+	assert_int_equal(ask(s, 1, 42 * SEC, 2, "Aging.Example", DNS_TYPE_A,
+	    0), QUERY_ANSWER);
+	check_answer(s->cl[1].q, s->cl[1].q_len, s->cl[1].a, s->cl[1].a_len,
+	    DNS_RCODE_NOERROR, 258, EDE_NONE, &a);
+	/* Not a second earlier than whole seconds say. */
+	assert_int_equal(ask(s, 2, 42 * SEC + 999, 3, "aging.example",
+	    DNS_TYPE_A, 0), QUERY_ANSWER);
+	check_answer(s->cl[2].q, s->cl[2].q_len, s->cl[2].a, s->cl[2].a_len,
+	    DNS_RCODE_NOERROR, 258, EDE_NONE, &a);
+	assert_int_equal(fake_count(), 1);
+
+	assert_int_equal(ask(s, 3, 300 * SEC, 4, "aging.example", DNS_TYPE_A,
+	    0), QUERY_PENDING);
+	assert_int_equal(fake_count(), 2);
+	check_outq_question(1, "aging.example", DNS_TYPE_A);
+	answer_a(1, "aging.example", 300, 3);
+	assert_int_equal(s->cl[3].done, 1);
+	check_answer(s->cl[3].q, s->cl[3].q_len, s->cl[3].a, s->cl[3].a_len,
+	    DNS_RCODE_NOERROR, 300, EDE_NONE, &a);
+	assert_memory_equal(a.a4, "\300\0\2\3", 4);
+	assert_int_equal(s->m.cache_hits, 2);
+	assert_int_equal(s->m.cache_misses, 2);
+}
+
+/* 3. TTL 100: no prefetch at t+89 s (11 s left), a hit at t+91 s is
+ * answered from the cache and starts one refresh; a hit meanwhile does
+ * not start another; the refresh's answer replaces the entry. */
+static void
+test_prefetch(void **state)
+{
+	struct sc *s = *state;
+	size_t len0, len1;
+	const uint8_t *q0, *q1;
+	struct ans a;
+
+	assert_int_equal(ask(s, 0, 0, 1, "pf.example", DNS_TYPE_A, Q_EDNS),
+	    QUERY_PENDING);
+	answer_a(0, "pf.example", 100, 1);
+	assert_int_equal(s->cl[0].done, 1);
+
+	assert_int_equal(ask(s, 1, 89 * SEC, 2, "pf.example", DNS_TYPE_A, 0),
+	    QUERY_ANSWER);
+	check_answer(s->cl[1].q, s->cl[1].q_len, s->cl[1].a, s->cl[1].a_len,
+	    DNS_RCODE_NOERROR, 11, EDE_NONE, &a);
+	assert_int_equal(fake_count(), 1);
+
+	assert_int_equal(ask(s, 2, 91 * SEC, 3, "PF.example", DNS_TYPE_A,
+	    Q_EDNS), QUERY_ANSWER);
+	check_answer(s->cl[2].q, s->cl[2].q_len, s->cl[2].a, s->cl[2].a_len,
+	    DNS_RCODE_NOERROR, 9, EDE_NONE, &a);
+	assert_memory_equal(a.a4, "\300\0\2\1", 4);
+	assert_int_equal(fake_count(), 2);
+	assert_int_equal(s->m.cache_prefetches, 1);
+	/* The refresh asks exactly what the first out-query asked. */
+	q0 = fake_query(0, &len0);
+	q1 = fake_query(1, &len1);
+	assert_int_equal(len0, len1);
+	assert_memory_equal(q0, q1, len0);
+
+	assert_int_equal(ask(s, 3, 92 * SEC, 4, "pf.EXAMPLE", DNS_TYPE_A, 0),
+	    QUERY_ANSWER);
+	check_answer(s->cl[3].q, s->cl[3].q_len, s->cl[3].a, s->cl[3].a_len,
+	    DNS_RCODE_NOERROR, 8, EDE_NONE, &a);
+	assert_int_equal(fake_count(), 2);
+	assert_int_equal(s->m.cache_prefetches, 1);
+
+	/* The refresh has no client waiting: nobody is answered. */
+	answer_a(1, "pf.example", 100, 2);
+	assert_int_equal(s->n_done, 1);
+	assert_int_equal(fake_pending_count(), 0);
+	/* It was stored at the loop's time T0 (see the file header), so
+	 * ask at T0 + 50 s, where it is fresh and not yet due a refresh. */
+	assert_int_equal(ask(s, 4, 50 * SEC, 5, "pf.example", DNS_TYPE_A, 0),
+	    QUERY_ANSWER);
+	check_answer(s->cl[4].q, s->cl[4].q_len, s->cl[4].a, s->cl[4].a_len,
+	    DNS_RCODE_NOERROR, 50, EDE_NONE, &a);
+	assert_memory_equal(a.a4, "\300\0\2\2", 4);
+	assert_int_equal(fake_count(), 2);
+}
+
+/* 4a. NXDOMAIN with SOA TTL 60, MINIMUM 30: cached 30 s, the SOA's TTL
+ * lowered to match. */
+static void
+test_negative(void **state)
+{
+	struct sc *s = *state;
+	uint8_t b[512];
+	size_t n;
+	struct ans a;
+
+	assert_int_equal(ask(s, 0, 0, 0x4e58, "nx.example.com", DNS_TYPE_A,
+	    Q_EDNS), QUERY_PENDING);
+	n = build_nxdomain(b, 7, "nx.example.com", 60, 30);
+	assert_int_equal(fake_answer(0, b, n), 0);
+	assert_int_equal(s->cl[0].done, 1);
+	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
+	    DNS_RCODE_NXDOMAIN, 30, EDE_NONE, &a);
+	assert_int_equal(a.ns, 1);
+	assert_int_equal(a.type[0], DNS_TYPE_SOA);
+	assert_int_equal(s->m.cache_inserts, 1);
+
+	/* t+20 s: from the cache, 10 s left (not yet in prefetch range). */
+	assert_int_equal(ask(s, 1, 20 * SEC, 0x4e59, "NX.example.com",
+	    DNS_TYPE_A, 0), QUERY_ANSWER);
+	check_answer(s->cl[1].q, s->cl[1].q_len, s->cl[1].a, s->cl[1].a_len,
+	    DNS_RCODE_NXDOMAIN, 10, EDE_NONE, &a);
+	assert_int_equal(fake_count(), 1);
+
+	/* t+30 s: gone, asked again. */
+	assert_int_equal(ask(s, 2, 30 * SEC, 0x4e5a, "nx.example.com",
+	    DNS_TYPE_A, 0), QUERY_PENDING);
+	assert_int_equal(fake_count(), 2);
+	check_outq_question(1, "nx.example.com", DNS_TYPE_A);
+}
+
+/* 4b. SERVFAIL from the upstream with no stale entry: passed on and
+ * cached cache-servfail-ttl (5 s). */
+static void
+test_servfail_cached(void **state)
+{
+	struct sc *s = *state;
+	uint8_t b[512];
+	size_t n;
+	struct ans a;
+
+	assert_int_equal(ask(s, 0, 0, 0x5f01, "sf.example", DNS_TYPE_A,
+	    Q_EDNS), QUERY_PENDING);
+	n = build_servfail(b, 9, "sf.example");
+	assert_int_equal(fake_answer(0, b, n), 0);
+	assert_int_equal(s->cl[0].done, 1);
+	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
+	    DNS_RCODE_SERVFAIL, 0, EDE_NONE, &a);
+	assert_int_equal(s->m.cache_servfail_cached, 1);
+
+	assert_int_equal(ask(s, 1, 4 * SEC + 999, 0x5f02, "SF.example",
+	    DNS_TYPE_A, Q_EDNS), QUERY_ANSWER);
+	check_answer(s->cl[1].q, s->cl[1].q_len, s->cl[1].a, s->cl[1].a_len,
+	    DNS_RCODE_SERVFAIL, 0, EDE_NONE, &a);
+	/* A cached SERVFAIL is never prefetched. */
+	assert_int_equal(fake_count(), 1);
+
+	assert_int_equal(ask(s, 2, 5 * SEC, 0x5f03, "sf.example", DNS_TYPE_A,
+	    0), QUERY_PENDING);
+	assert_int_equal(fake_count(), 2);
+}
+
+/* 5a. Serve-stale on failure: an expired entry, a miss goes upstream, the
+ * upstream is unreachable: the client gets the stale answer (TTL 30,
+ * EDE 3). Within stale-refresh-interval stale goes out at once with no
+ * out-query; after it, upstream again. */
+static void
+test_stale_on_failure(void **state)
+{
+	struct sc *s = *state;
+	struct ans a;
+
+	seed(s, "stale.example", 0, 1, 7, before_t0(s, 2 * SEC));
+
+	assert_int_equal(ask(s, 0, 0, 0x5701, "Stale.Example", DNS_TYPE_A,
+	    Q_EDNS), QUERY_PENDING);
+	assert_int_equal(fake_count(), 1);
+	check_outq_question(0, "stale.example", DNS_TYPE_A);
+	assert_int_equal(fake_fail(0, UPSTREAM_EUNREACH), 0);
+	assert_int_equal(s->cl[0].done, 1);
+	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
+	    DNS_RCODE_NOERROR, 30, EDE_STALE_ANSWER, &a);
+	assert_memory_equal(a.a4, "\300\0\2\7", 4);
+	assert_int_equal(s->m.cache_stale_served, 1);
+
+	/* Within the interval: stale at once, no out-query; without EDNS
+	 * there is no OPT to carry the EDE. */
+	assert_int_equal(ask(s, 1, 1 * SEC, 0x5702, "stale.example",
+	    DNS_TYPE_A, 0), QUERY_ANSWER);
+	check_answer(s->cl[1].q, s->cl[1].q_len, s->cl[1].a, s->cl[1].a_len,
+	    DNS_RCODE_NOERROR, 30, EDE_NONE, &a);
+	assert_int_equal(ask(s, 2, 30 * SEC - 1, 0x5703, "STALE.example",
+	    DNS_TYPE_A, Q_EDNS), QUERY_ANSWER);
+	check_answer(s->cl[2].q, s->cl[2].q_len, s->cl[2].a, s->cl[2].a_len,
+	    DNS_RCODE_NOERROR, 30, EDE_STALE_ANSWER, &a);
+	assert_int_equal(fake_count(), 1);
+	assert_int_equal(s->m.cache_stale_served, 3);
+
+	/* The interval is over (the failure was at the loop's T0). */
+	assert_int_equal(ask(s, 3, 30 * SEC, 0x5704, "stale.example",
+	    DNS_TYPE_A, Q_EDNS), QUERY_PENDING);
+	assert_int_equal(fake_count(), 2);
+	answer_a(1, "stale.example", 300, 8);
+	assert_int_equal(s->cl[3].done, 1);
+	check_answer(s->cl[3].q, s->cl[3].q_len, s->cl[3].a, s->cl[3].a_len,
+	    DNS_RCODE_NOERROR, 300, EDE_NONE, &a);
+	assert_memory_equal(a.a4, "\300\0\2\10", 4);
+}
+
+/* 5b. An upstream SERVFAIL with a stale entry: stale beats SERVFAIL, and
+ * the SERVFAIL is not cached over the stale entry. */
+static void
+test_stale_on_servfail(void **state)
+{
+	struct sc *s = *state;
+	uint8_t b[512];
+	size_t n;
+	struct ans a;
+
+	seed(s, "stale.example", 0, 1, 7, before_t0(s, 2 * SEC));
+	assert_int_equal(ask(s, 0, 0, 0x5801, "stale.example", DNS_TYPE_A,
+	    Q_EDNS), QUERY_PENDING);
+	n = build_servfail(b, 3, "stale.example");
+	assert_int_equal(fake_answer(0, b, n), 0);
+	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
+	    DNS_RCODE_NOERROR, 30, EDE_STALE_ANSWER, &a);
+	assert_int_equal(s->m.cache_servfail_cached, 0);
+
+	assert_int_equal(ask(s, 1, 1 * SEC, 0x5802, "stale.example",
+	    DNS_TYPE_A, Q_EDNS), QUERY_ANSWER);
+	check_answer(s->cl[1].q, s->cl[1].q_len, s->cl[1].a, s->cl[1].a_len,
+	    DNS_RCODE_NOERROR, 30, EDE_STALE_ANSWER, &a);
+	assert_int_equal(fake_count(), 1);
+}
+
+/* 5c. The upstream is slow: after stale-client-timeout (50 ms) the
+ * waiting client gets the stale answer, and the late upstream answer
+ * still refreshes the cache. The one test that runs the loop. */
+static void
+test_stale_timer(void **state)
+{
+	struct sc *s = *state;
+	struct ans a;
+	int turns;
+
+	seed(s, "slow.example", 0, 1, 7, before_t0(s, 2 * SEC));
+	assert_int_equal(ask(s, 0, 0, 0x5901, "slow.EXAMPLE", DNS_TYPE_A,
+	    Q_EDNS), QUERY_PENDING);
+	assert_int_equal(fake_count(), 1);
+
+	/* The stale timer is the loop's only active handle: each
+	 * UV_RUN_ONCE waits for it. Bounded in case it never answers. */
+	for (turns = 0; turns < 20 && s->cl[0].done == 0; turns++)
+		(void)uv_run(&s->loop, UV_RUN_ONCE);
+	assert_int_equal(s->cl[0].done, 1);
+	assert_true(uv_now(&s->loop) >= s->t0 + 50);
+	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
+	    DNS_RCODE_NOERROR, 30, EDE_STALE_ANSWER, &a);
+	assert_memory_equal(a.a4, "\300\0\2\7", 4);
+	assert_int_equal(fake_state(0), FAKE_PENDING);
+
+	/* The late answer reaches nobody but the cache. */
+	answer_a(0, "slow.example", 300, 9);
+	assert_int_equal(s->n_done, 1);
+	s->t0 = uv_now(&s->loop);
+	assert_int_equal(ask(s, 1, 0, 0x5902, "slow.example", DNS_TYPE_A, 0),
+	    QUERY_ANSWER);
+	check_answer(s->cl[1].q, s->cl[1].q_len, s->cl[1].a, s->cl[1].a_len,
+	    DNS_RCODE_NOERROR, 300, EDE_NONE, &a);
+	assert_memory_equal(a.a4, "\300\0\2\11", 4);
+	assert_int_equal(fake_count(), 1);
+}
+
+/* 6. Upstream failure with nothing stale: SERVFAIL with EDE 22 (no
+ * reachable authority) or 23 (network error); not cached. */
+static void
+test_failure_no_stale(void **state)
+{
+	struct sc *s = *state;
+	struct ans a;
+
+	assert_int_equal(ask(s, 0, 0, 0x6001, "down.example", DNS_TYPE_A,
+	    Q_EDNS), QUERY_PENDING);
+	assert_int_equal(ask(s, 1, 0, 0x6002, "Down.Example", DNS_TYPE_A, 0),
+	    QUERY_PENDING);
+	assert_int_equal(ask(s, 2, 0, 0x6003, "slow.example", DNS_TYPE_AAAA,
+	    Q_EDNS | Q_DO), QUERY_PENDING);
+	assert_int_equal(fake_count(), 2);
+
+	assert_int_equal(fake_fail(0, UPSTREAM_EUNREACH), 0);
+	assert_int_equal(s->n_done, 2);
+	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
+	    DNS_RCODE_SERVFAIL, 0, EDE_NO_REACHABLE_AUTHORITY, &a);
+	assert_int_equal(a.an + a.ns, 0);
+	check_answer(s->cl[1].q, s->cl[1].q_len, s->cl[1].a, s->cl[1].a_len,
+	    DNS_RCODE_SERVFAIL, 0, EDE_NONE, &a);
+
+	assert_int_equal(fake_fail(1, UPSTREAM_ETIMEDOUT), 0);
+	assert_int_equal(s->cl[2].done, 1);
+	check_answer(s->cl[2].q, s->cl[2].q_len, s->cl[2].a, s->cl[2].a_len,
+	    DNS_RCODE_SERVFAIL, 0, EDE_NETWORK_ERROR, &a);
+	assert_int_equal(a.do_bit, 1);
+	assert_int_equal(s->m.answers[DNS_RCODE_SERVFAIL], 3);
+
+	/* A failure is not cached: the next client goes upstream. */
+	assert_int_equal(ask(s, 3, 1 * SEC, 0x6004, "down.example",
+	    DNS_TYPE_A, 0), QUERY_PENDING);
+	assert_int_equal(fake_count(), 3);
+}
+
+/* 7. Local names are answered here and never leave the host. */
+static void
+test_local(void **state)
+{
+	struct sc *s = *state;
+	struct ans a;
+
+	assert_int_equal(ask(s, 0, 0, 0x7001, "LocalHost", DNS_TYPE_A,
+	    Q_EDNS), QUERY_ANSWER);
+	parse_ans(s->cl[0].a, s->cl[0].a_len, &a);
+	assert_int_equal(a.id, 0x7001);
+	assert_int_equal(a.rcode, DNS_RCODE_NOERROR);
+	assert_int_equal(a.an, 1);
+	assert_memory_equal(a.a4, "\177\0\0\1", 4);
+	assert_memory_equal(s->cl[0].a + DNS_HDR_LEN,
+	    s->cl[0].q + DNS_HDR_LEN, a.qend - DNS_HDR_LEN);
+	assert_int_equal(a.n_opt, 1);
+
+	assert_int_equal(ask(s, 1, 0, 0x7002, "foo.invalid", DNS_TYPE_A, 0),
+	    QUERY_ANSWER);
+	parse_ans(s->cl[1].a, s->cl[1].a_len, &a);
+	assert_int_equal(a.id, 0x7002);
+	assert_int_equal(a.rcode, DNS_RCODE_NXDOMAIN);
+
+	assert_int_equal(ask(s, 2, 0, 0x7003, "1.0.0.127.in-addr.arpa", 12,
+	    0), QUERY_ANSWER);
+	assert_int_equal(fake_count(), 0);
+	assert_int_equal(s->m.local_answers, 3);
+	assert_int_equal(s->m.cache_misses, 0);
+}
+
+/* Check an out-query against dnsmsg_upstream_query's contract: padded to
+ * 128 bytes, ID 0, RD, CD as the client's, the lowercase question, one
+ * OPT with payload 1232, DO as the client's, and only keepalive and
+ * padding options: none of the client's (ECS, cookie). */
+static void
+check_outq_bytes(size_t i, const char *name, uint16_t qtype, int cd,
+    int do_bit)
+{
+	const uint8_t *m;
+	size_t len, qlen;
+	uint8_t want[300];
+	struct ans a;
+
+	m = fake_query(i, &len);
+	assert_non_null(m);
+	assert_int_equal(len % DNS_PAD_BLOCK, 0);
+	assert_int_equal(get16(m), 0);
+	assert_int_equal(get16(m + 2), DNS_FLAG_RD | (cd ? DNS_FLAG_CD : 0));
+	qlen = put_question(want, name, qtype);
+	assert_memory_equal(m + DNS_HDR_LEN, want, qlen);
+	/* parse_ans reads the sections the same way for a query. */
+	parse_ans(m, len, &a);
+	assert_int_equal(a.an + a.ns, 0);
+	assert_int_equal(a.ar, 1);
+	assert_int_equal(a.n_opt, 1);
+	assert_int_equal(a.udp, DNS_EDNS_UDP);
+	assert_int_equal(a.do_bit, do_bit);
+	assert_int_equal(a.n_options, 2);
+	assert_int_equal(a.opt_code[0], EDNS_OPT_KEEPALIVE);
+	assert_int_equal(a.opt_code[1], EDNS_OPT_PADDING);
+}
+
+/* 8. What goes upstream. */
+static void
+test_outquery_bytes(void **state)
+{
+	struct sc *s = *state;
+	char name[80];
+	size_t i, len;
+	const uint8_t *m;
+
+	assert_int_equal(ask(s, 0, 0, 0x8001, "WwW.Example.COM",
+	    DNS_TYPE_AAAA, Q_EDNS | Q_DO | Q_ECS), QUERY_PENDING);
+	assert_int_equal(ask(s, 1, 0, 0x8002, "a.b", DNS_TYPE_A,
+	    Q_EDNS | Q_ECS | Q_CD), QUERY_PENDING);
+	assert_int_equal(ask(s, 2, 0, 0x8003, "plain.example", DNS_TYPE_A, 0),
+	    QUERY_PENDING);
+	assert_int_equal(fake_count(), 3);
+	check_outq_bytes(0, "www.example.com", DNS_TYPE_AAAA, 0, 1);
+	check_outq_bytes(1, "a.b", DNS_TYPE_A, 1, 0);
+	check_outq_bytes(2, "plain.example", DNS_TYPE_A, 0, 0);
+	/* Names of every length up to a few blocks all pad exactly. */
+	for (i = 0; i < 40; i++) {
+		memset(name, 'x', sizeof(name));
+		snprintf(name + i + 1, sizeof(name) - i - 1, ".pad%zu", i);
+		name[0] = 'y';
+		assert_int_equal(ask(s, 3 + i, 0, (uint16_t)(0x8100 + i), name,
+		    DNS_TYPE_A, Q_EDNS | Q_ECS), QUERY_PENDING);
+		m = fake_query(3 + i, &len);
+		assert_non_null(m);
+		assert_int_equal(len % DNS_PAD_BLOCK, 0);
+	}
+	assert_int_equal(fake_count(), 43);
+}
+
+/* 9. Malformed input: dropped and counted, or FORMERR / NOTIMP; never an
+ * out-query. */
+static void
+test_malformed(void **state)
+{
+	struct sc *s = *state;
+	uint8_t b[64], out[DNS_MAX_MSG];
+	size_t out_len = 0, idx = 0;
+	struct ans a;
+
+	memset(b, 0, sizeof(b));
+	put16(b, 0x9001);
+	assert_int_equal(query_handle(&s->ctx, b, 5, 1, s->t0, out, &out_len,
+	    done_cb, s, &idx, sizeof(idx)), QUERY_DROP);
+	assert_int_equal(s->m.drops_malformed, 1);
+
+	/* QR set: a response is never answered. */
+	build_query(b, 0x9002, "example.com", DNS_TYPE_A, 0);
+	put16(b + 2, DNS_FLAG_QR);
+	assert_int_equal(query_handle(&s->ctx, b, 29, 1, s->t0, out, &out_len,
+	    done_cb, s, &idx, sizeof(idx)), QUERY_DROP);
+	assert_int_equal(s->m.drops_malformed, 2);
+
+	/* No question: FORMERR with the ID. */
+	memset(b, 0, sizeof(b));
+	put16(b, 0x9003);
+	put16(b + 2, DNS_FLAG_RD);
+	assert_int_equal(query_handle(&s->ctx, b, DNS_HDR_LEN, 1, s->t0, out,
+	    &out_len, done_cb, s, &idx, sizeof(idx)), QUERY_ANSWER);
+	assert_int_equal(get16(out), 0x9003);
+	assert_true(get16(out + 2) & DNS_FLAG_QR);
+	assert_int_equal(DNS_RCODE(get16(out + 2)), DNS_RCODE_FORMERR);
+
+	/* A question cut short: FORMERR. */
+	build_query(b, 0x9004, "example.com", DNS_TYPE_A, 0);
+	assert_int_equal(query_handle(&s->ctx, b, 20, 1, s->t0, out, &out_len,
+	    done_cb, s, &idx, sizeof(idx)), QUERY_ANSWER);
+	assert_int_equal(get16(out), 0x9004);
+	assert_int_equal(DNS_RCODE(get16(out + 2)), DNS_RCODE_FORMERR);
+
+	/* Opcode STATUS: NOTIMP, the question echoed. */
+	build_query(b, 0x9005, "example.com", DNS_TYPE_A, 0);
+	put16(b + 2, (uint16_t)(2 << 11 | DNS_FLAG_RD));
+	assert_int_equal(query_handle(&s->ctx, b, 29, 1, s->t0, out, &out_len,
+	    done_cb, s, &idx, sizeof(idx)), QUERY_ANSWER);
+	parse_ans(out, out_len, &a);
+	assert_int_equal(a.id, 0x9005);
+	assert_int_equal(a.rcode, DNS_RCODE_NOTIMP);
+
+	assert_int_equal(fake_count(), 0);
+	assert_int_equal(s->m.cache_misses, 0);
+	assert_int_equal(s->m.answers[DNS_RCODE_FORMERR], 2);
+	assert_int_equal(s->m.answers[DNS_RCODE_NOTIMP], 1);
+	assert_int_equal(s->n_done, 0);
+}
+
+/* Out of memory, or the pool refusing, on a miss: SERVFAIL at once and a
+ * counted drop; nothing stays in flight, so the next client goes out. */
+static void
+test_overload(void **state)
+{
+	struct sc *s = *state;
+	struct ans a;
+
+	mem_fail_after(0);      /* the waiter's allocation */
+	assert_int_equal(ask(s, 0, 0, 0xa001, "oom.example", DNS_TYPE_A,
+	    Q_EDNS), QUERY_ANSWER);
+	mem_fail_after(-1);
+	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
+	    DNS_RCODE_SERVFAIL, 0, EDE_NONE, &a);
+
+	fake_refuse_next(1);
+	assert_int_equal(ask(s, 1, 0, 0xa002, "oom.example", DNS_TYPE_A, 0),
+	    QUERY_ANSWER);
+	check_answer(s->cl[1].q, s->cl[1].q_len, s->cl[1].a, s->cl[1].a_len,
+	    DNS_RCODE_SERVFAIL, 0, EDE_NONE, &a);
+	assert_int_equal(s->m.drops_overload, 2);
+	assert_int_equal(fake_count(), 0);
+
+	assert_int_equal(ask(s, 2, 0, 0xa003, "oom.example", DNS_TYPE_A, 0),
+	    QUERY_PENDING);
+	assert_int_equal(fake_count(), 1);
+	answer_a(0, "oom.example", 60, 4);
+	assert_int_equal(s->cl[2].done, 1);
+	assert_int_equal(s->n_done, 1);
+}
+
+/* Shutdown with clients waiting (one also on the stale list): each gets
+ * exactly one answer, SERVFAIL, or its stale answer. */
+static void
+test_shutdown(void **state)
+{
+	struct sc *s = *state;
+	struct ans a;
+
+	seed(s, "stale.example", 0, 1, 7, before_t0(s, 2 * SEC));
+	assert_int_equal(ask(s, 0, 0, 0xb001, "wait.example", DNS_TYPE_A,
+	    Q_EDNS), QUERY_PENDING);
+	assert_int_equal(ask(s, 1, 0, 0xb002, "wait.example", DNS_TYPE_A, 0),
+	    QUERY_PENDING);
+	assert_int_equal(ask(s, 2, 0, 0xb003, "stale.example", DNS_TYPE_A,
+	    Q_EDNS), QUERY_PENDING);
+	assert_int_equal(fake_count(), 2);
+
+	shutdown_world(s);
+	assert_int_equal(s->n_done, 3);
+	assert_int_equal(s->cl[0].done, 1);
+	assert_int_equal(s->cl[1].done, 1);
+	assert_int_equal(s->cl[2].done, 1);
+	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
+	    DNS_RCODE_SERVFAIL, 0, EDE_NETWORK_ERROR, &a);
+	check_answer(s->cl[1].q, s->cl[1].q_len, s->cl[1].a, s->cl[1].a_len,
+	    DNS_RCODE_SERVFAIL, 0, EDE_NONE, &a);
+	check_answer(s->cl[2].q, s->cl[2].q_len, s->cl[2].a, s->cl[2].a_len,
+	    DNS_RCODE_NOERROR, 30, EDE_STALE_ANSWER, &a);
+}
+
+/* The fake itself: an answer to another question is refused (and the
+ * out-query stays pending), as the real pool drops it. */
+static void
+test_fake_mismatch(void **state)
+{
+	struct sc *s = *state;
+	uint8_t b[512];
+	size_t n;
+
+	assert_int_equal(ask(s, 0, 0, 0xc001, "one.example", DNS_TYPE_A, 0),
+	    QUERY_PENDING);
+	n = build_a_answer(b, 1, "two.example", 60, 1);
+	assert_int_equal(fake_answer(0, b, n), DNSMSG_EMISMATCH);
+	assert_int_equal(fake_state(0), FAKE_PENDING);
+	assert_int_equal(s->n_done, 0);
+	assert_int_equal(fake_answer(1, b, n), -EINVAL);
+	answer_a(0, "one.example", 60, 1);
+	assert_int_equal(fake_state(0), FAKE_ANSWERED);
+	assert_int_equal(fake_answer(0, b, n), -EINVAL);
+	assert_int_equal(fake_fail(0, UPSTREAM_ETIMEDOUT), -EINVAL);
+	assert_int_equal(s->n_done, 1);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_coalesce, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ttl_aging, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_negative, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_servfail_cached, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_stale_on_failure, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_stale_on_servfail, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_stale_timer, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_failure_no_stale, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_local, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_outquery_bytes, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_overload, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fake_mismatch, setup,
+		    teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
