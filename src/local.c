@@ -226,6 +226,23 @@ match_tail(const char *text, const uint8_t *name, const size_t *lab,
 	return matched;
 }
 
+/* Is this wire label (length byte first) a top-level label under which a
+ * local zone lives? */
+static int
+local_tld(const uint8_t *label)
+{
+	static const char *const tlds[] = { "arpa", "localhost", "invalid",
+	    "onion" };
+	size_t i, n;
+
+	for (i = 0; i < sizeof(tlds) / sizeof(tlds[0]); i++) {
+		n = strlen(tlds[i]);
+		if (label[0] == n && memcmp(label + 1, tlds[i], n) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 int
 local_answer(const uint8_t *query, size_t query_len,
     const struct dnsmsg_query *q, uint8_t *out, size_t cap, size_t *out_len)
@@ -250,6 +267,12 @@ local_answer(const uint8_t *query, size_t query_len,
 	    nlab < MAX_LABELS; off += 1 + (size_t)name[off])
 		lab[nlab++] = off;
 
+	/* Every query passes here: most names end in none of the four
+	 * top-level labels the zones live under, so look at that first. */
+	if (nlab == 0 || !local_tld(name + lab[nlab - 1])) {
+		ret = 0;
+		goto out;
+	}
 	for (i = 0; i < sizeof(zones) / sizeof(zones[0]); i++) {
 		matched = match_tail(zones[i].apex, name, lab, nlab, &zl);
 		if (matched == zl && zl > best) {

@@ -393,7 +393,7 @@ verify_reason(unsigned status)
 	if (status & GNUTLS_CERT_EXPIRED)
 		return "certificate expired";
 	if (status & GNUTLS_CERT_NOT_ACTIVATED)
-		return "certificate not yet valid";
+		return "certificate not yet valid (is the clock set?)";
 	if (status & GNUTLS_CERT_UNEXPECTED_OWNER)
 		return "name mismatch";
 	if (status & GNUTLS_CERT_REVOKED)
