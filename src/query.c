@@ -254,8 +254,13 @@ store_servfail(struct query_ctx *ctx, const struct cache_key *key,
     uint64_t now)
 {
 	struct dnsmsg_answer_info sf = *info;
+	uint8_t scratch[DNS_MAX_MSG];
+	size_t n;
 
-	if (ctx->conf->cache_servfail_ttl == 0)
+	/* A prefetch that fails must not replace an answer still fresh. */
+	if (ctx->conf->cache_servfail_ttl == 0 ||
+	    cache_get(ctx->cache, key, now, scratch, sizeof(scratch), &n,
+	    NULL) == 0)
 		return;
 	sf.cacheable = 1;
 	sf.ttl = ctx->conf->cache_servfail_ttl;

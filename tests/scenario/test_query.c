@@ -774,6 +774,32 @@ test_servfail_cached(void **state)
 	assert_int_equal(fake_count(), 2);
 }
 
+/* 4c. A prefetch that gets SERVFAIL leaves the fresh answer in place: a
+ * refresh must never make a good cached name worse. */
+static void
+test_prefetch_servfail_keeps_answer(void **state)
+{
+	struct sc *s = *state;
+	uint8_t b[512];
+	size_t n;
+	struct ans a;
+
+	assert_int_equal(ask(s, 0, 0, 1, "pfsf.example", DNS_TYPE_A, 0),
+	    QUERY_PENDING);
+	answer_a(0, "pfsf.example", 100, 7);
+	assert_int_equal(ask(s, 1, 91 * SEC, 2, "pfsf.example", DNS_TYPE_A,
+	    0), QUERY_ANSWER);
+	assert_int_equal(fake_count(), 2);
+	n = build_servfail(b, 9, "pfsf.example");
+	assert_int_equal(fake_answer(1, b, n), 0);
+	assert_int_equal(s->m.cache_servfail_cached, 0);
+	assert_int_equal(ask(s, 2, 92 * SEC, 3, "pfsf.example", DNS_TYPE_A,
+	    0), QUERY_ANSWER);
+	check_answer(s->cl[2].q, s->cl[2].q_len, s->cl[2].a, s->cl[2].a_len,
+	    DNS_RCODE_NOERROR, 8, EDE_NONE, &a);
+	assert_memory_equal(a.a4, "\300\0\2\7", 4);
+}
+
 /* 5a. Serve-stale on failure: an expired entry, a miss goes upstream, the
  * upstream is unreachable: the client gets the stale answer (TTL 30,
  * EDE 3). Within stale-refresh-interval stale goes out at once with no
@@ -1165,6 +1191,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_coalesce, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ttl_aging, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_prefetch_servfail_keeps_answer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_negative, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_servfail_cached, setup,
 		    teardown),
