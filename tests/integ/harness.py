@@ -385,6 +385,9 @@ def start_dotproxy(*args, port=None, env=None, timeout=DEFAULT_TIMEOUT,
     for attempt in range(3):
         p_port = port if port is not None else free_port()
         argv = [DOTPROXY, '-d']
+        # A config file installed on the machine must not change a test.
+        if '-c' not in args:
+            argv += ['-c', os.devnull]
         if listen:
             argv += ['-l', '127.0.0.1@%d' % p_port]
         p = Proc(argv + list(args), name='dotproxy', env=env)
