@@ -471,53 +471,44 @@ parse_size(const char *s, unsigned long long *out)
 	return 0;
 }
 
-/* DURATION = digits with ms, s, m or h; bare digits are seconds. Saturates
- * like parse_size. */
-static int
-parse_duration(const char *s, unsigned long long *ms)
-{
-	unsigned long long v, mult;
-	const char *end;
+/* A number followed by one of a table's unit suffixes. */
+struct unit {
+	const char *suffix;
+	unsigned long long mult;
+};
 
-	if (parse_uint(s, &end, &v) < 0)
-		return -1;
-	if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
-		mult = SECOND_MS;
-	else if (strcmp(end, "ms") == 0)
-		mult = 1;
-	else if (strcmp(end, "m") == 0)
-		mult = MINUTE_MS;
-	else if (strcmp(end, "h") == 0)
-		mult = HOUR_MS;
-	else
-		return -1;
-	*ms = v > NUM_SAT / mult ? NUM_SAT : v * mult;
-	return 0;
-}
+/* DURATION: milliseconds; SECONDS: whole seconds, because that is the
+ * unit of a DNS TTL. Bare digits are seconds in both. */
+static const struct unit duration_units[] = {
+	{ "", SECOND_MS }, { "s", SECOND_MS }, { "ms", 1 },
+	{ "m", MINUTE_MS }, { "h", HOUR_MS }, { NULL, 0 },
+};
+static const struct unit seconds_units[] = {
+	{ "", 1 }, { "s", 1 }, { "m", 60 }, { "h", 3600 }, { "d", 86400 },
+	{ NULL, 0 },
+};
+static const struct unit count_units[] = {
+	{ "", 1 }, { NULL, 0 },
+};
 
-/* SECONDS = digits with s, m, h or d; bare digits are seconds. A whole
- * number of seconds, because that is the unit of a DNS TTL. Saturates like
+/* Parse digits with a suffix from units into *out. Saturates like
  * parse_size. */
 static int
-parse_seconds(const char *s, unsigned long long *out)
+parse_units(const char *s, const struct unit *units, unsigned long long *out)
 {
-	unsigned long long v, mult;
+	unsigned long long v;
 	const char *end;
 
 	if (parse_uint(s, &end, &v) < 0)
 		return -1;
-	if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
-		mult = 1;
-	else if (strcmp(end, "m") == 0)
-		mult = 60;
-	else if (strcmp(end, "h") == 0)
-		mult = 3600;
-	else if (strcmp(end, "d") == 0)
-		mult = 86400;
-	else
-		return -1;
-	*out = v > NUM_SAT / mult ? NUM_SAT : v * mult;
-	return 0;
+	for (; units->suffix != NULL; units++) {
+		if (strcmp(end, units->suffix) == 0) {
+			*out = v > NUM_SAT / units->mult ? NUM_SAT :
+			    v * units->mult;
+			return 0;
+		}
+	}
+	return -1;
 }
 
 /* Seconds in the largest unit that holds them exactly: "0s", "90s", "5m",
@@ -760,59 +751,27 @@ set_cache_size(struct conf *c, const char *value, char *msg, size_t msglen)
 	return 0;
 }
 
+/* A duration, a time in seconds or a plain count, checked against the
+ * key's range. */
 static int
-set_duration(struct conf *c, const struct key_def *k, const char *value,
+set_number(struct conf *c, const struct key_def *k, const char *value,
     char *msg, size_t msglen)
 {
-	unsigned long long ms;
-	char q[QUOTE_MAX + 8];
-
-	if (parse_duration(value, &ms) < 0) {
-		snprintf(msg, msglen, "\"%s\" is not a duration (use e.g. 3s "
-		    "or 500ms)", quote(value, q, sizeof(q)));
-		return -1;
-	}
-	if (ms < k->min || ms > k->max) {
-		snprintf(msg, msglen, "\"%s\" is out of range (%s)",
-		    quote(value, q, sizeof(q)), k->range);
-		return -1;
-	}
-	*uint_field(c, k) = (unsigned)ms;
-	return 0;
-}
-
-static int
-set_seconds(struct conf *c, const struct key_def *k, const char *value,
-    char *msg, size_t msglen)
-{
+	const struct unit *units = count_units;
+	const char *what = "is not a number";
 	unsigned long long v;
 	char q[QUOTE_MAX + 8];
 
-	if (parse_seconds(value, &v) < 0) {
-		snprintf(msg, msglen, "\"%s\" is not a time in seconds (use "
-		    "e.g. 30, 5m or 1d)", quote(value, q, sizeof(q)));
-		return -1;
+	if (k->kind == KEY_DURATION) {
+		units = duration_units;
+		what = "is not a duration (use e.g. 3s or 500ms)";
+	} else if (k->kind == KEY_SECONDS) {
+		units = seconds_units;
+		what = "is not a time in seconds (use e.g. 30, 5m or 1d)";
 	}
-	if (v < k->min || v > k->max) {
-		snprintf(msg, msglen, "\"%s\" is out of range (%s)",
-		    quote(value, q, sizeof(q)), k->range);
-		return -1;
-	}
-	*uint_field(c, k) = (unsigned)v;
-	return 0;
-}
-
-static int
-set_count(struct conf *c, const struct key_def *k, const char *value,
-    char *msg, size_t msglen)
-{
-	unsigned long long v;
-	const char *end;
-	char q[QUOTE_MAX + 8];
-
-	if (parse_uint(value, &end, &v) < 0 || *end != '\0') {
-		snprintf(msg, msglen, "\"%s\" is not a number",
-		    quote(value, q, sizeof(q)));
+	if (parse_units(value, units, &v) < 0) {
+		snprintf(msg, msglen, "\"%s\" %s", quote(value, q, sizeof(q)),
+		    what);
 		return -1;
 	}
 	if (v < k->min || v > k->max) {
@@ -936,13 +895,9 @@ conf_set(struct conf *c, const char *key, const char *value,
 		rc = set_cache_size(c, value, msg, sizeof(msg));
 		break;
 	case KEY_DURATION:
-		rc = set_duration(c, k, value, msg, sizeof(msg));
-		break;
 	case KEY_SECONDS:
-		rc = set_seconds(c, k, value, msg, sizeof(msg));
-		break;
 	case KEY_COUNT:
-		rc = set_count(c, k, value, msg, sizeof(msg));
+		rc = set_number(c, k, value, msg, sizeof(msg));
 		break;
 	case KEY_LOG_LEVEL:
 		rc = set_log_level(c, value, msg, sizeof(msg));
