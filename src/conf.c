@@ -531,7 +531,8 @@ seconds_str(unsigned v, char *buf, size_t cap)
 enum key_kind {
 	KEY_LISTEN,
 	KEY_UPSTREAM,
-	KEY_CA_FILE,
+	KEY_PATH,        /* char[CONF_MAX_PATH] at off; "" = unset */
+	KEY_ADDR,        /* struct conf_addr at off; len 0 = unset */
 	KEY_SIZE,
 	KEY_DURATION,    /* unsigned, milliseconds */
 	KEY_SECONDS,     /* unsigned, seconds */
@@ -559,7 +560,7 @@ struct key_def {
 static const struct key_def keys[] = {
 	{ "listen", KEY_LISTEN, 0, 0, 0, NULL },
 	{ "upstream", KEY_UPSTREAM, 0, 0, 0, NULL },
-	{ "ca-file", KEY_CA_FILE, 0, 0, 0, NULL },
+	{ "ca-file", KEY_PATH, FIELD(ca_file), 0, 0, NULL },
 	{ "cache-size", KEY_SIZE, 0, 0, 0, NULL },
 	DURATION_KEY("query-timeout", query_timeout_ms, 1, HOUR_MS,
 	    "1ms to 60m"),
@@ -597,6 +598,12 @@ static const struct key_def keys[] = {
 	SECONDS_KEY("stale-refresh-interval", stale_refresh_interval, 1,
 	    SECS_MAX, "1s to 7d"),
 	BOOL_KEY("local-zones", local_zones),
+	{ "http-listen", KEY_ADDR, FIELD(http_listen), CONF_DEFAULT_HTTP_PORT,
+	    0, NULL },
+	{ "control-socket", KEY_PATH, FIELD(control_socket), 0, 0, NULL },
+	/* 0 skips it: listeners close at once on SIGTERM. */
+	DURATION_KEY("lameduck", lameduck_ms, 0, HOUR_MS, "0 to 60m"),
+	BOOL_KEY("log-queries", log_queries),
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -699,12 +706,25 @@ set_upstream(struct conf *c, const char *value, char *msg, size_t msglen)
 	return 0;
 }
 
+static char *
+path_field(struct conf *c, const struct key_def *k)
+{
+	return (char *)c + k->off;
+}
+
+static const char *
+path_field_const(const struct conf *c, const struct key_def *k)
+{
+	return (const char *)c + k->off;
+}
+
 static int
-set_ca_file(struct conf *c, const char *value, char *msg, size_t msglen)
+set_path(struct conf *c, const struct key_def *k, const char *value,
+    char *msg, size_t msglen)
 {
 	size_t len = strlen(value), i;
 
-	if (len >= sizeof(c->ca_file)) {
+	if (len >= CONF_MAX_PATH) {
 		snprintf(msg, msglen, "path longer than %d characters",
 		    CONF_MAX_PATH - 1);
 		return -1;
@@ -722,8 +742,18 @@ set_ca_file(struct conf *c, const char *value, char *msg, size_t msglen)
 		snprintf(msg, msglen, "path must not start with '#'");
 		return -1;
 	}
-	memcpy(c->ca_file, value, len + 1);
+	memcpy(path_field(c, k), value, len + 1);
 	return 0;
+}
+
+/* A single optional address (http-listen); k->min is its default port. */
+static int
+set_addr(struct conf *c, const struct key_def *k, const char *value,
+    char *msg, size_t msglen)
+{
+	struct conf_addr *a = (struct conf_addr *)(void *)((char *)c + k->off);
+
+	return conf_parse_addr(value, (unsigned)k->min, a, msg, msglen);
 }
 
 static int
@@ -860,6 +890,7 @@ conf_init(struct conf *c)
 	c->stale_client_timeout_ms = 1800;
 	c->stale_refresh_interval = 30;
 	c->local_zones = 1;
+	c->lameduck_ms = 5000;
 }
 
 int
@@ -888,8 +919,11 @@ conf_set(struct conf *c, const char *key, const char *value,
 	case KEY_UPSTREAM:
 		rc = set_upstream(c, value, msg, sizeof(msg));
 		break;
-	case KEY_CA_FILE:
-		rc = set_ca_file(c, value, msg, sizeof(msg));
+	case KEY_PATH:
+		rc = set_path(c, k, value, msg, sizeof(msg));
+		break;
+	case KEY_ADDR:
+		rc = set_addr(c, k, value, msg, sizeof(msg));
 		break;
 	case KEY_SIZE:
 		rc = set_cache_size(c, value, msg, sizeof(msg));
@@ -1173,6 +1207,7 @@ print_upstream(FILE *out, const struct conf_upstream *u)
 void
 conf_print(const struct conf *c, FILE *out)
 {
+	const struct conf_addr *a;
 	const struct key_def *k;
 	char buf[64];
 	size_t i;
@@ -1190,9 +1225,18 @@ conf_print(const struct conf *c, FILE *out)
 			for (i = 0; i < c->n_upstream; i++)
 				print_upstream(out, &c->upstream[i]);
 			break;
-		case KEY_CA_FILE:
-			if (c->ca_file[0] != '\0')
-				fprintf(out, "ca-file %s\n", c->ca_file);
+		case KEY_PATH:
+			if (path_field_const(c, k)[0] != '\0')
+				fprintf(out, "%s %s\n", k->name,
+				    path_field_const(c, k));
+			break;
+		case KEY_ADDR:
+			a = (const struct conf_addr *)(const void *)
+			    ((const char *)c + k->off);
+			if (a->len != 0) {
+				conf_addr_str(a, buf, sizeof(buf));
+				fprintf(out, "%s %s\n", k->name, buf);
+			}
 			break;
 		case KEY_SIZE:
 			print_size(out, k->name, c->cache_size);

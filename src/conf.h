@@ -27,6 +27,7 @@
 #define CONF_DEFAULT_FILE SYSCONFDIR "/dotproxy.conf"
 #define CONF_DEFAULT_LISTEN_PORT 53
 #define CONF_DEFAULT_UPSTREAM_PORT 853
+#define CONF_DEFAULT_HTTP_PORT 9253  /* what node-local-dns users scrape */
 
 struct conf_addr {
 	struct sockaddr_storage ss;
@@ -90,6 +91,12 @@ struct conf {
 	unsigned stale_client_timeout_ms; /* answer stale after this long without an upstream answer; default 1800 */
 	unsigned stale_refresh_interval; /* seconds between refresh attempts of a stale entry; default 30 */
 	int local_zones;              /* answer RFC 6761/6303 names locally; default 1 */
+
+	/* operations */
+	struct conf_addr http_listen; /* /metrics, /health, /ready, /status; len 0 = off */
+	char control_socket[CONF_MAX_PATH]; /* HTTP on a unix socket, cache control; "" = off */
+	unsigned lameduck_ms;         /* answer DNS this long after SIGTERM while /ready says 503; default 5000 */
+	int log_queries;              /* one log line per answered query; default 0 */
 };
 
 /* Fill every setting with its default and empty the listen and upstream

@@ -57,6 +57,7 @@ struct tcp_conn {
 	struct tcp_conn *prev, *next; /* activity list */
 	uint8_t *rbuf;
 	size_t rlen, rcap;
+	struct sockaddr_storage peer; /* the client, for logs */
 	unsigned pending;    /* queries whose done_cb has not come yet */
 	unsigned open_handles;
 	int closing;
@@ -100,25 +101,16 @@ static void conn_close(struct tcp_conn *c);
 static void
 log_drop(struct listen *l, const struct sockaddr *peer, const char *proto)
 {
-	char host[INET6_ADDRSTRLEN] = "?";
+	char who[64];
 	uint64_t now = uv_now(l->loop);
-	unsigned port = 0;
 
 	if (l->drop_logged_ms != 0 && now - l->drop_logged_ms < 1000)
 		return;
 	l->drop_logged_ms = now;
-	if (peer != NULL && peer->sa_family == AF_INET6) {
-		uv_ip6_name((const struct sockaddr_in6 *)peer, host,
-		    sizeof(host));
-		port = ntohs(((const struct sockaddr_in6 *)peer)->sin6_port);
-	} else if (peer != NULL && peer->sa_family == AF_INET) {
-		uv_ip4_name((const struct sockaddr_in *)peer, host,
-		    sizeof(host));
-		port = ntohs(((const struct sockaddr_in *)peer)->sin_port);
-	}
-	log_warn("dropped an unanswerable %s message from %s@%u "
+	log_addr_str(peer, who, sizeof(who));
+	log_warn("dropped an unanswerable %s message from %s "
 	    "(%llu malformed dropped so far; logged at most once a second)",
-	    proto, host, port, (unsigned long long)l->m->drops_malformed);
+	    proto, who, (unsigned long long)l->m->drops_malformed);
 }
 
 /* ---- UDP ---- */
@@ -217,7 +209,7 @@ udp_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
 	memcpy(&from, addr, addr->sa_family == AF_INET6 ?
 	    sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
 	switch (query_handle(l->qctx, (const uint8_t *)buf->base,
-	    (size_t)nread, 1, uv_now(l->loop), l->out, &out_len, udp_done_cb, u,
+	    (size_t)nread, 1, addr, uv_now(l->loop), l->out, &out_len, udp_done_cb, u,
 	    &from, sizeof(from))) {
 	case QUERY_ANSWER:
 		udp_send(u, addr, l->out, out_len);
@@ -415,13 +407,7 @@ conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void
 conn_log_drop(struct tcp_conn *c)
 {
-	struct sockaddr_storage peer;
-	int len = sizeof(peer);
-
-	if (uv_tcp_getpeername(&c->handle, (struct sockaddr *)&peer,
-	    &len) != 0)
-		peer.ss_family = AF_UNSPEC;
-	log_drop(c->l, (const struct sockaddr *)&peer, "tcp");
+	log_drop(c->l, (const struct sockaddr *)&c->peer, "tcp");
 }
 
 /* Handle every complete frame in the read buffer. */
@@ -439,7 +425,7 @@ conn_frames(struct tcp_conn *c)
 		l->m->queries_tcp++;
 		out_len = 0;
 		r = query_handle(l->qctx, c->rbuf + off + 2, flen, 0,
-		    uv_now(l->loop), l->out, &out_len, tcp_done_cb, c, NULL, 0);
+		    (const struct sockaddr *)&c->peer, uv_now(l->loop), l->out, &out_len, tcp_done_cb, c, NULL, 0);
 		off += 2 + flen;
 		if (r == QUERY_ANSWER)
 			conn_send(c, l->out, out_len);
@@ -537,6 +523,7 @@ tcp_connection_cb(uv_stream_t *server, int status)
 	struct tcp_sock *ts = server->data;
 	struct listen *l = ts->l;
 	struct tcp_conn *c;
+	int namelen;
 
 	if (status != 0 || l->closing)
 		return;
@@ -569,6 +556,10 @@ tcp_connection_cb(uv_stream_t *server, int status)
 		return;
 	}
 	l->m->tcp_accepted++;
+	namelen = sizeof(c->peer);
+	if (uv_tcp_getpeername(&c->handle, (struct sockaddr *)&c->peer,
+	    &namelen) != 0)
+		c->peer.ss_family = AF_UNSPEC;
 	uv_tcp_nodelay(&c->handle, 1);
 	uv_timer_start(&c->idle, conn_idle_cb, l->conf->tcp_idle_timeout_ms,
 	    l->conf->tcp_idle_timeout_ms);
@@ -718,6 +709,12 @@ listen_start(uv_loop_t *loop, const struct conf *conf,
 nomem:
 	snprintf(err, errlen, "listen: out of memory");
 	return -1;
+}
+
+unsigned
+listen_tcp_connections(const struct listen *l)
+{
+	return l->n_conns;
 }
 
 static void

@@ -26,6 +26,9 @@ int listen_start(uv_loop_t *loop, const struct conf *conf,
     struct query_ctx *qctx, struct metrics *m, struct listen **out,
     char *err, size_t errlen);
 
+/* Client TCP connections open now (a gauge for the metrics). */
+unsigned listen_tcp_connections(const struct listen *l);
+
 /* Stop accepting and reading, close every client connection. Answers still
  * pending for closed connections are dropped and counted. Memory goes once
  * the loop has run the close callbacks; l is invalid after this call. */

@@ -3,6 +3,8 @@
  * Lines on stderr carry a timestamp and the level so that a test harness or
  * an operator can read them without a syslog daemon.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +69,23 @@ LOG_FN(log_err, LOGL_ERR)
 LOG_FN(log_warn, LOGL_WARN)
 LOG_FN(log_info, LOGL_INFO)
 LOG_FN(log_debug, LOGL_DEBUG)
+
+void
+log_addr_str(const struct sockaddr *sa, char *buf, size_t cap)
+{
+	const struct sockaddr_in *in4 = (const struct sockaddr_in *)sa;
+	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+	char host[INET6_ADDRSTRLEN];
+
+	if (sa != NULL && sa->sa_family == AF_INET &&
+	    inet_ntop(AF_INET, &in4->sin_addr, host, sizeof(host)) != NULL)
+		snprintf(buf, cap, "%s@%u", host, ntohs(in4->sin_port));
+	else if (sa != NULL && sa->sa_family == AF_INET6 &&
+	    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host)) != NULL)
+		snprintf(buf, cap, "%s@%u", host, ntohs(in6->sin6_port));
+	else
+		snprintf(buf, cap, "-");
+}
 
 void
 fatal(const char *fmt, ...)

@@ -7,6 +7,8 @@
 #ifndef DOTPROXY_LOG_H
 #define DOTPROXY_LOG_H
 
+#include <stddef.h>
+
 enum log_level {
 	LOGL_ERR = 0,
 	LOGL_WARN = 1,
@@ -26,6 +28,12 @@ void log_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+struct sockaddr;
+
+/* Format an IPv4/IPv6 socket address as "addr@port" (the config's own
+ * form) into buf; "-" for NULL or another family. */
+void log_addr_str(const struct sockaddr *sa, char *buf, size_t cap);
 
 /* For startup errors and broken invariants only: log and exit(1). */
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

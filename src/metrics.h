@@ -1,21 +1,62 @@
-/* metrics.h: every counter dotproxy keeps, in one struct.
+/* metrics.h: the counters of one loop, and their Prometheus text.
  *
- * main.c owns the one instance and passes a pointer to each module; modules
- * only increment. Counters are plain uint64_t: one loop thread writes them.
- * When workers arrive, each gets its own struct and the exporter sums them.
- * The later HTTP endpoint renders this struct; metrics_log() writes it to
- * the log (SIGUSR1 and at exit).
+ * main.c owns one struct metrics per loop and passes a pointer to each
+ * module; modules only increment, with plain stores: one loop thread writes
+ * them, so the query path takes no lock. When workers arrive each loop gets
+ * its own struct and a scrape sums them with metrics_add(). Gauges and the
+ * figures other modules keep themselves (cache size, upstream health) are
+ * not here: the exporter asks their owners at scrape time.
+ *
+ * The Prometheus writers (prom_*) write text exposition format 0.0.4 to a
+ * stdio stream, so the exporter can render into memory (open_memstream)
+ * without knowing HTTP. Names and labels mirror CoreDNS's so dashboards
+ * port; no label ever carries a query name or a client address.
  */
 #ifndef DOTPROXY_METRICS_H
 #define DOTPROXY_METRICS_H
 
 #include <stdint.h>
+#include <stdio.h>
+
+/* Where an answer came from: the "source" label. */
+enum metrics_source {
+	METRICS_SRC_CACHE = 0,
+	METRICS_SRC_STALE,
+	METRICS_SRC_UPSTREAM,
+	METRICS_SRC_LOCAL,
+	METRICS_SRC_ERROR,      /* made here: FORMERR, NOTIMP, SERVFAIL on failure */
+	METRICS_N_SRC,
+};
+
+enum metrics_proto {
+	METRICS_UDP = 0,
+	METRICS_TCP,
+	METRICS_N_PROTO,
+};
+
+/* Histogram buckets: upper bounds 0.25 ms * 2^i, i = 0..15 (0.25 ms to
+ * 8.192 s), then +Inf. */
+#define METRICS_N_BUCKETS 16
+#define METRICS_BUCKET0_NS 250000ULL
+
+/* Per-bucket counts (not cumulative: the writer accumulates), the count of
+ * every sample and their sum. */
+struct metrics_hist {
+	uint64_t bucket[METRICS_N_BUCKETS + 1]; /* last: above 8.192 s */
+	uint64_t count;
+	uint64_t sum_ns;
+};
+
+/* The query types with a label of their own; the rest count as "other". */
+#define METRICS_N_TYPES 18
 
 struct metrics {
 	/* client side */
 	uint64_t queries_udp;       /* well-formed or not, every datagram read */
 	uint64_t queries_tcp;       /* every framed message read over TCP */
-	uint64_t answers[16];       /* answers sent, by rcode */
+	uint64_t requests[METRICS_N_PROTO][METRICS_N_TYPES]; /* by qtype index */
+	uint64_t responses[16][METRICS_N_SRC]; /* answers sent, by rcode, source */
+	struct metrics_hist duration; /* receipt to answer, every answer */
 	uint64_t answers_truncated; /* UDP answers sent with TC because too big */
 	uint64_t drops_malformed;   /* unanswerable input: too short, QR set */
 	uint64_t drops_client_gone; /* answer ready but the TCP client left */
@@ -53,7 +94,45 @@ struct metrics {
 	uint64_t upstream_half_open;   /* connections closed as presumed half-open */
 };
 
+/* Index into requests[][] for a query type (the last index: "other"), and
+ * the label of an index. */
+unsigned metrics_type_index(uint16_t qtype);
+const char *metrics_type_name(unsigned index);
+
+/* Label of a source, and of an rcode ("NOERROR", ..., "RCODE12"). */
+const char *metrics_source_name(enum metrics_source s);
+const char *metrics_rcode_name(unsigned rcode);
+
+/* Count one sample of ns nanoseconds. */
+void metrics_hist_add(struct metrics_hist *h, uint64_t ns);
+
+/* dst += src, counter by counter (for summing workers' counters). */
+void metrics_add(struct metrics *dst, const struct metrics *src);
+
 /* Write every non-zero counter as one log line at info level. */
 void metrics_log(const struct metrics *m);
+
+/* ---- Prometheus text format 0.0.4 ---- */
+
+/* "# HELP name help" and "# TYPE name type" for a family. */
+void prom_family(FILE *f, const char *name, const char *type,
+    const char *help);
+/* One sample: name{labels} value. labels is the inside of the braces
+ * ("a=\"x\",b=\"y\"") or NULL/"" for none. */
+void prom_u64(FILE *f, const char *name, const char *labels, uint64_t v);
+void prom_double(FILE *f, const char *name, const char *labels, double v);
+/* The _bucket (cumulative, with le), _sum (seconds) and _count lines of a
+ * histogram; the family line is the caller's. */
+void prom_hist(FILE *f, const char *name, const char *labels,
+    const struct metrics_hist *h);
+/* Copy s into buf as a label value (backslash, quote and newline escaped,
+ * cut to fit). */
+void prom_escape(const char *s, char *buf, size_t cap);
+
+/* The families this struct holds: dotproxy_dns_requests_total,
+ * dotproxy_dns_responses_total, dotproxy_dns_request_duration_seconds,
+ * dotproxy_dns_dropped_requests_total, and the cache counters
+ * (hits, misses, served_stale, prefetch, coalesced). */
+void metrics_write_prom(const struct metrics *m, FILE *f);
 
 #endif

@@ -28,6 +28,7 @@
  * lives here.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <uthash.h>
@@ -53,6 +54,8 @@ struct query_pending {
 
 struct query_waiter {
 	struct query_waiter *prev, *next;   /* on the pending */
+	uint64_t t0_ns;                     /* uv_hrtime() at receipt */
+	struct sockaddr_storage peer;       /* for the query log */
 	struct query_waiter *sprev, *snext; /* on ctx->stale_head */
 	struct query_pending *p;
 	struct dnsmsg_query q;
@@ -72,12 +75,45 @@ struct query_waiter {
 #define ORIGIN_OFF(len) \
 	(((len) + ORIGIN_ALIGN - 1) & ~(size_t)(ORIGIN_ALIGN - 1))
 
+/* How an answer came to be, for its counters and the query log. */
+struct answer_src {
+	enum metrics_source src;
+	const struct sockaddr *peer;  /* NULL: unknown */
+	uint64_t t0_ns;               /* uv_hrtime() when the query arrived */
+	const char *upstream;         /* label of the upstream used, or NULL */
+};
+
+/* One line per answered query (log-queries): who asked what, what they
+ * got, from where, and how long it took. Off by default; when off this
+ * costs one branch. */
+static void
+log_query(const struct dnsmsg_query *q, const struct answer_src *a,
+    unsigned rcode, uint64_t ns)
+{
+	char name[DNS_MAX_NAME_TEXT + 1], who[64];
+
+	if (q->has_question)
+		dnsmsg_name_str(&q->q, name, sizeof(name));
+	else
+		snprintf(name, sizeof(name), "-");
+	log_addr_str(a->peer, who, sizeof(who));
+	log_info("query client=%s name=%s type=%s rcode=%s source=%s "
+	    "upstream=%s ms=%.3f", who, name, q->has_question ?
+	    metrics_type_name(metrics_type_index(q->q.qtype)) : "-",
+	    metrics_rcode_name(rcode), metrics_source_name(a->src),
+	    a->upstream != NULL ? a->upstream : "-", (double)ns / 1e6);
+}
+
 /* Give the answer its client's OPT (with ede) when the client sent EDNS,
- * fit it to a UDP client, count it by rcode. Returns the length to send. */
+ * fit it to a UDP client, count it by rcode and source, time it. Returns
+ * the length to send. */
 static size_t
 finish_answer(struct query_ctx *ctx, const struct dnsmsg_query *q, int udp,
-    uint8_t *out, size_t len, int add_opt, int ede)
+    uint8_t *out, size_t len, int add_opt, int ede,
+    const struct answer_src *a)
 {
+	unsigned rcode;
+	uint64_t ns;
 	size_t n;
 
 	if (add_opt && q->edns &&
@@ -93,7 +129,12 @@ finish_answer(struct query_ctx *ctx, const struct dnsmsg_query *q, int udp,
 			ctx->metrics->answers_truncated++;
 		}
 	}
-	ctx->metrics->answers[DNS_RCODE(dnsmsg_get_flags(out))]++;
+	rcode = DNS_RCODE(dnsmsg_get_flags(out));
+	ns = uv_hrtime() - a->t0_ns;
+	ctx->metrics->responses[rcode][a->src]++;
+	metrics_hist_add(&ctx->metrics->duration, ns);
+	if (ctx->conf->log_queries)
+		log_query(q, a, rcode, ns);
 	return len;
 }
 
@@ -101,14 +142,25 @@ finish_answer(struct query_ctx *ctx, const struct dnsmsg_query *q, int udp,
  * that could not be built (then the caller drops). */
 static size_t
 error_answer(struct query_ctx *ctx, const uint8_t *msg, size_t len,
-    const struct dnsmsg_query *q, int rcode, int ede, int udp, uint8_t *out)
+    const struct dnsmsg_query *q, int rcode, int ede, int udp, uint8_t *out,
+    const struct answer_src *a)
 {
 	size_t out_len = 0;
 
 	if (dnsmsg_error_reply(msg, len, q, rcode, ede, out, DNS_MAX_MSG,
 	    &out_len) != 0)
 		return 0;
-	return finish_answer(ctx, q, udp, out, out_len, 0, EDE_NONE);
+	return finish_answer(ctx, q, udp, out, out_len, 0, EDE_NONE, a);
+}
+
+static struct answer_src
+waiter_src(const struct query_waiter *w, enum metrics_source src,
+    const char *upstream)
+{
+	struct answer_src a = { src, (const struct sockaddr *)&w->peer,
+	    w->t0_ns, upstream };
+
+	return a;
 }
 
 /* ---- waiters ---- */
@@ -139,25 +191,28 @@ waiter_finish(struct query_ctx *ctx, struct query_waiter *w,
 /* Answer a waiter with an answer from upstream or cache (no OPT yet). */
 static void
 waiter_answer(struct query_ctx *ctx, struct query_waiter *w,
-    const uint8_t *answer, size_t len, int ede)
+    const uint8_t *answer, size_t len, int ede, enum metrics_source src,
+    const char *upstream)
 {
+	struct answer_src a = waiter_src(w, src, upstream);
 	uint8_t out[DNS_MAX_MSG];
 
 	memcpy(out, answer, len);
 	dnsmsg_personalize(out, len, w->msg, &w->q);
-	len = finish_answer(ctx, &w->q, w->udp, out, len, 1, ede);
+	len = finish_answer(ctx, &w->q, w->udp, out, len, 1, ede, &a);
 	waiter_finish(ctx, w, out, len);
 }
 
 static void
 waiter_fail(struct query_ctx *ctx, struct query_waiter *w, int ede)
 {
+	struct answer_src a = waiter_src(w, METRICS_SRC_ERROR, NULL);
 	uint8_t out[DNS_MAX_MSG];
 	size_t len;
 
 	ctx->metrics->upstream_failures++;
 	len = error_answer(ctx, w->msg, w->len, &w->q, DNS_RCODE_SERVFAIL, ede,
-	    w->udp, out);
+	    w->udp, out, &a);
 	waiter_finish(ctx, w, len ? out : NULL, len);
 }
 
@@ -177,7 +232,8 @@ waiter_serve_stale(struct query_ctx *ctx, struct query_waiter *w,
 	    meta.rcode == DNS_RCODE_SERVFAIL)
 		return -1;
 	ctx->metrics->cache_stale_served++;
-	waiter_answer(ctx, w, buf, len, EDE_STALE_ANSWER);
+	waiter_answer(ctx, w, buf, len, EDE_STALE_ANSWER, METRICS_SRC_STALE,
+	    NULL);
 	return 0;
 }
 
@@ -307,7 +363,8 @@ pending_complete(void *arg, int status, const uint8_t *answer, size_t len,
 	if (!servfail) {
 		store_answer(ctx, &p->key, buf, len, &info, now);
 		while (p->waiters != NULL)
-			waiter_answer(ctx, p->waiters, buf, len, EDE_NONE);
+			waiter_answer(ctx, p->waiters, buf, len, EDE_NONE,
+			    METRICS_SRC_UPSTREAM, NULL);
 		mem_free(p);
 		return;
 	}
@@ -319,7 +376,8 @@ pending_complete(void *arg, int status, const uint8_t *answer, size_t len,
 			continue;
 		}
 		if (status == 0)
-			waiter_answer(ctx, w, buf, len, EDE_NONE);
+			waiter_answer(ctx, w, buf, len, EDE_NONE,
+			    METRICS_SRC_UPSTREAM, NULL);
 		else
 			waiter_fail(ctx, w, upstream_ede(status));
 	}
@@ -388,8 +446,10 @@ static enum query_result
 query_wait(struct query_ctx *ctx, const uint8_t *msg, size_t len,
     const struct dnsmsg_query *q, const struct cache_key *key, int udp,
     int stale_ok, uint64_t now_ms, uint8_t *out, size_t *out_len,
-    query_done_cb done_cb, void *arg, const void *origin, size_t origin_len)
+    query_done_cb done_cb, void *arg, const void *origin, size_t origin_len,
+    const struct answer_src *a)
 {
+	struct answer_src err = *a;
 	struct query_pending *p;
 	struct query_waiter *w;
 
@@ -409,6 +469,10 @@ query_wait(struct query_ctx *ctx, const uint8_t *msg, size_t len,
 	w->p = p;
 	w->q = *q;
 	w->udp = udp;
+	w->t0_ns = a->t0_ns;
+	if (a->peer != NULL)
+		memcpy(&w->peer, a->peer, a->peer->sa_family == AF_INET6 ?
+		    sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
 	w->done_cb = done_cb;
 	w->arg = arg;
 	w->len = len;
@@ -432,16 +496,19 @@ query_wait(struct query_ctx *ctx, const uint8_t *msg, size_t len,
 overload:
 	/* Out of memory or closing: say so to the client, not silence. */
 	ctx->metrics->drops_overload++;
+	err.src = METRICS_SRC_ERROR;
 	*out_len = error_answer(ctx, msg, len, q, DNS_RCODE_SERVFAIL, EDE_NONE,
-	    udp, out);
+	    udp, out, &err);
 	return *out_len ? QUERY_ANSWER : QUERY_DROP;
 }
 
 enum query_result
 query_handle(struct query_ctx *ctx, const uint8_t *msg, size_t len, int udp,
-    uint64_t now_ms, uint8_t *out, size_t *out_len, query_done_cb done_cb,
-    void *arg, const void *origin, size_t origin_len)
+    const struct sockaddr *peer, uint64_t now_ms, uint8_t *out,
+    size_t *out_len, query_done_cb done_cb, void *arg, const void *origin,
+    size_t origin_len)
 {
+	struct answer_src a = { METRICS_SRC_ERROR, peer, uv_hrtime(), NULL };
 	struct dnsmsg_query q;
 	struct cache_key key;
 	struct cache_meta meta;
@@ -449,13 +516,16 @@ query_handle(struct query_ctx *ctx, const uint8_t *msg, size_t len, int udp,
 	int rc, stale_ok = 0;
 
 	rc = dnsmsg_parse_query(msg, len, &q);
+	ctx->metrics->requests[udp ? METRICS_UDP : METRICS_TCP]
+	    [rc == 0 || q.has_question ? metrics_type_index(q.q.qtype) :
+	    METRICS_N_TYPES - 1]++;
 	if (rc < 0) {
 		ctx->metrics->drops_malformed++;
 		return QUERY_DROP;
 	}
 	if (rc > 0) {
 		*out_len = error_answer(ctx, msg, len, &q, rc, EDE_NONE, udp,
-		    out);
+		    out, &a);
 		if (*out_len == 0) {
 			ctx->metrics->drops_malformed++;
 			return QUERY_DROP;
@@ -465,15 +535,19 @@ query_handle(struct query_ctx *ctx, const uint8_t *msg, size_t len, int udp,
 	if (ctx->conf->local_zones &&
 	    local_answer(msg, len, &q, out, DNS_MAX_MSG, &n) == 1) {
 		ctx->metrics->local_answers++;
-		*out_len = finish_answer(ctx, &q, udp, out, n, 0, EDE_NONE);
+		a.src = METRICS_SRC_LOCAL;
+		*out_len = finish_answer(ctx, &q, udp, out, n, 0, EDE_NONE,
+		    &a);
 		return QUERY_ANSWER;
 	}
 	cache_key_make(&key, &q);
 	if (cache_get(ctx->cache, &key, now_ms, out, DNS_MAX_MSG, &n,
 	    &meta) == 0) {
 		ctx->metrics->cache_hits++;
+		a.src = METRICS_SRC_CACHE;
 		dnsmsg_personalize(out, n, msg, &q);
-		*out_len = finish_answer(ctx, &q, udp, out, n, 1, EDE_NONE);
+		*out_len = finish_answer(ctx, &q, udp, out, n, 1, EDE_NONE,
+		    &a);
 		maybe_prefetch(ctx, &q, &key, &meta);
 		return QUERY_ANSWER;
 	}
@@ -485,15 +559,16 @@ query_handle(struct query_ctx *ctx, const uint8_t *msg, size_t len, int udp,
 			/* A refresh failed moments ago: answer stale now
 			 * rather than make the client wait for another. */
 			ctx->metrics->cache_stale_served++;
+			a.src = METRICS_SRC_STALE;
 			dnsmsg_personalize(out, n, msg, &q);
 			*out_len = finish_answer(ctx, &q, udp, out, n, 1,
-			    EDE_STALE_ANSWER);
+			    EDE_STALE_ANSWER, &a);
 			return QUERY_ANSWER;
 		}
 		stale_ok = 1;
 	}
 	return query_wait(ctx, msg, len, &q, &key, udp, stale_ok, now_ms, out,
-	    out_len, done_cb, arg, origin, origin_len);
+	    out_len, done_cb, arg, origin, origin_len, &a);
 }
 
 int

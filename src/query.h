@@ -63,13 +63,15 @@ void query_ctx_close(struct query_ctx *ctx);
 
 /* Handle one client message read at now_ms (the loop's clock). udp says
  * whether the answer must fit the client's UDP payload size (it is then
- * truncated with TC set). out must hold DNS_MAX_MSG bytes. origin
+ * truncated with TC set). peer is the client's address, for the query log
+ * (NULL when unknown); it is copied, not kept. out must hold DNS_MAX_MSG bytes. origin
  * (origin_len bytes, e.g. the client's address) is copied into a pending
  * query and handed back to done_cb, so a listener needs no allocation of
  * its own per query. Returns a query_result; QUERY_PENDING means
  * done_cb(arg, origin, ...) follows, never before this call returns. */
 enum query_result query_handle(struct query_ctx *ctx, const uint8_t *msg,
-    size_t len, int udp, uint64_t now_ms, uint8_t *out, size_t *out_len,
-    query_done_cb done_cb, void *arg, const void *origin, size_t origin_len);
+    size_t len, int udp, const struct sockaddr *peer, uint64_t now_ms,
+    uint8_t *out, size_t *out_len, query_done_cb done_cb, void *arg,
+    const void *origin, size_t origin_len);
 
 #endif

@@ -239,7 +239,9 @@ test_finish_defaults(void **state)
 	    "stale-max-age 1d\n"
 	    "stale-client-timeout 1800ms\n"
 	    "stale-refresh-interval 30s\n"
-	    "local-zones yes\n");
+	    "local-zones yes\n"
+	    "lameduck 5s\n"
+	    "log-queries no\n");
 	free(out);
 	assert_int_equal(c.upstream[0].n_pins, 0);
 	assert_int_equal(c.upstream[1].n_pins, 0);
@@ -1586,6 +1588,10 @@ test_print_forms(void **state)
 	set_ok(&c, "stale-client-timeout", "500ms");
 	set_ok(&c, "stale-refresh-interval", "61");
 	set_ok(&c, "local-zones", "no");
+	set_ok(&c, "http-listen", "127.0.0.1");
+	set_ok(&c, "control-socket", "/run/dotproxy/control.sock");
+	set_ok(&c, "lameduck", "0");
+	set_ok(&c, "log-queries", "yes");
 	out = print_str(&c);
 	assert_string_equal(out,
 	    "listen ::1@5300\n"
@@ -1614,7 +1620,11 @@ test_print_forms(void **state)
 	    "stale-max-age 2d\n"
 	    "stale-client-timeout 500ms\n"
 	    "stale-refresh-interval 61s\n"
-	    "local-zones no\n");
+	    "local-zones no\n"
+	    "http-listen 127.0.0.1@9253\n"
+	    "control-socket /run/dotproxy/control.sock\n"
+	    "lameduck 0s\n"
+	    "log-queries yes\n");
 	free(out);
 	round_trip(&c);
 
