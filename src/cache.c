@@ -20,6 +20,15 @@
  * Until then a dead entry only occupies space. Stale and dead entries stay
  * on the LRU list like any other and are evicted by the same rule: a stale
  * answer that is being served keeps its place by being used.
+ *
+ * The control operations (flush, flush by name, dump, resize) walk the LRU
+ * list: linear in the number of entries, which is fine for an operator's
+ * request and keeps the table keyed for the query path alone. A name is
+ * matched on the key's wire bytes, which cache_key_make has lowercased;
+ * cache_name_from_text lowercases an operator's text the same way. The dump
+ * only reads: what it reports of an entry follows the same phases and the
+ * same aging as the lookups. Resizing evicts as cache_put does, so the
+ * invariant bytes <= max_bytes holds across it.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -64,6 +73,7 @@ struct cache {
 	uint64_t stale_max_ms;         /* how long past expiry entries stay */
 	uint64_t evictions;
 	uint64_t expired;
+	uint64_t flushes;
 };
 
 /* Where an entry found by entry_lookup stands at now. */
@@ -176,6 +186,17 @@ entry_touch(struct cache *c, struct cache_entry *e)
 	}
 }
 
+/* Evict from the tail until the bytes fit the bound. bytes > 0 means there
+ * is an entry, so the tail exists. */
+static void
+evict_to_bound(struct cache *c)
+{
+	while (c->bytes > c->max_bytes) {
+		entry_remove(c, c->lru->prev);
+		c->evictions++;
+	}
+}
+
 struct cache *
 cache_new(size_t max_bytes, uint32_t stale_max_s)
 {
@@ -229,7 +250,7 @@ cache_put(struct cache *c, const struct cache_key *key,
     const uint8_t *answer, size_t len, const struct dnsmsg_answer_info *info,
     uint64_t now_ms)
 {
-	struct cache_entry *e, *old, *victim;
+	struct cache_entry *e, *old;
 	size_t n_ttl, cost;
 	int rc = 0;
 
@@ -292,11 +313,7 @@ cache_put(struct cache *c, const struct cache_key *key,
 
 	/* cost <= max_bytes, so the loop stops before it reaches e (the head)
 	 * at the latest when e is the only entry left. */
-	while (c->bytes > c->max_bytes) {
-		victim = c->lru->prev;
-		entry_remove(c, victim);
-		c->evictions++;
-	}
+	evict_to_bound(c);
 out:
 	return rc;
 }
@@ -380,4 +397,238 @@ cache_get_stats(const struct cache *c, struct cache_stats *st)
 	st->max_bytes = c->max_bytes;
 	st->evictions = c->evictions;
 	st->expired = c->expired;
+	st->flushes = c->flushes;
+}
+
+size_t
+cache_flush(struct cache *c)
+{
+	struct cache_entry *e, *tmp;
+	size_t n = 0;
+
+	/* One by one rather than HASH_CLEAR: entry_remove keeps the table,
+	 * the list and the counts in step, and uthash frees its table with
+	 * the last entry. */
+	DL_FOREACH_SAFE(c->lru, e, tmp) {
+		entry_remove(c, e);
+		n++;
+	}
+	c->flushes++;
+	return n;
+}
+
+/* ASCII letters folded as dnsmsg folds question names. Label length bytes
+ * (at most 63) are never letters, so whole wire names can be folded. */
+static uint8_t
+fold(uint8_t ch)
+{
+	return ch >= 'A' && ch <= 'Z' ? (uint8_t)(ch - 'A' + 'a') : ch;
+}
+
+static int
+wire_equal(const uint8_t *a, const uint8_t *b, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (fold(a[i]) != fold(b[i]))
+			return 0;
+	return 1;
+}
+
+/* 1 when name[0, len) is one wire name: labels of at most 63 bytes, the
+ * root label exactly at the end, at most DNS_MAX_NAME_WIRE bytes. */
+static int
+wire_valid(const uint8_t *name, size_t len)
+{
+	size_t pos = 0;
+
+	if (len == 0 || len > DNS_MAX_NAME_WIRE)
+		return 0;
+	while (pos < len && name[pos] != 0) {
+		if (name[pos] > 63)
+			return 0;
+		pos += 1 + (size_t)name[pos];
+	}
+	return pos + 1 == len;
+}
+
+/* Does the key name key[0, key_len) equal name, or (subtree) end in it at
+ * a label boundary? Walking the labels is what keeps "badexample.com" out
+ * of "example.com"'s subtree. The key name came from cache_key_make; the
+ * walk is bounded anyway. */
+static int
+name_matches(const uint8_t *key, size_t key_len, const uint8_t *name,
+    size_t name_len, int subtree)
+{
+	size_t pos = 0;
+
+	if (!subtree)
+		return key_len == name_len && wire_equal(key, name, name_len);
+	while (pos < key_len) {
+		if (key_len - pos == name_len &&
+		    wire_equal(key + pos, name, name_len))
+			return 1;
+		if (key[pos] == 0 || key[pos] > 63)
+			break;
+		pos += 1 + (size_t)key[pos];
+	}
+	return 0;
+}
+
+size_t
+cache_flush_name(struct cache *c, const uint8_t *name_wire, size_t name_len,
+    int subtree)
+{
+	struct cache_entry *e, *tmp;
+	size_t n = 0;
+
+	if (name_wire == NULL || !wire_valid(name_wire, name_len))
+		goto out;
+	/* A linear walk: this is the control path, and the table is keyed by
+	 * whole keys, which a name (any type, class, flags) is not. Every key
+	 * ends in 5 bytes of type, class and flags after its name. */
+	DL_FOREACH_SAFE(c->lru, e, tmp) {
+		if (name_matches(entry_key(e), (size_t)e->key_len - 5,
+		    name_wire, name_len, subtree)) {
+			entry_remove(c, e);
+			n++;
+		}
+	}
+	c->flushes++;
+out:
+	return n;
+}
+
+int
+cache_name_from_text(const char *text, uint8_t *wire, size_t cap,
+    size_t *len)
+{
+	uint8_t buf[DNS_MAX_NAME_WIRE];
+	const char *p = text;
+	size_t o = 0, lab_at, lab_len;
+	unsigned v;
+	int rc = -EINVAL;
+
+	if (text == NULL || text[0] == '\0')
+		goto out;
+	/* The root is the one name whose only label is empty. */
+	if (strcmp(text, ".") == 0)
+		goto root;
+	for (;;) {
+		/* o <= 254 here (each byte below leaves room for the root
+		 * label), so the length byte fits. */
+		lab_at = o++;
+		lab_len = 0;
+		while (*p != '\0' && *p != '.') {
+			if (*p != '\\') {
+				v = (uint8_t)*p++;
+			} else if (p[1] >= '0' && p[1] <= '9') {
+				/* \DDD: exactly three digits, at most 255. */
+				if (p[2] < '0' || p[2] > '9' || p[3] < '0' ||
+				    p[3] > '9')
+					goto out;
+				v = (unsigned)(p[1] - '0') * 100 +
+				    (unsigned)(p[2] - '0') * 10 +
+				    (unsigned)(p[3] - '0');
+				if (v > 255)
+					goto out;
+				p += 4;
+			} else if (p[1] != '\0') {
+				v = (uint8_t)p[1];
+				p += 2;
+			} else {
+				goto out;
+			}
+			/* The root label must still fit after this byte. */
+			if (lab_len == 63 || o + 1 >= sizeof(buf))
+				goto out;
+			buf[o++] = fold((uint8_t)v);
+			lab_len++;
+		}
+		if (lab_len == 0)
+			goto out;    /* "", "..", ".com", "a..b" */
+		buf[lab_at] = (uint8_t)lab_len;
+		if (*p == '\0')
+			break;
+		p++;                 /* the dot */
+		if (*p == '\0')
+			break;       /* a trailing dot ends the name */
+	}
+root:
+	buf[o++] = 0;
+	if (o > cap) {
+		rc = -ENOSPC;
+		goto out;
+	}
+	memcpy(wire, buf, o);
+	*len = o;
+	rc = 0;
+out:
+	return rc;
+}
+
+/* Fill info for e at now_ms; returns 0, or -1 for a dead entry (past the
+ * stale window), which no lookup would serve. */
+static int
+entry_info(const struct cache *c, struct cache_entry *e, uint64_t now_ms,
+    struct cache_entry_info *info)
+{
+	struct dnsmsg_question q;
+	const uint8_t *key = entry_key(e);
+	size_t name_len = (size_t)e->key_len - 5;
+	uint64_t past;
+	uint32_t age;
+
+	memset(info, 0, sizeof(*info));
+	if (now_ms < e->expiry_ms) {
+		/* What cache_get would give: the lifetime less the whole
+		 * seconds spent, at least 1 while fresh. */
+		age = entry_age(e, now_ms);
+		info->ttl_left = e->ttl - age;
+	} else {
+		/* The same boundary as entry_lookup. */
+		past = now_ms - e->expiry_ms;
+		if (past >= c->stale_max_ms)
+			return -1;
+		info->stale = 1;
+		info->stale_for = (uint32_t)(past / 1000);
+	}
+	/* The name is at most DNS_MAX_NAME_WIRE by cache_key_make. */
+	memset(&q, 0, sizeof(q));
+	memcpy(q.wire, key, name_len);
+	q.wire_len = name_len;
+	dnsmsg_name_str(&q, info->name, sizeof(info->name));
+	info->qtype = (uint16_t)(key[name_len] << 8 | key[name_len + 1]);
+	info->qclass = (uint16_t)(key[name_len + 2] << 8 | key[name_len + 3]);
+	info->do_bit = (key[name_len + 4] & 0x01) != 0;
+	info->cd_bit = (key[name_len + 4] & 0x02) != 0;
+	info->bytes = entry_cost(e->key_len, e->len, e->n_ttl);
+	info->rcode = e->rcode;
+	return 0;
+}
+
+int
+cache_dump(struct cache *c, uint64_t now_ms,
+    int (*fn)(void *arg, const struct cache_entry_info *e), void *arg)
+{
+	struct cache_entry_info info;
+	struct cache_entry *e;
+	int rc = 0;
+
+	DL_FOREACH(c->lru, e) {
+		if (entry_info(c, e, now_ms, &info) != 0)
+			continue;
+		rc = fn(arg, &info);
+		if (rc != 0)
+			break;
+	}
+	return rc;
+}
+
+void
+cache_resize(struct cache *c, size_t max_bytes)
+{
+	c->max_bytes = max_bytes;
+	evict_to_bound(c);
 }

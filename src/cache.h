@@ -8,8 +8,15 @@
  * milliseconds on the loop's monotonic clock; the cache never reads a
  * clock.
  *
+ * Besides the query path (cache_put, cache_get, cache_get_stale) there are
+ * control operations for the control socket and a config reload: flush
+ * everything or one name (and, if asked, the names below it), dump what is
+ * cached, and change the byte bound without emptying the cache. They walk
+ * every entry and are meant for an operator's request, not per query.
+ *
  * The interface is small on purpose: when workers arrive it will be sharded
- * by key hash with a lock per shard behind these same calls.
+ * by key hash with a lock per shard behind these same calls (the control
+ * operations visiting every shard in turn).
  */
 #ifndef DOTPROXY_CACHE_H
 #define DOTPROXY_CACHE_H
@@ -33,6 +40,10 @@ struct cache_stats {
 	size_t max_bytes;
 	uint64_t evictions;  /* removed to make room (LRU) */
 	uint64_t expired;    /* removed because their TTL (and stale window) ran out */
+	uint64_t flushes;    /* flush operations carried out (cache_flush, and
+	                      * cache_flush_name with a well-formed name), each
+	                      * counted once however many entries it removed;
+	                      * flushed entries are neither evictions nor expired */
 };
 
 /* What a lookup tells about the entry besides its bytes. */
@@ -89,6 +100,67 @@ int cache_get_stale(struct cache *c, const struct cache_key *key,
 void cache_refresh_failed(struct cache *c, const struct cache_key *key,
     uint64_t retry_at_ms);
 
+/* Fill *st with the counters and the current size. */
 void cache_get_stats(const struct cache *c, struct cache_stats *st);
+
+/* Remove every entry. The byte bound and the counters other than entries
+ * and bytes stay; flushes counts one. Returns how many entries were
+ * removed. Never fails. */
+size_t cache_flush(struct cache *c);
+
+/* Remove every entry whose name is name_wire (uncompressed wire form,
+ * name_len bytes with the root label), whatever its type, class and flags,
+ * comparing ASCII letters case-insensitively. With subtree != 0 the names
+ * below it go too, matched label by label ("example.com" takes
+ * "www.example.com" but not "badexample.com"); the root name with subtree
+ * removes everything. Returns how many entries were removed; a name that is
+ * not well-formed wire (a label over 63, longer than 255, not ending at the
+ * root label exactly at name_len) removes nothing, returns 0 and is not
+ * counted in flushes. The caller keeps name_wire. */
+size_t cache_flush_name(struct cache *c, const uint8_t *name_wire,
+    size_t name_len, int subtree);
+
+/* Turn a name in presentation form ("example.com", "example.com.", "." for
+ * the root; \DDD and \X escapes allowed, "\." being a dot inside a label)
+ * into lowercased (A-Z) wire form, the form cache keys hold, in wire (cap
+ * bytes; DNS_MAX_NAME_WIRE always suffices). Returns 0 and sets *len (the
+ * root label included), -EINVAL for a text that is not a name (empty, an
+ * empty label, a label over 63 bytes, over 255 bytes in wire form, a bad
+ * escape), or -ENOSPC when it does not fit in cap. On error nothing is
+ * written. */
+int cache_name_from_text(const char *text, uint8_t *wire, size_t cap,
+    size_t *len);
+
+/* One entry as cache_dump reports it: a copy, valid during the call. */
+struct cache_entry_info {
+	char name[DNS_MAX_NAME_TEXT + 1]; /* presentation form, trailing dot,
+	                                    * \DDD and "\." escapes */
+	uint16_t qtype;
+	uint16_t qclass;
+	int do_bit;            /* the key's flag byte: the query's DO */
+	int cd_bit;            /* and its CD */
+	uint32_t ttl_left;     /* seconds a hit would still give; 0 when stale */
+	uint32_t stale_for;    /* whole seconds past expiry; 0 when fresh */
+	int stale;             /* past its lifetime, within the stale window */
+	size_t bytes;          /* accounted size, as counted in stats.bytes */
+	int rcode;             /* of the stored answer */
+};
+
+/* Call fn(arg, info) for each entry that a lookup at now_ms could still
+ * serve (fresh, or stale within the window), most recently used first.
+ * Stops at the first non-zero value fn returns and returns it; returns 0
+ * when every entry was visited. The dump changes nothing: not the LRU
+ * order, not the counters, and dead entries (past the stale window) are
+ * skipped but left for a lookup or eviction to remove. fn must not call
+ * into this cache. */
+int cache_dump(struct cache *c, uint64_t now_ms,
+    int (*fn)(void *arg, const struct cache_entry_info *e), void *arg);
+
+/* Make max_bytes the byte bound. When it is smaller than what is held, the
+ * least recently used entries are removed until the rest fits, counted as
+ * evictions (max_bytes 0 empties the cache); a larger bound keeps
+ * everything. Entries are never cut, and later puts obey the new bound.
+ * Never fails. */
+void cache_resize(struct cache *c, size_t max_bytes);
 
 #endif

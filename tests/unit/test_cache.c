@@ -186,6 +186,7 @@ test_new_free(void **state)
 	assert_int_equal(st.max_bytes, 12345);
 	assert_int_equal(st.evictions, 0);
 	assert_int_equal(st.expired, 0);
+	assert_int_equal(st.flushes, 0);
 	cache_free(c);
 
 	mem_fail_after(0);
@@ -1388,6 +1389,602 @@ test_random_bound(void **state)
 	cache_free(c);
 }
 
+/* ---- control operations: flush, flush by name, dump, resize ---- */
+
+/* A key for a wire name given as a literal (its NUL is the root label). */
+#define KEY_LIT(k, lit, qtype) \
+	key_for((k), (lit), sizeof(lit), (qtype), 0, 0)
+
+/* Like key_for, in another class (CH). */
+static void
+key_class(struct cache_key *k, const char *wire, size_t wire_len,
+    uint16_t qtype, uint16_t qclass)
+{
+	struct dnsmsg_query q;
+
+	query_init(&q, (const uint8_t *)wire, wire_len, qtype, 0, 0);
+	q.q.qclass = qclass;
+	cache_key_make(k, &q);
+}
+
+static void
+test_flush_all(void **state)
+{
+	struct cache_key ka, kb, kc;
+	struct cache_stats st;
+	struct cache *c;
+	uint8_t out[400];
+	size_t out_len;
+
+	(void)state;
+	key_idx(&ka, 1);
+	key_idx(&kb, 2);
+	key_idx(&kc, 3);
+	c = cache_new(1 << 20, 600);
+	assert_non_null(c);
+	assert_int_equal(put_plain(c, &ka, 100, 1, 60, 0), 0);
+	assert_int_equal(put_plain(c, &kb, 200, 2, 60, 0), 0);
+	assert_int_equal(put_plain(c, &kc, 300, 3, 1, 0), 0);
+
+	/* Fresh and stale (c at 5 s) alike. */
+	assert_int_equal(cache_flush(c), 3);
+	stats(c, &st);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.bytes, 0);
+	assert_int_equal(st.max_bytes, 1 << 20);
+	assert_int_equal(st.flushes, 1);
+	assert_int_equal(st.evictions, 0);
+	assert_int_equal(st.expired, 0);
+	assert_false(has_plain(c, &ka, 100, 1, 5000));
+	assert_false(has_plain(c, &kb, 200, 2, 5000));
+	assert_int_equal(cache_get_stale(c, &kc, 5000, 30, out, sizeof(out),
+	    &out_len, NULL), -ENOENT);
+
+	/* An empty cache: nothing removed, still one operation. */
+	assert_int_equal(cache_flush(c), 0);
+	stats(c, &st);
+	assert_int_equal(st.flushes, 2);
+
+	/* It works as before afterwards. */
+	assert_int_equal(put_plain(c, &ka, 100, 4, 60, 6000), 0);
+	assert_true(has_plain(c, &ka, 100, 4, 6000));
+	stats(c, &st);
+	assert_int_equal(st.entries, 1);
+	assert_int_equal(st.bytes, measure_cost(&ka, 100, 0));
+	cache_free(c);
+}
+
+/* The names the flush tests put, each under type A; example.com. also
+ * under other types, flags and class. */
+#define W_EXAMPLE "\7example\3com"
+#define W_WWW "\3www\7example\3com"
+#define W_DEEP "\1a\1b\7example\3com"
+#define W_BAD "\12badexample\3com"
+#define W_ORG "\7example\3org"
+#define W_COM "\3com"
+#define W_EVIL "\7example\3com\4evil"
+#define W_ROOT ""
+
+static const char *const flush_names[] = {
+	W_EXAMPLE, W_WWW, W_DEEP, W_BAD, W_ORG, W_COM, W_EVIL, W_ROOT,
+};
+#define N_FLUSH_NAMES (sizeof(flush_names) / sizeof(flush_names[0]))
+
+/* Put every name of flush_names under A, and example.com. under AAAA,
+ * DO, CD and class CH too: 12 entries. */
+static void
+flush_fill(struct cache *c)
+{
+	struct cache_key k;
+	struct cache_stats st;
+	size_t i;
+
+	for (i = 0; i < N_FLUSH_NAMES; i++) {
+		key_for(&k, flush_names[i], strlen(flush_names[i]) + 1,
+		    DNS_TYPE_A, 0, 0);
+		assert_int_equal(put_plain(c, &k, 50, (unsigned)i, 60, 0), 0);
+	}
+	KEY_LIT(&k, W_EXAMPLE, DNS_TYPE_AAAA);
+	assert_int_equal(put_plain(c, &k, 50, 100, 60, 0), 0);
+	key_for(&k, W_EXAMPLE, sizeof(W_EXAMPLE), DNS_TYPE_A, 1, 0);
+	assert_int_equal(put_plain(c, &k, 50, 101, 60, 0), 0);
+	key_for(&k, W_EXAMPLE, sizeof(W_EXAMPLE), DNS_TYPE_A, 0, 1);
+	assert_int_equal(put_plain(c, &k, 50, 102, 60, 0), 0);
+	key_class(&k, W_EXAMPLE, sizeof(W_EXAMPLE), DNS_TYPE_TXT, 3);
+	assert_int_equal(put_plain(c, &k, 50, 103, 60, 0), 0);
+	stats(c, &st);
+	assert_int_equal(st.entries, N_FLUSH_NAMES + 4);
+}
+
+/* 1 when name's A entry (from flush_fill) is still there. */
+static int
+has_name(struct cache *c, const char *wire)
+{
+	struct cache_key k;
+	size_t i;
+
+	for (i = 0; i < N_FLUSH_NAMES; i++)
+		if (strcmp(flush_names[i], wire) == 0)
+			break;
+	assert_true(i < N_FLUSH_NAMES);
+	key_for(&k, wire, strlen(wire) + 1, DNS_TYPE_A, 0, 0);
+	return has_plain(c, &k, 50, (unsigned)i, 1000);
+}
+
+static void
+test_flush_name(void **state)
+{
+	static const uint8_t upper[] = "\7EXAMPLE\3Com";
+	struct cache_key k;
+	struct cache_stats st;
+	struct cache *c;
+	uint8_t wire[DNS_MAX_NAME_WIRE];
+	size_t len, bytes;
+
+	(void)state;
+	c = cache_new(1 << 20, 0);
+	assert_non_null(c);
+	flush_fill(c);
+
+	/* Spelled in another case, it takes every type, flag and class of
+	 * example.com. and nothing else: not the names below it, not
+	 * badexample.com. (same suffix, not below), not example.com.evil. */
+	assert_int_equal(cache_flush_name(c, upper, sizeof(upper), 0), 5);
+	stats(c, &st);
+	assert_int_equal(st.entries, N_FLUSH_NAMES - 1);
+	assert_int_equal(st.flushes, 1);
+	assert_int_equal(st.evictions, 0);
+	assert_int_equal(st.expired, 0);
+	assert_false(has_name(c, W_EXAMPLE));
+	KEY_LIT(&k, W_EXAMPLE, DNS_TYPE_AAAA);
+	assert_false(has_plain(c, &k, 50, 100, 1000));
+	assert_true(has_name(c, W_WWW));
+	assert_true(has_name(c, W_DEEP));
+	assert_true(has_name(c, W_BAD));
+	assert_true(has_name(c, W_ORG));
+	assert_true(has_name(c, W_COM));
+	assert_true(has_name(c, W_EVIL));
+	assert_true(has_name(c, W_ROOT));
+	bytes = st.bytes;
+
+	/* Again, from text: nothing left to remove, still counted. */
+	assert_int_equal(cache_name_from_text("Example.COM.", wire,
+	    sizeof(wire), &len), 0);
+	assert_int_equal(cache_flush_name(c, wire, len, 0), 0);
+	stats(c, &st);
+	assert_int_equal(st.flushes, 2);
+	assert_int_equal(st.bytes, bytes);
+
+	/* A name alone is not its parent: com. leaves example.org. */
+	assert_int_equal(cache_name_from_text("com", wire, sizeof(wire), &len),
+	    0);
+	assert_int_equal(cache_flush_name(c, wire, len, 0), 1);
+	assert_false(has_name(c, W_COM));
+	assert_true(has_name(c, W_ORG));
+
+	/* The root without subtree is only the root's own entry. */
+	assert_int_equal(cache_flush_name(c, (const uint8_t *)"", 1, 0), 1);
+	assert_false(has_name(c, W_ROOT));
+	stats(c, &st);
+	assert_int_equal(st.entries, N_FLUSH_NAMES - 3);
+	assert_int_equal(st.flushes, 4);
+
+	/* Not wire names: nothing removed, nothing counted. */
+	assert_int_equal(cache_flush_name(c, upper, sizeof(upper) - 1, 0), 0);
+	assert_int_equal(cache_flush_name(c, upper, sizeof(upper) + 1, 0), 0);
+	assert_int_equal(cache_flush_name(c, upper, 0, 1), 0);
+	assert_int_equal(cache_flush_name(c, (const uint8_t *)"\100x", 3, 1),
+	    0);
+	assert_int_equal(cache_flush_name(c, NULL, 1, 1), 0);
+	stats(c, &st);
+	assert_int_equal(st.entries, N_FLUSH_NAMES - 3);
+	assert_int_equal(st.flushes, 4);
+	cache_free(c);
+}
+
+static void
+test_flush_subtree(void **state)
+{
+	struct cache_stats st;
+	struct cache *c;
+	uint8_t wire[DNS_MAX_NAME_WIRE];
+	size_t len;
+
+	(void)state;
+	c = cache_new(1 << 20, 0);
+	assert_non_null(c);
+	flush_fill(c);
+
+	/* example.com. and below: its 5 entries, www and a.b. Label-wise:
+	 * badexample.com. ends in the same bytes "example\3com" but not at
+	 * a label boundary, and example.com.evil. is above, not below. */
+	assert_int_equal(cache_name_from_text("EXAMPLE.com", wire,
+	    sizeof(wire), &len), 0);
+	assert_int_equal(cache_flush_name(c, wire, len, 1), 7);
+	assert_false(has_name(c, W_EXAMPLE));
+	assert_false(has_name(c, W_WWW));
+	assert_false(has_name(c, W_DEEP));
+	assert_true(has_name(c, W_BAD));
+	assert_true(has_name(c, W_ORG));
+	assert_true(has_name(c, W_COM));
+	assert_true(has_name(c, W_EVIL));
+	assert_true(has_name(c, W_ROOT));
+	stats(c, &st);
+	assert_int_equal(st.entries, 5);
+	assert_int_equal(st.flushes, 1);
+
+	/* com. and below: itself and badexample.com. */
+	assert_int_equal(cache_flush_name(c, (const uint8_t *)W_COM,
+	    sizeof(W_COM), 1), 2);
+	assert_false(has_name(c, W_BAD));
+	assert_false(has_name(c, W_COM));
+	assert_true(has_name(c, W_ORG));
+	assert_true(has_name(c, W_EVIL));
+
+	/* The root with subtree is everything, the root's entry included. */
+	assert_int_equal(cache_name_from_text(".", wire, sizeof(wire), &len),
+	    0);
+	assert_int_equal(cache_flush_name(c, wire, len, 1), 3);
+	stats(c, &st);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.bytes, 0);
+	assert_int_equal(st.flushes, 3);
+	assert_int_equal(st.evictions, 0);
+
+	/* And a full cache, in one step. */
+	flush_fill(c);
+	assert_int_equal(cache_flush_name(c, (const uint8_t *)"", 1, 1),
+	    N_FLUSH_NAMES + 4);
+	stats(c, &st);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.bytes, 0);
+	cache_free(c);
+}
+
+/* What cache_dump reported, in order. */
+#define DUMP_MAX 8
+struct dump_seen {
+	struct cache_entry_info e[DUMP_MAX];
+	size_t n;
+	size_t stop_after;    /* return 7 after this many; 0 = never */
+};
+
+static int
+dump_cb(void *arg, const struct cache_entry_info *e)
+{
+	struct dump_seen *d = arg;
+
+	assert_true(d->n < DUMP_MAX);
+	d->e[d->n++] = *e;
+	return d->stop_after != 0 && d->n == d->stop_after ? 7 : 0;
+}
+
+static int
+dump_unreached_cb(void *arg, const struct cache_entry_info *e)
+{
+	(void)arg;
+	(void)e;
+	fail_msg("called on an empty cache");
+	return 1;
+}
+
+static void
+test_dump(void **state)
+{
+	/* A '.' and an unprintable byte inside labels. */
+	static const char odd[] = "\3a.b\2\001z";
+	struct dnsmsg_answer_info info;
+	struct cache_key kex, kwww, kodd, klong;
+	struct cache_stats st, st2;
+	struct dump_seen d, d2;
+	struct cache *c;
+	uint8_t ans[STD_LEN];
+	size_t i, sum;
+
+	(void)state;
+	c = cache_new(1 << 20, 600);
+	assert_non_null(c);
+	assert_int_equal(cache_dump(c, 0, dump_unreached_cb, NULL), 0);
+
+	key_for(&kex, W_EXAMPLE, sizeof(W_EXAMPLE), DNS_TYPE_A, 0, 0);
+	key_for(&kwww, W_WWW, sizeof(W_WWW), DNS_TYPE_AAAA, 1, 0);
+	key_class(&kodd, odd, sizeof(odd), DNS_TYPE_TXT, 3);
+	kodd.bytes[kodd.len - 1] = 0x02;    /* CD */
+	key_idx(&klong, 5);
+	std_answer(ans, 0x83, &info, 300);   /* NXDOMAIN */
+	assert_int_equal(cache_put(c, &kex, ans, sizeof(ans), &info, 0), 0);
+	assert_int_equal(put_plain(c, &kwww, 60, 1, 60, 1000), 0);
+	assert_int_equal(put_plain(c, &kodd, 70, 2, 10, 0), 0);
+
+	/* At 30.5 s: example.com. has aged 30 s of 300, www 29 of 60, the
+	 * odd one is 20 s past its 10 s life (stale, window 600 s). Most
+	 * recently used first: the order of the puts, reversed. */
+	memset(&d, 0, sizeof(d));
+	assert_int_equal(cache_dump(c, 30500, dump_cb, &d), 0);
+	assert_int_equal(d.n, 3);
+
+	assert_string_equal(d.e[0].name, "a\\.b.\\001z.");
+	assert_int_equal(d.e[0].qtype, DNS_TYPE_TXT);
+	assert_int_equal(d.e[0].qclass, 3);
+	assert_int_equal(d.e[0].do_bit, 0);
+	assert_int_equal(d.e[0].cd_bit, 1);
+	assert_int_equal(d.e[0].stale, 1);
+	assert_int_equal(d.e[0].ttl_left, 0);
+	assert_int_equal(d.e[0].stale_for, 20);
+	assert_int_equal(d.e[0].bytes, measure_cost(&kodd, 70, 0));
+
+	assert_string_equal(d.e[1].name, "www.example.com.");
+	assert_int_equal(d.e[1].qtype, DNS_TYPE_AAAA);
+	assert_int_equal(d.e[1].qclass, 1);
+	assert_int_equal(d.e[1].do_bit, 1);
+	assert_int_equal(d.e[1].cd_bit, 0);
+	assert_int_equal(d.e[1].stale, 0);
+	assert_int_equal(d.e[1].ttl_left, 31);
+	assert_int_equal(d.e[1].stale_for, 0);
+
+	assert_string_equal(d.e[2].name, "example.com.");
+	assert_int_equal(d.e[2].qtype, DNS_TYPE_A);
+	assert_int_equal(d.e[2].qclass, 1);
+	assert_int_equal(d.e[2].do_bit, 0);
+	assert_int_equal(d.e[2].cd_bit, 0);
+	assert_int_equal(d.e[2].stale, 0);
+	assert_int_equal(d.e[2].ttl_left, 270);
+	assert_int_equal(d.e[2].stale_for, 0);
+	assert_int_equal(d.e[2].rcode, DNS_RCODE_NXDOMAIN);
+	assert_int_equal(d.e[2].bytes, measure_cost(&kex, STD_LEN, 3));
+
+	/* The bytes are the accounted ones. */
+	stats(c, &st);
+	for (sum = 0, i = 0; i < d.n; i++)
+		sum += d.e[i].bytes;
+	assert_int_equal(sum, st.bytes);
+
+	/* A dump changes nothing: the same again, the same counters. */
+	memset(&d2, 0, sizeof(d2));
+	assert_int_equal(cache_dump(c, 30500, dump_cb, &d2), 0);
+	assert_memory_equal(&d, &d2, sizeof(d));
+	stats(c, &st2);
+	assert_memory_equal(&st, &st2, sizeof(st));
+
+	/* A use moves example.com. to the front; a non-zero return stops. */
+	assert_true(cache_get(c, &kex, 31000, ans, sizeof(ans), &i, NULL) == 0);
+	memset(&d, 0, sizeof(d));
+	d.stop_after = 2;
+	assert_int_equal(cache_dump(c, 31000, dump_cb, &d), 7);
+	assert_int_equal(d.n, 2);
+	assert_string_equal(d.e[0].name, "example.com.");
+	assert_string_equal(d.e[1].name, "a\\.b.\\001z.");
+
+	/* At 611 s the odd one is past its window: not listed, and not
+	 * removed either; example.com. is stale, www too. A long-lived
+	 * entry is fresh. */
+	assert_int_equal(put_plain(c, &klong, 40, 3, 3600, 0), 0);
+	memset(&d, 0, sizeof(d));
+	assert_int_equal(cache_dump(c, 611000, dump_cb, &d), 0);
+	assert_int_equal(d.n, 3);
+	assert_string_equal(d.e[1].name, "example.com.");
+	assert_int_equal(d.e[1].stale, 1);
+	assert_int_equal(d.e[1].stale_for, 311);
+	assert_int_equal(d.e[0].stale, 0);
+	assert_int_equal(d.e[0].ttl_left, 3600 - 611);
+	assert_string_equal(d.e[2].name, "www.example.com.");
+	assert_int_equal(d.e[2].stale_for, 611 - 61);
+	stats(c, &st);
+	assert_int_equal(st.entries, 4);
+	assert_int_equal(st.expired, 0);
+	cache_free(c);
+}
+
+static void
+test_resize(void **state)
+{
+	struct cache_key ka, kb, kc, kd, ke, kf;
+	struct cache_stats st;
+	struct cache *c;
+	size_t cost;
+
+	(void)state;
+	/* Same label length (idx % 40 equal): every entry costs the same. */
+	key_idx(&ka, 40);
+	key_idx(&kb, 80);
+	key_idx(&kc, 120);
+	key_idx(&kd, 160);
+	key_idx(&ke, 200);
+	key_idx(&kf, 240);
+	cost = measure_cost(&ka, 300, 0);
+	c = cache_new(4 * cost, 0);
+	assert_non_null(c);
+	assert_int_equal(put_plain(c, &ka, 300, 1, 60, 0), 0);
+	assert_int_equal(put_plain(c, &kb, 300, 2, 60, 1), 0);
+	assert_int_equal(put_plain(c, &kc, 300, 3, 60, 2), 0);
+	assert_int_equal(put_plain(c, &kd, 300, 4, 60, 3), 0);
+	assert_true(has_plain(c, &ka, 300, 1, 4));    /* MRU: a, d, c, b */
+
+	/* Growing keeps everything. */
+	cache_resize(c, 8 * cost);
+	stats(c, &st);
+	assert_int_equal(st.entries, 4);
+	assert_int_equal(st.max_bytes, 8 * cost);
+	assert_int_equal(st.evictions, 0);
+
+	/* Shrinking to two takes the two least recently used, b then c. */
+	cache_resize(c, 2 * cost);
+	stats(c, &st);
+	assert_int_equal(st.entries, 2);
+	assert_int_equal(st.bytes, 2 * cost);
+	assert_int_equal(st.max_bytes, 2 * cost);
+	assert_int_equal(st.evictions, 2);
+	assert_int_equal(st.expired, 0);
+	assert_int_equal(st.flushes, 0);
+	assert_false(has_plain(c, &kb, 300, 2, 5));
+	assert_false(has_plain(c, &kc, 300, 3, 5));
+	assert_true(has_plain(c, &kd, 300, 4, 5));    /* MRU: d, a */
+	assert_true(has_plain(c, &ka, 300, 1, 6));    /* MRU: a, d */
+
+	/* A size between two entries: one fits. Then the bound holds for
+	 * new puts, which push out the LRU. */
+	cache_resize(c, cost + cost / 2);
+	assert_false(has_plain(c, &kd, 300, 4, 7));
+	assert_int_equal(put_plain(c, &ke, 300, 5, 60, 8), 0);
+	stats(c, &st);
+	assert_int_equal(st.entries, 1);
+	assert_int_equal(st.evictions, 4);
+	assert_true(st.bytes <= st.max_bytes);
+	assert_false(has_plain(c, &ka, 300, 1, 9));
+	assert_true(has_plain(c, &ke, 300, 5, 9));
+	assert_int_equal(put_plain(c, &kf, 300 + cost, 6, 60, 9), -E2BIG);
+
+	/* Zero empties it; nothing fits until it grows again. */
+	cache_resize(c, 0);
+	stats(c, &st);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.bytes, 0);
+	assert_int_equal(st.evictions, 5);
+	assert_int_equal(put_plain(c, &ka, 300, 1, 60, 10), -E2BIG);
+	cache_resize(c, 3 * cost);
+	assert_int_equal(put_plain(c, &ka, 300, 1, 60, 10), 0);
+	assert_int_equal(put_plain(c, &kb, 300, 2, 60, 10), 0);
+	assert_int_equal(put_plain(c, &kc, 300, 3, 60, 10), 0);
+	assert_int_equal(put_plain(c, &kd, 300, 4, 60, 10), 0);
+	stats(c, &st);
+	assert_int_equal(st.entries, 3);
+	assert_int_equal(st.bytes, 3 * cost);
+	assert_int_equal(st.evictions, 6);
+	assert_false(has_plain(c, &ka, 300, 1, 11));
+	cache_free(c);
+}
+
+/* cache_name_from_text gives want (wire, want_len) for text. */
+static void
+assert_name(const char *text, const char *want, size_t want_len)
+{
+	uint8_t wire[DNS_MAX_NAME_WIRE];
+	size_t len = 0;
+
+	memset(wire, 0xa5, sizeof(wire));
+	assert_int_equal(cache_name_from_text(text, wire, sizeof(wire), &len),
+	    0);
+	assert_int_equal(len, want_len);
+	assert_memory_equal(wire, want, want_len);
+}
+
+static void
+assert_not_name(const char *text)
+{
+	uint8_t wire[DNS_MAX_NAME_WIRE], untouched[DNS_MAX_NAME_WIRE];
+	size_t len = 77;
+
+	memset(wire, 0xa5, sizeof(wire));
+	memset(untouched, 0xa5, sizeof(untouched));
+	assert_int_equal(cache_name_from_text(text, wire, sizeof(wire), &len),
+	    -EINVAL);
+	assert_int_equal(len, 77);
+	assert_memory_equal(wire, untouched, sizeof(wire));
+}
+
+static void
+test_name_from_text(void **state)
+{
+	char text[400], want[DNS_MAX_NAME_WIRE];
+	uint8_t wire[DNS_MAX_NAME_WIRE];
+	size_t len = 77, i;
+	struct cache_key k;
+	struct cache *c;
+	struct dump_seen d;
+
+	(void)state;
+	assert_name("example.com", W_EXAMPLE, sizeof(W_EXAMPLE));
+	assert_name("example.com.", W_EXAMPLE, sizeof(W_EXAMPLE));
+	assert_name("EXAMPLE.Com", W_EXAMPLE, sizeof(W_EXAMPLE));
+	assert_name("www.example.com.", W_WWW, sizeof(W_WWW));
+	assert_name(".", "", 1);
+	assert_name("com", W_COM, sizeof(W_COM));
+	/* Escapes: a dot inside a label, \DDD (lowercased after decoding,
+	 * as the key's bytes would be), any other character as itself. */
+	assert_name("a\\.b.\\001Z", "\3a.b\2\001z", 8);
+	assert_name("\\065\\066c", "\3abc", 5);
+	assert_name("\\ex\\\\.", "\3ex\\", 5);
+	assert_name("\\000", "\1\0", 3);
+
+	/* Label and name bounds: 63 is a label, 64 is not; 255 bytes of
+	 * wire (root label included) is a name, 256 is not. */
+	memset(text, 'a', 63);
+	text[63] = '\0';
+	want[0] = 63;
+	memset(want + 1, 'a', 63);
+	want[64] = 0;
+	assert_name(text, want, 65);
+	text[63] = 'a';
+	text[64] = '\0';
+	assert_not_name(text);
+	/* 63.63.63.61: 3 * 64 + 62 + 1 = 255 */
+	memset(text, 'b', sizeof(text));
+	text[63] = text[127] = text[191] = '.';
+	text[253] = '\0';
+	assert_int_equal(cache_name_from_text(text, wire, sizeof(wire), &len),
+	    0);
+	assert_int_equal(len, 255);
+	assert_int_equal(wire[192], 61);
+	assert_int_equal(wire[254], 0);
+	text[253] = '.';
+	text[254] = '\0';
+	assert_int_equal(cache_name_from_text(text, wire, sizeof(wire), &len),
+	    0);    /* the trailing dot adds nothing */
+	assert_int_equal(len, 255);
+	text[253] = 'b';
+	assert_not_name(text);    /* 256 */
+	/* Escapes count as the byte they stand for. */
+	memset(text, 'b', sizeof(text));
+	for (i = 0; i < 63; i++)
+		memcpy(text + 4 * i, "\\098", 4);
+	text[4 * 63] = '\0';
+	assert_int_equal(cache_name_from_text(text, wire, sizeof(wire), &len),
+	    0);
+	assert_int_equal(len, 65);
+	text[4 * 63] = 'b';
+	text[4 * 63 + 1] = '\0';
+	assert_not_name(text);
+
+	/* Empty labels, except the root alone; broken escapes. */
+	assert_not_name("");
+	assert_not_name("..");
+	assert_not_name(".com");
+	assert_not_name("a..b");
+	assert_not_name("example.com..");
+	assert_not_name("a\\");
+	assert_not_name("\\25");
+	assert_not_name("\\2x5");
+	assert_not_name("\\256");
+	assert_not_name(NULL);
+
+	/* Too small a buffer: -ENOSPC, nothing written. */
+	memset(wire, 0xa5, sizeof(wire));
+	len = 77;
+	assert_int_equal(cache_name_from_text("example.com", wire,
+	    sizeof(W_EXAMPLE) - 1, &len), -ENOSPC);
+	assert_int_equal(len, 77);
+	assert_int_equal(wire[0], 0xa5);
+	assert_int_equal(cache_name_from_text("example.com", wire,
+	    sizeof(W_EXAMPLE), &len), 0);
+	assert_int_equal(len, sizeof(W_EXAMPLE));
+
+	/* What the dump prints reads back as the same key name. */
+	assert_int_equal(cache_name_from_text("A\\.b.\\001z.", wire,
+	    sizeof(wire), &len), 0);
+	key_for(&k, (const char *)wire, len, DNS_TYPE_A, 0, 0);
+	c = cache_new(1 << 20, 0);
+	assert_non_null(c);
+	assert_int_equal(put_plain(c, &k, 20, 1, 60, 0), 0);
+	memset(&d, 0, sizeof(d));
+	assert_int_equal(cache_dump(c, 0, dump_cb, &d), 0);
+	assert_int_equal(d.n, 1);
+	assert_int_equal(cache_name_from_text(d.e[0].name, wire, sizeof(wire),
+	    &len), 0);
+	assert_int_equal(len, k.len - 5);
+	assert_memory_equal(wire, k.bytes, len);
+	cache_free(c);
+}
+
 int
 main(void)
 {
@@ -1412,6 +2009,12 @@ main(void)
 		cmocka_unit_test(test_refresh_failed),
 		cmocka_unit_test(test_eviction_stale),
 		cmocka_unit_test(test_random_bound),
+		cmocka_unit_test(test_flush_all),
+		cmocka_unit_test(test_flush_name),
+		cmocka_unit_test(test_flush_subtree),
+		cmocka_unit_test(test_dump),
+		cmocka_unit_test(test_resize),
+		cmocka_unit_test(test_name_from_text),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
