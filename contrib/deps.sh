@@ -6,7 +6,7 @@
 # Run as root. Uses apt-get only; everything comes from Debian's archive.
 set -eu
 BUILD="build-essential autoconf automake pkg-config libuv1-dev libgnutls28-dev
-libc-ares-dev uthash-dev libsystemd-dev ca-certificates"
+libc-ares-dev uthash-dev libsystemd-dev libcap-ng-dev ca-certificates"
 TEST="libcmocka-dev mandoc gnutls-bin bind9-dnsutils knot-dnsutils unbound
 python3 procps"
 pkgs=$BUILD

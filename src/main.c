@@ -24,6 +24,7 @@
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
+#include "privdrop.h"
 #include "query.h"
 #include "sysd.h"
 #include "tls.h"
@@ -294,14 +295,15 @@ start_signal(struct server *s, uv_signal_t *h, int signum)
 
 /* What can be refused before anything is opened, so that the error is the
  * first thing logged: sockets handed over by systemd that no listen address
- * takes. */
+ * takes, and a user or group that does not exist. */
 static int
-check_system(const struct conf *c, struct sysd_fds *fds)
+check_system(const struct conf *c, struct sysd_fds *fds, struct privdrop *pd)
 {
 	char err[CONF_ERR_MAX];
 
 	if (sysd_fds_init(fds, err, sizeof(err)) != 0 ||
-	    sysd_fds_check_conf(fds, c, err, sizeof(err)) != 0) {
+	    sysd_fds_check_conf(fds, c, err, sizeof(err)) != 0 ||
+	    privdrop_init(pd, c, err, sizeof(err)) != 0) {
 		log_err("%s", err);
 		return -1;
 	}
@@ -313,9 +315,10 @@ run(const struct options *o, struct server *s)
 {
 	char err[CONF_ERR_MAX];
 	struct sysd_fds fds;
+	struct privdrop pd;
 	int rc;
 
-	if (check_system(&s->conf, &fds) != 0)
+	if (check_system(&s->conf, &fds, &pd) != 0)
 		return 1;
 	if (tls_ctx_new(s->conf.ca_file, &s->tls, err, sizeof(err)) != 0) {
 		log_err("%s", err);
@@ -333,6 +336,12 @@ run(const struct options *o, struct server *s)
 		fatal("cannot set up the query timer");
 	if (listen_start(&s->loop, &s->conf, &fds, &s->qctx, &s->metrics,
 	    &s->listen, err, sizeof(err)) != 0) {
+		log_err("%s", err);
+		return 1;
+	}
+	/* Bound: from here on no privilege is needed. Before daemon(), so
+	 * that a failure still gives the exit status. */
+	if (privdrop_apply(&pd, err, sizeof(err)) != 0) {
 		log_err("%s", err);
 		return 1;
 	}
