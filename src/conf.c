@@ -540,6 +540,7 @@ enum key_kind {
 	KEY_LOG_LEVEL,
 	KEY_SELECTION,
 	KEY_BOOL,        /* int, 0 or 1 */
+	KEY_NAME,        /* char[CONF_MAX_NAME], "" = unset */
 };
 
 struct key_def {
@@ -556,6 +557,7 @@ struct key_def {
 #define SECONDS_KEY(name, f, min, max, range) \
 	{ name, KEY_SECONDS, FIELD(f), min, max, range }
 #define BOOL_KEY(name, f) { name, KEY_BOOL, FIELD(f), 0, 1, NULL }
+#define NAME_KEY(name, f) { name, KEY_NAME, FIELD(f), 0, 0, NULL }
 
 static const struct key_def keys[] = {
 	{ "listen", KEY_LISTEN, 0, 0, 0, NULL },
@@ -604,6 +606,8 @@ static const struct key_def keys[] = {
 	/* 0 skips it: listeners close at once on SIGTERM. */
 	DURATION_KEY("lameduck", lameduck_ms, 0, HOUR_MS, "0 to 60m"),
 	BOOL_KEY("log-queries", log_queries),
+	NAME_KEY("user", user),
+	NAME_KEY("group", group),
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -638,6 +642,18 @@ static int
 int_field_value(const struct conf *c, const struct key_def *k)
 {
 	return *(const int *)(const void *)((const char *)c + k->off);
+}
+
+static char *
+name_field(struct conf *c, const struct key_def *k)
+{
+	return (char *)c + k->off;
+}
+
+static const char *
+name_field_value(const struct conf *c, const struct key_def *k)
+{
+	return (const char *)c + k->off;
 }
 
 static const struct key_def *
@@ -754,6 +770,44 @@ set_addr(struct conf *c, const struct key_def *k, const char *value,
 	struct conf_addr *a = (struct conf_addr *)(void *)((char *)c + k->off);
 
 	return conf_parse_addr(value, (unsigned)k->min, a, msg, msglen);
+}
+
+/* A user or group name as getpwnam(3) and getgrnam(3) take it. The
+ * characters refused are those no account database allows (':' separates
+ * the fields of /etc/passwd, '/' and white space would not survive a
+ * file), a leading '-' (an option to the tools) and a leading '#' (a
+ * comment when conf_print's output is read back). Whether the name exists
+ * is checked at start, not here: -n checks the file, not the host. */
+static int
+set_name(struct conf *c, const struct key_def *k, const char *value,
+    char *msg, size_t msglen)
+{
+	char q[QUOTE_MAX + 8];
+	size_t len = strlen(value), i;
+
+	if (len >= CONF_MAX_NAME) {
+		snprintf(msg, msglen, "name longer than %d characters",
+		    CONF_MAX_NAME - 1);
+		return -1;
+	}
+	for (i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)value[i];
+
+		if (ch <= 0x20 || ch >= 0x7f || ch == ':' || ch == '/') {
+			snprintf(msg, msglen, "\"%s\" is not a user or group "
+			    "name (no white space, ':' or '/')",
+			    quote(value, q, sizeof(q)));
+			return -1;
+		}
+	}
+	if (value[0] == '-' || value[0] == '#') {
+		snprintf(msg, msglen, "\"%s\" is not a user or group name "
+		    "(it cannot start with '%c')", quote(value, q, sizeof(q)),
+		    value[0]);
+		return -1;
+	}
+	memcpy(name_field(c, k), value, len + 1);
+	return 0;
 }
 
 static int
@@ -941,6 +995,9 @@ conf_set(struct conf *c, const char *key, const char *value,
 		break;
 	case KEY_BOOL:
 		rc = set_bool(c, k, value, msg, sizeof(msg));
+		break;
+	case KEY_NAME:
+		rc = set_name(c, k, value, msg, sizeof(msg));
 		break;
 	}
 	if (rc == 0)
@@ -1140,6 +1197,13 @@ conf_finish(struct conf *c, char *err, size_t errlen)
 		    "larger than cache-max-ttl %s", min, max);
 		return -1;
 	}
+	/* A group alone would change the gid of a process that keeps root
+	 * and every capability: a drop in name only. */
+	if (c->group[0] != '\0' && c->user[0] == '\0') {
+		snprintf(err, errlen, "configuration: group %s is set but "
+		    "user is not (set user too)", c->group);
+		return -1;
+	}
 	return 0;
 }
 
@@ -1266,6 +1330,11 @@ conf_print(const struct conf *c, FILE *out)
 		case KEY_BOOL:
 			fprintf(out, "%s %s\n", k->name,
 			    int_field_value(c, k) ? "yes" : "no");
+			break;
+		case KEY_NAME:
+			if (name_field_value(c, k)[0] != '\0')
+				fprintf(out, "%s %s\n", k->name,
+				    name_field_value(c, k));
 			break;
 		}
 	}

@@ -23,6 +23,7 @@
 #define CONF_MAX_PINS 4
 #define CONF_MAX_PATH 1024
 #define CONF_ERR_MAX 512
+#define CONF_MAX_NAME 256   /* a user or group name, with its NUL */
 
 #define CONF_DEFAULT_FILE SYSCONFDIR "/dotproxy.conf"
 #define CONF_DEFAULT_LISTEN_PORT 53
@@ -97,6 +98,10 @@ struct conf {
 	char control_socket[CONF_MAX_PATH]; /* HTTP on a unix socket, cache control; "" = off */
 	unsigned lameduck_ms;         /* answer DNS this long after SIGTERM while /ready says 503; default 5000 */
 	int log_queries;              /* one log line per answered query; default 0 */
+	/* privileges: once the listeners are bound, run as this user and
+	 * group with no capability (privdrop.h) */
+	char user[CONF_MAX_NAME];     /* "" = keep running as started */
+	char group[CONF_MAX_NAME];    /* "" = the user's primary group */
 };
 
 /* Fill every setting with its default and empty the listen and upstream
@@ -128,7 +133,8 @@ int conf_parse_upstream(const char *s, struct conf_upstream *u, char *err,
  * ::1@53; upstreams 1.1.1.1@853 and 1.0.0.1@853, both #cloudflare-dns.com.
  * Returns 0, or -1 with "configuration: message" when the result is
  * unusable: an upstream with neither a name nor a pin (verification is
- * always on), or cache-min-ttl above cache-max-ttl. */
+ * always on), cache-min-ttl above cache-max-ttl, or a group without a
+ * user. */
 int conf_finish(struct conf *c, char *err, size_t errlen);
 
 /* Write c as a config file that conf_load_file would read back to the same

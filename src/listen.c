@@ -19,11 +19,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dnsmsg.h"
 #include "listen.h"
 #include "log.h"
 #include "mem.h"
+#include "sysd.h"
 
 /* libuv splits a recvmmsg buffer into 64 KiB datagram slots. */
 #define UDP_SLOT 65536
@@ -592,8 +594,19 @@ tcp_sock_close_cb(uv_handle_t *h)
 	listen_maybe_free(l);
 }
 
+/* A handed-over socket that no handle took (fd -1: none). */
+static void
+close_unowned(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}
+
+/* fd >= 0 is a socket handed over by systemd, already bound to a: it is
+ * opened instead of binding. bind_udp owns it from the call on: its handle
+ * closes it, or it is closed here when it cannot become the handle's. */
 static int
-bind_udp(struct listen *l, const struct conf_addr *a, char *err,
+bind_udp(struct listen *l, const struct conf_addr *a, int fd, char *err,
     size_t errlen)
 {
 	struct udp_sock *u;
@@ -602,21 +615,30 @@ bind_udp(struct listen *l, const struct conf_addr *a, char *err,
 
 	u = mem_calloc(1, sizeof(*u));
 	if (u == NULL) {
+		close_unowned(fd);
 		snprintf(err, errlen, "out of memory");
 		return UV_ENOMEM;
 	}
 	u->l = l;
+	/* AF_UNSPEC for a handed-over socket: libuv must not make one. */
 	rc = uv_udp_init_ex(l->loop, &u->handle,
-	    a->ss.ss_family | UV_UDP_RECVMMSG);
+	    (fd >= 0 ? AF_UNSPEC : a->ss.ss_family) | UV_UDP_RECVMMSG);
 	if (rc != 0) {
 		mem_free(u);
+		close_unowned(fd);
 		snprintf(err, errlen, "udp: %s", uv_strerror(rc));
 		return rc;
 	}
 	u->handle.data = u;
 	l->udp[l->n_udp++] = u;
 	l->open_handles++;
-	rc = uv_udp_bind(&u->handle, (const struct sockaddr *)&a->ss, flags);
+	if (fd >= 0) {
+		rc = uv_udp_open(&u->handle, fd);
+		if (rc != 0)
+			close_unowned(fd);
+	} else
+		rc = uv_udp_bind(&u->handle, (const struct sockaddr *)&a->ss,
+		    flags);
 	if (rc == 0)
 		rc = uv_udp_recv_start(&u->handle, udp_alloc_cb, udp_recv_cb);
 	if (rc != 0)
@@ -624,8 +646,10 @@ bind_udp(struct listen *l, const struct conf_addr *a, char *err,
 	return rc;
 }
 
+/* fd as for bind_udp; a handed-over TCP socket may be listening already:
+ * uv_listen's listen(2) again only sets the backlog. */
 static int
-bind_tcp(struct listen *l, const struct conf_addr *a, char *err,
+bind_tcp(struct listen *l, const struct conf_addr *a, int fd, char *err,
     size_t errlen)
 {
 	struct tcp_sock *t;
@@ -634,20 +658,29 @@ bind_tcp(struct listen *l, const struct conf_addr *a, char *err,
 
 	t = mem_calloc(1, sizeof(*t));
 	if (t == NULL) {
+		close_unowned(fd);
 		snprintf(err, errlen, "out of memory");
 		return UV_ENOMEM;
 	}
 	t->l = l;
-	rc = uv_tcp_init_ex(l->loop, &t->handle, a->ss.ss_family);
+	rc = uv_tcp_init_ex(l->loop, &t->handle,
+	    fd >= 0 ? AF_UNSPEC : a->ss.ss_family);
 	if (rc != 0) {
 		mem_free(t);
+		close_unowned(fd);
 		snprintf(err, errlen, "tcp: %s", uv_strerror(rc));
 		return rc;
 	}
 	t->handle.data = t;
 	l->tcp[l->n_tcp++] = t;
 	l->open_handles++;
-	rc = uv_tcp_bind(&t->handle, (const struct sockaddr *)&a->ss, flags);
+	if (fd >= 0) {
+		rc = uv_tcp_open(&t->handle, fd);
+		if (rc != 0)
+			close_unowned(fd);
+	} else
+		rc = uv_tcp_bind(&t->handle, (const struct sockaddr *)&a->ss,
+		    flags);
 	if (rc == 0)
 		rc = uv_listen((uv_stream_t *)&t->handle, TCP_BACKLOG,
 		    tcp_connection_cb);
@@ -656,15 +689,25 @@ bind_tcp(struct listen *l, const struct conf_addr *a, char *err,
 	return rc;
 }
 
+/* " from systemd fd N" for a handed-over socket, "" for one bound here. */
+static const char *
+fd_origin(int fd, char *buf, size_t cap)
+{
+	if (fd < 0)
+		return "";
+	snprintf(buf, cap, " from systemd fd %d", fd);
+	return buf;
+}
+
 int
 listen_start(uv_loop_t *loop, const struct conf *conf,
-    struct query_ctx *qctx, struct metrics *m, struct listen **out,
-    char *err, size_t errlen)
+    struct sysd_fds *fds, struct query_ctx *qctx, struct metrics *m,
+    struct listen **out, char *err, size_t errlen)
 {
 	struct listen *l;
-	char addr[64], why[256];
+	char addr[64], why[256], uorig[32], torig[32];
 	size_t i, n_bound = 0;
-	int rc;
+	int rc, ufd, tfd;
 
 	l = mem_calloc(1, sizeof(*l));
 	if (l == NULL)
@@ -680,11 +723,18 @@ listen_start(uv_loop_t *loop, const struct conf *conf,
 	l->m = m;
 	for (i = 0; i < conf->n_listen; i++) {
 		conf_addr_str(&conf->listen[i], addr, sizeof(addr));
-		rc = bind_udp(l, &conf->listen[i], why, sizeof(why));
+		ufd = sysd_fds_take(fds, &conf->listen[i], SOCK_DGRAM);
+		tfd = sysd_fds_take(fds, &conf->listen[i], SOCK_STREAM);
+		rc = bind_udp(l, &conf->listen[i], ufd, why, sizeof(why));
 		if (rc == 0)
-			rc = bind_tcp(l, &conf->listen[i], why, sizeof(why));
+			rc = bind_tcp(l, &conf->listen[i], tfd, why,
+			    sizeof(why));
+		else
+			close_unowned(tfd);
 		if (rc == 0) {
-			log_info("listening on %s (udp, tcp)", addr);
+			log_info("listening on %s (udp%s, tcp%s)", addr,
+			    fd_origin(ufd, uorig, sizeof(uorig)),
+			    fd_origin(tfd, torig, sizeof(torig)));
 			n_bound++;
 			continue;
 		}

@@ -16,15 +16,19 @@
 #include "conf.h"
 #include "metrics.h"
 #include "query.h"
+#include "sysd.h"
 
 struct listen;
 
 /* Bind UDP and TCP on every conf->listen address and start serving into
- * qctx. Returns 0 and *out, or -1 with "listen ADDR: reason" in err (and
- * nothing left open). conf and qctx must outlive the listeners. */
+ * qctx. An address and type for which fds holds a socket handed over by
+ * systemd (sysd_fds_take) uses that socket instead of binding; fds may be
+ * NULL. Returns 0 and *out, or -1 with "listen ADDR: reason" in err (and
+ * nothing left open, the sockets taken from fds included). conf and qctx
+ * must outlive the listeners. */
 int listen_start(uv_loop_t *loop, const struct conf *conf,
-    struct query_ctx *qctx, struct metrics *m, struct listen **out,
-    char *err, size_t errlen);
+    struct sysd_fds *fds, struct query_ctx *qctx, struct metrics *m,
+    struct listen **out, char *err, size_t errlen);
 
 /* Client TCP connections open now (a gauge for the metrics). */
 unsigned listen_tcp_connections(const struct listen *l);

@@ -24,7 +24,9 @@
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
+#include "privdrop.h"
 #include "query.h"
+#include "sysd.h"
 #include "tls.h"
 #include "upstream.h"
 
@@ -70,6 +72,7 @@ struct server {
 	struct query_ctx qctx;
 	struct listen *listen;
 	uv_signal_t sig_int, sig_term, sig_usr1;
+	struct sysd_watchdog watchdog;
 	int stopping;
 };
 
@@ -222,6 +225,8 @@ shutdown_server(struct server *s)
 		return;
 	s->stopping = 1;
 	log_info("shutting down");
+	sysd_stopping();
+	sysd_watchdog_close(&s->watchdog);
 	/* Upstreams first: each pending query gets its SERVFAIL while the
 	 * listeners can still send it. */
 	upstream_pool_close(s->pool);
@@ -288,12 +293,33 @@ start_signal(struct server *s, uv_signal_t *h, int signum)
 	return uv_signal_start(h, signal_cb, signum);
 }
 
+/* What can be refused before anything is opened, so that the error is the
+ * first thing logged: sockets handed over by systemd that no listen address
+ * takes, and a user or group that does not exist. */
+static int
+check_system(const struct conf *c, struct sysd_fds *fds, struct privdrop *pd)
+{
+	char err[CONF_ERR_MAX];
+
+	if (sysd_fds_init(fds, err, sizeof(err)) != 0 ||
+	    sysd_fds_check_conf(fds, c, err, sizeof(err)) != 0 ||
+	    privdrop_init(pd, c, err, sizeof(err)) != 0) {
+		log_err("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
 static int
 run(const struct options *o, struct server *s)
 {
 	char err[CONF_ERR_MAX];
+	struct sysd_fds fds;
+	struct privdrop pd;
 	int rc;
 
+	if (check_system(&s->conf, &fds, &pd) != 0)
+		return 1;
 	if (tls_ctx_new(s->conf.ca_file, &s->tls, err, sizeof(err)) != 0) {
 		log_err("%s", err);
 		return 1;
@@ -308,8 +334,14 @@ run(const struct options *o, struct server *s)
 	if (query_ctx_init(&s->qctx, &s->loop, &s->conf, s->cache, s->pool,
 	    &s->metrics) != 0)
 		fatal("cannot set up the query timer");
-	if (listen_start(&s->loop, &s->conf, &s->qctx, &s->metrics,
+	if (listen_start(&s->loop, &s->conf, &fds, &s->qctx, &s->metrics,
 	    &s->listen, err, sizeof(err)) != 0) {
+		log_err("%s", err);
+		return 1;
+	}
+	/* Bound: from here on no privilege is needed. Before daemon(), so
+	 * that a failure still gives the exit status. */
+	if (privdrop_apply(&pd, err, sizeof(err)) != 0) {
 		log_err("%s", err);
 		return 1;
 	}
@@ -327,6 +359,11 @@ run(const struct options *o, struct server *s)
 	log_upstreams(&s->conf);
 	log_info("ready: dotproxy %s serving %zu listen address(es)",
 	    PACKAGE_VERSION, s->conf.n_listen);
+	/* After daemon(): the watchdog is for this PID. */
+	rc = sysd_watchdog_start(&s->watchdog, &s->loop);
+	if (rc != 0)
+		fatal("systemd watchdog timer: %s", uv_strerror(rc));
+	sysd_ready();
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	/* Anything still open (there should be nothing) is closed here so
 	 * uv_loop_close can succeed. */

@@ -162,9 +162,10 @@ class Proc:
     reader threads. lines is a list of (stream, text) in arrival order,
     stream being 'stdout' or 'stderr'. Use as a context manager: the
     process is stopped on exit, and its output tail is printed if the
-    block raised."""
+    block raised. pass_fds are file descriptors the child inherits (at
+    the same numbers)."""
 
-    def __init__(self, args, name=None, env=None, cwd=None):
+    def __init__(self, args, name=None, env=None, cwd=None, pass_fds=()):
         self.args = [str(a) for a in args]
         self.name = name or os.path.basename(self.args[0])
         self.lines = []
@@ -177,7 +178,8 @@ class Proc:
             e.update(env)
         self.p = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
                                   stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, env=e, cwd=cwd)
+                                  stderr=subprocess.PIPE, env=e, cwd=cwd,
+                                  pass_fds=pass_fds)
         self.pid = self.p.pid
         _procs.append(self)
         self._threads = [
