@@ -98,6 +98,15 @@ struct tls_conn {
 	const char *verify_why; /* or a failure that has no status bit */
 	const char *verify_detail; /* and its longer text */
 	int64_t cert_expiry; /* notAfter of the leaf, 0 if unknown */
+	/* What the last verification saw of the presented chain (the
+	 * getters' answers; also readable after a failed handshake). */
+	int chain_seen;    /* the fields below are filled */
+	int64_t chain_min_not_after; /* earliest notAfter, 0 if unknown */
+	int have_leaf_pin;
+	unsigned char leaf_pin[32]; /* SHA-256 of the leaf's SPKI */
+	int pin_state;     /* 1 a pin matched, 0 none did, -1 no pins */
+	int pin_failed;    /* verification failed on the pins */
+	enum tls_failure failure; /* what an unsuccessful attempt failed at */
 	unsigned timeout_ms;
 	enum conn_state state;
 	int closing;       /* set once: no user callback from then on */
@@ -260,6 +269,22 @@ conn_fail(struct tls_conn *c, int status, const char *why)
 	 * no-op; the memory stays until the close callbacks run. */
 	c->tls_broken = 1;
 	conn_shutdown(c, 0);
+	switch (status) {
+	case TLS_E_CONNECT:
+		c->failure = TLS_FAIL_CONNECT;
+		break;
+	case TLS_E_TIMEOUT:
+		/* Before the TCP connect completed, no TLS was spoken. */
+		c->failure = c->state == ST_CONNECTING ? TLS_FAIL_CONNECT :
+		    TLS_FAIL_HANDSHAKE;
+		break;
+	case TLS_E_VERIFY:
+		c->failure = c->pin_failed ? TLS_FAIL_PIN : TLS_FAIL_VERIFY;
+		break;
+	default:
+		c->failure = TLS_FAIL_HANDSHAKE;
+		break;
+	}
 	log_debug("tls %s: %s", c->name, why);
 	c->cbs.connected_cb(c->arg, status, why);
 }
@@ -473,24 +498,53 @@ out:
 	return rc;
 }
 
-/* 1 when any certificate the server presented has a pinned key. All of
- * the chain counts, so a pin on an intermediate or a CA (a backup pin
- * that survives a leaf key rollover) works too. */
-static int
-pins_match(struct tls_conn *c, const gnutls_datum_t *certs, unsigned n)
+/* notAfter of one DER certificate, 0 when it does not parse. */
+static int64_t
+cert_not_after(const gnutls_datum_t *der)
+{
+	gnutls_x509_crt_t crt;
+	time_t t = (time_t)-1;
+
+	if (gnutls_x509_crt_init(&crt) < 0)
+		return 0;
+	if (gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER) == 0)
+		t = gnutls_x509_crt_get_expiration_time(crt);
+	gnutls_x509_crt_deinit(crt);
+	return t == (time_t)-1 ? 0 : (int64_t)t;
+}
+
+/* Look at the whole presented chain once, for the pins and for the
+ * status getters: the leaf's SPKI hash, the earliest notAfter, and
+ * whether any certificate has a pinned key. All of the chain counts for
+ * the pins, so a pin on an intermediate or a CA (a backup pin that
+ * survives a leaf key rollover) works too. */
+static void
+chain_inspect(struct tls_conn *c, const gnutls_datum_t *certs, unsigned n)
 {
 	unsigned char hash[32];
+	int64_t na;
 	unsigned i;
 	size_t j;
 
+	c->chain_seen = 1;
+	c->chain_min_not_after = 0;
+	c->have_leaf_pin = 0;
+	c->pin_state = c->n_pins > 0 ? 0 : -1;
 	for (i = 0; i < n; i++) {
+		na = cert_not_after(&certs[i]);
+		if (na != 0 && (c->chain_min_not_after == 0 ||
+		    na < c->chain_min_not_after))
+			c->chain_min_not_after = na;
 		if (spki_sha256(&certs[i], hash) != 0)
 			continue;
+		if (i == 0) {
+			memcpy(c->leaf_pin, hash, sizeof(hash));
+			c->have_leaf_pin = 1;
+		}
 		for (j = 0; j < c->n_pins; j++)
 			if (memcmp(hash, c->pins[j], sizeof(hash)) == 0)
-				return 1;
+				c->pin_state = 1;
 	}
-	return 0;
 }
 
 /* Check the server's chain (as sent, or as stored with a resumed
@@ -507,12 +561,14 @@ verify_peer(struct tls_conn *c, gnutls_session_t session)
 	c->verify_status = 0;
 	c->verify_why = NULL;
 	c->verify_detail = NULL;
+	c->pin_failed = 0;
 	certs = gnutls_certificate_get_peers(session, &n);
 	if (certs == NULL || n == 0) {
 		c->verify_why = "no certificate";
 		c->verify_detail = "the server sent none";
 		return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
 	}
+	chain_inspect(c, certs, n);
 	if (c->has_name) {
 		ret = gnutls_certificate_verify_peers3(session, c->name,
 		    &status);
@@ -526,7 +582,8 @@ verify_peer(struct tls_conn *c, gnutls_session_t session)
 			return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
 		}
 	}
-	if (c->n_pins > 0 && !pins_match(c, certs, n)) {
+	if (c->n_pins > 0 && c->pin_state != 1) {
+		c->pin_failed = 1;
 		c->verify_why = "pin mismatch";
 		c->verify_detail = "no public key in the presented chain "
 		    "matches a pin";
@@ -552,17 +609,12 @@ static int64_t
 leaf_expiry(gnutls_session_t session)
 {
 	const gnutls_datum_t *certs;
-	gnutls_x509_crt_t crt;
 	unsigned n = 0;
-	time_t t = (time_t)-1;
 
 	certs = gnutls_certificate_get_peers(session, &n);
-	if (certs == NULL || n == 0 || gnutls_x509_crt_init(&crt) < 0)
+	if (certs == NULL || n == 0)
 		return 0;
-	if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0)
-		t = gnutls_x509_crt_get_expiration_time(crt);
-	gnutls_x509_crt_deinit(crt);
-	return t == (time_t)-1 ? 0 : (int64_t)t;
+	return cert_not_after(&certs[0]);
 }
 
 static void recv_loop(struct tls_conn *c);
@@ -1127,4 +1179,58 @@ int64_t
 tls_conn_cert_expiry(const struct tls_conn *c)
 {
 	return c->state == ST_ESTABLISHED ? c->cert_expiry : 0;
+}
+
+const char *
+tls_conn_version(const struct tls_conn *c)
+{
+	const char *v;
+
+	if (c->state != ST_ESTABLISHED)
+		return "";
+	v = gnutls_protocol_get_name(gnutls_protocol_get_version(c->session));
+	return v != NULL ? v : "";
+}
+
+int64_t
+tls_conn_chain_min_not_after(const struct tls_conn *c)
+{
+	return c->chain_seen ? c->chain_min_not_after : 0;
+}
+
+int
+tls_conn_leaf_pin(const struct tls_conn *c, char *buf, size_t cap)
+{
+	gnutls_datum_t in, out = { NULL, 0 };
+	int rc = -1;
+
+	if (cap > 0)
+		buf[0] = '\0';
+	if (!c->chain_seen || !c->have_leaf_pin)
+		return -1;
+	in.data = (unsigned char *)(uintptr_t)c->leaf_pin;
+	in.size = sizeof(c->leaf_pin);
+	if (gnutls_base64_encode2(&in, &out) < 0)
+		return -1;
+	if (out.size < cap) {
+		memcpy(buf, out.data, out.size);
+		buf[out.size] = '\0';
+		rc = 0;
+	}
+	gnutls_free(out.data);
+	return rc;
+}
+
+int
+tls_conn_pin_state(const struct tls_conn *c)
+{
+	if (!c->chain_seen)
+		return c->n_pins > 0 ? 0 : -1;
+	return c->pin_state;
+}
+
+enum tls_failure
+tls_conn_failure(const struct tls_conn *c)
+{
+	return c->failure;
 }

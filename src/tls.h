@@ -11,7 +11,11 @@
  * callback. Otherwise exactly one connected_cb follows. If its status is an
  * error, the connection is already gone and no other callback comes. If it
  * is 0, read_cb may come any number of times, then exactly one closed_cb,
- * after which the connection is gone. tls_conn_close() stops all callbacks
+ * after which the connection is gone. During a connected_cb that reports
+ * an error the connection may still be given to the read-only getters
+ * marked "also after a failure" (tls_conn_failure, the chain and pin
+ * getters), so that the caller can count and show what went wrong; it is
+ * freed after that callback returns. tls_conn_close() stops all callbacks
  * at once (none is called afterwards, not even closed_cb) and frees the
  * connection once libuv has closed the handle.
  */
@@ -33,6 +37,15 @@ enum tls_status {
 	TLS_E_EOF = -1004,       /* the peer closed the connection */
 	TLS_E_IO = -1005,        /* read/write error or TLS error after the handshake */
 	TLS_E_NOMEM = -1006,
+};
+
+/* What an unsuccessful attempt failed at (tls_conn_failure). */
+enum tls_failure {
+	TLS_FAIL_NONE = 0,
+	TLS_FAIL_CONNECT,   /* TCP: refused, unreachable, timeout before TLS */
+	TLS_FAIL_HANDSHAKE, /* TLS protocol error or timeout in the handshake */
+	TLS_FAIL_VERIFY,    /* chain not trusted, name mismatch, expired, ... */
+	TLS_FAIL_PIN,       /* chain fine (or not checked), no pin matched */
 };
 
 /* Shared credentials: the trust store and the priority string. */
@@ -102,6 +115,30 @@ int tls_conn_resumed(const struct tls_conn *c);
 /* After connected_cb(0): notAfter of the server's certificate (seconds
  * since the epoch), or 0 when unknown. */
 int64_t tls_conn_cert_expiry(const struct tls_conn *c);
+
+/* After connected_cb(0): the protocol version, e.g. "TLS1.3"; "" before.
+ * A static string. */
+const char *tls_conn_version(const struct tls_conn *c);
+
+/* Also after a failure: the earliest notAfter (seconds since the epoch)
+ * of all certificates the server presented (or, resumed, that are stored
+ * with the session), 0 when no chain was seen or none parsed. */
+int64_t tls_conn_chain_min_not_after(const struct tls_conn *c);
+
+/* Also after a failure: the pin of the presented leaf, the base64 of the
+ * SHA-256 of its DER SubjectPublicKeyInfo (RFC 7469, as in pin-sha256=),
+ * 44 characters, into buf. Returns 0, or -1 (buf "") when no chain was
+ * seen or cap is below 45. */
+int tls_conn_leaf_pin(const struct tls_conn *c, char *buf, size_t cap);
+
+/* Also after a failure: 1 when a pin matched a certificate of the chain,
+ * 0 when none did (or no chain was seen yet), -1 when there are no pins. */
+int tls_conn_pin_state(const struct tls_conn *c);
+
+/* During a connected_cb with an error: what failed (TLS_FAIL_NONE
+ * otherwise). Distinguishes a connect timeout from a handshake timeout,
+ * both TLS_E_TIMEOUT, and a pin mismatch from other TLS_E_VERIFY causes. */
+enum tls_failure tls_conn_failure(const struct tls_conn *c);
 
 /* Encrypt and queue len bytes (copied). Only after a successful
  * connected_cb. Writes made during one loop turn are corked and sent

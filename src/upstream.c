@@ -99,10 +99,12 @@
  * tls.c queues; tls_conn_write_queue_size is not consulted).
  */
 #include <errno.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
@@ -124,6 +126,9 @@
 #define MAX_SLOTS 32768
 #define N_IDS 65536
 #define RND_N 256
+/* RTT histogram: bucket i holds samples in (bound(i-1), bound(i)],
+ * bound(i) = 0.25 ms * 2^i, i.e. (4 << i) sixteenths of a millisecond. */
+#define RTT_BUCKETS UPSTREAM_RTT_BUCKETS
 
 struct link {
 	struct link *prev, *next;
@@ -237,8 +242,11 @@ struct uconn {
 };
 
 struct upstream {
-	const struct conf_upstream *cu;
-	unsigned index;
+	const struct conf_upstream *cu; /* NULL once removed */
+	unsigned index;             /* in p->ups; meaningless once removed */
+	int removed;                /* on p->removed: draining, then freed */
+	struct link plink;          /* p->removed */
+	unsigned n_conns;           /* uconns not yet freed (close_cb) */
 	char label[64 + 256 + 8];   /* "addr@port (name)" for the log */
 	unsigned fail_count;
 	int down;                   /* "down" logged, "up again" not yet */
@@ -253,6 +261,20 @@ struct upstream {
 	uint64_t n_queries, n_answers, n_timeouts;
 	uint8_t *session;           /* for resumption, or NULL */
 	size_t session_len;
+	/* For upstream_get_status (metrics); see upstream.h. */
+	uint64_t n_handshakes, n_resumed;
+	uint64_t err_connect, err_handshake, err_verify, err_pin;
+	uint64_t err_timeout, err_reset, err_bad_answer;
+	int64_t last_verify_ok, last_handshake;   /* wall clock, seconds */
+	char tls_version[16];
+	int resumed;
+	int64_t chain_min_not_after;
+	char pin_sha256[48];
+	int pin_state;
+	char last_verify_error[160];
+	uint64_t rtt_bucket[RTT_BUCKETS];
+	uint64_t rtt_count;
+	uint64_t rtt_sum_ms;
 };
 
 struct upstream_pool {
@@ -260,8 +282,11 @@ struct upstream_pool {
 	const struct conf *conf;
 	struct tls_ctx *tls;
 	struct metrics *m;
-	struct upstream *ups;
+	/* Pointers, so that an upstream kept by a reconfigure keeps its
+	 * address (connections and requests point at it) at a new index. */
+	struct upstream *ups[CONF_MAX_UPSTREAM];
 	size_t n_ups;
+	struct link removed;        /* removed upstreams still draining */
 	struct link reqs;           /* deadline order */
 	struct link failed;
 	struct link written;        /* write order, for the answer timeout */
@@ -305,14 +330,69 @@ pool_rnd32(struct upstream_pool *p)
 	return hi << 16 | pool_rnd16(p);
 }
 
+/* A new upstream for cu at index i, with no connection. Returns NULL
+ * when out of memory. */
+static struct upstream *
+upstream_new(const struct conf_upstream *cu, size_t i)
+{
+	struct upstream *up;
+	char addr[64];
+
+	up = mem_calloc(1, sizeof(*up));
+	if (up == NULL)
+		return NULL;
+	up->cu = cu;
+	up->index = (unsigned)i;
+	up->verified = -1;
+	up->pin_state = cu->n_pins > 0 ? 0 : -1;
+	list_init(&up->retiring);
+	list_init(&up->plink);
+	conf_addr_str(&cu->addr, addr, sizeof(addr));
+	snprintf(up->label, sizeof(up->label), "%s (%s)", addr,
+	    cu->auth_name[0] != '\0' ? cu->auth_name : "pinned");
+	return up;
+}
+
+/* Free up, which has no connection left (none open, none waiting for its
+ * close callback). */
+static void
+upstream_free(struct upstream *up)
+{
+	list_remove(&up->plink);
+	mem_free(up->session);
+	mem_free(up);
+}
+
 /* One of the pool's handles has closed; the last one frees the pool. */
 static void
 pool_release(struct upstream_pool *p)
 {
+	size_t i;
+
 	if (--p->n_handles == 0 && p->closing) {
-		mem_free(p->ups);
+		for (i = 0; i < p->n_ups; i++)
+			upstream_free(p->ups[i]);
+		/* Removed upstreams went with their last connection. */
+		while (!list_empty(&p->removed))
+			upstream_free(container_of(p->removed.next,
+			    struct upstream, plink));
 		mem_free(p);
 	}
+}
+
+/* The bit of up in a request's tried mask; none for a removed upstream
+ * (it takes no requests anyway). */
+static uint32_t
+upstream_bit(const struct upstream *up)
+{
+	return up->removed ? 0 : 1u << up->index;
+}
+
+/* up as the last resort of req_dispatch, unless it has been removed. */
+static struct upstream *
+upstream_force(struct upstream *up)
+{
+	return up->removed ? NULL : up;
 }
 
 static void
@@ -479,7 +559,7 @@ pool_select(struct upstream_pool *p, uint32_t mask, uint64_t now)
 	size_t n = 0, k = 0, i, start;
 
 	for (i = 0; i < p->n_ups; i++) {
-		up = &p->ups[i];
+		up = p->ups[i];
 		if (!(mask & (1u << i)) && upstream_usable(up, now))
 			cand[n++] = up;
 	}
@@ -529,13 +609,36 @@ upstream_rtt_sample(struct upstream *up, uint64_t rtt)
 	up->srtt8 = up->srtt8 - up->srtt8 / 8 + (uint32_t)rtt;
 }
 
+/* Count an answer RTT (loop time, whole milliseconds) in the histogram. */
+static void
+upstream_rtt_histogram(struct upstream *up, uint64_t rtt_ms)
+{
+	uint64_t x16 = rtt_ms * 16; /* in sixteenths of a ms */
+	size_t i;
+
+	up->rtt_count++;
+	up->rtt_sum_ms += rtt_ms;
+	for (i = 0; i < RTT_BUCKETS; i++) {
+		if (x16 <= (uint64_t)4 << i) {
+			up->rtt_bucket[i]++;
+			return;
+		}
+	}
+	/* Above 8.192 s: only in count and sum (the +Inf bucket). */
+}
+
 static void
 uconn_free_cb(uv_handle_t *h)
 {
 	struct uconn *uc = h->data;
 	struct upstream_pool *p = uc->pool;
+	struct upstream *up = uc->up;
 
 	mem_free(uc);
+	/* Only now is nothing left that points at a removed upstream: the
+	 * code that closed uc may have used uc->up after uconn_close. */
+	if (--up->n_conns == 0 && up->removed)
+		upstream_free(up);
 	pool_release(p);
 }
 
@@ -725,6 +828,7 @@ uconn_new(struct upstream_pool *p, struct upstream *up)
 	uv_timer_init(p->loop, &uc->idle);
 	uc->idle.data = uc;
 	p->n_handles++;
+	up->n_conns++;
 	up->conn = uc;
 	p->m->tls_connects++;
 	log_debug("upstream %s: connecting%s", up->label,
@@ -799,7 +903,7 @@ req_dispatch(struct upstream_pool *p, struct upstream_req *r, uint64_t now,
 			uconn_submit(uc, r);
 			return 0;
 		}
-		skip |= 1u << up->index;
+		skip |= upstream_bit(up);
 		if (rc == -ENOMEM || rc == TLS_E_NOMEM) {
 			/* Not the upstream's fault: no backoff. */
 			log_warn("upstream %s: out of memory", up->label);
@@ -842,6 +946,48 @@ reqs_redispatch(struct upstream_pool *p, struct link *l, uint32_t tried,
 	}
 }
 
+/* Remember what the server presented (for the status): after a
+ * successful handshake, or a verification that failed on it. */
+static void
+upstream_note_chain(struct upstream *up, const struct tls_conn *tc)
+{
+	up->chain_min_not_after = tls_conn_chain_min_not_after(tc);
+	(void)tls_conn_leaf_pin(tc, up->pin_sha256, sizeof(up->pin_sha256));
+	up->pin_state = tls_conn_pin_state(tc);
+}
+
+/* Count a failed connection attempt by what failed. */
+static void
+upstream_count_failure(struct upstream *up, const struct tls_conn *tc,
+    int status, const char *why)
+{
+	enum tls_failure f = tls_conn_failure(tc);
+
+	if (f == TLS_FAIL_NONE)
+		f = status == TLS_E_CONNECT ? TLS_FAIL_CONNECT :
+		    TLS_FAIL_HANDSHAKE;
+	switch (f) {
+	case TLS_FAIL_CONNECT:
+		up->err_connect++;
+		return;
+	case TLS_FAIL_VERIFY:
+	case TLS_FAIL_PIN:
+		if (f == TLS_FAIL_PIN)
+			up->err_pin++;
+		else
+			up->err_verify++;
+		upstream_note_chain(up, tc);
+		snprintf(up->last_verify_error, sizeof(up->last_verify_error),
+		    "%s", why != NULL ? why : "verification failed");
+		break;
+	case TLS_FAIL_HANDSHAKE:
+	case TLS_FAIL_NONE:
+		up->err_handshake++;
+		break;
+	}
+	up->last_handshake = (int64_t)time(NULL);
+}
+
 static void
 uconn_connected_cb(void *arg, int status, const char *why)
 {
@@ -864,6 +1010,16 @@ uconn_connected_cb(void *arg, int status, const char *why)
 		up->cert_expiry = tls_conn_cert_expiry(uc->tls);
 		p->m->tls_handshakes++;
 		resumed = tls_conn_resumed(uc->tls);
+		up->n_handshakes++;
+		if (resumed)
+			up->n_resumed++;
+		up->resumed = resumed;
+		snprintf(up->tls_version, sizeof(up->tls_version), "%s",
+		    tls_conn_version(uc->tls));
+		upstream_note_chain(up, uc->tls);
+		up->last_verify_error[0] = '\0';
+		/* Wall clock on purpose: operators read these as dates. */
+		up->last_handshake = up->last_verify_ok = (int64_t)time(NULL);
 		log_info("upstream %s: connected%s, %s", up->label,
 		    resumed ? " (resumed)" : "",
 		    tls_conn_describe(uc->tls, desc, sizeof(desc)));
@@ -872,7 +1028,10 @@ uconn_connected_cb(void *arg, int status, const char *why)
 		uconn_pump(uc);
 		return;
 	}
-	uc->tls = NULL; /* tls.c has freed it */
+	/* tls.c frees the connection after this callback; its getters
+	 * still answer until then (tls.h). */
+	upstream_count_failure(up, uc->tls, status, why);
+	uc->tls = NULL;
 	p->m->tls_handshake_failures++;
 	if (status == TLS_E_VERIFY)
 		p->m->tls_verify_failures++;
@@ -888,7 +1047,7 @@ uconn_connected_cb(void *arg, int status, const char *why)
 	list_move_all(&uc->wait, &moved);
 	uc->n_wait = 0;
 	uconn_close(uc);
-	reqs_redispatch(p, &moved, 1u << up->index, now, NULL);
+	reqs_redispatch(p, &moved, upstream_bit(up), now, NULL);
 	pool_flush_failed(p);
 }
 
@@ -904,8 +1063,11 @@ uconn_lost(struct uconn *uc, const char *why)
 
 	p->m->tls_closed++;
 	if (uc->n_answers == 0 && uc->n_written > 0) {
+		if (uc->n_live > 0)
+			up->err_reset++;
 		upstream_mark_down(p, up, now, why);
 	} else if (uc->n_live > 0 || uc->n_wait > 0) {
+		up->err_reset++;
 		snprintf(up->last_error, sizeof(up->last_error), "%s", why);
 		log_warn("upstream %s: connection lost with %zu in flight: %s",
 		    up->label, uc->n_live, why);
@@ -948,6 +1110,7 @@ uconn_half_open(struct uconn *uc, uint64_t now, uint64_t silent_ms)
 	p->m->upstream_half_open++;
 	p->m->tls_closed++;
 	up->n_timeouts += uc->n_live;
+	up->err_reset++;
 	snprintf(why, sizeof(why), "no answer in %llu ms",
 	    (unsigned long long)silent_ms);
 	upstream_mark_down(p, up, now, why);
@@ -956,7 +1119,8 @@ uconn_half_open(struct uconn *uc, uint64_t now, uint64_t silent_ms)
 	list_move_all(&uc->wait, &moved);
 	uc->n_wait = uc->n_live = 0;
 	uconn_close(uc);
-	reqs_redispatch(p, &moved, 1u << up->index, now, up);
+	reqs_redispatch(p, &moved, upstream_bit(up), now,
+	    upstream_force(up));
 }
 
 /* The head of the written list has waited answer_timeout_ms. */
@@ -971,6 +1135,13 @@ pool_answer_timer_cb(uv_timer_t *t)
 	struct uconn *uc;
 	size_t i;
 	int other;
+
+	if (at == 0) {
+		/* Switched off by a reconfigure since these were written. */
+		while (!list_empty(&p->written))
+			list_remove(p->written.next);
+		return;
+	}
 
 	/* No user callback runs in this loop (failures are deferred to the
 	 * flush below); each turn takes the head off the list or stops. */
@@ -993,9 +1164,9 @@ pool_answer_timer_cb(uv_timer_t *t)
 		list_remove(&r->wlink);
 		other = 0;
 		for (i = 0; i < p->n_ups && !other; i++)
-			other = &p->ups[i] != up &&
+			other = p->ups[i] != up &&
 			    !(r->tried & (1u << i)) &&
-			    upstream_usable(&p->ups[i], now);
+			    upstream_usable(p->ups[i], now);
 		if (!other)
 			continue;   /* it waits for its deadline here */
 		log_debug("upstream %s: no answer for ID %u in %llu ms, "
@@ -1003,12 +1174,13 @@ pool_answer_timer_cb(uv_timer_t *t)
 		    (unsigned long long)(now - r->written_at));
 		p->m->upstream_moved++;
 		up->n_timeouts++;
+		up->err_timeout++;
 		req_unlink(r, 1);
-		r->tried |= 1u << up->index;
+		r->tried |= upstream_bit(up);
 		/* Should the others fail to connect at once, r goes back to
 		 * up (with a new ID), where it at least has a live
 		 * connection. */
-		if (req_dispatch(p, r, now, up) != 0)
+		if (req_dispatch(p, r, now, upstream_force(up)) != 0)
 			req_fail(r, UPSTREAM_EUNREACH);
 		uconn_settle(uc);
 	}
@@ -1028,6 +1200,7 @@ uconn_answered(struct uconn *uc, struct upstream_req *r,
 
 	up->n_answers++;
 	upstream_rtt_sample(up, now - r->written_at);
+	upstream_rtt_histogram(up, now - r->written_at);
 	if (!uc->have_session &&
 	    tls_conn_get_session(uc->tls, &data, &len) == 0) {
 		/* The newest ticket replaces the older one: TLS 1.3 tickets
@@ -1063,6 +1236,7 @@ uconn_frame(struct uconn *uc, const uint8_t *msg, size_t len)
 
 	if (len < DNS_HDR_LEN) {
 		p->m->upstream_malformed++;
+		uc->up->err_bad_answer++;
 		uconn_lost(uc, "malformed frame (shorter than a header)");
 		return;
 	}
@@ -1070,6 +1244,7 @@ uconn_frame(struct uconn *uc, const uint8_t *msg, size_t len)
 	r = uc->slot[id];
 	if (r == NULL) {
 		p->m->upstream_mismatch++;
+		uc->up->err_bad_answer++;
 		log_debug("upstream %s: answer with unknown ID %u dropped",
 		    uc->up->label, id);
 		return;
@@ -1089,6 +1264,7 @@ uconn_frame(struct uconn *uc, const uint8_t *msg, size_t len)
 	if (rc == DNSMSG_EMISMATCH) {
 		/* RFC 5452: not the answer to what was asked; keep waiting. */
 		p->m->upstream_mismatch++;
+		uc->up->err_bad_answer++;
 		log_debug("upstream %s: answer for ID %u with another question "
 		    "dropped", uc->up->label, id);
 		return;
@@ -1102,6 +1278,7 @@ uconn_frame(struct uconn *uc, const uint8_t *msg, size_t len)
 	uconn_settle(uc);
 	if (rc != 0) {
 		p->m->upstream_malformed++;
+		uc->up->err_bad_answer++;
 		log_debug("upstream %s: malformed answer for ID %u",
 		    uc->up->label, id);
 		req_finish(r, UPSTREAM_EBADANSWER, NULL, 0, NULL, 0);
@@ -1173,6 +1350,7 @@ pool_deadline_cb(uv_timer_t *t)
 		uc = r->conn;
 		if (uc != NULL) {
 			uc->up->n_timeouts++;
+			uc->up->err_timeout++;
 			req_unlink(r, 1);
 			uconn_settle(uc);
 		}
@@ -1186,37 +1364,28 @@ upstream_pool_new(uv_loop_t *loop, const struct conf *conf,
     struct tls_ctx *tls, struct metrics *m)
 {
 	struct upstream_pool *p;
-	struct upstream *up;
-	char addr[64];
-	size_t i;
+	size_t i, n;
 
 	p = mem_calloc(1, sizeof(*p));
 	if (p == NULL)
-		goto fail;
-	p->ups = mem_calloc(conf->n_upstream, sizeof(*p->ups));
-	if (p->ups == NULL)
-		goto fail;
+		return NULL;
+	n = conf->n_upstream;
+	if (n > CONF_MAX_UPSTREAM)
+		n = CONF_MAX_UPSTREAM;
+	for (i = 0; i < n; i++) {
+		p->ups[i] = upstream_new(&conf->upstream[i], i);
+		if (p->ups[i] == NULL)
+			goto fail;
+	}
+	p->n_ups = n;
 	p->loop = loop;
 	p->conf = conf;
 	p->tls = tls;
 	p->m = m;
-	p->n_ups = conf->n_upstream;
-	if (p->n_ups > CONF_MAX_UPSTREAM)
-		p->n_ups = CONF_MAX_UPSTREAM;
-	for (i = 0; i < p->n_ups; i++) {
-		up = &p->ups[i];
-		up->cu = &conf->upstream[i];
-		up->index = i;
-		up->verified = -1;
-		list_init(&up->retiring);
-		conf_addr_str(&up->cu->addr, addr, sizeof(addr));
-		snprintf(up->label, sizeof(up->label), "%s (%s)", addr,
-		    up->cu->auth_name[0] != '\0' ? up->cu->auth_name :
-		    "pinned");
-	}
 	list_init(&p->reqs);
 	list_init(&p->failed);
 	list_init(&p->written);
+	list_init(&p->removed);
 	p->rnd_pos = RND_N;
 	uv_timer_init(loop, &p->deadline_timer);
 	p->deadline_timer.data = p;
@@ -1228,10 +1397,33 @@ upstream_pool_new(uv_loop_t *loop, const struct conf *conf,
 	return p;
 
 fail:
-	if (p != NULL)
-		mem_free(p->ups);
+	while (i-- > 0)
+		upstream_free(p->ups[i]);
 	mem_free(p);
 	return NULL;
+}
+
+/* Put r on the deadline list, keeping it sorted. Appending does that
+ * while query_timeout_ms stays the same; after a reconfigure shortened
+ * it, the new deadline goes before the longer ones still pending. */
+static void
+pool_add_deadline(struct upstream_pool *p, struct upstream_req *r,
+    uint64_t now)
+{
+	struct link *at = p->reqs.prev;
+
+	while (at != &p->reqs &&
+	    container_of(at, struct upstream_req, dlink)->deadline >
+	    r->deadline)
+		at = at->prev;
+	r->dlink.prev = at;
+	r->dlink.next = at->next;
+	at->next->prev = &r->dlink;
+	at->next = &r->dlink;
+	if (p->reqs.next == &r->dlink ||
+	    !uv_is_active((uv_handle_t *)&p->deadline_timer))
+		uv_timer_start(&p->deadline_timer, pool_deadline_cb,
+		    r->deadline - now, 0);
 }
 
 int
@@ -1262,10 +1454,7 @@ upstream_query(struct upstream_pool *p, const uint8_t *query, size_t len,
 	memcpy(r->frame + 2, query, len);
 	list_init(&r->clink);
 	list_init(&r->wlink);
-	list_append(&p->reqs, &r->dlink);
-	if (!uv_is_active((uv_handle_t *)&p->deadline_timer))
-		uv_timer_start(&p->deadline_timer, pool_deadline_cb,
-		    p->conf->query_timeout_ms, 0);
+	pool_add_deadline(p, r, now);
 	if (req_dispatch(p, r, now, NULL) != 0) {
 		/* libuv's rule: the callback comes later, not from here. */
 		req_fail(r, UPSTREAM_EUNREACH);
@@ -1293,6 +1482,234 @@ upstream_cancel(struct upstream_req *r)
 		uconn_settle(uc);
 }
 
+/* ---- reconfigure ---- */
+
+static int
+pins_subset(const struct conf_upstream *a, const struct conf_upstream *b)
+{
+	size_t i, j;
+	int found;
+
+	for (i = 0; i < a->n_pins; i++) {
+		found = 0;
+		for (j = 0; j < b->n_pins && !found; j++)
+			found = memcmp(a->pins[i], b->pins[j],
+			    sizeof(a->pins[i])) == 0;
+		if (!found)
+			return 0;
+	}
+	return 1;
+}
+
+/* 1 when a and b name the same server the same way: address (family,
+ * IP, port, and the IPv6 scope), auth name and the set of pins (in any
+ * order). */
+static int
+conf_upstream_same(const struct conf_upstream *a,
+    const struct conf_upstream *b)
+{
+	const struct sockaddr_in *a4, *b4;
+	const struct sockaddr_in6 *a6, *b6;
+
+	if (a->addr.ss.ss_family != b->addr.ss.ss_family)
+		return 0;
+	switch (a->addr.ss.ss_family) {
+	case AF_INET:
+		a4 = (const struct sockaddr_in *)&a->addr.ss;
+		b4 = (const struct sockaddr_in *)&b->addr.ss;
+		if (a4->sin_port != b4->sin_port ||
+		    a4->sin_addr.s_addr != b4->sin_addr.s_addr)
+			return 0;
+		break;
+	case AF_INET6:
+		a6 = (const struct sockaddr_in6 *)&a->addr.ss;
+		b6 = (const struct sockaddr_in6 *)&b->addr.ss;
+		if (a6->sin6_port != b6->sin6_port ||
+		    a6->sin6_scope_id != b6->sin6_scope_id ||
+		    memcmp(&a6->sin6_addr, &b6->sin6_addr,
+		    sizeof(a6->sin6_addr)) != 0)
+			return 0;
+		break;
+	default:
+		return 0;
+	}
+	return strcmp(a->auth_name, b->auth_name) == 0 &&
+	    pins_subset(a, b) && pins_subset(b, a);
+}
+
+/* Take every request off uc, which is about to close, onto to (state
+ * REQ_IDLE): its slots and counts go with it. In-flight ones count as
+ * resent, but this does not use up their one resend after a loss. */
+static void
+uconn_take_reqs(struct upstream_pool *p, struct uconn *uc, struct link *to)
+{
+	struct upstream_req *r;
+
+	while (!list_empty(&uc->inflight)) {
+		r = container_of(uc->inflight.next, struct upstream_req,
+		    clink);
+		list_remove(&r->clink);
+		list_remove(&r->wlink);
+		r->state = REQ_IDLE;
+		r->conn = NULL;
+		p->m->upstream_resent++;
+		list_append(to, &r->clink);
+	}
+	uc->n_live = 0;
+	while (!list_empty(&uc->wait)) {
+		r = container_of(uc->wait.next, struct upstream_req, clink);
+		req_unlink(r, 0);
+		list_append(to, &r->clink);
+	}
+}
+
+/* Take up out of service. Its waiting requests go onto to, for the new
+ * set. With close_now (the credentials changed) its connections close
+ * at once and their in-flight requests go onto to as well; otherwise
+ * they finish what is in flight, as retiring connections do, and close
+ * when drained. up is freed with its last connection (uconn_free_cb), or
+ * here when it has none. Calls no user callback. */
+static void
+upstream_remove(struct upstream_pool *p, struct upstream *up, int close_now,
+    struct link *to)
+{
+	struct uconn *uc = up->conn;
+	struct link *l, *next;
+	size_t inflight = 0;
+
+	up->removed = 1;
+	up->cu = NULL;   /* it pointed into the old conf */
+	list_append(&p->removed, &up->plink);
+	if (uc != NULL && (close_now || uc->state != UC_READY)) {
+		uconn_take_reqs(p, uc, to);
+		if (uc->state == UC_READY)
+			p->m->tls_closed++;
+		uconn_close(uc);
+	} else if (uc != NULL) {
+		up->conn = NULL;
+		uc->retiring = 1;
+		list_append(&up->retiring, &uc->ulink);
+		while (!list_empty(&uc->wait)) {
+			struct upstream_req *r = container_of(uc->wait.next,
+			    struct upstream_req, clink);
+
+			req_unlink(r, 0);
+			list_append(to, &r->clink);
+		}
+	}
+	/* uconn_settle and uconn_close take uc off the retiring list. */
+	for (l = up->retiring.next; l != &up->retiring; l = next) {
+		next = l->next;
+		uc = container_of(l, struct uconn, ulink);
+		if (close_now) {
+			uconn_take_reqs(p, uc, to);
+			p->m->tls_closed++;
+			uconn_close(uc);
+		} else {
+			inflight += uc->n_live;
+			uconn_settle(uc);
+		}
+	}
+	log_info("upstream %s: removed%s", up->label,
+	    close_now ? " (new credentials), connections closed" :
+	    inflight > 0 ? ", its connection finishes what is in flight" : "");
+	if (up->n_conns == 0)
+		upstream_free(up);
+}
+
+int
+upstream_pool_reconfigure(struct upstream_pool *p,
+    const struct conf *newconf, struct tls_ctx *tls)
+{
+	struct upstream *next[CONF_MAX_UPSTREAM];
+	int fresh[CONF_MAX_UPSTREAM];
+	int remap[CONF_MAX_UPSTREAM];
+	struct upstream_req *r;
+	struct link *l, moved;
+	uint64_t now = uv_now(p->loop);
+	uint32_t tried;
+	size_t i, j, n, kept = 0, n_moved = 0;
+	int same_tls = tls == p->tls;
+
+	if (p->closing)
+		return -ECANCELED;
+	n = newconf->n_upstream;
+	if (n > CONF_MAX_UPSTREAM)
+		n = CONF_MAX_UPSTREAM;
+	for (i = 0; i < CONF_MAX_UPSTREAM; i++)
+		remap[i] = -1;
+	/* Match first, allocate second: nothing is changed until every
+	 * allocation has succeeded. */
+	for (j = 0; j < n; j++) {
+		next[j] = NULL;
+		fresh[j] = 0;
+		for (i = 0; i < p->n_ups && same_tls && next[j] == NULL; i++) {
+			if (remap[i] < 0 && conf_upstream_same(p->ups[i]->cu,
+			    &newconf->upstream[j])) {
+				remap[i] = (int)j;
+				next[j] = p->ups[i];
+			}
+		}
+	}
+	for (j = 0; j < n; j++) {
+		if (next[j] != NULL)
+			continue;
+		next[j] = upstream_new(&newconf->upstream[j], j);
+		if (next[j] == NULL)
+			goto nomem;
+		fresh[j] = 1;
+	}
+
+	/* Commit. A request's tried bits follow the upstreams they name;
+	 * bits of removed upstreams go (they take no requests). */
+	for (l = p->reqs.next; l != &p->reqs; l = l->next) {
+		r = container_of(l, struct upstream_req, dlink);
+		tried = 0;
+		for (i = 0; i < p->n_ups; i++)
+			if ((r->tried & (1u << i)) && remap[i] >= 0)
+				tried |= 1u << remap[i];
+		r->tried = tried;
+	}
+	list_init(&moved);
+	for (i = 0; i < p->n_ups; i++) {
+		if (remap[i] < 0)
+			upstream_remove(p, p->ups[i], !same_tls, &moved);
+		p->ups[i] = NULL;
+	}
+	for (j = 0; j < n; j++) {
+		next[j]->cu = &newconf->upstream[j];
+		next[j]->index = (unsigned)j;
+		p->ups[j] = next[j];
+		kept += !fresh[j];
+	}
+	p->n_ups = n;
+	p->conf = newconf;
+	p->tls = tls;
+	/* What the removed upstreams had waiting (or, with new credentials,
+	 * in flight) goes to the new set now; failures are called back from
+	 * the next loop turn, never from here. */
+	while (!list_empty(&moved)) {
+		r = container_of(moved.next, struct upstream_req, clink);
+		list_remove(&r->clink);
+		n_moved++;
+		if (req_dispatch(p, r, now, NULL) != 0)
+			req_fail(r, UPSTREAM_EUNREACH);
+	}
+	log_info("upstreams reconfigured: %zu kept, %zu new, %zu queries "
+	    "moved to them", kept, n - kept, n_moved);
+	if (!list_empty(&p->failed))
+		pool_arm_fail_timer(p);
+	return 0;
+
+nomem:
+	for (j = 0; j < n; j++)
+		if (fresh[j])
+			upstream_free(next[j]);
+	return -ENOMEM;
+}
+
+/* ---- status ---- */
+
 size_t
 upstream_count(const struct upstream_pool *p)
 {
@@ -1304,18 +1721,21 @@ upstream_get_status(const struct upstream_pool *p, size_t i,
     struct upstream_status *st)
 {
 	const struct upstream *up;
-	char addr[64];
+	const struct uconn *uc;
+	const struct link *l;
 
 	memset(st, 0, sizeof(*st));
 	if (i >= p->n_ups)
 		return;
-	up = &p->ups[i];
-	conf_addr_str(&up->cu->addr, addr, sizeof(addr));
+	up = p->ups[i];
+	conf_addr_str(&up->cu->addr, st->addr, sizeof(st->addr));
+	snprintf(st->auth_name, sizeof(st->auth_name), "%s",
+	    up->cu->auth_name);
 	if (up->cu->auth_name[0] != '\0')
-		snprintf(st->name, sizeof(st->name), "%s#%s", addr,
+		snprintf(st->name, sizeof(st->name), "%s#%s", st->addr,
 		    up->cu->auth_name);
 	else
-		snprintf(st->name, sizeof(st->name), "%s", addr);
+		snprintf(st->name, sizeof(st->name), "%s", st->addr);
 	st->connected = (up->conn != NULL && up->conn->state == UC_READY) ||
 	    !list_empty(&up->retiring);
 	st->healthy = up->retry_at <= uv_now(p->loop);
@@ -1329,14 +1749,61 @@ upstream_get_status(const struct upstream_pool *p, size_t i,
 	st->queries = up->n_queries;
 	st->answers = up->n_answers;
 	st->timeouts = up->n_timeouts;
+
+	if (up->conn != NULL)
+		st->inflight += (unsigned)up->conn->n_live;
+	for (l = up->retiring.next; l != &up->retiring; l = l->next) {
+		uc = container_of(l, struct uconn, ulink);
+		st->inflight += (unsigned)uc->n_live;
+	}
+	st->handshakes = up->n_handshakes;
+	st->handshakes_resumed = up->n_resumed;
+	st->err_connect = up->err_connect;
+	st->err_handshake = up->err_handshake;
+	st->err_verify = up->err_verify;
+	st->err_pin = up->err_pin;
+	st->err_timeout = up->err_timeout;
+	st->err_reset = up->err_reset;
+	st->err_bad_answer = up->err_bad_answer;
+	st->last_verify_ok = up->last_verify_ok;
+	st->last_handshake = up->last_handshake;
+	snprintf(st->tls_version, sizeof(st->tls_version), "%s",
+	    up->tls_version);
+	st->resumed = up->resumed;
+	st->chain_min_not_after = up->chain_min_not_after;
+	snprintf(st->pin_sha256, sizeof(st->pin_sha256), "%s",
+	    up->pin_sha256);
+	st->pin_state = up->pin_state;
+	snprintf(st->last_verify_error, sizeof(st->last_verify_error), "%s",
+	    up->last_verify_error);
+	memcpy(st->rtt_bucket, up->rtt_bucket, sizeof(st->rtt_bucket));
+	st->rtt_count = up->rtt_count;
+	st->rtt_sum_s = (double)up->rtt_sum_ms / 1000.0;
+}
+
+/* Close every connection of up (its requests are completed already). */
+static void
+upstream_close_conns(struct upstream_pool *p, struct upstream *up)
+{
+	struct uconn *uc = up->conn;
+
+	if (uc != NULL) {
+		if (uc->state == UC_READY)
+			p->m->tls_closed++;
+		uconn_close(uc);
+	}
+	while (!list_empty(&up->retiring)) {
+		uc = container_of(up->retiring.next, struct uconn, ulink);
+		p->m->tls_closed++;
+		uconn_close(uc);
+	}
 }
 
 void
 upstream_pool_close(struct upstream_pool *p)
 {
 	struct upstream_req *r;
-	struct upstream *up;
-	struct uconn *uc;
+	struct link *l;
 	size_t i;
 
 	if (p == NULL || p->closing)
@@ -1347,23 +1814,13 @@ upstream_pool_close(struct upstream_pool *p)
 		r = container_of(p->reqs.next, struct upstream_req, dlink);
 		req_finish(r, UPSTREAM_ECLOSED, NULL, 0, NULL, 0);
 	}
-	for (i = 0; i < p->n_ups; i++) {
-		up = &p->ups[i];
-		uc = up->conn;
-		if (uc != NULL) {
-			if (uc->state == UC_READY)
-				p->m->tls_closed++;
-			uconn_close(uc);
-		}
-		while (!list_empty(&up->retiring)) {
-			uc = container_of(up->retiring.next, struct uconn,
-			    ulink);
-			p->m->tls_closed++;
-			uconn_close(uc);
-		}
-		mem_free(up->session);
-		up->session = NULL;
-	}
+	for (i = 0; i < p->n_ups; i++)
+		upstream_close_conns(p, p->ups[i]);
+	/* Removed upstreams stay listed until their last connection's
+	 * close callback frees them. */
+	for (l = p->removed.next; l != &p->removed; l = l->next)
+		upstream_close_conns(p, container_of(l, struct upstream,
+		    plink));
 	uv_close((uv_handle_t *)&p->deadline_timer, pool_handle_close_cb);
 	uv_close((uv_handle_t *)&p->fail_timer, pool_handle_close_cb);
 	uv_close((uv_handle_t *)&p->answer_timer, pool_handle_close_cb);

@@ -21,8 +21,14 @@
  * query has a deadline of conf->query_timeout_ms, checked by one timer
  * per pool.
  *
+ * The upstream list can be swapped at run time (upstream_pool_reconfigure,
+ * for SIGHUP): an upstream that is unchanged keeps its connections,
+ * health and counters; removed or changed ones take no new queries and
+ * close once what is in flight on them is answered.
+ *
  * Callback contract: upstream_query returning an error never calls cb;
  * returning 0 calls cb exactly once, unless upstream_cancel is called first.
+ * This holds across reconfigures.
  */
 #ifndef DOTPROXY_UPSTREAM_H
 #define DOTPROXY_UPSTREAM_H
@@ -53,9 +59,11 @@ typedef void (*upstream_cb)(void *arg, int status, const uint8_t *answer,
 struct upstream_pool;
 struct upstream_req;
 
-/* A pool for the upstreams in conf (which must outlive the pool), using
- * the credentials tls and counting into m. No connection is opened until
- * the first query. Returns NULL when out of memory. */
+/* A pool for the upstreams in conf (which must outlive the pool, or the
+ * next upstream_pool_reconfigure), using the credentials tls (likewise)
+ * and counting into m. At most CONF_MAX_UPSTREAM upstreams are used. No
+ * connection is opened until the first query. Returns NULL when out of
+ * memory. */
 struct upstream_pool *upstream_pool_new(uv_loop_t *loop,
     const struct conf *conf, struct tls_ctx *tls, struct metrics *m);
 
@@ -70,7 +78,48 @@ int upstream_query(struct upstream_pool *p, const uint8_t *query, size_t len,
  * arrives for it later is dropped silently. */
 void upstream_cancel(struct upstream_req *r);
 
-/* What the pool knows about one upstream, for logs and (later) metrics. */
+/* Switch the pool to newconf (and tls, the credentials for new
+ * connections), which must outlive the pool or the next reconfigure;
+ * after the call nothing in the pool points into the old conf, which the
+ * caller may free at once.
+ *
+ * An upstream is unchanged when its address (family, IP, port, IPv6
+ * scope), auth name and set of pins are equal and tls is the pointer
+ * given before (new credentials mean new trust anchors: every upstream
+ * counts as changed then). An unchanged upstream keeps its state (health,
+ * back-off, SRTT, TLS session, counters, connections, queries in flight)
+ * and now refers to newconf's entry, perhaps at another index of the
+ * status API. New upstreams start without a connection.
+ *
+ * Removed and changed upstreams take no new queries. Their queries that
+ * were waiting (not yet written) go to the new set at once. Queries in
+ * flight on them finish there (the answer is delivered and counted) and
+ * their connections close when nothing is left in flight, like connections
+ * past their lifetime -- except when tls changed: then their connections
+ * close at once and their in-flight queries are sent again on the new
+ * set, so that nothing uses the old credentials after this returns (the
+ * caller may free them; tls.c reads no credentials while it tears a closed
+ * connection down). A query that finds no usable upstream fails with
+ * UPSTREAM_EUNREACH from a later loop turn; no callback is called from
+ * here. Every query keeps getting exactly one callback.
+ *
+ * Pool-wide settings (timeouts, selection, lifetime, back-off cap) are
+ * read from newconf from now on; timers already running keep their
+ * deadlines, and every query keeps the deadline it was given.
+ *
+ * Call it on the loop's thread, outside the pool's callbacks. Returns 0;
+ * -ENOMEM with the pool unchanged (everything is allocated before anything
+ * is changed); or -ECANCELED when the pool is closing. */
+int upstream_pool_reconfigure(struct upstream_pool *p,
+    const struct conf *newconf, struct tls_ctx *tls);
+
+#define UPSTREAM_RTT_BUCKETS 16
+
+/* What the pool knows about one upstream, for logs and metrics. Counters
+ * (uint64_t) only grow, and survive reconfigures that keep the upstream.
+ * Times called "wall clock" are seconds since the epoch from time(NULL):
+ * operators read them as dates, which loop time cannot give; everything
+ * else in the pool runs on loop time. */
 struct upstream_status {
 	char name[320];          /* "addr@port#auth_name" */
 	int connected;           /* a verified connection is open */
@@ -82,9 +131,50 @@ struct upstream_status {
 	int64_t cert_expiry;     /* notAfter of its certificate, 0 unknown */
 	char last_error[160];    /* last failure's cause, "" if none */
 	uint64_t queries, answers, timeouts;
+
+	char addr[64];           /* "addr@port" */
+	char auth_name[256];     /* "" when pins alone authenticate */
+	unsigned inflight;       /* queries written and not answered, now */
+	uint64_t handshakes;     /* successful (verified) handshakes */
+	uint64_t handshakes_resumed; /* of those, resumed a TLS session */
+	/* Failures by kind: connect (TCP refused, unreachable, or timed out
+	 * before TLS began), handshake (TLS protocol error or timeout),
+	 * verify (chain untrusted, name mismatch, expired, ...), pin (no
+	 * pin matched), timeout (a query unanswered for answer_timeout_ms or
+	 * until its deadline, per query), reset (a connection lost, or
+	 * presumed half-open, with queries in flight, per connection),
+	 * bad_answer (malformed, unknown ID, or another question). */
+	uint64_t err_connect, err_handshake, err_verify, err_pin;
+	uint64_t err_timeout, err_reset, err_bad_answer;
+	int64_t last_verify_ok;  /* wall clock of the last successful
+	                          * verification, 0 none */
+	int64_t last_handshake;  /* wall clock of the last handshake that got
+	                          * past TCP (succeeded or failed), 0 none */
+	char tls_version[16];    /* of the last successful one: "TLS1.3" */
+	int resumed;             /* the last successful one resumed */
+	/* What the server presented at the last successful handshake or
+	 * failed verification: */
+	int64_t chain_min_not_after; /* earliest notAfter in the chain, 0
+	                              * unknown */
+	char pin_sha256[48];     /* base64 SHA-256 of the leaf's SPKI
+	                          * (RFC 7469; pin-sha256= in the config) */
+	int pin_state;           /* 1 a pin matched, 0 none did, -1 unpinned */
+	char last_verify_error[160]; /* why the last verification failed;
+	                              * "" after a successful one */
+	/* Answer RTT histogram. rtt_bucket[i] counts the answers with an
+	 * RTT in (b(i-1), b(i)], b(i) = 0.00025 s * 2^i (0.25 ms .. 8.192
+	 * s), NOT cumulative: an exporter sums them up. Answers slower
+	 * than 8.192 s are only in rtt_count (the +Inf bucket) and
+	 * rtt_sum_s. RTTs are loop-time differences in whole milliseconds,
+	 * so the buckets below 1 ms only ever hold 0 ms samples. */
+	uint64_t rtt_bucket[UPSTREAM_RTT_BUCKETS];
+	uint64_t rtt_count;
+	double rtt_sum_s;
 };
 
-/* Number of upstreams, and the status of upstream i (0 <= i < count). */
+/* Number of upstreams, and the status of upstream i (0 <= i < count), in
+ * the order of the current conf. Removed upstreams that are still
+ * draining are not listed. */
 size_t upstream_count(const struct upstream_pool *p);
 void upstream_get_status(const struct upstream_pool *p, size_t i,
     struct upstream_status *st);

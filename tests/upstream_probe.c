@@ -32,7 +32,27 @@
  * the metrics line:
  *   status I name=N connected=C healthy=H fail_count=F retry_in=MS
  *     srtt_ms=S verified=V cert_expiry=E queries=Q answers=A timeouts=T
- *     last_error="..."
+ *     addr=A auth_name=N inflight=I handshakes=H handshakes_resumed=R
+ *     err_connect=.. err_handshake=.. err_verify=.. err_pin=..
+ *     err_timeout=.. err_reset=.. err_bad_answer=.. last_verify_ok=T
+ *     last_handshake=T tls_version=V resumed=R chain_min_not_after=T
+ *     pin=BASE64 pin_state=P rtt_count=N rtt_sum_ms=MS rtt_buckets=N,N,...
+ *     last_verify_error="..." last_error="..."
+ *
+ * Reconfigure (SIGHUP reload of the upstream list): --reconf-u ADDR (may
+ * repeat) is the upstream list of a second conf (the other settings as
+ * given). At the --reconf-at N-th callback (default 1) of round
+ * --reconf-round R (default 1) a zero-delay timer calls
+ * upstream_pool_reconfigure with it -- from the loop, not from inside the
+ * pool's callback, as a signal watcher would. With --reconf-new-tls R2
+ * the same happens again in round R2, with the same list and freshly
+ * loaded credentials. A reconfigure that did not happen during its round
+ * (the round ended first) happens right after it. Each time, the old conf (and the
+ * old credentials) is overwritten and freed right after the call, so
+ * that a pointer kept into it shows up (under ASan at once). Around each
+ * reconfigure the probe prints "preK ..." and "postK ..." status lines
+ * (as above, "preK" or "postK" for "status") and, after every round, a
+ * "roundmetrics R ..." line with the counters of the metrics line.
  * Exit status: 0 when the last round had every (uncancelled) query
  * answered, 1 otherwise, 2 on usage or setup errors.
  */
@@ -78,6 +98,29 @@ static unsigned long cancel_every;
 static size_t n_cancelled;
 static int cancel_done;
 static int quiet;
+static struct conf *cur_conf;  /* what the pool was given last */
+static struct conf reconf_list; /* --reconf-u upstreams */
+static int reconf_n_done, cur_round;
+static int reconf_round = 1, reconf_new_tls; /* rounds; 0: none */
+static unsigned long reconf_at = 1;
+static size_t round_cbs;
+static uv_timer_t reconf_timer;
+static struct tls_ctx *cur_tls;
+static const char *ca_file = "";
+
+static void print_status(const char *tag);
+
+/* 1 when this round's reconfigure (if it has one) has not happened yet. */
+static int
+reconf_due(void)
+{
+	if (reconf_list.n_upstream == 0)
+		return 0;
+	if (reconf_n_done == 0)
+		return cur_round == reconf_round;
+	return reconf_n_done == 1 && reconf_new_tls > 0 &&
+	    cur_round == reconf_new_tls;
+}
 
 static void
 usage(void)
@@ -92,8 +135,90 @@ usage(void)
 	    "[--select ordered|round-robin|fastest]\n"
 	    "    [--answer-timeout-ms T] [--backoff-max-ms T] "
 	    "[--lifetime-ms T] [--pin BASE64]\n"
+	    "    [--reconf-u ADDR@PORT#NAME]... [--reconf-round R] "
+	    "[--reconf-at N] [--reconf-new-tls R]\n"
 	    "    [--status] [--quiet] [--debug] NAME...\n");
 	exit(2);
+}
+
+static void
+print_metrics(const char *tag)
+{
+	printf("%s tls_connects=%llu tls_handshakes=%llu "
+	    "tls_handshake_failures=%llu tls_verify_failures=%llu "
+	    "tls_closed=%llu upstream_queries=%llu upstream_answers=%llu "
+	    "upstream_resent=%llu upstream_timeouts=%llu "
+	    "upstream_mismatch=%llu upstream_malformed=%llu "
+	    "upstream_moved=%llu upstream_half_open=%llu closed_cbs=%zu\n",
+	    tag,
+	    (unsigned long long)metrics.tls_connects,
+	    (unsigned long long)metrics.tls_handshakes,
+	    (unsigned long long)metrics.tls_handshake_failures,
+	    (unsigned long long)metrics.tls_verify_failures,
+	    (unsigned long long)metrics.tls_closed,
+	    (unsigned long long)metrics.upstream_queries,
+	    (unsigned long long)metrics.upstream_answers,
+	    (unsigned long long)metrics.upstream_resent,
+	    (unsigned long long)metrics.upstream_timeouts,
+	    (unsigned long long)metrics.upstream_mismatch,
+	    (unsigned long long)metrics.upstream_malformed,
+	    (unsigned long long)metrics.upstream_moved,
+	    (unsigned long long)metrics.upstream_half_open, n_closed_cbs);
+}
+
+/* Reconfigure the pool to the --reconf-u list (the second time with new
+ * credentials), then destroy what the pool was given before. */
+static void
+reconfigure(void)
+{
+	struct conf *old = cur_conf, *next;
+	struct tls_ctx *old_tls = cur_tls, *tls = cur_tls;
+	char err[512], tag[16];
+	int k = reconf_n_done + 1, rc;
+
+	if (pool == NULL)
+		return;
+	next = mem_alloc(sizeof(*next));
+	if (next == NULL) {
+		fprintf(stderr, "reconfigure: out of memory\n");
+		exit(2);
+	}
+	*next = *old;
+	memcpy(next->upstream, reconf_list.upstream,
+	    sizeof(next->upstream));
+	next->n_upstream = reconf_list.n_upstream;
+	if (k == 2 && tls_ctx_new(ca_file, &tls, err, sizeof(err)) < 0) {
+		fprintf(stderr, "tls: %s\n", err);
+		exit(2);
+	}
+	snprintf(tag, sizeof(tag), "pre%d", k);
+	print_status(tag);
+	rc = upstream_pool_reconfigure(pool, next, tls);
+	printf("reconfigure %d rc=%d\n", k, rc);
+	if (rc != 0) {
+		mem_free(next);
+		if (tls != old_tls)
+			tls_ctx_free(tls);
+		return;
+	}
+	reconf_n_done = k;
+	cur_conf = next;
+	cur_tls = tls;
+	/* Nothing may point into these any more. */
+	memset(old, 0xa5, sizeof(*old));
+	mem_free(old);
+	if (tls != old_tls)
+		tls_ctx_free(old_tls);
+	snprintf(tag, sizeof(tag), "post%d", k);
+	print_status(tag);
+}
+
+static void
+reconf_timer_cb(uv_timer_t *t)
+{
+	(void)t;
+	if (reconf_due())
+		reconfigure();
 }
 
 static void
@@ -105,6 +230,11 @@ probe_cb(void *arg, int status, const uint8_t *answer, size_t len,
 	unsigned an = 0;
 
 	n_cbs++;
+	round_cbs++;
+	/* Reconfigure from the loop, not from inside this callback (the
+	 * pool's contract), while the rest of the round is in flight. */
+	if (round_cbs == reconf_at && reconf_due())
+		uv_timer_start(&reconf_timer, reconf_timer_cb, 0, 0);
 	if (pq->done || pq->cancelled) {
 		printf("BUG %s: second callback or callback after cancel\n",
 		    pq->name);
@@ -183,25 +313,55 @@ add_pin(struct conf *conf, const char *b64)
 }
 
 static void
-print_status(void)
+print_status(const char *tag)
 {
 	struct upstream_status st;
 	uint64_t now = uv_now(loop);
-	size_t i;
+	char buckets[16 * 21];
+	size_t i, j, off;
 
 	for (i = 0; i < upstream_count(pool); i++) {
 		upstream_get_status(pool, i, &st);
-		printf("status %zu name=%s connected=%d healthy=%d "
+		off = 0;
+		buckets[0] = '\0';
+		for (j = 0; j < UPSTREAM_RTT_BUCKETS; j++)
+			off += (size_t)snprintf(buckets + off,
+			    sizeof(buckets) - off, "%s%llu", j ? "," : "",
+			    (unsigned long long)st.rtt_bucket[j]);
+		printf("%s %zu name=%s connected=%d healthy=%d "
 		    "fail_count=%u retry_in=%lld srtt_ms=%u verified=%d "
 		    "cert_expiry=%lld queries=%llu answers=%llu timeouts=%llu "
-		    "last_error=\"%s\"\n", i, st.name, st.connected,
+		    "addr=%s auth_name=%s inflight=%u handshakes=%llu "
+		    "handshakes_resumed=%llu err_connect=%llu "
+		    "err_handshake=%llu err_verify=%llu err_pin=%llu "
+		    "err_timeout=%llu err_reset=%llu err_bad_answer=%llu "
+		    "last_verify_ok=%lld last_handshake=%lld tls_version=%s "
+		    "resumed=%d chain_min_not_after=%lld pin=%s pin_state=%d "
+		    "rtt_count=%llu rtt_sum_ms=%.0f rtt_buckets=%s "
+		    "last_verify_error=\"%s\" last_error=\"%s\"\n",
+		    tag, i, st.name, st.connected,
 		    st.healthy, st.fail_count,
 		    st.retry_at_ms ? (long long)(st.retry_at_ms - now) : 0LL,
 		    (unsigned)st.srtt_ms, st.verified,
 		    (long long)st.cert_expiry,
 		    (unsigned long long)st.queries,
 		    (unsigned long long)st.answers,
-		    (unsigned long long)st.timeouts, st.last_error);
+		    (unsigned long long)st.timeouts, st.addr, st.auth_name,
+		    st.inflight, (unsigned long long)st.handshakes,
+		    (unsigned long long)st.handshakes_resumed,
+		    (unsigned long long)st.err_connect,
+		    (unsigned long long)st.err_handshake,
+		    (unsigned long long)st.err_verify,
+		    (unsigned long long)st.err_pin,
+		    (unsigned long long)st.err_timeout,
+		    (unsigned long long)st.err_reset,
+		    (unsigned long long)st.err_bad_answer,
+		    (long long)st.last_verify_ok,
+		    (long long)st.last_handshake, st.tls_version, st.resumed,
+		    (long long)st.chain_min_not_after, st.pin_sha256,
+		    st.pin_state, (unsigned long long)st.rtt_count,
+		    st.rtt_sum_s * 1000.0, buckets, st.last_verify_error,
+		    st.last_error);
 	}
 }
 
@@ -264,6 +424,8 @@ run_round(void)
 	size_t i;
 
 	n_answered = n_failed = n_cancelled = 0;
+	round_cbs = 0;
+	cur_round++;
 	cancel_done = 0;
 	pending = 0;
 	next_q = 0;
@@ -289,6 +451,7 @@ main(int argc, char **argv)
 	char err[512];
 	const char *ca = "";
 	struct tls_ctx *tls = NULL;
+	char tag[32];
 	unsigned long count = 1, qtype = DNS_TYPE_A;
 	unsigned long until_ok = 0, linger_ms = 0;
 	unsigned long rounds = 1, interval_ms = 0;
@@ -335,6 +498,21 @@ main(int argc, char **argv)
 				return 2;
 			}
 			conf.n_upstream++;
+		} else if (strcmp(o, "--reconf-u") == 0) {
+			if (reconf_list.n_upstream >= CONF_MAX_UPSTREAM)
+				usage();
+			if (conf_parse_upstream(v, &reconf_list.upstream[
+			    reconf_list.n_upstream], err, sizeof(err)) < 0) {
+				fprintf(stderr, "--reconf-u %s: %s\n", v, err);
+				return 2;
+			}
+			reconf_list.n_upstream++;
+		} else if (strcmp(o, "--reconf-round") == 0) {
+			reconf_round = (int)strtol(v, NULL, 10);
+		} else if (strcmp(o, "--reconf-new-tls") == 0) {
+			reconf_new_tls = (int)strtol(v, NULL, 10);
+		} else if (strcmp(o, "--reconf-at") == 0) {
+			reconf_at = strtoul(v, NULL, 10);
 		} else if (strcmp(o, "--count") == 0) {
 			count = strtoul(v, NULL, 10);
 		} else if (strcmp(o, "--type") == 0) {
@@ -431,11 +609,19 @@ main(int argc, char **argv)
 		fprintf(stderr, "tls: %s\n", err);
 		return 2;
 	}
+	ca_file = ca;
+	cur_tls = tls;
+	/* On the heap, so that a reconfigure can free it. */
+	cur_conf = mem_alloc(sizeof(*cur_conf));
+	if (cur_conf == NULL)
+		return 2;
+	*cur_conf = conf;
 	loop = uv_default_loop();
 	uv_timer_init(loop, &stop_timer);
 	uv_async_init(loop, &kick, kick_cb);
 	uv_timer_init(loop, &stagger_timer);
-	pool = upstream_pool_new(loop, &conf, tls, &metrics);
+	uv_timer_init(loop, &reconf_timer);
+	pool = upstream_pool_new(loop, cur_conf, tls, &metrics);
 	if (pool == NULL)
 		return 2;
 
@@ -456,6 +642,16 @@ main(int argc, char **argv)
 		ok = n_wrong == 0 && n_answered == expect;
 		printf("round %d answered=%zu failed=%zu cancelled=%zu\n",
 		    round, n_answered, n_failed, n_cancelled);
+		if (reconf_list.n_upstream > 0) {
+			/* A reconfigure due in this round happens now if
+			 * the round ended before its timer ran. */
+			if (reconf_due()) {
+				uv_timer_stop(&reconf_timer);
+				reconfigure();
+			}
+			snprintf(tag, sizeof(tag), "roundmetrics %d", round);
+			print_metrics(tag);
+		}
 		if (!ok)
 			all_ok = 0;
 		if ((unsigned long)round < rounds) {
@@ -492,26 +688,8 @@ main(int argc, char **argv)
 		uv_run(loop, UV_RUN_DEFAULT);
 	}
 	if (status && pool != NULL)
-		print_status();
-	printf("metrics tls_connects=%llu tls_handshakes=%llu "
-	    "tls_handshake_failures=%llu tls_verify_failures=%llu "
-	    "tls_closed=%llu upstream_queries=%llu upstream_answers=%llu "
-	    "upstream_resent=%llu upstream_timeouts=%llu "
-	    "upstream_mismatch=%llu upstream_malformed=%llu "
-	    "upstream_moved=%llu upstream_half_open=%llu closed_cbs=%zu\n",
-	    (unsigned long long)metrics.tls_connects,
-	    (unsigned long long)metrics.tls_handshakes,
-	    (unsigned long long)metrics.tls_handshake_failures,
-	    (unsigned long long)metrics.tls_verify_failures,
-	    (unsigned long long)metrics.tls_closed,
-	    (unsigned long long)metrics.upstream_queries,
-	    (unsigned long long)metrics.upstream_answers,
-	    (unsigned long long)metrics.upstream_resent,
-	    (unsigned long long)metrics.upstream_timeouts,
-	    (unsigned long long)metrics.upstream_mismatch,
-	    (unsigned long long)metrics.upstream_malformed,
-	    (unsigned long long)metrics.upstream_moved,
-	    (unsigned long long)metrics.upstream_half_open, n_closed_cbs);
+		print_status("status");
+	print_metrics("metrics");
 
 	mem_fail_after(-1);
 	if (pool != NULL)
@@ -519,6 +697,7 @@ main(int argc, char **argv)
 	uv_close((uv_handle_t *)&stop_timer, NULL);
 	uv_close((uv_handle_t *)&kick, NULL);
 	uv_close((uv_handle_t *)&stagger_timer, NULL);
+	uv_close((uv_handle_t *)&reconf_timer, NULL);
 	/* Every handle must close by itself now: nothing may keep it alive. */
 	uv_run(loop, UV_RUN_DEFAULT);
 	rc = uv_loop_close(loop);
@@ -527,7 +706,8 @@ main(int argc, char **argv)
 		    uv_strerror(rc));
 		ok = 0;
 	}
-	tls_ctx_free(tls);
+	tls_ctx_free(cur_tls);
+	mem_free(cur_conf);
 	for (k = 0; k < n_qs; k++)
 		mem_free(qs[k].msg);
 	mem_free(qs);

@@ -5,11 +5,12 @@
 # TLS server (Python stdlib, embedded below) that stays silent, closes,
 # sends garbage, answers late, answers with another question, reorders or
 # dribbles its answers byte by byte, ignores some names, goes silent on its
-# first connection only, or sends an RFC 7828 keepalive. Besides the old
-# checks: upstream selection (ordered, round-robin, fastest), the answer
-# timeout (moving a query, half-open connections), jittered capped back-off,
-# connection lifetime with session resumption, keepalive, SPKI pins and the
-# status API.
+# first connection only, sends an RFC 7828 keepalive, or never speaks TLS.
+# Besides the old checks: upstream selection (ordered, round-robin,
+# fastest), the answer timeout (moving a query, half-open connections),
+# jittered capped back-off, connection lifetime with session resumption,
+# keepalive, SPKI pins, the status API with its per-upstream counters and
+# TLS facts, and reconfiguring the upstream list (SIGHUP) under load.
 #
 # Usage: tests/upstream_probe.sh [PROBE]   (or PROBE=... in the environment)
 # Exits non-zero when a check fails; the work directory (certs, configs,
@@ -142,7 +143,8 @@ cat >"$T/fault.py" <<'EOF'
 # written one byte per TLS record), drop (never answers names whose first
 # label starts with "drop"), silentfirst (the first connection is silent,
 # later ones echo), keepalive ARG (answers carry an edns-tcp-keepalive
-# option of ARG * 100 ms). Prints "query NAME" for every query read.
+# option of ARG * 100 ms), notls (accepts TCP, never answers the TLS
+# handshake). Prints "query NAME" for every query read.
 import socket, ssl, struct, sys, threading, time
 
 mode, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -194,6 +196,14 @@ def send_locked(c, lock, data):
 def serve(c, conn_no):
     buf, held, lock = b"", [], threading.Lock()
     silent = mode == "silent" or (mode == "silentfirst" and conn_no == 1)
+    if mode == "notls":
+        try:
+            while c.recv(65536):
+                pass
+        except Exception:
+            pass
+        c.close()
+        return
     try:
         c = ctx.wrap_socket(c, server_side=True)
     except Exception as e:
@@ -301,8 +311,10 @@ eq() { [[ $1 == "$2" ]]; }
 le() { (($1 <= $2)); }
 ge() { (($1 >= $2)); }
 # st I FIELD: a field of upstream I's status line (--status).
-st() {
-	awk -v i="$1" -v k="$2=" '$1 == "status" && $2 == i {
+st() { stt status "$@"; }
+# stt TAG I FIELD: the same from the lines tagged TAG (pre1, post1, ...).
+stt() {
+	awk -v t="$1" -v i="$2" -v k="$3=" '$1 == t && $2 == i {
 		for (j = 3; j <= NF; j++)
 			if (index($j, k) == 1)
 				v = substr($j, length(k) + 1)
@@ -317,6 +329,9 @@ mapfile -t NAMES < <(names)
 
 gen_certs
 gen_zone
+# The SPKI pins (RFC 7469) of the server certificate and of the other CA.
+PIN=$(certtool -i --infile "$T/server.pem" | sed -n 's/.*pin-sha256:\([A-Za-z0-9+/=]*\).*/\1/p' | head -n 1)
+OTHER_PIN=$(certtool -i --infile "$T/other-ca.pem" | sed -n 's/.*pin-sha256:\([A-Za-z0-9+/=]*\).*/\1/p' | head -n 1)
 UB_PORT=$(free_port)
 start_unbound ub1 "$UB_PORT"
 UB="127.0.0.1@$UB_PORT#dns.example"
@@ -416,8 +431,9 @@ expect "late: late answers dropped silently" eq "$(grep -c 'late answer for ID' 
 expect "late: no mismatch counted" eq "$(metric upstream_mismatch)" 0
 
 start_fault mismatch
-probe mismatch --quiet "${CA[@]}" -u "127.0.0.1@$FAULT_PORT#dns.example" --timeout-ms 300 "${NAMES[@]:0:20}"
+probe mismatch --quiet --status "${CA[@]}" -u "127.0.0.1@$FAULT_PORT#dns.example" --timeout-ms 300 "${NAMES[@]:0:20}"
 expect "mismatch: answers for another question ignored" eq "$(metric upstream_mismatch)" 20
+expect "mismatch: bad answers and timeouts in the status" eq "$(st 0 err_bad_answer):$(st 0 err_timeout)" 20:20
 expect "mismatch: 20 x ETIMEDOUT" eq "$(count_lines '^fail .* status=-1$')" 20
 
 start_fault reorder 100
@@ -511,8 +527,16 @@ expect "status down: unhealthy, one failure" eq "$(st 0 connected):$(st 0 health
 expect "status down: no handshake yet" eq "$(st 0 verified)" -1
 expect "status down: next probe within 500 ms ($(st 0 retry_in))" test "$(st 0 retry_in)" -gt 0 -a "$(st 0 retry_in)" -le 500
 expect "status down: last error" grep -qi '^status 0 .* last_error=".*refused.*"$' "$OUT"
+expect "status down: a connect failure, no handshake" eq "$(st 0 err_connect):$(st 0 err_handshake):$(st 0 last_handshake)" 1:0:0
 probe statusbad --quiet --status "${CA[@]}" -u "127.0.0.1@$UB_PORT#wrong.example" n1.probe.test
 expect "status bad name: verified 0" eq "$(st 0 verified)" 0
+expect "status bad name: a verify failure" eq "$(st 0 err_verify):$(st 0 err_pin):$(st 0 err_connect)" 1:0:0
+expect "status bad name: last verify error" grep -q '^status 0 .* last_verify_error=".*name mismatch.*" last_error=' "$OUT"
+expect "status bad name: what the server presented" eq "$(st 0 pin)" "$PIN"
+expect "status bad name: when" test "$(st 0 last_handshake)" -ge $(($(date +%s) - 60))
+start_fault notls
+probe statusnotls --quiet --status --connect-timeout-ms 300 "${CA[@]}" -u "127.0.0.1@$FAULT_PORT#dns.example" n1.probe.test
+expect "status no TLS: a handshake failure (timeout after connect)" eq "$(st 0 err_handshake):$(st 0 err_connect)" 1:0
 
 # 15. Answer timeout with the connection alive: "drop*" gets no answer
 # from the first upstream (which answers the rest), so it moves to the
@@ -557,6 +581,7 @@ expect "half-open alone: a new handshake" eq "$(metric tls_handshakes)" 2
 expect "half-open alone: 5 resent" eq "$(metric upstream_resent)" 5
 expect "half-open alone: up again" grep -q "upstream 127.0.0.1@$FAULT_PORT (dns.example): up again" "$LOG"
 expect "half-open alone: healthy after" eq "$(st 0 healthy):$(st 0 fail_count)" 1:0
+expect "half-open alone: a reset in the status" eq "$(st 0 err_reset)" 1
 
 # 17. Back-off: every probe of a dead upstream draws its wait from
 # [b/2, b], b doubling from 500 ms to the cap (1000 ms here).
@@ -580,7 +605,7 @@ expect "backoff: logged down once" eq "$(grep -c ': down (' "$LOG" || true)" 1
 # 18. Lifetime: a connection older than --lifetime-ms is replaced by a
 # new (resumed) one while queries keep being answered; the old one closes
 # once drained.
-probe lifetime --quiet --debug --lifetime-ms 250 --rounds 6 --interval-ms 100 --count 5 \
+probe lifetime --quiet --debug --status --lifetime-ms 250 --rounds 6 --interval-ms 100 --count 5 \
 	"${CA[@]}" -u "$UB" "${NAMES[@]:0:10}"
 H=$(metric tls_handshakes)
 expect "lifetime: exit 0 (every round answered)" eq "$RC" 0
@@ -589,6 +614,24 @@ expect "lifetime: replaced ($H handshakes)" test "$H" -ge 2 -a "$H" -le 4
 expect "lifetime: log says replacing" grep -q "upstream 127.0.0.1@$UB_PORT (dns.example): connection is [0-9]* ms old, replacing it" "$LOG"
 expect "lifetime: retired ones closed when drained" eq "$(grep -c 'retired connection drained, closing' "$LOG" || true)" $((H - 1))
 expect "lifetime: later handshakes resume the session" eq "$(grep -c 'connected (resumed)' "$LOG" || true)" $((H - 1))
+# The status API's TLS facts and counters (once, here: several handshakes,
+# resumed ones among them, 300 answers).
+NOW=$(date +%s)
+expect "status: handshakes and resumed ones ($(st 0 handshakes), $(st 0 handshakes_resumed))" \
+	eq "$(st 0 handshakes):$(st 0 handshakes_resumed)" "$H:$((H - 1))"
+expect "status: the last handshake resumed" eq "$(st 0 resumed)" 1
+expect "status: TLS version ($(st 0 tls_version))" grep -q '^status 0 .* tls_version=TLS1\.[23] ' "$OUT"
+expect "status: leaf pin is certtool's ($(st 0 pin))" eq "$(st 0 pin)" "$PIN"
+expect "status: unpinned" eq "$(st 0 pin_state)" -1
+expect "status: chain notAfter in the future, as the leaf's" \
+	test "$(st 0 chain_min_not_after)" -gt "$NOW" -a "$(st 0 chain_min_not_after)" -eq "$(st 0 cert_expiry)"
+expect "status: verified and handshaken recently" \
+	test "$(st 0 last_verify_ok)" -ge $((NOW - 60)) -a "$(st 0 last_handshake)" -eq "$(st 0 last_verify_ok)"
+expect "status: address and name" eq "$(st 0 addr)/$(st 0 auth_name)" "127.0.0.1@$UB_PORT/dns.example"
+expect "status: nothing in flight, no errors" \
+	eq "$(st 0 inflight):$(st 0 err_connect):$(st 0 err_handshake):$(st 0 err_verify):$(st 0 err_pin):$(st 0 err_timeout):$(st 0 err_reset):$(st 0 err_bad_answer)" 0:0:0:0:0:0:0:0
+expect "status: RTT histogram has every answer ($(st 0 rtt_count), $(st 0 rtt_buckets))" \
+	eq "$(st 0 rtt_count):$(st 0 rtt_buckets | tr ',' '\n' | awk '{ s += $1 } END { print s }')" 300:300
 
 # A retiring connection with queries in flight finishes them first: the
 # server answers after 300 ms, queries go out 100 ms apart, so the first
@@ -614,13 +657,70 @@ expect "keepalive: closed while lingering" eq "$(metric tls_closed)" 1
 expect "keepalive: after the server's 300 ms" grep -q "upstream 127.0.0.1@$FAULT_PORT (dns.example): idle for 3[0-9][0-9] ms, closing" "$LOG"
 
 # 20. SPKI pins (RFC 7858 4.2).
-PIN=$(certtool -i --infile "$T/server.pem" | sed -n 's/.*pin-sha256:\([A-Za-z0-9+/=]*\).*/\1/p' | head -n 1)
-OTHER_PIN=$(certtool -i --infile "$T/other-ca.pem" | sed -n 's/.*pin-sha256:\([A-Za-z0-9+/=]*\).*/\1/p' | head -n 1)
-probe pin "${CA[@]}" -u "$UB" --pin "$PIN" n1.probe.test
+probe pin --status "${CA[@]}" -u "$UB" --pin "$PIN" n1.probe.test
 expect "pin: right pin answered" eq "$RC" 0
-probe badpin "${CA[@]}" -u "$UB" --pin "$OTHER_PIN" n1.probe.test
+expect "pin: status pin state matched" eq "$(st 0 pin_state):$(st 0 pin)" "1:$PIN"
+probe badpin --status "${CA[@]}" -u "$UB" --pin "$OTHER_PIN" n1.probe.test
 expect "pin: wrong pin refused" grep -q '^fail n1.probe.test status=-2$' "$OUT"
 expect "pin: log says pin mismatch" grep -q "upstream 127.0.0.1@$UB_PORT (dns.example): down (.*pin mismatch" "$LOG"
+expect "pin: counted as a pin failure, not verify" eq "$(st 0 err_pin):$(st 0 err_verify):$(st 0 handshakes)" 1:0:0
+expect "pin: status shows the mismatch and the presented leaf's pin" eq "$(st 0 pin_state):$(st 0 pin)" "0:$PIN"
+expect "pin: last verify error" grep -q '^status 0 .* last_verify_error=".*pin mismatch.*" last_error=' "$OUT"
+
+# 21. Reconfigure (SIGHUP reload). Round 1 warms up [A, B]; in round 2,
+# while A has queries in flight, the list becomes [B, C]; round 3 warms up
+# C; in round 4, while C has queries in flight, the same list comes with
+# new credentials; round 5 runs on that. A answers after 400 ms, C after
+# 300 ms, B at once; round-robin spreads every round. The probe frees each
+# old conf (and the old credentials) right after the call.
+start_fault late 400
+P_A=$FAULT_PORT A_OUT=$FAULT_OUT
+start_fault echo
+P_B=$FAULT_PORT B_OUT=$FAULT_OUT
+start_fault late 300
+P_C=$FAULT_PORT C_OUT=$FAULT_OUT
+probe reconf --quiet --status --select round-robin --rounds 5 "${CA[@]}" \
+	-u "127.0.0.1@$P_A#dns.example" -u "127.0.0.1@$P_B#dns.example" \
+	--reconf-u "127.0.0.1@$P_B#dns.example" --reconf-u "127.0.0.1@$P_C#dns.example" \
+	--reconf-round 2 --reconf-new-tls 4 "${NAMES[@]:0:20}"
+# rmetric R NAME: a counter from the metrics line printed after round R.
+rmetric() {
+	awk -v r="$1" -v k="$2=" '$1 == "roundmetrics" && $2 == r {
+		for (j = 3; j <= NF; j++)
+			if (index($j, k) == 1)
+				print substr($j, length(k) + 1)
+	}' "$OUT"
+}
+expect "reconf: exit 0 (every round answered)" eq "$RC" 0
+expect "reconf: both reconfigures succeeded" eq "$(grep -c '^reconfigure [12] rc=0$' "$OUT")" 2
+expect "reconf: every query exactly one callback" \
+	eq "$(grep -c '^round [1-5] answered=20 failed=0 ' "$OUT"):$(grep -c -e BUG -e '^wrong' "$OUT" || true)" 5:0
+A_INFLIGHT=$(stt pre1 0 inflight)
+A_QUERIES=$(stt pre1 0 queries)
+expect "reconf: A had queries in flight at the reconfigure ($A_INFLIGHT)" ge "${A_INFLIGHT:-0}" 1
+expect "reconf: B kept its connection, now first; C not connected yet" \
+	eq "$(stt post1 0 name):$(stt post1 0 connected):$(stt post1 0 handshakes):$(stt post1 1 name):$(stt post1 1 connected)" \
+	"127.0.0.1@$P_B#dns.example:1:1:127.0.0.1@$P_C#dns.example:0"
+expect "reconf: B's counters survived" eq "$(stt post1 0 queries)" "$(stt pre1 1 queries)"
+expect "reconf: A's in-flight queries answered there, not resent" eq "$(rmetric 2 upstream_resent)" 0
+expect "reconf: A's connection closed once drained" eq "$(rmetric 2 tls_closed)" 1
+expect "reconf: no new handshake for B" eq "$(rmetric 2 tls_handshakes):$(rmetric 2 tls_connects)" 2:2
+expect "reconf: A's removal logged" \
+	grep -q "upstream 127.0.0.1@$P_A (dns.example): removed, its connection finishes what is in flight" "$LOG"
+expect "reconf: then only C connected" eq "$(rmetric 3 tls_handshakes):$(rmetric 3 tls_connects)" 3:3
+expect "reconf: B still on its first handshake at the second reconfigure" \
+	eq "$(stt pre2 0 handshakes):$(stt pre2 1 handshakes)" 1:1
+C_INFLIGHT=$(stt pre2 1 inflight)
+expect "reconf: C had queries in flight at the second reconfigure ($C_INFLIGHT)" ge "${C_INFLIGHT:-0}" 1
+expect "reconf: new credentials: old connections closed at once, C's queries resent" \
+	eq "$(rmetric 4 upstream_resent):$(rmetric 4 tls_closed)" "$C_INFLIGHT:3"
+expect "reconf: new credentials: every upstream starts afresh" \
+	eq "$(stt post2 0 handshakes):$(stt post2 0 queries):$(stt post2 1 handshakes)" 0:0:0
+expect "reconf: B reconnected with the new credentials" eq "$(st 0 handshakes):$(st 0 verified)" 1:1
+expect "reconf: 5 handshakes in all (A, B, C, B, C)" eq "$(metric tls_handshakes):$(metric tls_connects)" 5:5
+expect "reconf: A got nothing after round 2 ($(served "$A_OUT") = $A_QUERIES)" eq "$(served "$A_OUT")" "$A_QUERIES"
+expect "reconf: B and C took the rest" \
+	eq "$(($(served "$B_OUT") + $(served "$C_OUT")))" $((100 - A_QUERIES + C_INFLIGHT))
 
 if ((FAILED)); then
 	exit 1
