@@ -42,9 +42,15 @@
 
 struct listen;
 
+/* A UDP socket lives until its handle is closed and no pending query
+ * still names it as the socket to answer from (a reload may close it
+ * while misses are in flight). */
 struct udp_sock {
 	uv_udp_t handle;
 	struct listen *l;
+	unsigned pending;
+	int closing;
+	int handle_closed;
 };
 
 struct tcp_sock {
@@ -64,6 +70,9 @@ struct tcp_conn {
 	unsigned open_handles;
 	int closing;
 	int reading;
+	int quiesced;        /* draining: no more reading, close when answered */
+	int shutting_down;   /* uv_shutdown under way: then we close */
+	uv_shutdown_t shutdown_req;
 };
 
 struct send_req {
@@ -78,18 +87,25 @@ struct write_req {
 	uint8_t data[];
 };
 
+/* One listen address: its UDP and TCP sockets. */
+struct lslot {
+	struct conf_addr addr;
+	struct udp_sock *udp;
+	struct tcp_sock *tcp;
+};
+
 struct listen {
 	uv_loop_t *loop;
 	const struct conf *conf;
 	struct query_ctx *qctx;
 	struct metrics *m;
-	struct udp_sock *udp[CONF_MAX_LISTEN];
-	struct tcp_sock *tcp[CONF_MAX_LISTEN];
-	size_t n_udp, n_tcp;
+	struct lslot slot[CONF_MAX_LISTEN];
+	size_t n_slots;
 	struct tcp_conn *head, *tail; /* activity list */
 	unsigned n_conns;
-	unsigned open_handles; /* listening sockets not yet closed */
+	unsigned open_handles; /* listening sockets not yet freed */
 	int closing;
+	int quiesced;          /* draining: reading and accepting stopped */
 	uint64_t drop_logged_ms; /* last drop logged: at most one a second */
 	uint8_t *udp_buf;      /* UDP_SLOTS * UDP_SLOT, reused for every batch */
 	uint8_t out[DNS_MAX_MSG + 2]; /* answers ready at once; 2 for TCP framing */
@@ -169,16 +185,20 @@ fail:
 	log_debug("udp send: %s", uv_strerror(rc));
 }
 
+static void udp_sock_maybe_free(struct udp_sock *u);
+
 static void
 udp_done_cb(void *arg, const void *origin, const uint8_t *msg, size_t len)
 {
 	struct udp_sock *u = arg;
 	struct sockaddr_storage to;
 
+	u->pending--;
 	if (msg == NULL)
 		return;
-	if (u->l->closing) {
+	if (u->closing) {
 		u->l->m->drops_client_gone++;
+		udp_sock_maybe_free(u);
 		return;
 	}
 	memcpy(&to, origin, sizeof(to));
@@ -220,6 +240,7 @@ udp_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
 		log_drop(l, addr, "udp");
 		break;
 	case QUERY_PENDING:
+		u->pending++;
 		break;
 	}
 }
@@ -292,6 +313,32 @@ conn_close(struct tcp_conn *c)
 	c->l->n_conns--;
 	uv_close((uv_handle_t *)&c->idle, conn_handle_close_cb);
 	uv_close((uv_handle_t *)&c->handle, conn_handle_close_cb);
+}
+
+static void
+conn_shutdown_cb(uv_shutdown_t *req, int status)
+{
+	(void)status;
+	conn_close(req->data);
+}
+
+/* Close once every queued answer has left (a plain close would cancel
+ * the writes still queued). */
+static void
+conn_close_gently(struct tcp_conn *c)
+{
+	if (c->closing || c->shutting_down)
+		return;
+	if (c->handle.write_queue_size == 0) {
+		conn_close(c);
+		return;
+	}
+	c->shutdown_req.data = c;
+	if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->handle,
+	    conn_shutdown_cb) == 0)
+		c->shutting_down = 1;
+	else
+		conn_close(c);
 }
 
 static void
@@ -379,6 +426,13 @@ tcp_done_cb(void *arg, const void *origin, const uint8_t *msg, size_t len)
 	}
 	if (msg != NULL)
 		conn_send(c, msg, len);
+	if (c->quiesced) {
+		/* Draining: the answer is queued; libuv writes it before
+		 * the close takes effect. */
+		if (!c->closing && c->pending == 0)
+			conn_close_gently(c);
+		return;
+	}
 	if (!c->closing && c->pending < TCP_MAX_PENDING)
 		conn_read_start(c);
 }
@@ -573,14 +627,33 @@ tcp_connection_cb(uv_stream_t *server, int status)
 /* ---- setup and teardown ---- */
 
 static void
-udp_sock_close_cb(uv_handle_t *h)
+udp_sock_maybe_free(struct udp_sock *u)
 {
-	struct udp_sock *u = h->data;
 	struct listen *l = u->l;
 
+	if (!u->handle_closed || u->pending != 0)
+		return;
 	mem_free(u);
 	l->open_handles--;
 	listen_maybe_free(l);
+}
+
+static void
+udp_sock_close_cb(uv_handle_t *h)
+{
+	struct udp_sock *u = h->data;
+
+	u->handle_closed = 1;
+	udp_sock_maybe_free(u);
+}
+
+static void
+udp_sock_close(struct udp_sock *u)
+{
+	if (u == NULL || u->closing)
+		return;
+	u->closing = 1;
+	uv_close((uv_handle_t *)&u->handle, udp_sock_close_cb);
 }
 
 static void
@@ -602,12 +675,28 @@ close_unowned(int fd)
 		close(fd);
 }
 
+static void
+tcp_sock_close(struct tcp_sock *t)
+{
+	if (t != NULL && !uv_is_closing((uv_handle_t *)&t->handle))
+		uv_close((uv_handle_t *)&t->handle, tcp_sock_close_cb);
+}
+
+static void
+slot_close(struct lslot *sl)
+{
+	udp_sock_close(sl->udp);
+	tcp_sock_close(sl->tcp);
+	sl->udp = NULL;
+	sl->tcp = NULL;
+}
+
 /* fd >= 0 is a socket handed over by systemd, already bound to a: it is
  * opened instead of binding. bind_udp owns it from the call on: its handle
  * closes it, or it is closed here when it cannot become the handle's. */
 static int
-bind_udp(struct listen *l, const struct conf_addr *a, int fd, char *err,
-    size_t errlen)
+bind_udp(struct listen *l, const struct conf_addr *a, int fd,
+    struct udp_sock **out, char *err, size_t errlen)
 {
 	struct udp_sock *u;
 	unsigned flags = a->ss.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0;
@@ -630,7 +719,7 @@ bind_udp(struct listen *l, const struct conf_addr *a, int fd, char *err,
 		return rc;
 	}
 	u->handle.data = u;
-	l->udp[l->n_udp++] = u;
+	*out = u;
 	l->open_handles++;
 	if (fd >= 0) {
 		rc = uv_udp_open(&u->handle, fd);
@@ -649,8 +738,8 @@ bind_udp(struct listen *l, const struct conf_addr *a, int fd, char *err,
 /* fd as for bind_udp; a handed-over TCP socket may be listening already:
  * uv_listen's listen(2) again only sets the backlog. */
 static int
-bind_tcp(struct listen *l, const struct conf_addr *a, int fd, char *err,
-    size_t errlen)
+bind_tcp(struct listen *l, const struct conf_addr *a, int fd,
+    struct tcp_sock **out, char *err, size_t errlen)
 {
 	struct tcp_sock *t;
 	unsigned flags = a->ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
@@ -672,7 +761,7 @@ bind_tcp(struct listen *l, const struct conf_addr *a, int fd, char *err,
 		return rc;
 	}
 	t->handle.data = t;
-	l->tcp[l->n_tcp++] = t;
+	*out = t;
 	l->open_handles++;
 	if (fd >= 0) {
 		rc = uv_tcp_open(&t->handle, fd);
@@ -699,15 +788,97 @@ fd_origin(int fd, char *buf, size_t cap)
 	return buf;
 }
 
+/* Bind UDP and TCP on a into sl, or open the sockets fds hands over for
+ * it (fds may be NULL). Returns 0, or a libuv error with the reason in
+ * why and nothing left open. */
+static int
+slot_bind(struct listen *l, const struct conf_addr *a, struct sysd_fds *fds,
+    struct lslot *sl, char *why, size_t whylen)
+{
+	char addr[64], uorig[32], torig[32];
+	int rc, ufd, tfd;
+
+	memset(sl, 0, sizeof(*sl));
+	sl->addr = *a;
+	ufd = sysd_fds_take(fds, a, SOCK_DGRAM);
+	tfd = sysd_fds_take(fds, a, SOCK_STREAM);
+	rc = bind_udp(l, a, ufd, &sl->udp, why, whylen);
+	if (rc == 0)
+		rc = bind_tcp(l, a, tfd, &sl->tcp, why, whylen);
+	else
+		close_unowned(tfd);
+	if (rc != 0) {
+		slot_close(sl);
+		return rc;
+	}
+	conf_addr_str(a, addr, sizeof(addr));
+	log_info("listening on %s (udp%s, tcp%s)", addr,
+	    fd_origin(ufd, uorig, sizeof(uorig)),
+	    fd_origin(tfd, torig, sizeof(torig)));
+	return 0;
+}
+
+static int
+addr_equal(const struct conf_addr *a, const struct conf_addr *b)
+{
+	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+static struct lslot *
+slot_find(struct listen *l, const struct conf_addr *a)
+{
+	size_t i;
+
+	for (i = 0; i < l->n_slots; i++)
+		if (addr_equal(&l->slot[i].addr, a))
+			return &l->slot[i];
+	return NULL;
+}
+
+/* Bind every address of conf that l does not serve yet into fresh[].
+ * Returns 0 and *n_fresh, or -1 with "listen ADDR: reason" in err and
+ * nothing left open. A default address the host lacks is skipped. */
+static int
+bind_new(struct listen *l, const struct conf *conf, struct sysd_fds *fds,
+    struct lslot *fresh, size_t *n_fresh, char *err, size_t errlen)
+{
+	char addr[64], why[256];
+	size_t i, n = 0;
+	int rc;
+
+	for (i = 0; i < conf->n_listen; i++) {
+		if (slot_find(l, &conf->listen[i]) != NULL)
+			continue;
+		rc = slot_bind(l, &conf->listen[i], fds, &fresh[n], why,
+		    sizeof(why));
+		if (rc == 0) {
+			n++;
+			continue;
+		}
+		conf_addr_str(&conf->listen[i], addr, sizeof(addr));
+		if (conf->listen_is_default && (rc == UV_EADDRNOTAVAIL ||
+		    rc == UV_EAFNOSUPPORT)) {
+			log_warn("listen %s: %s (default address skipped)",
+			    addr, why);
+			continue;
+		}
+		snprintf(err, errlen, "listen %s: %s%s", addr, why,
+		    rc == UV_EACCES && getuid() != 0 ? " (privileges were "
+		    "dropped: a port below 1024 needs a restart)" : "");
+		while (n > 0)
+			slot_close(&fresh[--n]);
+		return -1;
+	}
+	*n_fresh = n;
+	return 0;
+}
+
 int
 listen_start(uv_loop_t *loop, const struct conf *conf,
     struct sysd_fds *fds, struct query_ctx *qctx, struct metrics *m,
     struct listen **out, char *err, size_t errlen)
 {
 	struct listen *l;
-	char addr[64], why[256], uorig[32], torig[32];
-	size_t i, n_bound = 0;
-	int rc, ufd, tfd;
 
 	l = mem_calloc(1, sizeof(*l));
 	if (l == NULL)
@@ -721,34 +892,12 @@ listen_start(uv_loop_t *loop, const struct conf *conf,
 	l->conf = conf;
 	l->qctx = qctx;
 	l->m = m;
-	for (i = 0; i < conf->n_listen; i++) {
-		conf_addr_str(&conf->listen[i], addr, sizeof(addr));
-		ufd = sysd_fds_take(fds, &conf->listen[i], SOCK_DGRAM);
-		tfd = sysd_fds_take(fds, &conf->listen[i], SOCK_STREAM);
-		rc = bind_udp(l, &conf->listen[i], ufd, why, sizeof(why));
-		if (rc == 0)
-			rc = bind_tcp(l, &conf->listen[i], tfd, why,
-			    sizeof(why));
-		else
-			close_unowned(tfd);
-		if (rc == 0) {
-			log_info("listening on %s (udp%s, tcp%s)", addr,
-			    fd_origin(ufd, uorig, sizeof(uorig)),
-			    fd_origin(tfd, torig, sizeof(torig)));
-			n_bound++;
-			continue;
-		}
-		if (conf->listen_is_default && (rc == UV_EADDRNOTAVAIL ||
-		    rc == UV_EAFNOSUPPORT)) {
-			log_warn("listen %s: %s (default address skipped)",
-			    addr, why);
-			continue;
-		}
-		snprintf(err, errlen, "listen %s: %s", addr, why);
+	if (bind_new(l, conf, fds, l->slot, &l->n_slots, err,
+	    errlen) != 0) {
 		listen_close(l);
 		return -1;
 	}
-	if (n_bound == 0) {
+	if (l->n_slots == 0) {
 		snprintf(err, errlen, "listen: no address could be bound");
 		listen_close(l);
 		return -1;
@@ -759,6 +908,63 @@ listen_start(uv_loop_t *loop, const struct conf *conf,
 nomem:
 	snprintf(err, errlen, "listen: out of memory");
 	return -1;
+}
+
+int
+listen_update(struct listen *l, const struct conf *conf, char *err,
+    size_t errlen)
+{
+	struct lslot fresh[CONF_MAX_LISTEN], kept[CONF_MAX_LISTEN];
+	size_t n_fresh = 0, n_kept = 0, i, j;
+	char addr[64];
+	int wanted;
+
+	/* Bind first: a reload that cannot bind changes nothing. */
+	if (bind_new(l, conf, NULL, fresh, &n_fresh, err, errlen) != 0)
+		return -1;
+	for (i = 0; i < l->n_slots; i++) {
+		for (wanted = 0, j = 0; j < conf->n_listen && !wanted; j++)
+			wanted = addr_equal(&l->slot[i].addr,
+			    &conf->listen[j]);
+		if (wanted) {
+			kept[n_kept++] = l->slot[i];
+			continue;
+		}
+		conf_addr_str(&l->slot[i].addr, addr, sizeof(addr));
+		log_info("no longer listening on %s", addr);
+		slot_close(&l->slot[i]);
+	}
+	memcpy(l->slot, kept, n_kept * sizeof(kept[0]));
+	memcpy(l->slot + n_kept, fresh, n_fresh * sizeof(fresh[0]));
+	l->n_slots = n_kept + n_fresh;
+	l->conf = conf;
+	return 0;
+}
+
+void
+listen_quiesce(struct listen *l)
+{
+	struct tcp_conn *c, *next;
+	size_t i;
+
+	for (i = 0; i < l->n_slots; i++) {
+		if (l->slot[i].udp != NULL)
+			uv_udp_recv_stop(&l->slot[i].udp->handle);
+		tcp_sock_close(l->slot[i].tcp);
+		l->slot[i].tcp = NULL;
+	}
+	/* Connections with answers to come keep their socket for them. */
+	for (c = l->head; c != NULL; c = next) {
+		next = c->next;
+		if (c->pending == 0) {
+			conn_close_gently(c);
+			continue;
+		}
+		uv_read_stop((uv_stream_t *)&c->handle);
+		c->reading = 0;
+		c->quiesced = 1;
+	}
+	l->quiesced = 1;
 }
 
 unsigned
@@ -784,9 +990,8 @@ listen_close(struct listen *l)
 	l->closing = 1;
 	while (l->head != NULL)
 		conn_close(l->head);
-	for (i = 0; i < l->n_udp; i++)
-		uv_close((uv_handle_t *)&l->udp[i]->handle, udp_sock_close_cb);
-	for (i = 0; i < l->n_tcp; i++)
-		uv_close((uv_handle_t *)&l->tcp[i]->handle, tcp_sock_close_cb);
+	for (i = 0; i < l->n_slots; i++)
+		slot_close(&l->slot[i]);
+	l->n_slots = 0;
 	listen_maybe_free(l);
 }

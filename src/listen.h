@@ -30,6 +30,20 @@ int listen_start(uv_loop_t *loop, const struct conf *conf,
     struct sysd_fds *fds, struct query_ctx *qctx, struct metrics *m,
     struct listen **out, char *err, size_t errlen);
 
+/* Serve conf's listen addresses from now on (a reload): addresses still
+ * listed keep their sockets (no query is lost), new ones are bound, and
+ * sockets of addresses no longer listed close (their pending answers are
+ * still sent). conf replaces the old one for every setting. Returns 0, or
+ * -1 with "listen ADDR: reason" in err when a new address cannot be bound:
+ * then nothing changed. */
+int listen_update(struct listen *l, const struct conf *conf, char *err,
+    size_t errlen);
+
+/* Draining: stop reading UDP, close the TCP listening sockets, stop
+ * reading client connections, and close each as soon as its pending
+ * answers are sent. Pending UDP answers are still sent. */
+void listen_quiesce(struct listen *l);
+
 /* Client TCP connections open now (a gauge for the metrics). */
 unsigned listen_tcp_connections(const struct listen *l);
 

@@ -28,6 +28,12 @@ log_open(enum log_level level, int to_stderr)
 		openlog("dotproxy", LOG_PID | LOG_NDELAY, LOG_DAEMON);
 }
 
+void
+log_set_level(enum log_level level)
+{
+	cur_level = level;
+}
+
 int
 log_enabled(enum log_level level)
 {

@@ -20,6 +20,9 @@ enum log_level {
  * to_stderr != 0 writes to stderr, else syslog(3) with ident "dotproxy". */
 void log_open(enum log_level level, int to_stderr);
 
+/* Change the level (a reload); the destination stays. */
+void log_set_level(enum log_level level);
+
 /* Non-zero when a message at this level would be written; lets callers skip
  * formatting work (e.g. name decoding) on the hot path. */
 int log_enabled(enum log_level level);

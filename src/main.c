@@ -1,28 +1,47 @@
 /* main.c: command line, configuration check, and the wiring of every module.
  *
  * The only file that knows every module: it builds the configuration (file,
- * then command-line options on top), the loop, the cache, the upstream pool
- * and the listeners, passes them down explicitly, runs the loop, and tears
- * everything down in the reverse order of the data flow on SIGINT/SIGTERM
- * (upstreams first, so every pending query still gets its answer, then the
- * listeners).
+ * then command-line options on top), the loop, the cache, the upstream pool,
+ * the listeners and the HTTP endpoints, passes them down explicitly, and
+ * runs the loop.
+ *
+ * Life cycle. SIGHUP (or POST /reload on the control socket) builds a new
+ * configuration the same way; a bad one is refused with file:line and the
+ * old one keeps running. A good one is swapped in module by module:
+ * listeners first (a new address that cannot be bound refuses the whole
+ * reload before anything changed), then the upstream pool (unchanged
+ * upstreams keep their connections), the cache's bound (resized, not
+ * emptied), the HTTP endpoints when their address changed, and the log
+ * level; the old value is freed last, when nothing points into it.
+ *
+ * SIGTERM/SIGINT drain: /ready says 503 at once while DNS is answered for
+ * lameduck; then the listeners stop reading and accepting, every query in
+ * flight gets its answer (the pool's deadline bounds the wait), and only
+ * then is everything closed, upstreams first, and the process exits 0.
  */
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
 #include <uv.h>
 
+#include "admin.h"
 #include "cache.h"
 #include "conf.h"
+#include "http.h"
 #include "listen.h"
 #include "log.h"
+#include "mem.h"
 #include "metrics.h"
 #include "privdrop.h"
 #include "query.h"
@@ -32,7 +51,15 @@
 
 #define EXIT_CONFIG 2
 
-enum { OPT_CA_FILE = 256 };
+/* How often the loop proves it turns (/health), and how often draining
+ * looks whether every query has been answered. */
+#define HEARTBEAT_MS 1000
+#define DRAIN_POLL_MS 20
+/* Trust stores kept for connections still using them after a reload
+ * changed ca-file; more reloads than this in one run need a restart. */
+#define MAX_TLS_CTX 16
+
+enum { OPT_CA_FILE = 256, OPT_HTTP_LISTEN };
 
 static const struct option longopts[] = {
 	{ "config", required_argument, NULL, 'c' },
@@ -44,6 +71,7 @@ static const struct option longopts[] = {
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "version", no_argument, NULL, 'V' },
 	{ "ca-file", required_argument, NULL, OPT_CA_FILE },
+	{ "http-listen", required_argument, NULL, OPT_HTTP_LISTEN },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -55,24 +83,35 @@ struct options {
 	int check;
 	int verbose;
 	const char *ca_file;
+	const char *http_listen;
 	const char *listen[CONF_MAX_LISTEN + 1];
 	size_t n_listen;
 	const char *upstream[CONF_MAX_UPSTREAM + 1];
 	size_t n_upstream;
 };
 
-/* The running program: built in main(), torn down in shutdown_cb. */
+/* The running program: built in run(), torn down by shutdown_server. */
 struct server {
 	uv_loop_t loop;
-	struct conf conf;
+	const struct options *opts;
+	struct conf *conf;             /* current; replaced whole on reload */
 	struct metrics metrics;
-	struct tls_ctx *tls;
+	struct tls_ctx *tls;           /* for new upstream connections */
+	struct tls_ctx *old_tls[MAX_TLS_CTX]; /* earlier ones, freed at exit */
+	size_t n_old_tls;
 	struct cache *cache;
 	struct upstream_pool *pool;
 	struct query_ctx qctx;
 	struct listen *listen;
-	uv_signal_t sig_int, sig_term, sig_usr1;
 	struct sysd_watchdog watchdog;
+	struct http_server *http;      /* http-listen, or NULL */
+	struct http_server *control;   /* control-socket, or NULL */
+	struct admin admin;
+	uv_signal_t sig_int, sig_term, sig_usr1, sig_hup;
+	uv_timer_t heartbeat;
+	uv_timer_t drain_timer;
+	uint64_t drain_deadline;
+	int draining;
 	int stopping;
 };
 
@@ -82,7 +121,7 @@ usage(FILE *out)
 	fprintf(out,
 	    "usage: dotproxy [-dhnvV] [-c file] [-l addr[@port]]... "
 	    "[-u addr[@port][#name]]...\n"
-	    "                [--ca-file file]\n"
+	    "                [--ca-file file] [--http-listen addr[@port]]\n"
 	    "\n"
 	    "A caching DNS forwarder: plain DNS in over UDP and TCP, cache "
 	    "misses out\nover DNS-over-TLS with the certificate always "
@@ -92,6 +131,11 @@ usage(FILE *out)
 	    "                        read when present)\n"
 	    "  -d, --debug           stay in the foreground, log to stderr\n"
 	    "  -h, --help            show this help and exit\n"
+	    "      --http-listen addr[@port]\n"
+	    "                        serve /metrics, /health, /ready and "
+	    "/status over\n"
+	    "                        HTTP (default port 9253; off unless "
+	    "given)\n"
 	    "  -l, --listen addr[@port]\n"
 	    "                        listen on addr, UDP and TCP (default "
 	    "127.0.0.1@53\n"
@@ -164,6 +208,9 @@ parse_args(int argc, char **argv, struct options *o)
 		case OPT_CA_FILE:
 			o->ca_file = optarg;
 			break;
+		case OPT_HTTP_LISTEN:
+			o->http_listen = optarg;
+			break;
 		default:
 			usage(stderr);
 			exit(EXIT_CONFIG);
@@ -205,6 +252,10 @@ build_conf(const struct options *o, struct conf *c, char *err, size_t errlen)
 	    conf_set(c, "ca-file", o->ca_file, "command line", err,
 	    errlen) != 0)
 		return -1;
+	if (o->http_listen != NULL &&
+	    conf_set(c, "http-listen", o->http_listen, "command line", err,
+	    errlen) != 0)
+		return -1;
 	if (o->verbose)
 		c->log_level = LOGL_DEBUG;
 	return conf_finish(c, err, errlen);
@@ -218,6 +269,83 @@ close_walk_cb(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
+/* SHA-256 of the config file's bytes as hex into out (65 bytes), "" when
+ * it cannot be read: /status shows which file content is running. */
+static void
+file_sha256(const char *path, char *out)
+{
+	unsigned char digest[32];
+	gnutls_hash_hd_t h;
+	char buf[4096];
+	ssize_t n;
+	int fd, i;
+
+	out[0] = '\0';
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (gnutls_hash_init(&h, GNUTLS_DIG_SHA256) != 0) {
+		close(fd);
+		return;
+	}
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		gnutls_hash(h, buf, (size_t)n);
+	gnutls_hash_deinit(h, digest);
+	close(fd);
+	if (n < 0)
+		return;
+	for (i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", digest[i]);
+}
+
+static const char *
+config_source(const struct options *o)
+{
+	return o->explicit_config || access(o->config_file, F_OK) == 0 ?
+	    o->config_file : "";
+}
+
+/* ---- HTTP endpoints ---- */
+
+static int
+start_http(struct server *s, const struct conf *c, struct http_server **http,
+    struct http_server **control, char *err, size_t errlen)
+{
+	struct http_listen where;
+
+	*http = *control = NULL;
+	if (c->http_listen.len != 0) {
+		memset(&where, 0, sizeof(where));
+		where.addr = &c->http_listen;
+		where.fd = -1;
+		if (http_server_new(&s->loop, &where, admin_public_routes,
+		    admin_n_public_routes, &s->admin, http, err, errlen) != 0)
+			return -1;
+	}
+	if (c->control_socket[0] != '\0') {
+		memset(&where, 0, sizeof(where));
+		where.unix_path = c->control_socket;
+		where.fd = -1;
+		if (http_server_new(&s->loop, &where, admin_control_routes,
+		    admin_n_control_routes, &s->admin, control, err,
+		    errlen) != 0) {
+			if (*http != NULL)
+				http_server_close(*http);
+			*http = NULL;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+same_addr(const struct conf_addr *a, const struct conf_addr *b)
+{
+	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* ---- shutdown and drain ---- */
+
 static void
 shutdown_server(struct server *s)
 {
@@ -227,14 +355,199 @@ shutdown_server(struct server *s)
 	log_info("shutting down");
 	sysd_stopping();
 	sysd_watchdog_close(&s->watchdog);
-	/* Upstreams first: each pending query gets its SERVFAIL while the
-	 * listeners can still send it. */
+	/* Upstreams first: each pending query gets its answer or SERVFAIL
+	 * while the listeners can still send it. */
 	upstream_pool_close(s->pool);
 	query_ctx_close(&s->qctx);
 	listen_close(s->listen);
+	if (s->http != NULL)
+		http_server_close(s->http);
+	if (s->control != NULL)
+		http_server_close(s->control);
+	s->http = s->control = NULL;
 	uv_close((uv_handle_t *)&s->sig_int, NULL);
 	uv_close((uv_handle_t *)&s->sig_term, NULL);
 	uv_close((uv_handle_t *)&s->sig_usr1, NULL);
+	uv_close((uv_handle_t *)&s->sig_hup, NULL);
+	uv_close((uv_handle_t *)&s->heartbeat, NULL);
+	uv_close((uv_handle_t *)&s->drain_timer, NULL);
+}
+
+/* After lameduck: no new queries; wait until every client waiting for an
+ * answer has it (the pool answers each by its deadline), then stop. */
+static void
+drain_wait_cb(uv_timer_t *t)
+{
+	struct server *s = t->data;
+	size_t left = query_waiting(&s->qctx);
+
+	if (left != 0 && uv_now(&s->loop) < s->drain_deadline)
+		return;
+	if (left != 0)
+		log_warn("drain: %zu queries still unanswered at the "
+		    "deadline", left);
+	uv_timer_stop(t);
+	shutdown_server(s);
+}
+
+static void
+lameduck_cb(uv_timer_t *t)
+{
+	struct server *s = t->data;
+
+	log_info("draining: listeners closed, %zu queries in flight",
+	    query_waiting(&s->qctx));
+	listen_quiesce(s->listen);
+	s->drain_deadline = uv_now(&s->loop) + s->conf->query_timeout_ms +
+	    1000;
+	uv_timer_start(t, drain_wait_cb, 0, DRAIN_POLL_MS);
+}
+
+static void
+start_drain(struct server *s)
+{
+	if (s->draining) {
+		/* A second signal: stop waiting. */
+		shutdown_server(s);
+		return;
+	}
+	s->draining = 1;
+	s->admin.phase = ADMIN_DRAINING;
+	log_info("draining: /ready says 503, DNS answered for %u ms more",
+	    s->conf->lameduck_ms);
+	uv_timer_start(&s->drain_timer, lameduck_cb, s->conf->lameduck_ms, 0);
+}
+
+/* ---- reload ---- */
+
+static int
+tls_for(struct server *s, const struct conf *nc, struct tls_ctx **out,
+    char *err, size_t errlen)
+{
+	if (strcmp(nc->ca_file, s->conf->ca_file) == 0) {
+		*out = s->tls;
+		return 0;
+	}
+	if (s->n_old_tls >= MAX_TLS_CTX) {
+		snprintf(err, errlen, "ca-file changed too often: restart "
+		    "to load it");
+		return -1;
+	}
+	return tls_ctx_new(nc->ca_file, out, err, errlen);
+}
+
+/* Swap in a new configuration. Returns 0, or -1 with the reason in err
+ * and the old configuration still running. */
+static int
+reload_conf(struct server *s, char *err, size_t errlen)
+{
+	struct http_server *http = s->http, *control = s->control;
+	struct tls_ctx *tls = NULL;
+	struct conf *nc, *old = s->conf;
+
+	nc = mem_alloc(sizeof(*nc));
+	if (nc == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (build_conf(s->opts, nc, err, errlen) != 0)
+		goto fail;
+	if (tls_for(s, nc, &tls, err, errlen) != 0)
+		goto fail;
+	/* The steps that can fail come first, so a failure changes nothing. */
+	if (!same_addr(&nc->http_listen, &old->http_listen) ||
+	    strcmp(nc->control_socket, old->control_socket) != 0) {
+		if (s->http != NULL)
+			http_server_close(s->http);
+		if (s->control != NULL)
+			http_server_close(s->control);
+		s->http = s->control = NULL;
+		if (start_http(s, nc, &http, &control, err, errlen) != 0) {
+			/* The old endpoints are gone: bring them back. */
+			char again[CONF_ERR_MAX];
+
+			(void)start_http(s, old, &s->http, &s->control, again,
+			    sizeof(again));
+			goto fail;
+		}
+	}
+	if (listen_update(s->listen, nc, err, errlen) != 0) {
+		if (http != s->http || control != s->control) {
+			char again[CONF_ERR_MAX];
+
+			if (http != NULL)
+				http_server_close(http);
+			if (control != NULL)
+				http_server_close(control);
+			(void)start_http(s, old, &http, &control, again,
+			    sizeof(again));
+		}
+		s->http = http;
+		s->control = control;
+		goto fail;
+	}
+	if (upstream_pool_reconfigure(s->pool, nc, tls) != 0) {
+		/* Out of memory: keep the new listeners (they work with
+		 * either conf), but say the reload did not complete. */
+		(void)listen_update(s->listen, old, err, errlen);
+		snprintf(err, errlen, "out of memory reconfiguring upstreams");
+		goto fail;
+	}
+	s->http = http;
+	s->control = control;
+	if (tls != s->tls) {
+		s->old_tls[s->n_old_tls++] = s->tls;
+		s->tls = tls;
+	}
+	if (nc->cache_size != old->cache_size)
+		cache_resize(s->cache, nc->cache_size);
+	s->qctx.conf = nc;
+	s->admin.conf = nc;
+	s->conf = nc;
+	log_set_level(nc->log_level);
+	mem_free(old);
+	return 0;
+
+fail:
+	if (tls != NULL && tls != s->tls)
+		tls_ctx_free(tls);
+	mem_free(nc);
+	return -1;
+}
+
+/* The reload of SIGHUP and POST /reload: counted, logged, and the
+ * reason kept for /status. */
+static int
+reload(void *arg, char *err, size_t errlen)
+{
+	struct server *s = arg;
+	int rc;
+
+	if (s->draining) {
+		snprintf(err, errlen, "draining");
+		return -1;
+	}
+	log_info("reloading %s", s->admin.config_file[0] != '\0' ?
+	    s->admin.config_file : "the configuration");
+	sysd_reloading();
+	rc = reload_conf(s, err, errlen);
+	sysd_ready();
+	if (rc != 0) {
+		s->admin.reloads_failed++;
+		s->admin.last_reload_ok = 0;
+		snprintf(s->admin.last_reload_error,
+		    sizeof(s->admin.last_reload_error), "%s", err);
+		log_err("reload refused, the old configuration keeps "
+		    "running: %s", err);
+		return -1;
+	}
+	s->admin.reloads_ok++;
+	s->admin.last_reload_ok = 1;
+	s->admin.last_reload_error[0] = '\0';
+	file_sha256(s->admin.config_file, s->admin.config_hash);
+	log_info("reloaded: %zu listen address(es), %zu upstream(s)",
+	    s->conf->n_listen, s->conf->n_upstream);
+	return 0;
 }
 
 /* One line per upstream: health, RTT, and its certificate's state. */
@@ -263,13 +576,28 @@ static void
 signal_cb(uv_signal_t *h, int signum)
 {
 	struct server *s = h->data;
+	char err[CONF_ERR_MAX];
 
-	if (signum == SIGUSR1) {
+	switch (signum) {
+	case SIGUSR1:
 		metrics_log(&s->metrics);
 		log_upstream_status(s->pool);
-		return;
+		break;
+	case SIGHUP:
+		(void)reload(s, err, sizeof(err));
+		break;
+	default:
+		start_drain(s);
+		break;
 	}
-	shutdown_server(s);
+}
+
+static void
+heartbeat_cb(uv_timer_t *t)
+{
+	struct server *s = t->data;
+
+	s->admin.heartbeat_ms = uv_now(&s->loop);
 }
 
 static void
@@ -310,42 +638,77 @@ check_system(const struct conf *c, struct sysd_fds *fds, struct privdrop *pd)
 	return 0;
 }
 
+static void
+admin_init(struct server *s)
+{
+	struct admin *a = &s->admin;
+
+	memset(a, 0, sizeof(*a));
+	a->loop = &s->loop;
+	a->conf = s->conf;
+	a->config_file = config_source(s->opts);
+	file_sha256(a->config_file, a->config_hash);
+	a->metrics = &s->metrics;
+	a->cache = s->cache;
+	a->pool = s->pool;
+	a->phase = ADMIN_STARTING;
+	a->phase_reason = "starting: binding listeners";
+	a->start_time = (int64_t)time(NULL);
+	a->last_reload_ok = 1;
+	a->reload = reload;
+	a->reload_arg = s;
+	a->heartbeat_ms = uv_now(&s->loop);
+}
+
 static int
-run(const struct options *o, struct server *s)
+run(struct server *s)
 {
 	char err[CONF_ERR_MAX];
 	struct sysd_fds fds;
 	struct privdrop pd;
+	size_t i;
 	int rc;
 
-	if (check_system(&s->conf, &fds, &pd) != 0)
+	if (check_system(s->conf, &fds, &pd) != 0)
 		return 1;
-	if (tls_ctx_new(s->conf.ca_file, &s->tls, err, sizeof(err)) != 0) {
+	if (tls_ctx_new(s->conf->ca_file, &s->tls, err, sizeof(err)) != 0) {
 		log_err("%s", err);
 		return 1;
 	}
-	s->cache = cache_new(s->conf.cache_size,
-	    s->conf.serve_stale ? s->conf.stale_max_age : 0);
+	s->cache = cache_new(s->conf->cache_size,
+	    s->conf->serve_stale ? s->conf->stale_max_age : 0);
 	if (s->cache == NULL || uv_loop_init(&s->loop) != 0)
 		fatal("out of memory");
-	s->pool = upstream_pool_new(&s->loop, &s->conf, s->tls, &s->metrics);
+	s->pool = upstream_pool_new(&s->loop, s->conf, s->tls, &s->metrics);
 	if (s->pool == NULL)
 		fatal("out of memory");
-	if (query_ctx_init(&s->qctx, &s->loop, &s->conf, s->cache, s->pool,
+	if (query_ctx_init(&s->qctx, &s->loop, s->conf, s->cache, s->pool,
 	    &s->metrics) != 0)
 		fatal("cannot set up the query timer");
-	if (listen_start(&s->loop, &s->conf, &fds, &s->qctx, &s->metrics,
+	admin_init(s);
+	if (start_http(s, s->conf, &s->http, &s->control, err,
+	    sizeof(err)) != 0) {
+		log_err("%s", err);
+		return 1;
+	}
+	if (listen_start(&s->loop, s->conf, &fds, &s->qctx, &s->metrics,
 	    &s->listen, err, sizeof(err)) != 0) {
 		log_err("%s", err);
 		return 1;
 	}
+	s->admin.listen = s->listen;
+	/* The control socket stays usable by the user we become. */
+	if (pd.enabled && s->conf->control_socket[0] != '\0' &&
+	    chown(s->conf->control_socket, pd.uid, pd.gid) != 0)
+		log_warn("control socket %s: chown: %s",
+		    s->conf->control_socket, strerror(errno));
 	/* Bound: from here on no privilege is needed. Before daemon(), so
 	 * that a failure still gives the exit status. */
 	if (privdrop_apply(&pd, err, sizeof(err)) != 0) {
 		log_err("%s", err);
 		return 1;
 	}
-	if (!o->foreground) {
+	if (!s->opts->foreground) {
 		if (daemon(0, 0) != 0)
 			fatal("daemon: %s", strerror(errno));
 		rc = uv_loop_fork(&s->loop);
@@ -354,11 +717,18 @@ run(const struct options *o, struct server *s)
 	}
 	if (start_signal(s, &s->sig_int, SIGINT) != 0 ||
 	    start_signal(s, &s->sig_term, SIGTERM) != 0 ||
-	    start_signal(s, &s->sig_usr1, SIGUSR1) != 0)
+	    start_signal(s, &s->sig_usr1, SIGUSR1) != 0 ||
+	    start_signal(s, &s->sig_hup, SIGHUP) != 0)
 		fatal("cannot install signal handlers");
-	log_upstreams(&s->conf);
+	uv_timer_init(&s->loop, &s->heartbeat);
+	uv_timer_init(&s->loop, &s->drain_timer);
+	s->heartbeat.data = s->drain_timer.data = s;
+	uv_timer_start(&s->heartbeat, heartbeat_cb, HEARTBEAT_MS,
+	    HEARTBEAT_MS);
+	log_upstreams(s->conf);
+	s->admin.phase = ADMIN_READY;
 	log_info("ready: dotproxy %s serving %zu listen address(es)",
-	    PACKAGE_VERSION, s->conf.n_listen);
+	    PACKAGE_VERSION, s->conf->n_listen);
 	/* After daemon(): the watchdog is for this PID. */
 	rc = sysd_watchdog_start(&s->watchdog, &s->loop);
 	if (rc != 0)
@@ -375,6 +745,8 @@ run(const struct options *o, struct server *s)
 	metrics_log(&s->metrics);
 	cache_free(s->cache);
 	tls_ctx_free(s->tls);
+	for (i = 0; i < s->n_old_tls; i++)
+		tls_ctx_free(s->old_tls[i]);
 	log_info("stopped");
 	return 0;
 }
@@ -389,23 +761,28 @@ main(int argc, char **argv)
 
 	parse_args(argc, argv, &o);
 	s = calloc(1, sizeof(*s));
-	if (s == NULL) {
+	if (s != NULL)
+		s->conf = mem_calloc(1, sizeof(*s->conf));
+	if (s == NULL || s->conf == NULL) {
 		fprintf(stderr, "dotproxy: out of memory\n");
 		return 1;
 	}
-	if (build_conf(&o, &s->conf, err, sizeof(err)) != 0) {
+	s->opts = &o;
+	if (build_conf(&o, s->conf, err, sizeof(err)) != 0) {
 		fprintf(stderr, "%s\n", err);
-		free(s);
-		return EXIT_CONFIG;
+		rc = EXIT_CONFIG;
+		goto out;
 	}
 	if (o.check) {
-		conf_print(&s->conf, stdout);
-		free(s);
-		return 0;
+		conf_print(s->conf, stdout);
+		rc = 0;
+		goto out;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	log_open(s->conf.log_level, o.foreground);
-	rc = run(&o, s);
+	log_open(s->conf->log_level, o.foreground);
+	rc = run(s);
+out:
+	mem_free(s->conf);
 	free(s);
 	return rc;
 }

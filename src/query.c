@@ -184,6 +184,7 @@ waiter_finish(struct query_ctx *ctx, struct query_waiter *w,
     const uint8_t *msg, size_t len)
 {
 	waiter_detach(ctx, w);
+	ctx->n_waiting--;
 	w->done_cb(w->arg, w->msg + ORIGIN_OFF(w->len), msg, len);
 	mem_free(w);
 }
@@ -342,7 +343,7 @@ stale_exists(struct query_ctx *ctx, const struct cache_key *key,
 
 static void
 pending_complete(void *arg, int status, const uint8_t *answer, size_t len,
-    const struct dnsmsg_answer_info *uinfo)
+    const struct dnsmsg_answer_info *uinfo, const char *upstream)
 {
 	struct query_pending *p = arg;
 	struct query_ctx *ctx = p->ctx;
@@ -364,7 +365,7 @@ pending_complete(void *arg, int status, const uint8_t *answer, size_t len,
 		store_answer(ctx, &p->key, buf, len, &info, now);
 		while (p->waiters != NULL)
 			waiter_answer(ctx, p->waiters, buf, len, EDE_NONE,
-			    METRICS_SRC_UPSTREAM, NULL);
+			    METRICS_SRC_UPSTREAM, upstream);
 		mem_free(p);
 		return;
 	}
@@ -377,7 +378,7 @@ pending_complete(void *arg, int status, const uint8_t *answer, size_t len,
 		}
 		if (status == 0)
 			waiter_answer(ctx, w, buf, len, EDE_NONE,
-			    METRICS_SRC_UPSTREAM, NULL);
+			    METRICS_SRC_UPSTREAM, upstream);
 		else
 			waiter_fail(ctx, w, upstream_ede(status));
 	}
@@ -481,6 +482,7 @@ query_wait(struct query_ctx *ctx, const uint8_t *msg, size_t len,
 	if (origin_len != 0)
 		memcpy(w->msg + ORIGIN_OFF(len), origin, origin_len);
 	DL_APPEND(p->waiters, w);
+	ctx->n_waiting++;
 	if (stale_ok) {
 		/* Every waiter gets the same delay, so appending keeps the
 		 * list in deadline order. */
@@ -584,6 +586,12 @@ query_ctx_init(struct query_ctx *ctx, uv_loop_t *loop,
 	ctx->metrics = m;
 	ctx->stale_timer.data = ctx;
 	return uv_timer_init(loop, &ctx->stale_timer);
+}
+
+size_t
+query_waiting(const struct query_ctx *ctx)
+{
+	return ctx->n_waiting;
 }
 
 void

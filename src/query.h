@@ -36,6 +36,7 @@ struct query_ctx {
 	struct query_waiter *stale_head;  /* waiters that may get a stale
 	                                   * answer, in deadline order */
 	uv_timer_t stale_timer;
+	size_t n_waiting;                 /* clients waiting for an answer */
 	int closing;
 };
 
@@ -56,6 +57,9 @@ typedef void (*query_done_cb)(void *arg, const void *origin,
 int query_ctx_init(struct query_ctx *ctx, uv_loop_t *loop,
     const struct conf *conf, struct cache *cache, struct upstream_pool *pool,
     struct metrics *m);
+
+/* Clients waiting for an answer now (draining waits for 0). */
+size_t query_waiting(const struct query_ctx *ctx);
 
 /* Stop: close the stale timer. Call after upstream_pool_close, which has
  * completed every pending query. */

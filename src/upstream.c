@@ -248,6 +248,8 @@ struct upstream {
 	struct link plink;          /* p->removed */
 	unsigned n_conns;           /* uconns not yet freed (close_cb) */
 	char label[64 + 256 + 8];   /* "addr@port (name)" for the log */
+	char name[64 + 256 + 8];    /* "addr@port#name", as the config and
+	                             * the metrics say it */
 	unsigned fail_count;
 	int down;                   /* "down" logged, "up again" not yet */
 	uint64_t retry_at;
@@ -350,6 +352,8 @@ upstream_new(const struct conf_upstream *cu, size_t i)
 	conf_addr_str(&cu->addr, addr, sizeof(addr));
 	snprintf(up->label, sizeof(up->label), "%s (%s)", addr,
 	    cu->auth_name[0] != '\0' ? cu->auth_name : "pinned");
+	snprintf(up->name, sizeof(up->name), "%s%s%s", addr,
+	    cu->auth_name[0] != '\0' ? "#" : "", cu->auth_name);
 	return up;
 }
 
@@ -436,7 +440,7 @@ req_unlink(struct upstream_req *r, int tomb)
  * may re-enter the pool. */
 static void
 req_finish(struct upstream_req *r, int status, const uint8_t *ans, size_t len,
-    const struct dnsmsg_answer_info *info, int tomb)
+    const struct dnsmsg_answer_info *info, int tomb, const char *who)
 {
 	upstream_cb cb = r->cb;
 	void *arg = r->arg;
@@ -444,7 +448,7 @@ req_finish(struct upstream_req *r, int status, const uint8_t *ans, size_t len,
 	req_unlink(r, tomb);
 	list_remove(&r->dlink);
 	mem_free(r);
-	cb(arg, status, ans, len, info);
+	cb(arg, status, ans, len, info, who);
 }
 
 /* Queue r's callback with status for the next flush. */
@@ -474,7 +478,7 @@ pool_flush_failed(struct upstream_pool *p)
 	 * list) or close the pool, which completes every request. */
 	while (!p->closing && !list_empty(&batch)) {
 		r = container_of(batch.next, struct upstream_req, clink);
-		req_finish(r, r->fail_status, NULL, 0, NULL, 0);
+		req_finish(r, r->fail_status, NULL, 0, NULL, 0, NULL);
 	}
 }
 
@@ -1281,11 +1285,11 @@ uconn_frame(struct uconn *uc, const uint8_t *msg, size_t len)
 		uc->up->err_bad_answer++;
 		log_debug("upstream %s: malformed answer for ID %u",
 		    uc->up->label, id);
-		req_finish(r, UPSTREAM_EBADANSWER, NULL, 0, NULL, 0);
+		req_finish(r, UPSTREAM_EBADANSWER, NULL, 0, NULL, 0, NULL);
 		return;
 	}
 	p->m->upstream_answers++;
-	req_finish(r, 0, msg, len, &info, 0);
+	req_finish(r, 0, msg, len, &info, 0, uc->up->name);
 }
 
 static void
@@ -1354,7 +1358,7 @@ pool_deadline_cb(uv_timer_t *t)
 			req_unlink(r, 1);
 			uconn_settle(uc);
 		}
-		req_finish(r, UPSTREAM_ETIMEDOUT, NULL, 0, NULL, 1);
+		req_finish(r, UPSTREAM_ETIMEDOUT, NULL, 0, NULL, 1, NULL);
 	}
 	pool_flush_failed(p);
 }
@@ -1812,7 +1816,7 @@ upstream_pool_close(struct upstream_pool *p)
 	/* Callbacks may cancel other requests: always take the head. */
 	while (!list_empty(&p->reqs)) {
 		r = container_of(p->reqs.next, struct upstream_req, dlink);
-		req_finish(r, UPSTREAM_ECLOSED, NULL, 0, NULL, 0);
+		req_finish(r, UPSTREAM_ECLOSED, NULL, 0, NULL, 0, NULL);
 	}
 	for (i = 0; i < p->n_ups; i++)
 		upstream_close_conns(p, p->ups[i]);

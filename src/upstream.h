@@ -51,10 +51,11 @@
 
 /* An answer (status 0) that matched the query's ID and question, with its
  * parse info, or a failure (status < 0, answer NULL). The answer carries
- * the upstream's ID, not the client's. The bytes are valid during the call
- * only. */
+ * the upstream's ID, not the client's; upstream names the upstream that
+ * answered ("addr@port#name", NULL on failure), for the query log. The
+ * bytes and the name are valid during the call only. */
 typedef void (*upstream_cb)(void *arg, int status, const uint8_t *answer,
-    size_t len, const struct dnsmsg_answer_info *info);
+    size_t len, const struct dnsmsg_answer_info *info, const char *upstream);
 
 struct upstream_pool;
 struct upstream_req;

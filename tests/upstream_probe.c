@@ -223,12 +223,13 @@ reconf_timer_cb(uv_timer_t *t)
 
 static void
 probe_cb(void *arg, int status, const uint8_t *answer, size_t len,
-    const struct dnsmsg_answer_info *info)
+    const struct dnsmsg_answer_info *info, const char *upstream)
 {
 	struct probe_q *pq = arg;
 	struct dnsmsg_answer_info check;
 	unsigned an = 0;
 
+	(void)upstream;
 	n_cbs++;
 	round_cbs++;
 	/* Reconfigure from the loop, not from inside this callback (the

@@ -295,10 +295,21 @@ class Proc:
         """SIGTERM, wait up to timeout, then SIGKILL. Returns the exit
         status (negative: killed by that signal). Safe to call twice."""
         if self.p.poll() is None:
+            after = self.mark()
             try:
                 os.kill(self.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+            # dotproxy drains on SIGTERM (lameduck, 5 s by default); a
+            # second SIGTERM once it says so ends the wait.
+            if self.name == 'dotproxy':
+                try:
+                    self.wait_line(r'draining: /ready says 503',
+                                   min(timeout, 2.0), stream='stderr',
+                                   after=after)
+                    os.kill(self.pid, signal.SIGTERM)
+                except (AssertionError, ProcessLookupError):
+                    pass
             try:
                 self.p.wait(timeout)
             except subprocess.TimeoutExpired:

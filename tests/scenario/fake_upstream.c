@@ -153,7 +153,7 @@ upstream_pool_close(struct upstream_pool *p)
 		if (r->state != FAKE_PENDING)
 			continue;
 		r->state = FAKE_CLOSED;
-		r->cb(r->arg, UPSTREAM_ECLOSED, NULL, 0, NULL);
+		r->cb(r->arg, UPSTREAM_ECLOSED, NULL, 0, NULL, NULL);
 	}
 	for (i = 0; i < p->n; i++) {
 		mem_free(p->reqs[i]->msg);
@@ -240,7 +240,7 @@ fake_answer(size_t i, const uint8_t *answer, size_t len)
 	cur->answers++;
 	if (cur->m != NULL)
 		cur->m->upstream_answers++;
-	r->cb(r->arg, 0, copy, len, &info);
+	r->cb(r->arg, 0, copy, len, &info, "fake");
 	mem_free(copy);
 	return 0;
 }
@@ -254,7 +254,7 @@ fake_fail(size_t i, int status)
 		return -EINVAL;
 	r->state = FAKE_FAILED;
 	cur->failures++;
-	r->cb(r->arg, status, NULL, 0, NULL);
+	r->cb(r->arg, status, NULL, 0, NULL, NULL);
 	return 0;
 }
 
