@@ -110,7 +110,10 @@ int http_server_new(uv_loop_t *loop, const struct http_listen *where,
 /* Stop now: the listening socket and every connection are closed (their
  * pending answers dropped) and a Unix socket path is removed. Memory goes
  * once the loop has run the close callbacks; s is invalid after this
- * call. May be called from a route function of s. */
+ * call (NULL: nothing happens). May be called from a route function of s:
+ * the server then stops when that function's round of libmicrohttpd work
+ * ends, and its answer goes out only as far as the socket took it by
+ * then (a short one, in practice). */
 void http_server_close(struct http_server *s);
 
 #endif
