@@ -8,7 +8,8 @@ garbage (or a prompt close: see below), 505 for HTTP/9.9, query arguments
 over the Unix socket, a 200 KB body built with http_response_printf, 500 when that runs out of memory, Connection: close,
 keep-alive, a request with a body, a 1 MB header refused with a 4xx and the
 server serving afterwards, the socket file's mode (0660), a route function
-closing its own server. Then the loop under load: 1000 idle TCP connections
+closing its own server, and (in a second short run) an IPv6 listener on
+::1. Then the loop under load: 1000 idle TCP connections
 from 127.0.0.1 and a slowloris client on 127.0.0.3 dribbling a header byte
 every 100 ms, while a UDP echo on the same loop must answer every probe
 within 50 ms (UDP_MAX_MS; 1 % may be late, for a busy machine), and no turn
@@ -290,6 +291,40 @@ def run(proc, work, tcp_port, udp_port, sock_path):
     check("no loop turn took more than %g ms of CPU" % LOOP_MAX_MS,
           0 <= cpu <= LOOP_MAX_MS, "worst turn %.3f ms" % cpu)
     check("socket file removed on close", not os.path.exists(sock_path))
+    ipv6(work)
+
+
+def ipv6(work):
+    """A second, short run of the probe on ::1 (IPv6 only, no v4-mapped)."""
+    try:
+        s = socket.socket(socket.AF_INET6)
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+        s.close()
+    except OSError as e:
+        check("::1 is available for the IPv6 case", False, str(e))
+        return
+    errlog = open(os.path.join(work, "probe6.err"), "wb")
+    proc = subprocess.Popen(
+        [PROBE, "::1@%d" % port, os.path.join(work, "http6.sock"),
+         "127.0.0.1@%d" % free_port(socket.SOCK_DGRAM)],
+        stdout=subprocess.PIPE, stderr=errlog)
+    try:
+        read_ready(proc)
+        rc, out, err = curl("-g", "http://[::1]:%d/hello" % port)
+        check("IPv6 listener GET /hello", out == b"hello\n", repr(out) + err)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+        check("IPv6 probe exits 0", proc.returncode == 0 and b"bye\n" in out,
+              "exit %d" % proc.returncode)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        errlog.close()
+    err = open(os.path.join(work, "probe6.err"), "rb").read()
+    check("no sanitizer report (IPv6 run)",
+          b"Sanitizer" not in err and b"runtime error" not in err)
 
 
 class Udp:
