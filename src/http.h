@@ -97,7 +97,8 @@ struct http_listen {
 
 /* Start serving on where, answering from routes[0..n_routes) with arg
  * passed to each route function. Unknown path: 404; known path, other
- * method: 405 with Allow; a request libmicrohttpd cannot parse: 400; one
+ * method: 405 with Allow; a request libmicrohttpd cannot parse: 400 (or,
+ * for a request line without a space, a close without an answer); one
  * with a body (the routes take none) is answered and the connection
  * closed. routes and arg must outlive the server; where is not kept.
  * Returns 0 and *out, or -1 with "http WHERE: reason" in err and nothing
