@@ -7,9 +7,13 @@
  * set from MHD_get_timeout() fires, MHD_run() does one non-blocking round
  * (bounded: MHD accepts at most 10 connections and takes at most 128
  * events per round) and the timer is set again. Every state change of MHD
- * happens inside MHD_run(), so re-arming after each run is enough; MHD
+ * happens inside MHD_run(), so re-arming after each run is enough. MHD
  * reports a timeout of 0 when it has work left (a connection closed, data
- * already read), which becomes a timer due on the next loop turn.
+ * already read); that becomes a uv_idle_t, not a timer of 0: libuv 1.44
+ * runs a timer restarted with 0 from its own callback again in the same
+ * timer phase, so a client that kept MHD busy would keep the loop from
+ * ever polling for DNS. An idle handle runs once per turn, and the loop
+ * polls for I/O between two of its runs.
  *
  * Every listening socket is made here (or given) and handed to MHD with
  * MHD_OPTION_LISTEN_SOCKET, as a duplicate: MHD's failure paths close the
@@ -75,6 +79,7 @@ struct http_server {
 	struct MHD_Daemon *d;          /* NULL once stopped */
 	uv_poll_t poll;                /* MHD's epoll descriptor */
 	uv_timer_t timer;              /* MHD's timeout and our deadlines */
+	uv_idle_t again;               /* MHD has work left: next turn */
 	const struct http_route *routes;
 	size_t n_routes;
 	void *arg;
@@ -481,15 +486,30 @@ timer_cb(uv_timer_t *t)
 }
 
 static void
+idle_cb(uv_idle_t *h)
+{
+	server_run(h->data);
+}
+
+static void
 rearm(struct http_server *s)
 {
 	MHD_UNSIGNED_LONG_LONG mhd_ms;
-	uint64_t ms = UINT64_MAX, now = uv_now(s->loop);
+	uint64_t ms = UINT64_MAX, now = uv_now(s->loop), left;
 
 	if (MHD_get_timeout(s->d, &mhd_ms) == MHD_YES)
 		ms = mhd_ms;
-	if (s->head != NULL && s->head->deadline - now < ms)
-		ms = s->head->deadline > now ? s->head->deadline - now : 0;
+	if (s->head != NULL) {
+		left = s->head->deadline > now ? s->head->deadline - now : 0;
+		if (left < ms)
+			ms = left;
+	}
+	if (ms == 0) {
+		(void)uv_timer_stop(&s->timer);
+		(void)uv_idle_start(&s->again, idle_cb);
+		return;
+	}
+	(void)uv_idle_stop(&s->again);
 	if (ms == UINT64_MAX)
 		(void)uv_timer_stop(&s->timer);
 	else
@@ -543,6 +563,7 @@ http_server_close(struct http_server *s)
 	/* libuv forgets the epoll descriptor here, before MHD closes it. */
 	uv_close((uv_handle_t *)&s->poll, close_cb);
 	uv_close((uv_handle_t *)&s->timer, close_cb);
+	uv_close((uv_handle_t *)&s->again, close_cb);
 	if (!s->in_run)
 		stop_daemon(s);
 }
@@ -792,9 +813,11 @@ http_server_new(uv_loop_t *loop, const struct http_listen *where,
 		goto fail;
 	}
 	(void)uv_timer_init(loop, &s->timer);
+	(void)uv_idle_init(loop, &s->again);
 	s->poll.data = s;
 	s->timer.data = s;
-	s->open_handles = 2;
+	s->again.data = s;
+	s->open_handles = 3;
 	rc = uv_poll_start(&s->poll, UV_READABLE, poll_cb);
 	if (rc != 0) {
 		snprintf(err, errlen, "http %s: uv_poll_start: %s", s->name,

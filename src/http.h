@@ -97,7 +97,8 @@ struct http_listen {
 
 /* Start serving on where, answering from routes[0..n_routes) with arg
  * passed to each route function. Unknown path: 404; known path, other
- * method: 405 with Allow; a request libmicrohttpd cannot parse: 400; one
+ * method: 405 with Allow; a request libmicrohttpd cannot parse: 400 (or,
+ * for a request line without a space, a close without an answer); one
  * with a body (the routes take none) is answered and the connection
  * closed. routes and arg must outlive the server; where is not kept.
  * Returns 0 and *out, or -1 with "http WHERE: reason" in err and nothing
@@ -110,7 +111,10 @@ int http_server_new(uv_loop_t *loop, const struct http_listen *where,
 /* Stop now: the listening socket and every connection are closed (their
  * pending answers dropped) and a Unix socket path is removed. Memory goes
  * once the loop has run the close callbacks; s is invalid after this
- * call. May be called from a route function of s. */
+ * call (NULL: nothing happens). May be called from a route function of s:
+ * the server then stops when that function's round of libmicrohttpd work
+ * ends, and its answer goes out only as far as the socket took it by
+ * then (a short one, in practice). */
 void http_server_close(struct http_server *s);
 
 #endif

@@ -15,6 +15,14 @@
  * does not call verify_cb then); handshake_done runs the same checks on
  * the chain stored in the session data instead.
  *
+ * verify_peer also looks at the whole chain once (chain_inspect): the
+ * leaf's SPKI pin, the earliest notAfter and whether a pin matched, for
+ * the pin check and for the status getters. Those, and what a failed
+ * attempt failed at (conn_fail classifies it: a timeout before the TCP
+ * connect finished is a connect failure, a verification that failed on
+ * the pins a pin failure), stay readable during a failing connected_cb,
+ * since the memory goes only with the handles' close callbacks.
+ *
  * Resumption: TLS 1.3 tickets arrive after the handshake, as records that
  * gnutls_record_recv consumes in recv_loop; tls_conn_get_session only
  * returns data once GnuTLS flags a ticket, because before that

@@ -1,7 +1,9 @@
 /* upstream.c: the DNS-over-TLS client pool (pipelining, ID remap, timeouts,
- * upstream selection, health and back-off).
+ * upstream selection, health and back-off, reconfiguration).
  *
- * A pool holds one struct upstream per configured upstream. Each has at
+ * A pool holds one struct upstream per configured upstream, by pointer
+ * (p->ups[index]), so that a reconfigure can keep one at a new index while
+ * its connections and requests keep pointing at it. Each has at
  * most one active connection (struct uconn), which takes new queries, and
  * a list of retiring ones that have outlived max_conn_lifetime_ms and only
  * finish what they have in flight. A request (struct upstream_req) owns a
@@ -13,6 +15,9 @@
  * the pool's deadline list. Deadlines are uv_now() + query_timeout_ms taken
  * at upstream_query() time, so append order is deadline order and the list
  * is a FIFO whose head is the next to expire; one pool timer serves it.
+ * (After a reconfigure shortened query_timeout_ms, a new request is
+ * inserted before the longer deadlines still pending, which keeps the
+ * order.)
  * Besides that, a request is on exactly one secondary list, named by its
  * state: a connection's wait list (REQ_QUEUED: connection still
  * handshaking, or too many in flight), a connection's in-flight list
@@ -86,6 +91,42 @@
  * waiting (tombstones do not count) for its idle time: idle_timeout_ms, or
  * less when the server's edns-tcp-keepalive (RFC 7828) asks for less. A
  * connection takes about 600 KiB (ID table and a 64 KiB reassembly buffer).
+ *
+ * Reconfigure (SIGHUP): upstream_pool_reconfigure matches the new conf's
+ * upstreams against the current ones (address, auth name, pin set; and
+ * only when the tls ctx is the same pointer) and allocates the unmatched
+ * ones before it changes anything, so -ENOMEM leaves the pool as it was.
+ * Then every request's tried bits are remapped to the new indexes (bits
+ * of removed upstreams are dropped), matched upstreams move to their new
+ * index with cu pointing into the new conf, and each removed one is marked
+ * removed, its cu cleared (the old conf may be freed when the call
+ * returns) and put on p->removed. A removed upstream takes no request: it
+ * is never in p->ups, so neither selection nor a forced probe
+ * (upstream_force) reaches it, and its tried bit is none (upstream_bit).
+ * What waited on its active connection is re-dispatched to the new set;
+ * the active connection, if ready, becomes a retiring one, so queries in
+ * flight are answered there and it closes once drained (one still
+ * handshaking closes at once: nothing was written on it). With a new tls
+ * ctx the credentials those connections were made with may be freed when
+ * the call returns, so they close at once instead and their in-flight
+ * requests are re-dispatched too (counted as resent, without using up the
+ * one resend a loss allows). A removed upstream is freed in the close
+ * callback of its last connection (n_conns counts them until then), since
+ * the code that closes a connection may still use uc->up afterwards; or
+ * at once when it has none. Nothing here calls a user callback: requests
+ * that find no upstream fail through the fail timer. Settings are read
+ * from p->conf where they are used, so the new values apply from then on;
+ * armed timers keep their deadlines, and a written list left over when
+ * answer_timeout_ms became 0 is dropped by its timer.
+ *
+ * Status: per upstream, failures are counted by kind (tls_conn_failure
+ * tells a connect timeout from a handshake timeout and a pin mismatch from
+ * other verification failures), with what the server presented (chain,
+ * leaf pin) after a successful handshake or a failed verification. The
+ * pool reads the wall clock (time(NULL)) only to stamp last_handshake and
+ * last_verify_ok, because operators want dates there; everything else
+ * runs on loop time. The RTT histogram counts each answer's loop-time RTT
+ * once, in its (non-cumulative) bucket.
  *
  * Timeouts of 0 switch a mechanism off: answer_timeout_ms (no moving, no
  * half-open detection), max_conn_lifetime_ms (no replacement). A

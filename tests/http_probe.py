@@ -4,24 +4,28 @@
 Starts the probe on free loopback ports (a TCP listener, a Unix socket in a
 temporary directory, a passed-in descriptor, a UDP echo) and checks:
 routing (200, 404, 405 with Allow, HEAD), a 400 from libmicrohttpd for
-garbage (or a prompt close: see below), 505 for HTTP/9.9, query arguments over the Unix socket, a 200 KB body built with
-http_response_printf, 500 when that runs out of memory, Connection: close,
+garbage (or a prompt close: see below), 505 for HTTP/9.9, query arguments
+over the Unix socket, a 200 KB body built with http_response_printf, 500 when that runs out of memory, Connection: close,
 keep-alive, a request with a body, a 1 MB header refused with a 4xx and the
 server serving afterwards, the socket file's mode (0660), a route function
-closing its own server. Then the loop under load: 1000 idle TCP connections
+closing its own server, and (in a second short run) an IPv6 listener on
+::1. Then the loop under load: 1000 idle TCP connections
 from 127.0.0.1 and a slowloris client on 127.0.0.3 dribbling a header byte
 every 100 ms, while a UDP echo on the same loop must answer every probe
-within 50 ms (UDP_MAX_MS); the per-IP cap (16) must hold, another address
+within 50 ms (UDP_MAX_MS; 1 % may be late, for a busy machine), and no turn
+of the probe's loop may take more than 50 ms of CPU time (LOOP_MAX_MS, as
+the probe measures it); the per-IP cap (16) must hold, another address
 must be served meanwhile, the idle timeout (5 s) must free the held
 connections, and the request deadline (10 s) must cut the slowloris.
 Finally SIGTERM: the probe must exit 0 with an empty loop and no sanitizer
 report, and remove its socket file.
 
 Environment: HTTP_PROBE (the binary; default $top_builddir/tests/http_probe),
-UDP_MAX_MS (default 50), KEEP=1 keeps the work directory.
+UDP_MAX_MS and LOOP_MAX_MS (default 50), KEEP=1 keeps the work directory.
 Uses python3's standard library and curl only; exits 1 when a check fails.
 """
 import os
+import re
 import resource
 import select
 import shutil
@@ -37,6 +41,7 @@ import time
 TOP = os.environ.get("top_builddir", ".")
 PROBE = os.environ.get("HTTP_PROBE", os.path.join(TOP, "tests", "http_probe"))
 UDP_MAX_MS = float(os.environ.get("UDP_MAX_MS", "50"))
+LOOP_MAX_MS = float(os.environ.get("LOOP_MAX_MS", "50"))
 PER_IP = 16          # HTTP_MAX_CONNS_PER_IP
 IDLE_S = 5           # HTTP_IDLE_TIMEOUT_S
 DEADLINE_S = 10      # HTTP_REQUEST_DEADLINE_MS / 1000
@@ -255,9 +260,16 @@ def run(proc, work, tcp_port, udp_port, sock_path):
     rc, out, err = curl("-X", "POST", fd_url + "/close-self")
     check("route closes its own server", rc == 0 and out == b"closing fd\n",
           "rc %d %r %s" % (rc, out, err))
-    s = socket.socket()
-    refused = s.connect_ex(("127.0.0.1", fd_port)) != 0
-    s.close()
+    # The server stops once MHD_run returns, which may be just after curl
+    # got its answer: try until refused, bounded.
+    end = time.monotonic() + 5
+    while True:
+        s = socket.socket()
+        refused = s.connect_ex(("127.0.0.1", fd_port)) != 0
+        s.close()
+        if refused or time.monotonic() > end:
+            break
+        time.sleep(0.01)
     check("its listener is gone", refused)
 
     stress(tcp_port, udp_port)
@@ -274,7 +286,45 @@ def run(proc, work, tcp_port, udp_port, sock_path):
     check("exit 0 on SIGTERM with an empty loop",
           proc.returncode == 0 and b"bye\n" in out,
           "exit %d: %r" % (proc.returncode, out[-300:]))
+    m = re.search(rb"max loop turn cpu ([0-9.]+) ms", out)
+    cpu = float(m.group(1)) if m else -1
+    check("no loop turn took more than %g ms of CPU" % LOOP_MAX_MS,
+          0 <= cpu <= LOOP_MAX_MS, "worst turn %.3f ms" % cpu)
     check("socket file removed on close", not os.path.exists(sock_path))
+    ipv6(work)
+
+
+def ipv6(work):
+    """A second, short run of the probe on ::1 (IPv6 only, no v4-mapped)."""
+    try:
+        s = socket.socket(socket.AF_INET6)
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+        s.close()
+    except OSError as e:
+        check("::1 is available for the IPv6 case", False, str(e))
+        return
+    errlog = open(os.path.join(work, "probe6.err"), "wb")
+    proc = subprocess.Popen(
+        [PROBE, "::1@%d" % port, os.path.join(work, "http6.sock"),
+         "127.0.0.1@%d" % free_port(socket.SOCK_DGRAM)],
+        stdout=subprocess.PIPE, stderr=errlog)
+    try:
+        read_ready(proc)
+        rc, out, err = curl("-g", "http://[::1]:%d/hello" % port)
+        check("IPv6 listener GET /hello", out == b"hello\n", repr(out) + err)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+        check("IPv6 probe exits 0", proc.returncode == 0 and b"bye\n" in out,
+              "exit %d" % proc.returncode)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        errlog.close()
+    err = open(os.path.join(work, "probe6.err"), "rb").read()
+    check("no sanitizer report (IPv6 run)",
+          b"Sanitizer" not in err and b"runtime error" not in err)
 
 
 class Udp:
@@ -287,6 +337,14 @@ class Udp:
         self.worst = 0.0
         self.late = 0
         self.lost = 0
+        self.phase = "start"
+
+    def ok(self):
+        """Every probe answered (within 1 s), at most 1 % of them (and at
+        least one allowed) late: a lone late answer on a busy machine is
+        the scheduler's; the loop's own stalls are measured in CPU time by
+        the probe itself (LOOP_MAX_MS)."""
+        return self.lost == 0 and self.late <= max(1, self.n // 100)
 
     def probe(self):
         self.n += 1
@@ -306,6 +364,8 @@ class Udp:
         self.worst = max(self.worst, ms)
         if ms > UDP_MAX_MS:
             self.late += 1
+            print("  late UDP probe %d (%s): %.1f ms" % (self.n, self.phase,
+                                                         ms))
 
 
 class Slowloris(threading.Thread):
@@ -376,12 +436,12 @@ def stress(tcp_port, udp_port):
     udp = Udp(udp_port)
     for _ in range(20):
         udp.probe()
-    check("UDP echo before the load", udp.lost == 0 and udp.late == 0,
-          "worst %.1f ms" % udp.worst)
+    check("UDP echo before the load", udp.ok(), "worst %.1f ms" % udp.worst)
     udp = Udp(udp_port)
 
     slow = Slowloris(tcp_port)
     slow.start()
+    udp.phase = "flood"
 
     # 1000 connections from 127.0.0.1, 5 at a time with a UDP probe in
     # between: 200 probes while the server accepts (and refuses) them.
@@ -394,11 +454,12 @@ def stress(tcp_port, udp_port):
         flood[s.fileno()] = s
         if i % 5 == 4:
             udp.probe()
-    check("%d UDP probes during the flood, each within %g ms" %
-          (udp.n, UDP_MAX_MS), udp.lost == 0 and udp.late == 0,
+    check("%d UDP probes during the flood answered, 99%% within %g ms" %
+          (udp.n, UDP_MAX_MS), udp.ok(),
           "worst %.1f ms, %d late, %d lost" % (udp.worst, udp.late, udp.lost))
 
     # The server keeps PER_IP of them and closes the rest at once.
+    udp.phase = "per-IP refusals"
     closed = wait_closed(flood, FLOOD - PER_IP, udp, 15)
     held = [fd for fd in flood if fd not in closed]
     check("per-IP cap: %d of %d connections held" % (len(held), FLOOD),
@@ -411,6 +472,7 @@ def stress(tcp_port, udp_port):
           "curl exit %d" % rc)
 
     # The held ones are idle: the idle timeout closes them.
+    udp.phase = "idle timeout"
     closed = wait_closed({fd: flood[fd] for fd in held}, len(held), udp,
                          IDLE_S + 8)
     t_idle = time.monotonic() - t_flood
@@ -421,6 +483,7 @@ def stress(tcp_port, udp_port):
           out == b"hello\n", repr(out) + err)
 
     # The slowloris is never idle; the request deadline cuts it.
+    udp.phase = "slowloris"
     end = slow.start_t + DEADLINE_S + 5
     while slow.closed_t is None and time.monotonic() < end:
         slow.join(0.02)
@@ -432,9 +495,8 @@ def stress(tcp_port, udp_port):
           "dribbled)" % (t_slow, slow.sent),
           slow.answer == b"" and DEADLINE_S - 1 <= t_slow <= DEADLINE_S + 3,
           repr(slow.answer[:60]))
-    check("%d UDP probes in all under load, each within %g ms" %
-          (udp.n, UDP_MAX_MS), udp.n >= 200 and udp.lost == 0 and
-          udp.late == 0,
+    check("%d UDP probes in all under load answered, 99%% within %g ms" %
+          (udp.n, UDP_MAX_MS), udp.n >= 200 and udp.ok(),
           "worst %.1f ms, %d late, %d lost" % (udp.worst, udp.late, udp.lost))
     for s in flood.values():
         s.close()

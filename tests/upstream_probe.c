@@ -47,7 +47,11 @@
  * pool's callback, as a signal watcher would. With --reconf-new-tls R2
  * the same happens again in round R2, with the same list and freshly
  * loaded credentials. A reconfigure that did not happen during its round
- * (the round ended first) happens right after it. Each time, the old conf (and the
+ * (the round ended first) happens right after it. --reconf-nomem first
+ * tries each reconfigure with its last allocation failing (the first one
+ * needs one, the second two), prints "reconfigure K nomem rc=N" and
+ * "nomemK ..." status lines, which must equal the "preK" ones: -ENOMEM
+ * leaves the pool unchanged. Each time, the old conf (and the
  * old credentials) is overwritten and freed right after the call, so
  * that a pointer kept into it shows up (under ASan at once). Around each
  * reconfigure the probe prints "preK ..." and "postK ..." status lines
@@ -100,7 +104,7 @@ static int cancel_done;
 static int quiet;
 static struct conf *cur_conf;  /* what the pool was given last */
 static struct conf reconf_list; /* --reconf-u upstreams */
-static int reconf_n_done, cur_round;
+static int reconf_n_done, cur_round, reconf_nomem;
 static int reconf_round = 1, reconf_new_tls; /* rounds; 0: none */
 static unsigned long reconf_at = 1;
 static size_t round_cbs;
@@ -137,6 +141,7 @@ usage(void)
 	    "[--lifetime-ms T] [--pin BASE64]\n"
 	    "    [--reconf-u ADDR@PORT#NAME]... [--reconf-round R] "
 	    "[--reconf-at N] [--reconf-new-tls R]\n"
+	    "    [--reconf-nomem]\n"
 	    "    [--status] [--quiet] [--debug] NAME...\n");
 	exit(2);
 }
@@ -173,7 +178,7 @@ reconfigure(void)
 {
 	struct conf *old = cur_conf, *next;
 	struct tls_ctx *old_tls = cur_tls, *tls = cur_tls;
-	char err[512], tag[16];
+	char err[512], tag[32];
 	int k = reconf_n_done + 1, rc;
 
 	if (pool == NULL)
@@ -193,6 +198,16 @@ reconfigure(void)
 	}
 	snprintf(tag, sizeof(tag), "pre%d", k);
 	print_status(tag);
+	if (reconf_nomem) {
+		/* Reconfigure 1 allocates C, reconfigure 2 (new
+		 * credentials) B and C: fail the last of those. */
+		mem_fail_after(k - 1);
+		rc = upstream_pool_reconfigure(pool, next, tls);
+		mem_fail_after(-1);
+		printf("reconfigure %d nomem rc=%d\n", k, rc);
+		snprintf(tag, sizeof(tag), "nomem%d", k);
+		print_status(tag);
+	}
 	rc = upstream_pool_reconfigure(pool, next, tls);
 	printf("reconfigure %d rc=%d\n", k, rc);
 	if (rc != 0) {
@@ -482,6 +497,10 @@ main(int argc, char **argv)
 		}
 		if (strcmp(o, "--status") == 0) {
 			status = 1;
+			continue;
+		}
+		if (strcmp(o, "--reconf-nomem") == 0) {
+			reconf_nomem = 1;
 			continue;
 		}
 		if (v == NULL)

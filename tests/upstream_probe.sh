@@ -672,7 +672,8 @@ expect "pin: last verify error" grep -q '^status 0 .* last_verify_error=".*pin m
 # C; in round 4, while C has queries in flight, the same list comes with
 # new credentials; round 5 runs on that. A answers after 400 ms, C after
 # 300 ms, B at once; round-robin spreads every round. The probe frees each
-# old conf (and the old credentials) right after the call.
+# old conf (and the old credentials) right after the call, and first tries
+# each reconfigure with an allocation failing.
 start_fault late 400
 P_A=$FAULT_PORT A_OUT=$FAULT_OUT
 start_fault echo
@@ -682,7 +683,7 @@ P_C=$FAULT_PORT C_OUT=$FAULT_OUT
 probe reconf --quiet --status --select round-robin --rounds 5 "${CA[@]}" \
 	-u "127.0.0.1@$P_A#dns.example" -u "127.0.0.1@$P_B#dns.example" \
 	--reconf-u "127.0.0.1@$P_B#dns.example" --reconf-u "127.0.0.1@$P_C#dns.example" \
-	--reconf-round 2 --reconf-new-tls 4 "${NAMES[@]:0:20}"
+	--reconf-round 2 --reconf-new-tls 4 --reconf-nomem "${NAMES[@]:0:20}"
 # rmetric R NAME: a counter from the metrics line printed after round R.
 rmetric() {
 	awk -v r="$1" -v k="$2=" '$1 == "roundmetrics" && $2 == r {
@@ -693,6 +694,11 @@ rmetric() {
 }
 expect "reconf: exit 0 (every round answered)" eq "$RC" 0
 expect "reconf: both reconfigures succeeded" eq "$(grep -c '^reconfigure [12] rc=0$' "$OUT")" 2
+expect "reconf: out of memory first, -ENOMEM" eq "$(grep -c '^reconfigure [12] nomem rc=-12$' "$OUT")" 2
+# Lines equal but for the tag: the same upstreams in the same state.
+nomem_same() { diff <(sed -n "s/^pre$1 //p" "$OUT") <(sed -n "s/^nomem$1 //p" "$OUT") >/dev/null; }
+expect "reconf: -ENOMEM left the pool unchanged" nomem_same 1
+expect "reconf: -ENOMEM left the pool unchanged (new credentials)" nomem_same 2
 expect "reconf: every query exactly one callback" \
 	eq "$(grep -c '^round [1-5] answered=20 failed=0 ' "$OUT"):$(grep -c -e BUG -e '^wrong' "$OUT" || true)" 5:0
 A_INFLIGHT=$(stt pre1 0 inflight)
