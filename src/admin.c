@@ -68,6 +68,7 @@ body_send(struct body *b, struct http_response *r, int status,
 	r->content_type = type;
 	r->body = b->buf;
 	r->len = b->len;
+	r->cap = b->len;
 }
 
 static void

@@ -55,9 +55,6 @@
  * looks whether every query has been answered. */
 #define HEARTBEAT_MS 1000
 #define DRAIN_POLL_MS 20
-/* Trust stores kept for connections still using them after a reload
- * changed ca-file; more reloads than this in one run need a restart. */
-#define MAX_TLS_CTX 16
 
 enum { OPT_CA_FILE = 256, OPT_HTTP_LISTEN };
 
@@ -96,9 +93,7 @@ struct server {
 	const struct options *opts;
 	struct conf *conf;             /* current; replaced whole on reload */
 	struct metrics metrics;
-	struct tls_ctx *tls;           /* for new upstream connections */
-	struct tls_ctx *old_tls[MAX_TLS_CTX]; /* earlier ones, freed at exit */
-	size_t n_old_tls;
+	struct tls_ctx *tls;           /* the trust store of every upstream connection */
 	struct cache *cache;
 	struct upstream_pool *pool;
 	struct query_ctx qctx;
@@ -428,11 +423,6 @@ tls_for(struct server *s, const struct conf *nc, struct tls_ctx **out,
 		*out = s->tls;
 		return 0;
 	}
-	if (s->n_old_tls >= MAX_TLS_CTX) {
-		snprintf(err, errlen, "ca-file changed too often: restart "
-		    "to load it");
-		return -1;
-	}
 	return tls_ctx_new(nc->ca_file, out, err, errlen);
 }
 
@@ -496,7 +486,9 @@ reload_conf(struct server *s, char *err, size_t errlen)
 	s->http = http;
 	s->control = control;
 	if (tls != s->tls) {
-		s->old_tls[s->n_old_tls++] = s->tls;
+		/* The pool has closed every connection on the old trust
+		 * store and uses the new one from now on. */
+		tls_ctx_free(s->tls);
 		s->tls = tls;
 	}
 	if (nc->cache_size != old->cache_size)
@@ -666,7 +658,6 @@ run(struct server *s)
 	char err[CONF_ERR_MAX];
 	struct sysd_fds fds;
 	struct privdrop pd;
-	size_t i;
 	int rc;
 
 	if (check_system(s->conf, &fds, &pd) != 0)
@@ -745,8 +736,6 @@ run(struct server *s)
 	metrics_log(&s->metrics);
 	cache_free(s->cache);
 	tls_ctx_free(s->tls);
-	for (i = 0; i < s->n_old_tls; i++)
-		tls_ctx_free(s->old_tls[i]);
 	log_info("stopped");
 	return 0;
 }
