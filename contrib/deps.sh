@@ -8,7 +8,7 @@ set -eu
 BUILD="build-essential autoconf automake pkg-config libuv1-dev libgnutls28-dev
 libc-ares-dev uthash-dev ca-certificates"
 TEST="libcmocka-dev mandoc gnutls-bin bind9-dnsutils knot-dnsutils unbound
-python3 procps systemd"
+python3 python3-yaml procps systemd"
 pkgs=$BUILD
 [ "${1:-}" = "--test" ] && pkgs="$BUILD $TEST"
 if [ "$(id -u)" != 0 ]; then
