@@ -348,8 +348,6 @@ shutdown_server(struct server *s)
 		return;
 	s->stopping = 1;
 	log_info("shutting down");
-	sysd_stopping();
-	sysd_watchdog_close(&s->watchdog);
 	/* Upstreams first: each pending query gets its answer or SERVFAIL
 	 * while the listeners can still send it. */
 	upstream_pool_close(s->pool);
@@ -408,6 +406,10 @@ start_drain(struct server *s)
 	}
 	s->draining = 1;
 	s->admin.phase = ADMIN_DRAINING;
+	/* systemd: the stop has begun (its stop timeout, not the watchdog,
+	 * bounds the drain from here on). */
+	sysd_stopping();
+	sysd_watchdog_close(&s->watchdog);
 	log_info("draining: /ready says 503, DNS answered for %u ms more",
 	    s->conf->lameduck_ms);
 	uv_timer_start(&s->drain_timer, lameduck_cb, s->conf->lameduck_ms, 0);

@@ -105,6 +105,19 @@ def test_privdrop_port53_in_netns():
         r = h._run_tool(dig + ['+tcp', 'tcp.example', 'A'], 15)
         assert r.rcode == 'NOERROR' and r.data('A') == ['192.0.2.1'], r.raw
         up.expect_count(QUERY_RE % (r'www\.example\.', 1), 1)
+        # A reload that needs another port below 1024 cannot bind it any
+        # more: refused with a clear reason, port 53 keeps answering.
+        with open(conf, 'a') as f:
+            f.write('listen 127.0.0.1@54\n')
+        # nobody must be able to read it, as it can /etc/dotproxy.conf.
+        os.chmod(d, 0o755)
+        os.chmod(conf, 0o644)
+        after = px.mark()
+        px.signal(signal.SIGHUP)
+        px.wait_line(r'reload refused.*listen 127\.0\.0\.1@54: .*privileges '
+                     r'were dropped', stream='stderr', after=after)
+        r = h._run_tool(dig + ['after.example', 'A'], 15)
+        assert r.rcode == 'NOERROR', r.raw
         assert px.stop() == 0
         ns.stop()
 
@@ -242,6 +255,11 @@ def test_notify_ready_watchdog_stopping():
             i = ready
             for _ in range(5):
                 i = ns.wait('WATCHDOG=1', after=i + 1)
+            # A reload is framed by RELOADING=1 and READY=1.
+            px.signal(signal.SIGHUP)
+            i = ns.wait('RELOADING=1', after=i + 1)
+            i = ns.wait('READY=1', after=i + 1)
+            px.wait_line(r'reloaded', stream='stderr')
             px.signal(signal.SIGTERM)
             stopping = ns.wait('STOPPING=1', after=i + 1)
             assert px.wait_exit() == 0
@@ -332,6 +350,14 @@ def test_socket_activation():
         r = h.dig(port, 'tcp.example', 'A', tcp=True)
         assert r.rcode == 'NOERROR' and r.data('A') == ['192.0.2.1'], r.raw
         up.expect_count(QUERY_RE % (r'tcp\.example\.', 1), 1)
+        # A reload keeps the handed-over sockets (the address is
+        # unchanged): still answering on both, nothing bound again.
+        after = px.mark()
+        px.signal(signal.SIGHUP)
+        px.wait_line(r'reloaded', stream='stderr', after=after)
+        assert px.count(r'listening on', stream='stderr', after=after) == 0
+        assert h.dig(port, 'again.example', 'A').rcode == 'NOERROR'
+        assert h.dig(port, 'again2.example', 'A', tcp=True).rcode == 'NOERROR'
         assert px.stop() == 0
 
 
