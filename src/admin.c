@@ -445,6 +445,15 @@ get_ready(void *arg, const struct http_request *req,
 
 /* ---- /status ---- */
 
+/* The port of "addr@port". */
+static unsigned
+addr_port(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+
+	return at != NULL ? (unsigned)strtoul(at + 1, NULL, 10) : 0;
+}
+
 static const char *
 pin_state_name(int s)
 {
@@ -459,6 +468,7 @@ status_upstream(struct admin *a, FILE *f, const struct upstream_status *st,
 	json_str(f, st->name);
 	fputs(",\"address\":", f);
 	json_str(f, st->addr);
+	fprintf(f, ",\"port\":%u", addr_port(st->addr));
 	fputs(",\"auth_name\":", f);
 	json_str(f, st->auth_name);
 	fprintf(f, ",\"state\":\"%s\"", !st->healthy ? "down" :

@@ -206,6 +206,38 @@ def test_metrics_count_what_clients_did():
         assert 'm1.example' not in get(px.http, '/metrics')[1]
 
 
+def test_metrics_count_stale_and_failures():
+    c = h.certs()
+    with h.tmpdir() as d, h.start_dotserver(c) as up, \
+            start(d, c, [up.port], 'stale-client-timeout 300ms\n'
+                  'backoff-max 1s\n') as px:
+        assert h.dig(px.port, 'ttl1.example').answers[0][1] == 1
+        h.dotserver_down(up)
+        # Time passing is what is tested: the entry expires.
+        time.sleep(1.2)
+        r = h.dig(px.port, 'ttl1.example')
+        assert r.rcode == 'NOERROR' and r.answers[0][1] == 30, r.raw
+        r = h.dig(px.port, 'never.example')
+        assert r.rcode == 'SERVFAIL', r.raw
+        _, s = scrape(px.http)
+        resp = 'dotproxy_dns_responses_total'
+        assert val(s, resp, rcode='NOERROR', source='upstream') == 1
+        assert val(s, resp, rcode='NOERROR', source='stale') == 1
+        assert val(s, resp, rcode='SERVFAIL', source='error') == 1
+        assert val(s, 'dotproxy_cache_served_stale_total') == 1
+        assert val(s, 'dotproxy_cache_misses_total') == 3
+        label = '127.0.0.1@%d#dns.example' % up.port
+        assert val(s, 'dotproxy_upstream_healthy', upstream=label) == 0
+        errs = {dict(ls)['reason']: v for (n, ls), v in s.items()
+                if n == 'dotproxy_upstream_errors_total'}
+        assert set(errs) == {'connect', 'handshake', 'verify', 'pin',
+                             'timeout', 'reset', 'bad-answer'}, errs
+        # Down means refused before TLS: a connect or a handshake
+        # failure, never a verification one.
+        assert errs['connect'] + errs['handshake'] >= 1, errs
+        assert errs['verify'] == errs['pin'] == 0, errs
+
+
 def test_health_ready_and_lameduck_drain():
     c = h.certs()
     with h.tmpdir() as d, h.start_dotserver(c) as up, \
@@ -272,6 +304,7 @@ def test_status_reports_tls_and_health():
             assert re.fullmatch(r'[0-9a-f]{64}', st['config']['sha256'])
             u = st['upstreams'][0]
             assert u['address'] == '127.0.0.1@%d' % up.port
+            assert u['port'] == up.port
             assert u['auth_name'] == 'dns.example'
             assert u['state'] == 'up'
             t = u['tls']
@@ -344,9 +377,12 @@ def test_sighup_reload_under_load():
         load = Load(px.port, ['kept.example', 'other.example'])
         load.start()
         # A new upstream list and one more listen address.
-        conf(d, c, [b.port], 'http-listen 127.0.0.1@%d\nlisten 127.0.0.1@%d\n'
-             'listen 127.0.0.1@%d\n' % (px.http, px.port, extra))
-        # (the same file, rewritten whole: upstream b only, two listeners)
+        # The same file, rewritten whole: upstream b only, two listeners,
+        # half the cache size.
+        new_conf = ('http-listen 127.0.0.1@%d\nlisten 127.0.0.1@%d\n'
+                    'listen 127.0.0.1@%d\ncache-size 16M\n'
+                    % (px.http, px.port, extra))
+        conf(d, c, [b.port], new_conf)
         after = px.mark()
         px.signal(signal.SIGHUP)
         px.wait_line(r'reloaded', after=after)
@@ -355,6 +391,14 @@ def test_sighup_reload_under_load():
         b.wait_line(r'^query .*name=fresh\.example\.', stream='stdout')
         assert a.count(r'name=fresh\.example\.', stream='stdout') == 0
         assert h.dig(extra, 'kept.example').rcode == 'NOERROR'
+        # Reloading the same file again keeps b's connection.
+        accepts = b.count(r'^accept$', stream='stdout')
+        after = px.mark()
+        px.signal(signal.SIGHUP)
+        px.wait_line(r'reloaded', after=after)
+        assert h.dig(px.port, 'fresh2.example').rcode == 'NOERROR'
+        b.wait_line(r'name=fresh2\.example\.', stream='stdout')
+        assert b.count(r'^accept$', stream='stdout') == accepts
         # A bad file is refused with file:line; the old one keeps going.
         with open(px.conf, 'a') as f:
             f.write('no-such-key 1\n')
@@ -370,7 +414,8 @@ def test_sighup_reload_under_load():
         # The cache survived: kept.example never went to b.
         assert b.count(r'name=kept\.example\.', stream='stdout') == 0
         _, s = scrape(px.http)
-        assert val(s, 'dotproxy_config_reloads_total', result='ok') == 1
+        assert val(s, 'dotproxy_cache_capacity_bytes') == 16 << 20
+        assert val(s, 'dotproxy_config_reloads_total', result='ok') == 2
         assert val(s, 'dotproxy_config_reloads_total', result='error') == 1
         assert val(s, 'dotproxy_config_last_reload_successful') == 0
         assert px.running()
@@ -511,6 +556,7 @@ def test_http_abuse_does_not_slow_dns():
 
 h.run([
     test_metrics_count_what_clients_did,
+    test_metrics_count_stale_and_failures,
     test_health_ready_and_lameduck_drain,
     test_sigterm_waits_for_queries_in_flight,
     test_status_reports_tls_and_health,
