@@ -303,40 +303,57 @@ config_source(const struct options *o)
 /* ---- HTTP endpoints ---- */
 
 static int
-start_http(struct server *s, const struct conf *c, struct http_server **http,
-    struct http_server **control, char *err, size_t errlen)
+same_addr(const struct conf_addr *a, const struct conf_addr *b)
+{
+	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* The HTTP servers nc asks for, given what runs for oc (NULL: nothing
+ * runs yet): the running server where its address did not change, a new
+ * one bound beside the old where it did (so a failure leaves the old
+ * untouched), NULL where nc has none. Returns 0, or -1 with the reason in
+ * err and nothing new left open. The caller closes what it replaces. */
+static int
+http_prepare(struct server *s, const struct conf *oc, const struct conf *nc,
+    struct http_server **http, struct http_server **control, char *err,
+    size_t errlen)
 {
 	struct http_listen where;
 
-	*http = *control = NULL;
-	if (c->http_listen.len != 0) {
+	*http = oc != NULL ? s->http : NULL;
+	*control = oc != NULL ? s->control : NULL;
+	if (oc == NULL || !same_addr(&nc->http_listen, &oc->http_listen)) {
+		*http = NULL;
 		memset(&where, 0, sizeof(where));
-		where.addr = &c->http_listen;
+		where.addr = &nc->http_listen;
 		where.fd = -1;
-		if (http_server_new(&s->loop, &where, admin_public_routes,
-		    admin_n_public_routes, &s->admin, http, err, errlen) != 0)
+		if (nc->http_listen.len != 0 && http_server_new(&s->loop, &where,
+		    admin_public_routes, admin_n_public_routes, &s->admin, http,
+		    err, errlen) != 0)
 			return -1;
 	}
-	if (c->control_socket[0] != '\0') {
+	if (oc == NULL || strcmp(nc->control_socket, oc->control_socket) != 0) {
+		*control = NULL;
 		memset(&where, 0, sizeof(where));
-		where.unix_path = c->control_socket;
+		where.unix_path = nc->control_socket;
 		where.fd = -1;
-		if (http_server_new(&s->loop, &where, admin_control_routes,
-		    admin_n_control_routes, &s->admin, control, err,
-		    errlen) != 0) {
-			if (*http != NULL)
+		if (nc->control_socket[0] != '\0' && http_server_new(&s->loop,
+		    &where, admin_control_routes, admin_n_control_routes,
+		    &s->admin, control, err, errlen) != 0) {
+			if (*http != NULL && (oc == NULL || *http != s->http))
 				http_server_close(*http);
-			*http = NULL;
 			return -1;
 		}
 	}
 	return 0;
 }
 
-static int
-same_addr(const struct conf_addr *a, const struct conf_addr *b)
+/* Close srv unless it is keep (the one still in use). */
+static void
+http_drop(struct http_server *srv, struct http_server *keep)
 {
-	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+	if (srv != NULL && srv != keep)
+		http_server_close(srv);
 }
 
 /* ---- shutdown and drain ---- */
@@ -429,62 +446,36 @@ tls_for(struct server *s, const struct conf *nc, struct tls_ctx **out,
 }
 
 /* Swap in a new configuration. Returns 0, or -1 with the reason in err
- * and the old configuration still running. */
+ * and the old configuration still running: every step that can fail
+ * comes before the first that cannot be undone. */
 static int
 reload_conf(struct server *s, char *err, size_t errlen)
 {
-	struct http_server *http = s->http, *control = s->control;
+	struct http_server *http = NULL, *control = NULL;
 	struct tls_ctx *tls = NULL;
 	struct conf *nc, *old = s->conf;
+	char again[CONF_ERR_MAX];
 
 	nc = mem_alloc(sizeof(*nc));
 	if (nc == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	if (build_conf(s->opts, nc, err, errlen) != 0)
+	if (build_conf(s->opts, nc, err, errlen) != 0 ||
+	    tls_for(s, nc, &tls, err, errlen) != 0)
 		goto fail;
-	if (tls_for(s, nc, &tls, err, errlen) != 0)
+	if (http_prepare(s, old, nc, &http, &control, err, errlen) != 0)
 		goto fail;
-	/* The steps that can fail come first, so a failure changes nothing. */
-	if (!same_addr(&nc->http_listen, &old->http_listen) ||
-	    strcmp(nc->control_socket, old->control_socket) != 0) {
-		if (s->http != NULL)
-			http_server_close(s->http);
-		if (s->control != NULL)
-			http_server_close(s->control);
-		s->http = s->control = NULL;
-		if (start_http(s, nc, &http, &control, err, errlen) != 0) {
-			/* The old endpoints are gone: bring them back. */
-			char again[CONF_ERR_MAX];
-
-			(void)start_http(s, old, &s->http, &s->control, again,
-			    sizeof(again));
-			goto fail;
-		}
-	}
-	if (listen_update(s->listen, nc, err, errlen) != 0) {
-		if (http != s->http || control != s->control) {
-			char again[CONF_ERR_MAX];
-
-			if (http != NULL)
-				http_server_close(http);
-			if (control != NULL)
-				http_server_close(control);
-			(void)start_http(s, old, &http, &control, again,
-			    sizeof(again));
-		}
-		s->http = http;
-		s->control = control;
-		goto fail;
-	}
+	if (listen_update(s->listen, nc, err, errlen) != 0)
+		goto fail_http;
 	if (upstream_pool_reconfigure(s->pool, nc, tls) != 0) {
-		/* Out of memory: keep the new listeners (they work with
-		 * either conf), but say the reload did not complete. */
-		(void)listen_update(s->listen, old, err, errlen);
+		/* Only -ENOMEM: the old addresses were bound a moment ago. */
+		(void)listen_update(s->listen, old, again, sizeof(again));
 		snprintf(err, errlen, "out of memory reconfiguring upstreams");
-		goto fail;
+		goto fail_http;
 	}
+	http_drop(s->http, http);
+	http_drop(s->control, control);
 	s->http = http;
 	s->control = control;
 	if (tls != s->tls) {
@@ -502,6 +493,9 @@ reload_conf(struct server *s, char *err, size_t errlen)
 	mem_free(old);
 	return 0;
 
+fail_http:
+	http_drop(http, s->http);
+	http_drop(control, s->control);
 fail:
 	if (tls != NULL && tls != s->tls)
 		tls_ctx_free(tls);
@@ -679,7 +673,7 @@ run(struct server *s)
 	    &s->metrics) != 0)
 		fatal("cannot set up the query timer");
 	admin_init(s);
-	if (start_http(s, s->conf, &s->http, &s->control, err,
+	if (http_prepare(s, NULL, s->conf, &s->http, &s->control, err,
 	    sizeof(err)) != 0) {
 		log_err("%s", err);
 		return 1;

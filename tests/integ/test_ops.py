@@ -418,7 +418,35 @@ def test_sighup_reload_under_load():
         assert val(s, 'dotproxy_config_reloads_total', result='ok') == 2
         assert val(s, 'dotproxy_config_reloads_total', result='error') == 1
         assert val(s, 'dotproxy_config_last_reload_successful') == 0
+        # The HTTP endpoint moves: the new port serves, the old one is shut.
+        hport = h.free_port()
+        conf(d, c, [b.port], new_conf.replace('127.0.0.1@%d' % px.http,
+                                              '127.0.0.1@%d' % hport, 1))
+        after = px.mark()
+        px.signal(signal.SIGHUP)
+        px.wait_line(r'reloaded', after=after)
+        assert get(hport, '/health')[0] == 200
+        try:
+            get(px.http, '/health', timeout=2)
+            assert False, 'the old HTTP port still answers'
+        except urllib.error.URLError:
+            pass
+        _, s = scrape(hport)
+        assert val(s, 'dotproxy_config_reloads_total', result='ok') == 3
+        assert val(s, 'dotproxy_config_last_reload_successful') == 1
         assert px.running()
+
+
+def test_sighup_never_kills():
+    """logrotate-style kill -HUP, with no config file at all: each one is
+    a reload, never an exit."""
+    with h.start_dotproxy() as px:
+        for _ in range(3):
+            after = px.mark()
+            px.signal(signal.SIGHUP)
+            px.wait_line(r'reloaded', after=after)
+        assert px.running()
+        assert h.dig(px.port, 'localhost').rcode == 'NOERROR'
 
 
 def test_control_socket_cache():
@@ -561,6 +589,7 @@ h.run([
     test_sigterm_waits_for_queries_in_flight,
     test_status_reports_tls_and_health,
     test_sighup_reload_under_load,
+    test_sighup_never_kills,
     test_control_socket_cache,
     test_query_log,
     test_http_abuse_does_not_slow_dns,
