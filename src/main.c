@@ -415,6 +415,24 @@ start_drain(struct server *s)
 	uv_timer_start(&s->drain_timer, lameduck_cb, s->conf->lameduck_ms, 0);
 }
 
+/* The trust store of c, with "file:line: " before the reason when the
+ * ca-file it names cannot be loaded: -n, the start and a reload refuse it
+ * alike. */
+static int
+trust_new(const struct conf *c, struct tls_ctx **out, char *err,
+    size_t errlen)
+{
+	char why[CONF_ERR_MAX];
+
+	if (tls_ctx_new(c->ca_file, out, why, sizeof(why)) == 0)
+		return 0;
+	if (c->ca_file[0] != '\0' && c->ca_file_where[0] != '\0')
+		snprintf(err, errlen, "%s: %s", c->ca_file_where, why);
+	else
+		snprintf(err, errlen, "%s", why);
+	return -1;
+}
+
 /* ---- reload ---- */
 
 static int
@@ -425,7 +443,7 @@ tls_for(struct server *s, const struct conf *nc, struct tls_ctx **out,
 		*out = s->tls;
 		return 0;
 	}
-	return tls_ctx_new(nc->ca_file, out, err, errlen);
+	return trust_new(nc, out, err, errlen);
 }
 
 /* Swap in a new configuration. Returns 0, or -1 with the reason in err
@@ -664,7 +682,7 @@ run(struct server *s)
 
 	if (check_system(s->conf, &fds, &pd) != 0)
 		return 1;
-	if (tls_ctx_new(s->conf->ca_file, &s->tls, err, sizeof(err)) != 0) {
+	if (trust_new(s->conf, &s->tls, err, sizeof(err)) != 0) {
 		log_err("%s", err);
 		return 1;
 	}
@@ -765,6 +783,16 @@ main(int argc, char **argv)
 		goto out;
 	}
 	if (o.check) {
+		/* A ca-file the start would refuse fails the check too. */
+		if (s->conf->ca_file[0] != '\0') {
+			if (trust_new(s->conf, &s->tls, err, sizeof(err)) != 0) {
+				fprintf(stderr, "%s\n", err);
+				rc = EXIT_CONFIG;
+				goto out;
+			}
+			tls_ctx_free(s->tls);
+			s->tls = NULL;
+		}
 		conf_print(s->conf, stdout);
 		rc = 0;
 		goto out;
