@@ -70,7 +70,8 @@ struct tcp_conn {
 	unsigned open_handles;
 	int closing;
 	int reading;
-	int quiesced;        /* draining: no more reading, close when answered */
+	int quiesced;        /* draining or the client's EOF: no more
+	                      * reading, close when answered */
 	int shutting_down;   /* uv_shutdown under way: then we close */
 	uv_shutdown_t shutdown_req;
 };
@@ -496,15 +497,32 @@ conn_frames(struct tcp_conn *c)
 	}
 }
 
+/* The client shut down its sending side (nc -N, socat): no more queries
+ * come, but the ones in flight are still answered (RFC 7766 6.2.4 lets
+ * either side close; the client is still reading); then we close. */
+static void
+conn_eof(struct tcp_conn *c)
+{
+	uv_read_stop((uv_stream_t *)&c->handle);
+	c->reading = 0;
+	if (c->pending == 0)
+		conn_close_gently(c);
+	else
+		c->quiesced = 1;
+}
+
 static void
 conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct tcp_conn *c = s->data;
 
 	(void)buf;
+	if (nread == UV_EOF) {
+		conn_eof(c);
+		return;
+	}
 	if (nread < 0) {
-		if (nread != UV_EOF)
-			log_debug("tcp client: %s", uv_strerror((int)nread));
+		log_debug("tcp client: %s", uv_strerror((int)nread));
 		conn_close(c);
 		return;
 	}
