@@ -38,6 +38,14 @@
 #define TCP_MAX_PENDING 256
 /* Bytes of answers queued to a client that does not read: then we close. */
 #define TCP_MAX_WRITE_QUEUE (1u << 20)
+/* Bytes of answers queued to every TCP client together: beyond it the
+ * connection with the most unread answers is closed. Without it, 256
+ * clients that never read would hold 256 MiB. */
+#define TCP_MAX_WRITE_TOTAL (16u << 20)
+/* Bytes of UDP answers (with their request) waiting for room in the
+ * socket buffers, for all UDP sockets of a listener together: beyond it
+ * an answer is dropped and counted (UDP is lossy; the client retries). */
+#define UDP_MAX_SEND_QUEUE (4u << 20)
 #define TCP_BACKLOG 256
 
 struct listen;
@@ -108,6 +116,8 @@ struct listen {
 	int closing;
 	int quiesced;          /* draining: reading and accepting stopped */
 	uint64_t drop_logged_ms; /* last drop logged: at most one a second */
+	size_t udp_queued;     /* bytes of send_req in flight, all UDP sockets */
+	size_t tcp_queued;     /* bytes of write_req in flight, open conns */
 	uint8_t *udp_buf;      /* UDP_SLOTS * UDP_SLOT, reused for every batch */
 	uint8_t out[DNS_MAX_MSG + 2]; /* answers ready at once; 2 for TCP framing */
 };
@@ -152,6 +162,7 @@ udp_send_cb(uv_udp_send_t *req, int status)
 
 	if (status != 0 && status != UV_ECANCELED)
 		u->l->m->drops_send_failed++;
+	u->l->udp_queued -= sizeof(*sr) + sr->len;
 	mem_free(sr);
 }
 
@@ -168,7 +179,11 @@ udp_send(struct udp_sock *u, const struct sockaddr *to, const uint8_t *msg,
 		return;
 	if (rc != UV_EAGAIN)
 		goto fail;
-	/* The socket buffer is full: queue a copy. */
+	/* The socket buffer is full: queue a copy, within the bound. */
+	if (u->l->udp_queued + sizeof(*sr) + len > UDP_MAX_SEND_QUEUE) {
+		u->l->m->drops_send_queue_full++;
+		return;
+	}
 	sr = mem_alloc(sizeof(*sr) + len);
 	if (sr == NULL)
 		goto fail;
@@ -179,6 +194,7 @@ udp_send(struct udp_sock *u, const struct sockaddr *to, const uint8_t *msg,
 		mem_free(sr);
 		goto fail;
 	}
+	u->l->udp_queued += sizeof(*sr) + len;
 	return;
 
 fail:

@@ -7,6 +7,8 @@ UDP congestion test in a network namespace of its own, where loopback is
 rate-limited with tc) and reproduces the scenario with raw sockets.
 Memory is read from /proc/PID/status; counters from /metrics.
 """
+import contextlib
+import ctypes
 import os
 import re
 import socket
@@ -48,6 +50,123 @@ def recv_frame(s):
             size = struct.unpack('!H', buf)[0]
             want = 2 + size
     return buf[2:]
+
+
+CLONE_NEWNET = 0x40000000
+MIB = 1 << 20
+
+
+@contextlib.contextmanager
+def own_netns():
+    """Moves this (main) thread into a new network namespace with lo up,
+    and back afterwards: the processes started and the sockets made in
+    the block live in it, so tc may slow its loopback down."""
+    assert os.geteuid() == 0, 'needs root (network namespace, tc)'
+    libc = ctypes.CDLL(None, use_errno=True)
+    old = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
+    try:
+        if libc.unshare(CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), 'unshare(CLONE_NEWNET)')
+        try:
+            subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True)
+            yield
+        finally:
+            h._stop_all()
+            if libc.setns(old, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), 'setns back')
+    finally:
+        os.close(old)
+
+
+def shape_udp_from(port, rate='1mbit'):
+    """Slows the UDP datagrams sent from port on loopback down to rate,
+    with a queue long enough that the sender's socket buffer fills (then
+    sendmsg says EAGAIN) instead of the queue dropping; everything else
+    on loopback keeps full speed."""
+    for cmd in (
+            'qdisc add dev lo root handle 1: htb default 10',
+            'class add dev lo parent 1: classid 1:10 htb rate 10gbit '
+            'quantum 200000',
+            'class add dev lo parent 1: classid 1:20 htb rate %s ceil %s'
+            % (rate, rate),
+            'qdisc add dev lo parent 1:20 handle 20: pfifo limit 100000',
+            'filter add dev lo parent 1: protocol ip prio 1 u32 match ip '
+            'protocol 17 0xff match ip sport %d 0xffff flowid 1:20' % port):
+        subprocess.run(['tc'] + cmd.split(), check=True)
+
+
+def proc_kib(pid, key):
+    """VmRSS, VmHWM, ... of pid in KiB."""
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith(key + ':'):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def metric(port, name, labels=''):
+    """One sample of dotproxy's /metrics on 127.0.0.1:port."""
+    with urllib.request.urlopen('http://127.0.0.1:%d/metrics' % port,
+                                timeout=5) as r:
+        text = r.read().decode()
+    rx = re.compile(r'^%s%s (\S+)$' % (re.escape(name),
+                                       re.escape('{%s}' % labels) if labels
+                                       else ''), re.M)
+    m = rx.search(text)
+    assert m, 'no %s{%s} in /metrics:\n%s' % (name, labels, text)
+    return float(m.group(1))
+
+
+def test_udp_send_queue_is_bounded():
+    c = h.certs()
+    with h.tmpdir() as d, own_netns():
+        hport = h.free_port()
+        with h.start_dotserver(c) as up, \
+                h.start_dotproxy('-c', write_conf(
+                    d, up, c, 'http-listen 127.0.0.1@%d\n' % hport)) as px:
+            q = h.make_query('big.flood.example', 'TXT', edns=4096)
+            big = h.udp_query(px.port, q)
+            assert big is not None and len(big) > 2000, big
+            assert metric(hport, 'dotproxy_dns_dropped_requests_total',
+                          'reason="send-queue-full"') == 0
+            base = proc_kib(px.pid, 'VmRSS')
+            shape_udp_from(px.port)
+            # A fast client asks for the cached 2 KB answer again and
+            # again: far more than 1 Mbit/s of answers, so they pile up
+            # behind a full socket buffer. Bounded in count and time.
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setblocking(False)
+            sent = 0
+            end = time.monotonic() + 8
+            try:
+                while sent < 40000 and time.monotonic() < end:
+                    try:
+                        s.sendto(q, ('127.0.0.1', px.port))
+                        sent += 1
+                    except BlockingIOError:
+                        time.sleep(0.001)
+                # Datagrams are read in order: once an A query sent after
+                # the flood is counted, every query of it has been read
+                # (the kernel may have dropped some; the marker is sent
+                # again until one gets through).
+                deadline = time.monotonic() + 10
+                while metric(hport, 'dotproxy_dns_requests_total',
+                             'proto="udp",type="A"') == 0:
+                    assert time.monotonic() < deadline, 'marker not read'
+                    s.sendto(h.make_query('marker.example', 'A'),
+                             ('127.0.0.1', px.port))
+            finally:
+                s.close()
+            peak = proc_kib(px.pid, 'VmHWM')
+            drops = metric(hport, 'dotproxy_dns_dropped_requests_total',
+                           'reason="send-queue-full"')
+            print('udp flood: %d queries of a %d-byte answer, RSS %d KiB '
+                  'before, peak %d KiB (+%d KiB), %d dropped: queue full'
+                  % (sent, len(big), base, peak, peak - base, drops))
+            assert sent >= 20000, sent
+            assert drops > 0, drops
+            # 4 MiB of queue, plus the allocator's slack.
+            assert peak - base < 16 * 1024, (base, peak)
 
 
 def test_half_closed_client_gets_its_misses():
@@ -92,4 +211,5 @@ def test_half_closed_client_gets_its_misses():
         up.expect_count(QUERY_RE % (r'delay300\.half\.example\.', 1), 1)
 
 
-h.run([test_half_closed_client_gets_its_misses])
+h.run([test_half_closed_client_gets_its_misses,
+       test_udp_send_queue_is_bounded])
