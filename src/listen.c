@@ -75,6 +75,7 @@ struct tcp_conn {
 	size_t rlen, rcap;
 	struct sockaddr_storage peer; /* the client, for logs */
 	unsigned pending;    /* queries whose done_cb has not come yet */
+	size_t queued;       /* bytes of write_req not yet freed */
 	unsigned open_handles;
 	int closing;
 	int reading;
@@ -117,7 +118,7 @@ struct listen {
 	int quiesced;          /* draining: reading and accepting stopped */
 	uint64_t drop_logged_ms; /* last drop logged: at most one a second */
 	size_t udp_queued;     /* bytes of send_req in flight, all UDP sockets */
-	size_t tcp_queued;     /* bytes of write_req in flight, open conns */
+	size_t tcp_queued;     /* bytes of write_req not yet freed, all conns */
 	uint8_t *udp_buf;      /* UDP_SLOTS * UDP_SLOT, reused for every batch */
 	uint8_t out[DNS_MAX_MSG + 2]; /* answers ready at once; 2 for TCP framing */
 };
@@ -362,9 +363,38 @@ static void
 write_cb(uv_write_t *req, int status)
 {
 	struct write_req *wr = (struct write_req *)req;
+	struct tcp_conn *c = req->handle->data;
 
 	(void)status;
+	/* The connection is alive until its close_cb, which comes after
+	 * the callbacks of its cancelled writes. */
+	c->queued -= sizeof(*wr) + wr->len;
+	c->l->tcp_queued -= sizeof(*wr) + wr->len;
 	mem_free(wr);
+}
+
+/* need more bytes of queued answers would pass the total bound: close the
+ * open connection with the most unread answers (a client that does not
+ * read), counted. Its memory goes only when libuv cancels its writes, at
+ * the end of this loop turn, so until then the bound still refuses.
+ * Returns 0 when need fits now. */
+static int
+evict_slow_reader(struct listen *l, size_t need)
+{
+	struct tcp_conn *c, *worst = NULL;
+
+	if (l->tcp_queued + need <= TCP_MAX_WRITE_TOTAL)
+		return 0;
+	for (c = l->head; c != NULL; c = c->next)
+		if (worst == NULL || c->queued > worst->queued)
+			worst = c;
+	if (worst != NULL && worst->queued != 0) {
+		log_debug("tcp clients hold %zu bytes of unread answers: "
+		    "closing the one with %zu", l->tcp_queued, worst->queued);
+		l->m->tcp_slow_closed++;
+		conn_close(worst);
+	}
+	return -1;
 }
 
 /* Send one framed answer: straight to the socket when it takes it, else a
@@ -390,9 +420,18 @@ conn_send(struct tcp_conn *c, const uint8_t *msg, size_t len)
 		return;
 	if (c->handle.write_queue_size > TCP_MAX_WRITE_QUEUE) {
 		log_debug("tcp client does not read its answers: closing");
+		c->l->m->tcp_slow_closed++;
 		goto fail;
 	}
 	left = len + 2 - done;
+	if (evict_slow_reader(c->l, sizeof(*wr) + left) != 0) {
+		/* Over the total even after an eviction: this connection
+		 * cannot take its answer either (unless it was the one). */
+		if (c->closing)
+			return;
+		c->l->m->tcp_slow_closed++;
+		goto fail;
+	}
 	wr = mem_alloc(sizeof(*wr) + left);
 	if (wr == NULL)
 		goto fail;
@@ -409,6 +448,8 @@ conn_send(struct tcp_conn *c, const uint8_t *msg, size_t len)
 		mem_free(wr);
 		goto fail;
 	}
+	c->queued += sizeof(*wr) + left;
+	c->l->tcp_queued += sizeof(*wr) + left;
 	return;
 
 fail:

@@ -169,6 +169,56 @@ def test_udp_send_queue_is_bounded():
             assert peak - base < 16 * 1024, (base, peak)
 
 
+def test_tcp_clients_that_never_read():
+    c = h.certs()
+    with h.tmpdir() as d, own_netns():
+        # The kernel's send buffers are small in this namespace, so the
+        # unread answers pile up in dotproxy rather than in the kernel.
+        with open('/proc/sys/net/ipv4/tcp_wmem', 'w') as f:
+            f.write('4096 16384 65536')
+        hport = h.free_port()
+        with h.start_dotserver(c) as up, h.start_dotproxy('-c', write_conf(
+                d, up, c, 'http-listen 127.0.0.1@%d\n' % hport)) as px:
+            slow_readers(px, hport)
+
+
+def slow_readers(px, hport):
+    if True:
+        q = h.make_query('big.slow.example', 'TXT', qid=7)
+        first = h.tcp_query(px.port, q)
+        assert first is not None and len(first) > 2000, first
+        base = proc_kib(px.pid, 'VmRSS')
+        # 48 clients each ask 400 times for the cached 2 KB answer and
+        # never read: 48 x 800 KB of answers, each under the 1 MiB a
+        # single connection may hold, 38 MB together.
+        slow = []
+        try:
+            for _ in range(48):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.settimeout(5)
+                s.connect(('127.0.0.1', px.port))
+                s.sendall(framed(q) * 400)
+                slow.append(s)
+            # Everything the slow clients sent is in dotproxy's socket
+            # buffers before this connection exists, so by the time its
+            # answer comes, their queries have been read and answered.
+            good = h.tcp_query(px.port, h.make_query('big.slow.example',
+                                                     'TXT', qid=8))
+            assert good is not None and h.Message(good).id == 8
+            peak = proc_kib(px.pid, 'VmHWM')
+            closed = metric(hport, 'dotproxy_tcp_slow_reader_closed_total')
+            print('tcp clients that never read: RSS %d KiB before, peak %d '
+                  'KiB (+%d KiB), %d connections closed'
+                  % (base, peak, peak - base, closed))
+            assert closed > 0, closed
+            # 16 MiB of queued answers, plus the allocator's slack.
+            assert peak - base < 24 * 1024, (base, peak)
+        finally:
+            for s in slow:
+                s.close()
+
+
 def test_half_closed_client_gets_its_misses():
     c = h.certs()
     with h.tmpdir() as d, h.start_dotserver(c) as up, \
@@ -212,4 +262,4 @@ def test_half_closed_client_gets_its_misses():
 
 
 h.run([test_half_closed_client_gets_its_misses,
-       test_udp_send_queue_is_bounded])
+       test_udp_send_queue_is_bounded, test_tcp_clients_that_never_read])
