@@ -14,6 +14,8 @@
  * connection cap is reached: the least recently active connection with no
  * query in flight.
  */
+#include <sys/resource.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -47,6 +49,13 @@
  * an answer is dropped and counted (UDP is lossy; the client retries). */
 #define UDP_MAX_SEND_QUEUE (4u << 20)
 #define TCP_BACKLOG 256
+/* A connection that has not sent its first query is not evicted for a
+ * newcomer until it has had this long to send it. */
+#define TCP_FRESH_MS 1000
+/* Descriptors kept out of the client connections' share of the
+ * RLIMIT_NOFILE limit: the loop, logs, HTTP, listeners and upstreams. */
+#define FD_RESERVE_FIXED 64
+#define FD_RESERVE_PER_UPSTREAM 4
 
 struct listen;
 
@@ -77,6 +86,8 @@ struct tcp_conn {
 	unsigned pending;    /* queries whose done_cb has not come yet */
 	size_t queued;       /* bytes of write_req not yet freed */
 	unsigned open_handles;
+	uint64_t accepted_ms;
+	int got_query;       /* a first query was read: no longer fresh */
 	int closing;
 	int reading;
 	int quiesced;        /* draining or the client's EOF: no more
@@ -113,6 +124,8 @@ struct listen {
 	size_t n_slots;
 	struct tcp_conn *head, *tail; /* activity list */
 	unsigned n_conns;
+	unsigned max_conns;    /* tcp-max-clients, clamped to the fd limit */
+	uint64_t emfile_logged_ms;
 	unsigned open_handles; /* listening sockets not yet freed */
 	int closing;
 	int quiesced;          /* draining: reading and accepting stopped */
@@ -537,6 +550,7 @@ conn_frames(struct tcp_conn *c)
 		if (c->rlen - off < 2 + flen)
 			break;
 		l->m->queries_tcp++;
+		c->got_query = 1;
 		out_len = 0;
 		r = query_handle(l->qctx, c->rbuf + off + 2, flen, 0,
 		    (const struct sockaddr *)&c->peer, uv_now(l->loop), l->out, &out_len, tcp_done_cb, c, NULL, 0);
@@ -609,13 +623,17 @@ conn_idle_cb(uv_timer_t *t)
 }
 
 /* At the cap: close the least recently active connection with nothing in
- * flight. Returns 0 when one was closed. */
+ * flight, unless it is fresh (accepted under TCP_FRESH_MS ago with no
+ * query read yet: it gets its chance). Returns 0 when one was closed. */
 static int
 evict_idle_conn(struct listen *l)
 {
+	uint64_t now = uv_now(l->loop);
 	struct tcp_conn *c;
 
 	for (c = l->head; c != NULL; c = c->next) {
+		if (!c->got_query && now - c->accepted_ms < TCP_FRESH_MS)
+			continue;
 		if (c->pending == 0) {
 			l->m->tcp_limit_closed++;
 			conn_close(c);
@@ -648,6 +666,52 @@ reject_conn(struct listen *l, uv_stream_t *server)
 	uv_close((uv_handle_t *)t, reject_close_cb);
 }
 
+/* Out of descriptors at accept: counted, logged at most once a second,
+ * and an idle connection closed so that the next client gets in. */
+static void
+accept_failed(struct listen *l, int status)
+{
+	uint64_t now = uv_now(l->loop);
+	int evicted;
+
+	l->m->tcp_accept_failed++;
+	evicted = evict_idle_conn(l) == 0;
+	if (l->emfile_logged_ms != 0 && now - l->emfile_logged_ms < 1000)
+		return;
+	l->emfile_logged_ms = now;
+	log_warn("tcp accept: %s with %u client connections: %s (%llu lost "
+	    "so far; raise the open-file limit or lower tcp-max-clients)",
+	    uv_strerror(status), l->n_conns, evicted ? "closed the least "
+	    "recently active idle one" : "none idle to close",
+	    (unsigned long long)l->m->tcp_accept_failed);
+}
+
+/* tcp-max-clients, lowered when the open-file limit cannot hold that many
+ * connections besides what the rest of the process needs; the clamp is
+ * logged when it changes. */
+static void
+set_max_conns(struct listen *l, const struct conf *conf)
+{
+	struct rlimit rl;
+	unsigned max = conf->tcp_max_clients;
+	rlim_t reserve = FD_RESERVE_FIXED + 2 * (rlim_t)conf->n_listen +
+	    FD_RESERVE_PER_UPSTREAM * (rlim_t)conf->n_upstream;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur !=
+	    RLIM_INFINITY && rl.rlim_cur < reserve + max) {
+		max = rl.rlim_cur > reserve + 1 ? (unsigned)(rl.rlim_cur -
+		    reserve) : 1;
+		if (max != l->max_conns)
+			log_warn("tcp-max-clients %u is more than the open-file "
+			    "limit of %llu allows with %llu kept for listeners, "
+			    "upstreams, HTTP and logs: at most %u client "
+			    "connections", conf->tcp_max_clients,
+			    (unsigned long long)rl.rlim_cur,
+			    (unsigned long long)reserve, max);
+	}
+	l->max_conns = max;
+}
+
 static void
 tcp_connection_cb(uv_stream_t *server, int status)
 {
@@ -656,9 +720,20 @@ tcp_connection_cb(uv_stream_t *server, int status)
 	struct tcp_conn *c;
 	int namelen;
 
-	if (status != 0 || l->closing)
+	if (l->closing)
 		return;
-	if (l->n_conns >= l->conf->tcp_max_clients && evict_idle_conn(l) != 0) {
+	if (status == UV_EMFILE || status == UV_ENFILE) {
+		/* libuv has accepted and closed what was waiting (its
+		 * reserved-descriptor trick), so this does not spin; make
+		 * room for the next one. */
+		accept_failed(l, status);
+		return;
+	}
+	if (status != 0) {
+		log_debug("tcp accept: %s", uv_strerror(status));
+		return;
+	}
+	if (l->n_conns >= l->max_conns && evict_idle_conn(l) != 0) {
 		reject_conn(l, server);
 		return;
 	}
@@ -687,6 +762,7 @@ tcp_connection_cb(uv_stream_t *server, int status)
 		return;
 	}
 	l->m->tcp_accepted++;
+	c->accepted_ms = uv_now(l->loop);
 	namelen = sizeof(c->peer);
 	if (uv_tcp_getpeername(&c->handle, (struct sockaddr *)&c->peer,
 	    &namelen) != 0)
@@ -967,6 +1043,7 @@ listen_start(uv_loop_t *loop, const struct conf *conf,
 	l->conf = conf;
 	l->qctx = qctx;
 	l->m = m;
+	set_max_conns(l, conf);
 	if (bind_new(l, conf, fds, l->slot, &l->n_slots, err,
 	    errlen) != 0) {
 		listen_close(l);
@@ -1013,6 +1090,7 @@ listen_update(struct listen *l, const struct conf *conf, char *err,
 	memcpy(l->slot + n_kept, fresh, n_fresh * sizeof(fresh[0]));
 	l->n_slots = n_kept + n_fresh;
 	l->conf = conf;
+	set_max_conns(l, conf);
 	return 0;
 }
 

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -633,6 +634,25 @@ start_signal(struct server *s, uv_signal_t *h, int signum)
 	return uv_signal_start(h, signal_cb, signum);
 }
 
+/* Client connections need descriptors: take every one the hard limit
+ * allows (the listeners clamp tcp-max-clients to what that gives). */
+static void
+raise_nofile(void)
+{
+	struct rlimit rl;
+	rlim_t was;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	was = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		log_warn("setrlimit RLIMIT_NOFILE: %s", strerror(errno));
+	else
+		log_debug("open-file limit raised from %llu to %llu",
+		    (unsigned long long)was, (unsigned long long)rl.rlim_cur);
+}
+
 /* What can be refused before anything is opened, so that the error is the
  * first thing logged: sockets handed over by systemd that no listen address
  * takes, and a user or group that does not exist. */
@@ -682,6 +702,7 @@ run(struct server *s)
 
 	if (check_system(s->conf, &fds, &pd) != 0)
 		return 1;
+	raise_nofile();
 	if (trust_new(s->conf, &s->tls, err, sizeof(err)) != 0) {
 		log_err("%s", err);
 		return 1;

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import os
 import re
+import resource
 import socket
 import struct
 import subprocess
@@ -219,6 +220,52 @@ def slow_readers(px, hport):
                 s.close()
 
 
+def test_descriptor_limit_below_max_clients():
+    c = h.certs()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048 <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    with h.tmpdir() as d, h.start_dotserver(c) as up:
+        port = h.free_port()
+        conf = write_conf(d, up, c, 'tcp-max-clients 5000\n'
+                          'tcp-idle-timeout 30s\n')
+        px = h.Proc(['prlimit', '--nofile=512:512', h.DOTPROXY, '-d', '-c',
+                     conf, '-l', '127.0.0.1@%d' % port], name='dotproxy')
+        with px:
+            px.wait_line(r'ready', stream='stderr')
+            m = px.wait_line(r'tcp-max-clients 5000 is more than the '
+                             r'open-file limit of 512 allows .*: at most '
+                             r'(\d+) client connections', stream='stderr')
+            cap = int(m.group(1))
+            assert 256 < cap < 512, cap
+            # 600 connections that never send a thing: more than the
+            # cap, more than the descriptors.
+            idle = []
+            try:
+                for _ in range(600):
+                    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    s.settimeout(5)
+                    s.connect(('127.0.0.1', port))
+                    idle.append(s)
+                # A good client: the idle ones are evicted for it once
+                # they have had their second to send a first query (that
+                # grace period is what the retries wait out).
+                deadline = time.monotonic() + 5
+                while True:
+                    r = h.tcp_query(port, h.make_query('fd.example', 'A',
+                                                       qid=9), timeout=1)
+                    if r is not None or time.monotonic() > deadline:
+                        break
+                assert r is not None and h.Message(r).rcode == 0, r
+            finally:
+                for s in idle:
+                    s.close()
+            px.signal(10)
+            st = px.wait_line(r'stats:.*', stream='stderr').group(0)
+            assert 'tcp_limit_closed=' in st, st
+            assert 'tcp_accept_failed=' not in st, st
+
+
 def test_half_closed_client_gets_its_misses():
     c = h.certs()
     with h.tmpdir() as d, h.start_dotserver(c) as up, \
@@ -262,4 +309,5 @@ def test_half_closed_client_gets_its_misses():
 
 
 h.run([test_half_closed_client_gets_its_misses,
-       test_udp_send_queue_is_bounded, test_tcp_clients_that_never_read])
+       test_udp_send_queue_is_bounded, test_tcp_clients_that_never_read,
+       test_descriptor_limit_below_max_clients])
