@@ -1000,8 +1000,14 @@ conf_set(struct conf *c, const char *key, const char *value,
 		rc = set_name(c, k, value, msg, sizeof(msg));
 		break;
 	}
-	if (rc == 0)
+	if (rc == 0) {
+		/* Where the trust anchors were named, for the message when
+		 * they cannot be loaded (conf cannot parse certificates). */
+		if (k->off == offsetof(struct conf, ca_file))
+			snprintf(c->ca_file_where, sizeof(c->ca_file_where),
+			    "%s", where);
 		return 0;
+	}
 fail:
 	snprintf(err, errlen, "%s: %s: %s", where, key, msg);
 	return -1;
@@ -1054,34 +1060,34 @@ split_word(char *s)
 
 /* Read one line into buf (without its newline). Returns 1 for a line, 0 at
  * end of file, -1 for a read error (errno set), -2 for a line longer than
- * CONF_LINE_MAX (the rest of it is consumed), -3 for a NUL byte. */
+ * CONF_LINE_MAX, -3 for a NUL byte. Either error returns at once, without
+ * reading the rest of the line: a file with no newline in sight
+ * (/dev/zero) must not keep the reader busy forever. */
 static int
 read_line(FILE *f, char *buf, size_t cap)
 {
 	size_t n = 0;
-	int ch, rc = 1;
+	int ch;
 
 	for (;;) {
 		ch = getc(f);
 		if (ch == EOF) {
 			if (ferror(f))
 				return -1;
-			if (n == 0 && rc == 1)
+			if (n == 0)
 				return 0;
 			break;
 		}
 		if (ch == '\n')
 			break;
-		if (ch == '\0' && rc == 1)
-			rc = -3;
-		if (n < cap - 1)
-			buf[n] = (char)ch;
-		else if (rc == 1)
-			rc = -2;
-		n++;
+		if (ch == '\0')
+			return -3;
+		if (n == cap - 1)
+			return -2;
+		buf[n++] = (char)ch;
 	}
-	buf[n < cap ? n : cap - 1] = '\0';
-	return rc;
+	buf[n] = '\0';
+	return 1;
 }
 
 int

@@ -62,6 +62,7 @@ struct conf {
 	struct conf_upstream upstream[CONF_MAX_UPSTREAM];
 	size_t n_upstream;
 	char ca_file[CONF_MAX_PATH];  /* "" = the system trust store */
+	char ca_file_where[CONF_MAX_PATH + 32]; /* "file:line" that set it */
 	size_t cache_size;            /* bytes; default 32 MiB */
 	unsigned query_timeout_ms;    /* client deadline; default 3000 */
 	unsigned connect_timeout_ms;  /* TCP connect + TLS handshake; default 2000 */

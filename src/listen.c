@@ -14,6 +14,8 @@
  * connection cap is reached: the least recently active connection with no
  * query in flight.
  */
+#include <sys/resource.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -38,7 +40,22 @@
 #define TCP_MAX_PENDING 256
 /* Bytes of answers queued to a client that does not read: then we close. */
 #define TCP_MAX_WRITE_QUEUE (1u << 20)
+/* Bytes of answers queued to every TCP client together: beyond it the
+ * connection with the most unread answers is closed. Without it, 256
+ * clients that never read would hold 256 MiB. */
+#define TCP_MAX_WRITE_TOTAL (16u << 20)
+/* Bytes of UDP answers (with their request) waiting for room in the
+ * socket buffers, for all UDP sockets of a listener together: beyond it
+ * an answer is dropped and counted (UDP is lossy; the client retries). */
+#define UDP_MAX_SEND_QUEUE (4u << 20)
 #define TCP_BACKLOG 256
+/* A connection that has not sent its first query is not evicted for a
+ * newcomer until it has had this long to send it. */
+#define TCP_FRESH_MS 1000
+/* Descriptors kept out of the client connections' share of the
+ * RLIMIT_NOFILE limit: the loop, logs, HTTP, listeners and upstreams. */
+#define FD_RESERVE_FIXED 64
+#define FD_RESERVE_PER_UPSTREAM 4
 
 struct listen;
 
@@ -67,10 +84,14 @@ struct tcp_conn {
 	size_t rlen, rcap;
 	struct sockaddr_storage peer; /* the client, for logs */
 	unsigned pending;    /* queries whose done_cb has not come yet */
+	size_t queued;       /* bytes of write_req not yet freed */
 	unsigned open_handles;
+	uint64_t accepted_ms;
+	int got_query;       /* a first query was read: no longer fresh */
 	int closing;
 	int reading;
-	int quiesced;        /* draining: no more reading, close when answered */
+	int quiesced;        /* draining or the client's EOF: no more
+	                      * reading, close when answered */
 	int shutting_down;   /* uv_shutdown under way: then we close */
 	uv_shutdown_t shutdown_req;
 };
@@ -103,10 +124,14 @@ struct listen {
 	size_t n_slots;
 	struct tcp_conn *head, *tail; /* activity list */
 	unsigned n_conns;
+	unsigned max_conns;    /* tcp-max-clients, clamped to the fd limit */
+	uint64_t emfile_logged_ms;
 	unsigned open_handles; /* listening sockets not yet freed */
 	int closing;
 	int quiesced;          /* draining: reading and accepting stopped */
 	uint64_t drop_logged_ms; /* last drop logged: at most one a second */
+	size_t udp_queued;     /* bytes of send_req in flight, all UDP sockets */
+	size_t tcp_queued;     /* bytes of write_req not yet freed, all conns */
 	uint8_t *udp_buf;      /* UDP_SLOTS * UDP_SLOT, reused for every batch */
 	uint8_t out[DNS_MAX_MSG + 2]; /* answers ready at once; 2 for TCP framing */
 };
@@ -151,6 +176,7 @@ udp_send_cb(uv_udp_send_t *req, int status)
 
 	if (status != 0 && status != UV_ECANCELED)
 		u->l->m->drops_send_failed++;
+	u->l->udp_queued -= sizeof(*sr) + sr->len;
 	mem_free(sr);
 }
 
@@ -167,7 +193,11 @@ udp_send(struct udp_sock *u, const struct sockaddr *to, const uint8_t *msg,
 		return;
 	if (rc != UV_EAGAIN)
 		goto fail;
-	/* The socket buffer is full: queue a copy. */
+	/* The socket buffer is full: queue a copy, within the bound. */
+	if (u->l->udp_queued + sizeof(*sr) + len > UDP_MAX_SEND_QUEUE) {
+		u->l->m->drops_send_queue_full++;
+		return;
+	}
 	sr = mem_alloc(sizeof(*sr) + len);
 	if (sr == NULL)
 		goto fail;
@@ -178,6 +208,7 @@ udp_send(struct udp_sock *u, const struct sockaddr *to, const uint8_t *msg,
 		mem_free(sr);
 		goto fail;
 	}
+	u->l->udp_queued += sizeof(*sr) + len;
 	return;
 
 fail:
@@ -345,9 +376,38 @@ static void
 write_cb(uv_write_t *req, int status)
 {
 	struct write_req *wr = (struct write_req *)req;
+	struct tcp_conn *c = req->handle->data;
 
 	(void)status;
+	/* The connection is alive until its close_cb, which comes after
+	 * the callbacks of its cancelled writes. */
+	c->queued -= sizeof(*wr) + wr->len;
+	c->l->tcp_queued -= sizeof(*wr) + wr->len;
 	mem_free(wr);
+}
+
+/* need more bytes of queued answers would pass the total bound: close the
+ * open connection with the most unread answers (a client that does not
+ * read), counted. Its memory goes only when libuv cancels its writes, at
+ * the end of this loop turn, so until then the bound still refuses.
+ * Returns 0 when need fits now. */
+static int
+evict_slow_reader(struct listen *l, size_t need)
+{
+	struct tcp_conn *c, *worst = NULL;
+
+	if (l->tcp_queued + need <= TCP_MAX_WRITE_TOTAL)
+		return 0;
+	for (c = l->head; c != NULL; c = c->next)
+		if (worst == NULL || c->queued > worst->queued)
+			worst = c;
+	if (worst != NULL && worst->queued != 0) {
+		log_debug("tcp clients hold %zu bytes of unread answers: "
+		    "closing the one with %zu", l->tcp_queued, worst->queued);
+		l->m->tcp_slow_closed++;
+		conn_close(worst);
+	}
+	return -1;
 }
 
 /* Send one framed answer: straight to the socket when it takes it, else a
@@ -373,9 +433,18 @@ conn_send(struct tcp_conn *c, const uint8_t *msg, size_t len)
 		return;
 	if (c->handle.write_queue_size > TCP_MAX_WRITE_QUEUE) {
 		log_debug("tcp client does not read its answers: closing");
+		c->l->m->tcp_slow_closed++;
 		goto fail;
 	}
 	left = len + 2 - done;
+	if (evict_slow_reader(c->l, sizeof(*wr) + left) != 0) {
+		/* Over the total even after an eviction: this connection
+		 * cannot take its answer either (unless it was the one). */
+		if (c->closing)
+			return;
+		c->l->m->tcp_slow_closed++;
+		goto fail;
+	}
 	wr = mem_alloc(sizeof(*wr) + left);
 	if (wr == NULL)
 		goto fail;
@@ -392,6 +461,8 @@ conn_send(struct tcp_conn *c, const uint8_t *msg, size_t len)
 		mem_free(wr);
 		goto fail;
 	}
+	c->queued += sizeof(*wr) + left;
+	c->l->tcp_queued += sizeof(*wr) + left;
 	return;
 
 fail:
@@ -479,6 +550,7 @@ conn_frames(struct tcp_conn *c)
 		if (c->rlen - off < 2 + flen)
 			break;
 		l->m->queries_tcp++;
+		c->got_query = 1;
 		out_len = 0;
 		r = query_handle(l->qctx, c->rbuf + off + 2, flen, 0,
 		    (const struct sockaddr *)&c->peer, uv_now(l->loop), l->out, &out_len, tcp_done_cb, c, NULL, 0);
@@ -496,15 +568,32 @@ conn_frames(struct tcp_conn *c)
 	}
 }
 
+/* The client shut down its sending side (nc -N, socat): no more queries
+ * come, but the ones in flight are still answered (RFC 7766 6.2.4 lets
+ * either side close; the client is still reading); then we close. */
+static void
+conn_eof(struct tcp_conn *c)
+{
+	uv_read_stop((uv_stream_t *)&c->handle);
+	c->reading = 0;
+	if (c->pending == 0)
+		conn_close_gently(c);
+	else
+		c->quiesced = 1;
+}
+
 static void
 conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct tcp_conn *c = s->data;
 
 	(void)buf;
+	if (nread == UV_EOF) {
+		conn_eof(c);
+		return;
+	}
 	if (nread < 0) {
-		if (nread != UV_EOF)
-			log_debug("tcp client: %s", uv_strerror((int)nread));
+		log_debug("tcp client: %s", uv_strerror((int)nread));
 		conn_close(c);
 		return;
 	}
@@ -534,13 +623,17 @@ conn_idle_cb(uv_timer_t *t)
 }
 
 /* At the cap: close the least recently active connection with nothing in
- * flight. Returns 0 when one was closed. */
+ * flight, unless it is fresh (accepted under TCP_FRESH_MS ago with no
+ * query read yet: it gets its chance). Returns 0 when one was closed. */
 static int
 evict_idle_conn(struct listen *l)
 {
+	uint64_t now = uv_now(l->loop);
 	struct tcp_conn *c;
 
 	for (c = l->head; c != NULL; c = c->next) {
+		if (!c->got_query && now - c->accepted_ms < TCP_FRESH_MS)
+			continue;
 		if (c->pending == 0) {
 			l->m->tcp_limit_closed++;
 			conn_close(c);
@@ -573,6 +666,52 @@ reject_conn(struct listen *l, uv_stream_t *server)
 	uv_close((uv_handle_t *)t, reject_close_cb);
 }
 
+/* Out of descriptors at accept: counted, logged at most once a second,
+ * and an idle connection closed so that the next client gets in. */
+static void
+accept_failed(struct listen *l, int status)
+{
+	uint64_t now = uv_now(l->loop);
+	int evicted;
+
+	l->m->tcp_accept_failed++;
+	evicted = evict_idle_conn(l) == 0;
+	if (l->emfile_logged_ms != 0 && now - l->emfile_logged_ms < 1000)
+		return;
+	l->emfile_logged_ms = now;
+	log_warn("tcp accept: %s with %u client connections: %s (%llu lost "
+	    "so far; raise the open-file limit or lower tcp-max-clients)",
+	    uv_strerror(status), l->n_conns, evicted ? "closed the least "
+	    "recently active idle one" : "none idle to close",
+	    (unsigned long long)l->m->tcp_accept_failed);
+}
+
+/* tcp-max-clients, lowered when the open-file limit cannot hold that many
+ * connections besides what the rest of the process needs; the clamp is
+ * logged when it changes. */
+static void
+set_max_conns(struct listen *l, const struct conf *conf)
+{
+	struct rlimit rl;
+	unsigned max = conf->tcp_max_clients;
+	rlim_t reserve = FD_RESERVE_FIXED + 2 * (rlim_t)conf->n_listen +
+	    FD_RESERVE_PER_UPSTREAM * (rlim_t)conf->n_upstream;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur !=
+	    RLIM_INFINITY && rl.rlim_cur < reserve + max) {
+		max = rl.rlim_cur > reserve + 1 ? (unsigned)(rl.rlim_cur -
+		    reserve) : 1;
+		if (max != l->max_conns)
+			log_warn("tcp-max-clients %u is more than the open-file "
+			    "limit of %llu allows with %llu kept for listeners, "
+			    "upstreams, HTTP and logs: at most %u client "
+			    "connections", conf->tcp_max_clients,
+			    (unsigned long long)rl.rlim_cur,
+			    (unsigned long long)reserve, max);
+	}
+	l->max_conns = max;
+}
+
 static void
 tcp_connection_cb(uv_stream_t *server, int status)
 {
@@ -581,9 +720,20 @@ tcp_connection_cb(uv_stream_t *server, int status)
 	struct tcp_conn *c;
 	int namelen;
 
-	if (status != 0 || l->closing)
+	if (l->closing)
 		return;
-	if (l->n_conns >= l->conf->tcp_max_clients && evict_idle_conn(l) != 0) {
+	if (status == UV_EMFILE || status == UV_ENFILE) {
+		/* libuv has accepted and closed what was waiting (its
+		 * reserved-descriptor trick), so this does not spin; make
+		 * room for the next one. */
+		accept_failed(l, status);
+		return;
+	}
+	if (status != 0) {
+		log_debug("tcp accept: %s", uv_strerror(status));
+		return;
+	}
+	if (l->n_conns >= l->max_conns && evict_idle_conn(l) != 0) {
 		reject_conn(l, server);
 		return;
 	}
@@ -612,6 +762,7 @@ tcp_connection_cb(uv_stream_t *server, int status)
 		return;
 	}
 	l->m->tcp_accepted++;
+	c->accepted_ms = uv_now(l->loop);
 	namelen = sizeof(c->peer);
 	if (uv_tcp_getpeername(&c->handle, (struct sockaddr *)&c->peer,
 	    &namelen) != 0)
@@ -892,6 +1043,7 @@ listen_start(uv_loop_t *loop, const struct conf *conf,
 	l->conf = conf;
 	l->qctx = qctx;
 	l->m = m;
+	set_max_conns(l, conf);
 	if (bind_new(l, conf, fds, l->slot, &l->n_slots, err,
 	    errlen) != 0) {
 		listen_close(l);
@@ -938,6 +1090,7 @@ listen_update(struct listen *l, const struct conf *conf, char *err,
 	memcpy(l->slot + n_kept, fresh, n_fresh * sizeof(fresh[0]));
 	l->n_slots = n_kept + n_fresh;
 	l->conf = conf;
+	set_max_conns(l, conf);
 	return 0;
 }
 

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -432,6 +433,24 @@ start_drain(struct server *s)
 	uv_timer_start(&s->drain_timer, lameduck_cb, s->conf->lameduck_ms, 0);
 }
 
+/* The trust store of c, with "file:line: " before the reason when the
+ * ca-file it names cannot be loaded: -n, the start and a reload refuse it
+ * alike. */
+static int
+trust_new(const struct conf *c, struct tls_ctx **out, char *err,
+    size_t errlen)
+{
+	char why[CONF_ERR_MAX];
+
+	if (tls_ctx_new(c->ca_file, out, why, sizeof(why)) == 0)
+		return 0;
+	if (c->ca_file[0] != '\0' && c->ca_file_where[0] != '\0')
+		snprintf(err, errlen, "%s: %s", c->ca_file_where, why);
+	else
+		snprintf(err, errlen, "%s", why);
+	return -1;
+}
+
 /* ---- reload ---- */
 
 static int
@@ -442,7 +461,7 @@ tls_for(struct server *s, const struct conf *nc, struct tls_ctx **out,
 		*out = s->tls;
 		return 0;
 	}
-	return tls_ctx_new(nc->ca_file, out, err, errlen);
+	return trust_new(nc, out, err, errlen);
 }
 
 /* Swap in a new configuration. Returns 0, or -1 with the reason in err
@@ -609,6 +628,25 @@ start_signal(struct server *s, uv_signal_t *h, int signum)
 	return uv_signal_start(h, signal_cb, signum);
 }
 
+/* Client connections need descriptors: take every one the hard limit
+ * allows (the listeners clamp tcp-max-clients to what that gives). */
+static void
+raise_nofile(void)
+{
+	struct rlimit rl;
+	rlim_t was;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	was = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		log_warn("setrlimit RLIMIT_NOFILE: %s", strerror(errno));
+	else
+		log_debug("open-file limit raised from %llu to %llu",
+		    (unsigned long long)was, (unsigned long long)rl.rlim_cur);
+}
+
 /* What can be refused before anything is opened, so that the error is the
  * first thing logged: sockets handed over by systemd that no listen address
  * takes, and a user or group that does not exist. */
@@ -658,7 +696,8 @@ run(struct server *s)
 
 	if (check_system(s->conf, &fds, &pd) != 0)
 		return 1;
-	if (tls_ctx_new(s->conf->ca_file, &s->tls, err, sizeof(err)) != 0) {
+	raise_nofile();
+	if (trust_new(s->conf, &s->tls, err, sizeof(err)) != 0) {
 		log_err("%s", err);
 		return 1;
 	}
@@ -759,6 +798,16 @@ main(int argc, char **argv)
 		goto out;
 	}
 	if (o.check) {
+		/* A ca-file the start would refuse fails the check too. */
+		if (s->conf->ca_file[0] != '\0') {
+			if (trust_new(s->conf, &s->tls, err, sizeof(err)) != 0) {
+				fprintf(stderr, "%s\n", err);
+				rc = EXIT_CONFIG;
+				goto out;
+			}
+			tls_ctx_free(s->tls);
+			s->tls = NULL;
+		}
 		conf_print(s->conf, stdout);
 		rc = 0;
 		goto out;

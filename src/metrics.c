@@ -138,6 +138,9 @@ metrics_log(const struct metrics *m)
 	ADD(tcp_accepted);
 	ADD(tcp_idle_closed);
 	ADD(tcp_limit_closed);
+	ADD(drops_send_queue_full);
+	ADD(tcp_slow_closed);
+	ADD(tcp_accept_failed);
 	ADD(cache_hits);
 	ADD(cache_misses);
 	ADD(cache_inserts);
@@ -293,6 +296,14 @@ metrics_write_prom(const struct metrics *m, FILE *f)
 	    "reason=\"client-gone\"", m->drops_client_gone);
 	prom_u64(f, "dotproxy_dns_dropped_requests_total",
 	    "reason=\"send-failed\"", m->drops_send_failed);
+	prom_u64(f, "dotproxy_dns_dropped_requests_total",
+	    "reason=\"send-queue-full\"", m->drops_send_queue_full);
+	counter(f, "dotproxy_tcp_slow_reader_closed_total",
+	    "Client TCP connections closed because their unread answers "
+	    "passed a bound.", m->tcp_slow_closed);
+	counter(f, "dotproxy_tcp_accept_failed_total",
+	    "Client connections lost at accept: out of descriptors.",
+	    m->tcp_accept_failed);
 	counter(f, "dotproxy_cache_hits_total",
 	    "Queries answered from a fresh cache entry.", m->cache_hits);
 	counter(f, "dotproxy_cache_misses_total",

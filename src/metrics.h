@@ -65,6 +65,9 @@ struct metrics {
 	uint64_t tcp_accepted;
 	uint64_t tcp_idle_closed;
 	uint64_t tcp_limit_closed;  /* oldest idle closed to admit a new one */
+	uint64_t drops_send_queue_full; /* UDP answer dropped: send queue full */
+	uint64_t tcp_slow_closed;   /* closed: its unread answers took too much */
+	uint64_t tcp_accept_failed; /* accept failed: out of descriptors */
 
 	/* cache */
 	uint64_t cache_hits;
