@@ -161,6 +161,9 @@ metrics_log(const struct metrics *m)
 	ADD(tls_closed);
 	ADD(upstream_moved);
 	ADD(upstream_half_open);
+	ADD(drops_acl_deny);
+	ADD(drops_ratelimit);
+	ADD(pending_full);
 	log_info("stats:%s", off ? buf : " (all zero)");
 }
 
@@ -293,6 +296,13 @@ metrics_write_prom(const struct metrics *m, FILE *f)
 	    "reason=\"client-gone\"", m->drops_client_gone);
 	prom_u64(f, "dotproxy_dns_dropped_requests_total",
 	    "reason=\"send-failed\"", m->drops_send_failed);
+	prom_u64(f, "dotproxy_dns_dropped_requests_total",
+	    "reason=\"acl-deny\"", m->drops_acl_deny);
+	prom_u64(f, "dotproxy_dns_dropped_requests_total",
+	    "reason=\"ratelimit\"", m->drops_ratelimit);
+	counter(f, "dotproxy_dns_pending_full_total",
+	    "Misses answered SERVFAIL at once because max-pending or "
+	    "max-pending-bytes was reached.", m->pending_full);
 	counter(f, "dotproxy_cache_hits_total",
 	    "Queries answered from a fresh cache entry.", m->cache_hits);
 	counter(f, "dotproxy_cache_misses_total",
