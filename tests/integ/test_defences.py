@@ -153,13 +153,16 @@ def test_ratelimit():
         s = client('127.0.0.1')
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         t0 = time.monotonic()
+        # In chunks of 50, each read by dotproxy before the next goes:
+        # 500 at once could overflow its socket buffer, and a datagram
+        # the kernel drops would be neither answered nor counted.
         for i in range(n):
             s.sendto(h.make_query('rl.example', qid=i),
                      ('127.0.0.1', p.port))
-        took = time.monotonic() - t0
-        st = wait_metric(p, lambda st: total(
-            st, 'dotproxy_dns_requests_total') >= base + n)
-        took_all = time.monotonic() - t0
+            if i % 50 == 49:
+                st = wait_metric(p, lambda st: total(
+                    st, 'dotproxy_dns_requests_total') >= base + i + 1)
+        took = took_all = time.monotonic() - t0
         s.setblocking(False)
         ids = set()
         while True:
@@ -180,6 +183,12 @@ def test_ratelimit():
         assert dropped(metrics(p), 'ratelimit') == drops
 
 
+def sanitized(pid):
+    """Is the process built with AddressSanitizer?"""
+    with open('/proc/%d/maps' % pid) as f:
+        return any('libasan' in line for line in f)
+
+
 def vmhwm(pid):
     with open('/proc/%d/status' % pid) as f:
         for line in f:
@@ -188,7 +197,7 @@ def vmhwm(pid):
     raise AssertionError('no VmHWM')
 
 
-# dotproxy(8), RESOURCE LIMITS: cache-size + max-pending-bytes + the fixed
+# dotproxy(8), LIMITS: cache-size + max-pending-bytes + the fixed
 # overhead (code, libraries, trust store, buffers, one upstream
 # connection), FIXED_MIB.
 FIXED_MIB = 24
@@ -248,7 +257,12 @@ def test_pending_flood():
                                           bound / MIB, FIXED_MIB, full, hits,
                                           retries))
         assert hits == n // 25000
-        assert peak <= bound, (peak, bound)
+        if sanitized(p.pid):
+            # ASan's shadow memory, redzones and quarantine are not
+            # dotproxy's: the bound is checked in the plain build only.
+            print('flood: AddressSanitizer build, RSS bound not checked')
+        else:
+            assert peak <= bound, (peak, bound)
         # The cap was reached, so the bound was what held memory.
         assert full > 0, full
         flood.close()
