@@ -7,10 +7,12 @@
  * are at most CONF_LINE_MAX characters, and nothing is written past its
  * buffer. Nothing here allocates.
  *
- * A value is one word, with one exception: an upstream's address may be
+ * A value is one word, with two exceptions: an upstream's address may be
  * followed by "pin-sha256=BASE64" words, so for that key the value is the
  * rest of the line and conf_parse_upstream takes it apart (the same text
- * comes whole from "-u" on the command line). '#' starts a comment only at
+ * comes whole from "-u" on the command line); and an access-control
+ * line's value is its prefix and action, which acl_rule_parse takes
+ * apart. '#' starts a comment only at
  * the start of a word, so that the "#name" of an upstream
  * (1.1.1.1@853#cloudflare-dns.com) is part of the value while
  * "listen ::1  # loopback" still has a comment. The same rule is why
@@ -31,6 +33,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "acl.h"
 #include "conf.h"
 #include "log.h"
 
@@ -541,6 +544,8 @@ enum key_kind {
 	KEY_SELECTION,
 	KEY_BOOL,        /* int, 0 or 1 */
 	KEY_NAME,        /* char[CONF_MAX_NAME], "" = unset */
+	KEY_BYTES,       /* size_t at off, bytes, in [min, max] */
+	KEY_ACL,         /* access-control: repeats, acl.c parses */
 };
 
 struct key_def {
@@ -608,6 +613,13 @@ static const struct key_def keys[] = {
 	BOOL_KEY("log-queries", log_queries),
 	NAME_KEY("user", user),
 	NAME_KEY("group", group),
+	{ "max-pending", KEY_COUNT, FIELD(max_pending), 1, 1000000,
+	    "1-1000000" },
+	{ "max-pending-bytes", KEY_BYTES, FIELD(max_pending_bytes), 64 * KIB,
+	    64 * GIB, "64K to 64G" },
+	{ "ratelimit-per-client", KEY_COUNT, FIELD(ratelimit_per_client), 0,
+	    1000000, "0-1000000" },
+	{ "access-control", KEY_ACL, 0, 0, 0, NULL },
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -810,6 +822,53 @@ set_name(struct conf *c, const struct key_def *k, const char *value,
 	return 0;
 }
 
+/* A size in bytes (max-pending-bytes), checked against the key's range. */
+static int
+set_bytes(struct conf *c, const struct key_def *k, const char *value,
+    char *msg, size_t msglen)
+{
+	unsigned long long v;
+	char q[QUOTE_MAX + 8];
+
+	if (parse_size(value, &v) < 0) {
+		snprintf(msg, msglen, "\"%s\" is not a size (use e.g. 16M)",
+		    quote(value, q, sizeof(q)));
+		return -1;
+	}
+	if (v < k->min || v > k->max || v > SIZE_MAX) {
+		snprintf(msg, msglen, "\"%s\" is out of range (%s)",
+		    quote(value, q, sizeof(q)), k->range);
+		return -1;
+	}
+	*(size_t *)(void *)((char *)c + k->off) = (size_t)v;
+	return 0;
+}
+
+/* One access-control rule; a second rule for the same prefix replaces
+ * the first's action, as a later setting of a key replaces an earlier. */
+static int
+set_acl(struct conf *c, const char *value, char *msg, size_t msglen)
+{
+	struct conf_acl r;
+	size_t i;
+
+	if (acl_rule_parse(value, &r, msg, msglen) < 0)
+		return -1;
+	for (i = 0; i < c->n_acl; i++) {
+		if (c->acl[i].plen == r.plen &&
+		    memcmp(c->acl[i].addr, r.addr, sizeof(r.addr)) == 0) {
+			c->acl[i].action = r.action;
+			return 0;
+		}
+	}
+	if (c->n_acl >= CONF_MAX_ACL) {
+		snprintf(msg, msglen, "too many (max %d)", CONF_MAX_ACL);
+		return -1;
+	}
+	c->acl[c->n_acl++] = r;
+	return 0;
+}
+
 static int
 set_cache_size(struct conf *c, const char *value, char *msg, size_t msglen)
 {
@@ -945,6 +1004,8 @@ conf_init(struct conf *c)
 	c->stale_refresh_interval = 30;
 	c->local_zones = 1;
 	c->lameduck_ms = 5000;
+	c->max_pending = 10000;
+	c->max_pending_bytes = 32 * MIB;
 }
 
 int
@@ -998,6 +1059,12 @@ conf_set(struct conf *c, const char *key, const char *value,
 		break;
 	case KEY_NAME:
 		rc = set_name(c, k, value, msg, sizeof(msg));
+		break;
+	case KEY_BYTES:
+		rc = set_bytes(c, k, value, msg, sizeof(msg));
+		break;
+	case KEY_ACL:
+		rc = set_acl(c, value, msg, sizeof(msg));
 		break;
 	}
 	if (rc == 0) {
@@ -1128,11 +1195,13 @@ conf_load_file(struct conf *c, const char *path, char *err, size_t errlen)
 		if (split_line(line, &key, &value) == 0)
 			continue;
 		/* An upstream's value is all its words (the pins follow the
-		 * address), and conf_parse_upstream judges them; any other
+		 * address), and conf_parse_upstream judges them (so does
+		 * acl_rule_parse an access-control's two); any other
 		 * value is one word. The value is checked before the words
 		 * after it: it is the first mistake on the line. */
 		extra = NULL;
-		if (value != NULL && strcmp(key, "upstream") != 0) {
+		if (value != NULL && strcmp(key, "upstream") != 0 &&
+		    strcmp(key, "access-control") != 0) {
 			extra = split_word(value);
 			if (extra != NULL)
 				split_word(extra);
@@ -1341,6 +1410,16 @@ conf_print(const struct conf *c, FILE *out)
 			if (name_field_value(c, k)[0] != '\0')
 				fprintf(out, "%s %s\n", k->name,
 				    name_field_value(c, k));
+			break;
+		case KEY_BYTES:
+			print_size(out, k->name, *(const size_t *)(const void *)
+			    ((const char *)c + k->off));
+			break;
+		case KEY_ACL:
+			for (i = 0; i < c->n_acl && i < CONF_MAX_ACL; i++) {
+				acl_rule_str(&c->acl[i], buf, sizeof(buf));
+				fprintf(out, "%s %s\n", k->name, buf);
+			}
 			break;
 		}
 	}

@@ -24,6 +24,7 @@
 #define CONF_MAX_PATH 1024
 #define CONF_ERR_MAX 512
 #define CONF_MAX_NAME 256   /* a user or group name, with its NUL */
+#define CONF_MAX_ACL 256    /* access-control lines */
 
 #define CONF_DEFAULT_FILE SYSCONFDIR "/dotproxy.conf"
 #define CONF_DEFAULT_LISTEN_PORT 53
@@ -43,6 +44,24 @@ struct conf_upstream {
 	 * pin alone authenticates; with both, both must hold. */
 	unsigned char pins[CONF_MAX_PINS][32];
 	size_t n_pins;
+};
+
+/* What access-control does with a client (acl.h matches them). */
+enum conf_acl_action {
+	CONF_ACL_ALLOW = 0,
+	CONF_ACL_REFUSE,        /* answer REFUSED */
+	CONF_ACL_DENY,          /* drop silently */
+};
+
+/* One access-control rule: a prefix in the IPv6 address space, IPv4
+ * prefixes as their IPv4-mapped form (::ffff:0:0/96 plus the IPv4 prefix
+ * length), so that one comparison serves both families and an
+ * IPv4-mapped client address matches the IPv4 rules. Bits past plen are
+ * zero. */
+struct conf_acl {
+	unsigned char addr[16];
+	unsigned char plen;     /* 0..128 */
+	unsigned char action;   /* enum conf_acl_action */
 };
 
 /* How the healthy upstream for a query is chosen. */
@@ -103,6 +122,17 @@ struct conf {
 	 * group with no capability (privdrop.h) */
 	char user[CONF_MAX_NAME];     /* "" = keep running as started */
 	char group[CONF_MAX_NAME];    /* "" = the user's primary group */
+
+	/* defences (issue 7) */
+	unsigned max_pending;         /* clients waiting for an upstream, and
+	                               * upstream queries in flight, each at
+	                               * most this many; default 10000 */
+	size_t max_pending_bytes;     /* memory those may take; default 32M */
+	unsigned ratelimit_per_client; /* queries/s per client address
+	                                * (/32, /64); 0 = off (default) */
+	/* access-control lines in file order; acl.c's defaults lie beneath */
+	struct conf_acl acl[CONF_MAX_ACL];
+	size_t n_acl;
 };
 
 /* Fill every setting with its default and empty the listen and upstream

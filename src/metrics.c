@@ -164,6 +164,9 @@ metrics_log(const struct metrics *m)
 	ADD(tls_closed);
 	ADD(upstream_moved);
 	ADD(upstream_half_open);
+	ADD(drops_acl_deny);
+	ADD(drops_ratelimit);
+	ADD(pending_full);
 	log_info("stats:%s", off ? buf : " (all zero)");
 }
 
@@ -304,6 +307,13 @@ metrics_write_prom(const struct metrics *m, FILE *f)
 	counter(f, "dotproxy_tcp_accept_failed_total",
 	    "Client connections lost at accept: out of descriptors.",
 	    m->tcp_accept_failed);
+	prom_u64(f, "dotproxy_dns_dropped_requests_total",
+	    "reason=\"acl-deny\"", m->drops_acl_deny);
+	prom_u64(f, "dotproxy_dns_dropped_requests_total",
+	    "reason=\"ratelimit\"", m->drops_ratelimit);
+	counter(f, "dotproxy_dns_pending_full_total",
+	    "Misses answered SERVFAIL at once because max-pending or "
+	    "max-pending-bytes was reached.", m->pending_full);
 	counter(f, "dotproxy_cache_hits_total",
 	    "Queries answered from a fresh cache entry.", m->cache_hits);
 	counter(f, "dotproxy_cache_misses_total",

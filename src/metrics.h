@@ -95,6 +95,12 @@ struct metrics {
 	uint64_t tls_closed;           /* upstream connections closed for any reason */
 	uint64_t upstream_moved;       /* queries moved to another upstream after answer-timeout */
 	uint64_t upstream_half_open;   /* connections closed as presumed half-open */
+
+	/* defences */
+	uint64_t drops_acl_deny;     /* dropped: access-control deny */
+	uint64_t drops_ratelimit;    /* dropped: over ratelimit-per-client */
+	uint64_t pending_full;       /* misses answered SERVFAIL at once:
+	                              * max-pending(-bytes) reached */
 };
 
 /* Index into requests[][] for a query type (the last index: "other"), and

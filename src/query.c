@@ -22,6 +22,16 @@
  * attempts off for stale-refresh-interval, and meanwhile stale answers go
  * out at once.
  *
+ * Bounds: every waiter and every pending is charged its cost
+ * (query_waiter_cost, query_pending_cost) in ctx->pending_bytes while it
+ * lives. A miss that would make the clients waiting more than
+ * max-pending, the pendings more than max-pending, or the bytes more than
+ * max-pending-bytes is answered SERVFAIL with EDE 0 at once and counted
+ * (pending_full); a prefetch beyond them is skipped. The new query is the
+ * one refused, not an older waiter: an old one has the upstream's answer
+ * nearest, and a flood would evict every good client's miss just as well
+ * before its answer came. Cache hits never reach the bound.
+ *
  * Every waiter ends in waiter_finish() (its one done_cb, then freed), and
  * every pending in pending_complete() (called once by the upstream pool).
  * The in-flight table is uthash, as in the cache; it is query state, so it
@@ -34,15 +44,25 @@
 #include <uthash.h>
 #include <utlist.h>
 
+#include "acl.h"
 #include "local.h"
 #include "log.h"
 #include "mem.h"
 #include "query.h"
+#include "ratelimit.h"
 
 #define STALE_TTL 30          /* RFC 8767 section 4 */
 #define PREFETCH_FRACTION 10  /* refresh in the last tenth of the TTL */
 #define PREFETCH_MIN_TTL 10   /* shorter-lived answers are not worth it */
 #define UPSTREAM_QUERY_MAX 512
+#define EDE_OTHER 0           /* RFC 8914: max-pending reached */
+/* malloc's own per-allocation cost, and what the upstream pool takes per
+ * query (its struct upstream_req: a question, links and state, then the
+ * framed query), charged to a pending so that the bound is the process's
+ * memory, not only ours. An estimate, rounded up. */
+#define MALLOC_OVERHEAD 16
+#define UPSTREAM_REQ_COST (sizeof(struct dnsmsg_question) + 160 + 2 + \
+	UPSTREAM_QUERY_MAX + MALLOC_OVERHEAD)
 
 struct query_pending {
 	UT_hash_handle hh;
@@ -191,6 +211,7 @@ waiter_finish(struct query_ctx *ctx, struct query_waiter *w,
 {
 	waiter_detach(ctx, w);
 	ctx->n_waiting--;
+	ctx->pending_bytes -= query_waiter_cost(w->len, w->origin_len);
 	w->done_cb(w->arg, w->msg + ORIGIN_OFF(w->len), msg, len);
 	mem_free(w);
 }
@@ -348,6 +369,14 @@ stale_exists(struct query_ctx *ctx, const struct cache_key *key,
 }
 
 static void
+pending_free(struct query_ctx *ctx, struct query_pending *p)
+{
+	ctx->n_pending--;
+	ctx->pending_bytes -= query_pending_cost();
+	mem_free(p);
+}
+
+static void
 pending_complete(void *arg, int status, const uint8_t *answer, size_t len,
     const struct dnsmsg_answer_info *uinfo, const char *upstream)
 {
@@ -372,7 +401,7 @@ pending_complete(void *arg, int status, const uint8_t *answer, size_t len,
 		while (p->waiters != NULL)
 			waiter_answer(ctx, p->waiters, buf, len, EDE_NONE,
 			    METRICS_SRC_UPSTREAM, upstream);
-		mem_free(p);
+		pending_free(ctx, p);
 		return;
 	}
 	/* The upstream failed or said SERVFAIL: stale beats SERVFAIL. */
@@ -395,7 +424,7 @@ pending_complete(void *arg, int status, const uint8_t *answer, size_t len,
 		    now + (uint64_t)ctx->conf->stale_refresh_interval * 1000);
 	else if (status == 0)
 		store_servfail(ctx, &p->key, buf, len, &info, now);
-	mem_free(p);
+	pending_free(ctx, p);
 }
 
 /* Start the one upstream query for key. Returns it, or NULL. */
@@ -422,7 +451,24 @@ pending_new(struct query_ctx *ctx, const struct dnsmsg_query *q,
 		return NULL;
 	}
 	HASH_ADD_KEYPTR(hh, ctx->inflight, p->key.bytes, p->key.len, p);
+	ctx->n_pending++;
+	ctx->pending_bytes += query_pending_cost();
 	return p;
+}
+
+/* Is there room for one more waiter of cost bytes (and a new pending when
+ * new_pending)? */
+static int
+pending_room(const struct query_ctx *ctx, size_t cost, int new_pending)
+{
+	const struct conf *cf = ctx->conf;
+
+	if (new_pending) {
+		if (ctx->n_pending >= cf->max_pending)
+			return 0;
+		cost += query_pending_cost();
+	}
+	return ctx->pending_bytes + cost <= cf->max_pending_bytes;
 }
 
 /* A hit in the last tenth of its TTL: refresh it now, once, so that
@@ -441,7 +487,7 @@ maybe_prefetch(struct query_ctx *ctx, const struct dnsmsg_query *q,
 	if ((uint64_t)left * PREFETCH_FRACTION > meta->ttl)
 		return;
 	HASH_FIND(hh, ctx->inflight, key->bytes, key->len, p);
-	if (p != NULL)
+	if (p != NULL || !pending_room(ctx, 0, 1))
 		return;
 	if (pending_new(ctx, q, key) != NULL)
 		ctx->metrics->cache_prefetches++;
@@ -459,11 +505,15 @@ query_wait(struct query_ctx *ctx, const uint8_t *msg, size_t len,
 	struct answer_src err = *a;
 	struct query_pending *p;
 	struct query_waiter *w;
+	size_t cost = query_waiter_cost(len, origin_len);
 
+	HASH_FIND(hh, ctx->inflight, key->bytes, key->len, p);
+	if (ctx->n_waiting >= ctx->conf->max_pending ||
+	    !pending_room(ctx, cost, p == NULL))
+		goto full;
 	w = mem_alloc(sizeof(*w) + ORIGIN_OFF(len) + origin_len);
 	if (w == NULL)
 		goto overload;
-	HASH_FIND(hh, ctx->inflight, key->bytes, key->len, p);
 	if (p != NULL)
 		ctx->metrics->queries_coalesced++;
 	else
@@ -489,6 +539,7 @@ query_wait(struct query_ctx *ctx, const uint8_t *msg, size_t len,
 		memcpy(w->msg + ORIGIN_OFF(len), origin, origin_len);
 	DL_APPEND(p->waiters, w);
 	ctx->n_waiting++;
+	ctx->pending_bytes += cost;
 	if (stale_ok) {
 		/* Every waiter gets the same delay, so appending keeps the
 		 * list in deadline order. */
@@ -501,6 +552,14 @@ query_wait(struct query_ctx *ctx, const uint8_t *msg, size_t len,
 	}
 	return QUERY_PENDING;
 
+full:
+	/* Too many misses in flight: this one is refused, at once. */
+	ctx->metrics->pending_full++;
+	err.src = METRICS_SRC_ERROR;
+	*out_len = error_answer(ctx, msg, len, q, DNS_RCODE_SERVFAIL,
+	    EDE_OTHER, udp, out, &err);
+	return *out_len ? QUERY_ANSWER : QUERY_DROP;
+
 overload:
 	/* Out of memory or closing: say so to the client, not silence. */
 	ctx->metrics->drops_overload++;
@@ -508,6 +567,43 @@ overload:
 	*out_len = error_answer(ctx, msg, len, q, DNS_RCODE_SERVFAIL, EDE_NONE,
 	    udp, out, &err);
 	return *out_len ? QUERY_ANSWER : QUERY_DROP;
+}
+
+/* Access control and the rate limit, before the query costs anything.
+ * Returns the client's action; for a deny or a query over the limit the
+ * drop has been counted. */
+static enum conf_acl_action
+query_admit(struct query_ctx *ctx, const struct sockaddr *peer,
+    uint64_t now_ms)
+{
+	const struct conf *cf = ctx->conf;
+	unsigned char addr[16];
+	enum conf_acl_action act;
+
+	if (peer == NULL)
+		return CONF_ACL_ALLOW;
+	if (acl_addr16(peer, addr) != 0)
+		return CONF_ACL_REFUSE;
+	act = acl_match(cf, addr);
+	if (act == CONF_ACL_DENY) {
+		ctx->metrics->drops_acl_deny++;
+		return act;
+	}
+	if (cf->ratelimit_per_client == 0)
+		return act;
+	if (ctx->rl == NULL) {
+		/* Out of memory: no limit rather than no service; the next
+		 * query tries again. */
+		ctx->rl = ratelimit_new(RATELIMIT_ENTRIES);
+		if (ctx->rl == NULL)
+			return act;
+	}
+	if (!ratelimit_allow(ctx->rl, addr, cf->ratelimit_per_client,
+	    now_ms)) {
+		ctx->metrics->drops_ratelimit++;
+		return CONF_ACL_DENY;
+	}
+	return act;
 }
 
 enum query_result
@@ -521,6 +617,7 @@ query_handle(struct query_ctx *ctx, const uint8_t *msg, size_t len, int udp,
 	struct dnsmsg_query q;
 	struct cache_key key;
 	struct cache_meta meta;
+	enum conf_acl_action act;
 	size_t n;
 	int rc, stale_ok = 0;
 
@@ -528,6 +625,16 @@ query_handle(struct query_ctx *ctx, const uint8_t *msg, size_t len, int udp,
 	ctx->metrics->requests[udp ? METRICS_UDP : METRICS_TCP]
 	    [rc == 0 || q.has_question ? metrics_type_index(q.q.qtype) :
 	    METRICS_N_TYPES - 1]++;
+	act = query_admit(ctx, peer, now_ms);
+	if (act == CONF_ACL_DENY)
+		return QUERY_DROP;
+	if (act == CONF_ACL_REFUSE && rc >= 0) {
+		*out_len = error_answer(ctx, msg, len, &q, DNS_RCODE_REFUSED,
+		    EDE_NONE, udp, out, &a);
+		if (*out_len != 0)
+			return QUERY_ANSWER;
+		rc = -1;
+	}
 	if (rc < 0) {
 		ctx->metrics->drops_malformed++;
 		return QUERY_DROP;
@@ -601,10 +708,38 @@ query_waiting(const struct query_ctx *ctx)
 	return ctx->n_waiting;
 }
 
+size_t
+query_pending(const struct query_ctx *ctx)
+{
+	return ctx->n_pending;
+}
+
+size_t
+query_pending_bytes(const struct query_ctx *ctx)
+{
+	return ctx->pending_bytes;
+}
+
+size_t
+query_waiter_cost(size_t len, size_t origin_len)
+{
+	return sizeof(struct query_waiter) + ORIGIN_OFF(len) + origin_len +
+	    MALLOC_OVERHEAD;
+}
+
+size_t
+query_pending_cost(void)
+{
+	return sizeof(struct query_pending) + MALLOC_OVERHEAD +
+	    UPSTREAM_REQ_COST;
+}
+
 void
 query_ctx_close(struct query_ctx *ctx)
 {
 	ctx->closing = 1;
+	ratelimit_free(ctx->rl);
+	ctx->rl = NULL;
 	uv_timer_stop(&ctx->stale_timer);
 	uv_close((uv_handle_t *)&ctx->stale_timer, NULL);
 }

@@ -7,6 +7,13 @@
  * upstream fails or is slow, or SERVFAIL. Identical misses in flight share
  * one upstream query (coalescing), and hits near expiry start one
  * background refresh (prefetch).
+ *
+ * Before anything else a query passes access control (acl.h: deny drops,
+ * refuse answers REFUSED) and the per-client rate limit (ratelimit.h:
+ * over it, dropped). Misses in flight are bounded (max-pending,
+ * max-pending-bytes): beyond the bound a new miss is answered SERVFAIL at
+ * once, so memory stays bounded under any flood while cache hits go on
+ * being answered.
  */
 #ifndef DOTPROXY_QUERY_H
 #define DOTPROXY_QUERY_H
@@ -22,6 +29,7 @@
 
 struct query_pending;
 struct query_waiter;
+struct ratelimit;
 
 /* Everything a query needs, built once by main.c (no globals), and the
  * state shared by queries: the misses in flight and the stale timer. */
@@ -37,6 +45,9 @@ struct query_ctx {
 	                                   * answer, in deadline order */
 	uv_timer_t stale_timer;
 	size_t n_waiting;                 /* clients waiting for an answer */
+	size_t n_pending;                 /* upstream queries in flight */
+	size_t pending_bytes;             /* what waiters and pendings take */
+	struct ratelimit *rl;             /* made when first needed */
 	int closing;
 };
 
@@ -61,14 +72,30 @@ int query_ctx_init(struct query_ctx *ctx, uv_loop_t *loop,
 /* Clients waiting for an answer now (draining waits for 0). */
 size_t query_waiting(const struct query_ctx *ctx);
 
-/* Stop: close the stale timer. Call after upstream_pool_close, which has
- * completed every pending query. */
+/* Upstream queries in flight now (prefetches included), and the bytes
+ * that waiters and pending queries are charged with, as max-pending and
+ * max-pending-bytes count them. */
+size_t query_pending(const struct query_ctx *ctx);
+size_t query_pending_bytes(const struct query_ctx *ctx);
+
+/* The bytes a waiter for a message of len bytes (with origin_len origin
+ * bytes) and a pending upstream query are charged with: the allocation,
+ * an allowance for malloc's own overhead, and for a pending the upstream
+ * pool's request. dotproxy(8) quotes these to bound memory. */
+size_t query_waiter_cost(size_t len, size_t origin_len);
+size_t query_pending_cost(void);
+
+/* Stop: close the stale timer, free the rate limit table. Call after
+ * upstream_pool_close, which has completed every pending query. */
 void query_ctx_close(struct query_ctx *ctx);
 
 /* Handle one client message read at now_ms (the loop's clock). udp says
  * whether the answer must fit the client's UDP payload size (it is then
- * truncated with TC set). peer is the client's address, for the query log
- * (NULL when unknown); it is copied, not kept. out must hold DNS_MAX_MSG bytes. origin
+ * truncated with TC set). peer is the client's address, for access
+ * control, the rate limit and the query log; it is copied, not kept.
+ * NULL (a caller of our own, such as a test) skips access control and
+ * the rate limit; an address of another family than IPv4 or IPv6 is
+ * refused. out must hold DNS_MAX_MSG bytes. origin
  * (origin_len bytes, e.g. the client's address) is copied into a pending
  * query and handed back to done_cb, so a listener needs no allocation of
  * its own per query. Returns a query_result; QUERY_PENDING means

@@ -96,6 +96,7 @@ FAMILIES = {
     'dotproxy_dns_responses': 'counter',
     'dotproxy_dns_request_duration_seconds': 'histogram',
     'dotproxy_dns_dropped_requests': 'counter',
+    'dotproxy_dns_pending_full': 'counter',
     'dotproxy_cache_hits': 'counter',
     'dotproxy_cache_misses': 'counter',
     'dotproxy_cache_served_stale': 'counter',

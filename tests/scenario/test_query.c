@@ -1143,6 +1143,102 @@ test_overload(void **state)
 	assert_int_equal(s->n_done, 1);
 }
 
+/* The cap on misses in flight (max-pending): exactly max-pending clients
+ * wait; the next miss, a new name or one joining a pending query, is
+ * answered SERVFAIL at once (EDE 0 with EDNS) and counted, with no
+ * out-query; cache hits go on; a slot freed by an answer takes the next
+ * miss. Then max-pending-bytes, exactly: a join that just fits is taken,
+ * the next is refused, and a new name that needs an out-query too is
+ * refused when only a waiter's cost is left. Everything charged is given
+ * back once every query has ended. */
+static void
+test_pending_cap(void **state)
+{
+	struct sc *s = *state;
+	char name[32];
+	struct ans a;
+	size_t i, wcost;
+
+	s->conf.max_pending = 4;
+	seed(s, "hit.example", 0, 300, 9, s->t0);
+	for (i = 0; i < 4; i++) {
+		snprintf(name, sizeof(name), "m%zu.example", i);
+		assert_int_equal(ask(s, i, 0, (uint16_t)(0xd000 + i), name,
+		    DNS_TYPE_A, 0), QUERY_PENDING);
+	}
+	assert_int_equal(query_waiting(&s->ctx), 4);
+	assert_int_equal(query_pending(&s->ctx), 4);
+	assert_int_equal(fake_count(), 4);
+	/* A fifth name: refused at once, EDE 0, no out-query. */
+	assert_int_equal(ask(s, 4, 0, 0xd004, "m4.example", DNS_TYPE_A,
+	    Q_EDNS), QUERY_ANSWER);
+	check_answer(s->cl[4].q, s->cl[4].q_len, s->cl[4].a, s->cl[4].a_len,
+	    DNS_RCODE_SERVFAIL, 0, 0, &a);
+	assert_int_equal(a.an, 0);
+	/* Joining a pending query needs a waiter too: refused. */
+	assert_int_equal(ask(s, 5, 0, 0xd005, "m0.example", DNS_TYPE_A, 0),
+	    QUERY_ANSWER);
+	check_answer(s->cl[5].q, s->cl[5].q_len, s->cl[5].a, s->cl[5].a_len,
+	    DNS_RCODE_SERVFAIL, 0, EDE_NONE, &a);
+	assert_int_equal(s->m.pending_full, 2);
+	assert_int_equal(s->m.drops_overload, 0);
+	assert_int_equal(s->m.queries_coalesced, 0);
+	assert_int_equal(fake_count(), 4);
+	assert_int_equal(query_waiting(&s->ctx), 4);
+	/* A cache hit is not a miss: answered. */
+	assert_int_equal(ask(s, 6, 0, 0xd006, "hit.example", DNS_TYPE_A, 0),
+	    QUERY_ANSWER);
+	check_answer(s->cl[6].q, s->cl[6].q_len, s->cl[6].a, s->cl[6].a_len,
+	    DNS_RCODE_NOERROR, 300, EDE_NONE, &a);
+	/* One answer frees one slot, which the next miss takes. */
+	answer_a(0, "m0.example", 60, 1);
+	assert_int_equal(s->cl[0].done, 1);
+	assert_int_equal(query_waiting(&s->ctx), 3);
+	assert_int_equal(query_pending(&s->ctx), 3);
+	assert_int_equal(ask(s, 7, 0, 0xd007, "m5.example", DNS_TYPE_A, 0),
+	    QUERY_PENDING);
+	assert_int_equal(ask(s, 8, 0, 0xd008, "m6.example", DNS_TYPE_A, 0),
+	    QUERY_ANSWER);
+	assert_int_equal(s->m.pending_full, 3);
+	assert_int_equal(fake_count(), 5);
+
+	/* The byte cap: room for exactly one more waiter. */
+	s->conf.max_pending = 1000;
+	assert_int_equal(ask(s, 9, 0, 0xd009, "m1.example", DNS_TYPE_A, 0),
+	    QUERY_PENDING);
+	wcost = query_waiter_cost(s->cl[9].q_len, sizeof(size_t));
+	assert_int_equal(query_pending_bytes(&s->ctx),
+	    5 * wcost + 4 * query_pending_cost());
+	s->conf.max_pending_bytes = query_pending_bytes(&s->ctx) + wcost;
+	/* A new name needs an out-query as well: refused. */
+	assert_int_equal(ask(s, 10, 0, 0xd00a, "m7.example", DNS_TYPE_A, 0),
+	    QUERY_ANSWER);
+	/* Joining m1 (same length of name): exactly fits. */
+	assert_int_equal(ask(s, 11, 0, 0xd00b, "m1.example", DNS_TYPE_A, 0),
+	    QUERY_PENDING);
+	assert_int_equal(query_pending_bytes(&s->ctx),
+	    s->conf.max_pending_bytes);
+	assert_int_equal(ask(s, 12, 0, 0xd00c, "m2.example", DNS_TYPE_A, 0),
+	    QUERY_ANSWER);
+	check_answer(s->cl[12].q, s->cl[12].q_len, s->cl[12].a,
+	    s->cl[12].a_len, DNS_RCODE_SERVFAIL, 0, EDE_NONE, &a);
+	assert_int_equal(s->m.pending_full, 5);
+	assert_int_equal(fake_count(), 5);
+
+	/* Every query ends; nothing stays charged. */
+	answer_a(1, "m1.example", 60, 2);
+	answer_a(2, "m2.example", 60, 3);
+	answer_a(3, "m3.example", 60, 4);
+	answer_a(4, "m5.example", 60, 5);
+	assert_int_equal(s->cl[9].done + s->cl[11].done + s->cl[7].done, 3);
+	assert_int_equal(query_waiting(&s->ctx), 0);
+	assert_int_equal(query_pending(&s->ctx), 0);
+	assert_int_equal(query_pending_bytes(&s->ctx), 0);
+	for (i = 0; i < 13; i++)
+		assert_true(s->cl[i].done <= 1);
+	assert_int_equal(s->n_done, 7);
+}
+
 /* Shutdown with clients waiting (one also on the stale list): each gets
  * exactly one answer, SERVFAIL, or its stale answer. */
 static void
@@ -1221,6 +1317,8 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_overload, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pending_cap, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fake_mismatch, setup,
 		    teardown),

@@ -241,7 +241,10 @@ test_finish_defaults(void **state)
 	    "stale-refresh-interval 30s\n"
 	    "local-zones yes\n"
 	    "lameduck 5s\n"
-	    "log-queries no\n");
+	    "log-queries no\n"
+	    "max-pending 10000\n"
+	    "max-pending-bytes 32M\n"
+	    "ratelimit-per-client 0\n");
 	free(out);
 	assert_int_equal(c.upstream[0].n_pins, 0);
 	assert_int_equal(c.upstream[1].n_pins, 0);
@@ -1592,6 +1595,12 @@ test_print_forms(void **state)
 	set_ok(&c, "control-socket", "/run/dotproxy/control.sock");
 	set_ok(&c, "lameduck", "0");
 	set_ok(&c, "log-queries", "yes");
+	set_ok(&c, "max-pending", "1");
+	set_ok(&c, "max-pending-bytes", "100000");
+	set_ok(&c, "ratelimit-per-client", "50");
+	set_ok(&c, "access-control", "127.0.0.0/8 refuse");
+	set_ok(&c, "access-control", "::ffff:127.0.0.2/128 allow");
+	set_ok(&c, "access-control", "fd00::/8 deny");
 	out = print_str(&c);
 	assert_string_equal(out,
 	    "listen ::1@5300\n"
@@ -1624,7 +1633,13 @@ test_print_forms(void **state)
 	    "http-listen 127.0.0.1@9253\n"
 	    "control-socket /run/dotproxy/control.sock\n"
 	    "lameduck 0s\n"
-	    "log-queries yes\n");
+	    "log-queries yes\n"
+	    "max-pending 1\n"
+	    "max-pending-bytes 100000\n"
+	    "ratelimit-per-client 50\n"
+	    "access-control 127.0.0.0/8 refuse\n"
+	    "access-control 127.0.0.2/32 allow\n"
+	    "access-control fd00::/8 deny\n");
 	free(out);
 	round_trip(&c);
 
