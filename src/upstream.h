@@ -173,6 +173,13 @@ struct upstream_status {
 	double rtt_sum_s;
 };
 
+/* Forget every upstream's back-off, as if none had failed: the next query
+ * tries them at once. For a change of the host's addresses or routes
+ * (netwatch.h), after which earlier failures say little. Logs one line.
+ * Held queries (see upstream.c) are dispatched from the next loop turn.
+ * Does nothing once the pool is closing. */
+void upstream_pool_reset_backoff(struct upstream_pool *p);
+
 /* Number of upstreams, and the status of upstream i (0 <= i < count), in
  * the order of the current conf. Removed upstreams that are still
  * draining are not listed. */
