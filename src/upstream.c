@@ -64,10 +64,30 @@
  * forms. The count is reset by the first answer on a connection, not by
  * the handshake alone (a server that verifies and then closes keeps
  * failing). After retry_at the next query probes the upstream. Down and up
- * are logged once per transition. With every upstream down a query fails
- * at once (UPSTREAM_EUNREACH). A connect failure moves the connection's
- * queued requests to the next usable upstream. A connection that ends with
- * requests in flight has them re-sent once (same upstream allowed).
+ * are logged once per transition. With every upstream down a query probes
+ * one anyway (below), and fails (UPSTREAM_EUNREACH) when that probe
+ * fails. upstream_pool_reset_backoff (the host's addresses or routes
+ * changed, netwatch.c) clears every fail_count and retry_at; the "down"
+ * flag stays until an answer, so "up again" is still logged. A connect
+ * failure moves the connection's queued requests to the next usable
+ * upstream. A connection that ends with requests in flight has them
+ * re-sent once (same upstream allowed).
+ *
+ * Probes on demand: back-off alone would keep clients failing for up to
+ * backoff_max_ms after the network returns. So a new query (upstream_query
+ * only; re-dispatched ones never probe) that finds no usable upstream
+ * probes one: the one whose retry_at comes first, forced past its
+ * back-off, with this query waiting on the new connection within its
+ * deadline. While that connection handshakes the upstream counts as
+ * usable, so later queries wait on it too: one probe in flight at most.
+ * Probes are PROBE_INTERVAL_MS apart at least (p->probe_at); a query that
+ * comes sooner is held (REQ_HELD, on p->held, still on the deadline list)
+ * and the probe timer dispatches the held ones when the slot opens, the
+ * first as the probe. A failed probe counts as a failure like any other
+ * (the back-off keeps growing) and fails the queries waiting on it. So
+ * during an outage a query gets SERVFAIL within PROBE_INTERVAL_MS plus the
+ * probe's own time (on a refused connection, about nothing), and the first
+ * query after the upstream returns is answered.
  *
  * Answer timeout: when the written list's head has waited answer_timeout_ms
  * and its connection has delivered no data at all since it was written,
@@ -80,11 +100,17 @@
  * tombstoned), else it stays until its deadline.
  *
  * Lifetime: a ready connection older than max_conn_lifetime_ms takes no new
- * queries; the next one opens a fresh, fully verified connection (resuming
- * the TLS session when the server allows), and the old one closes as soon
- * as nothing is in flight on it. The session data of the latest connection
- * (tls_conn_get_session, tried on each answer until it yields) is kept per
- * upstream for the next handshake.
+ * queries; the next one opens a fresh connection, and the old one closes
+ * as soon as nothing is in flight on it. The session data of the latest
+ * connection (tls_conn_get_session, tried on each answer until it yields)
+ * is kept per upstream for the next handshake, but it is offered only
+ * within max_conn_lifetime_ms of the upstream's last full (not resumed)
+ * handshake, full_verify_at: a resumed handshake shows no certificate, so
+ * without this a server whose certificate was replaced by a wrong one
+ * would be resumed into forever. The renewal at the end of a lifetime is
+ * therefore always a full handshake (the connection was made at or after
+ * the last full verification), with name, chain and pins checked again;
+ * reconnects within the lifetime (idle close, loss) still resume.
  *
  * Idle: activity only stamps uc->last_active; the idle timer is (re)armed
  * when a connection becomes idle and closes it when nothing is in flight or
