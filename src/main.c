@@ -44,6 +44,7 @@
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
+#include "netwatch.h"
 #include "privdrop.h"
 #include "query.h"
 #include "sysd.h"
@@ -56,6 +57,8 @@
  * looks whether every query has been answered. */
 #define HEARTBEAT_MS 1000
 #define DRAIN_POLL_MS 20
+/* Address and route changes come in bursts: one back-off reset each. */
+#define NETWATCH_DEBOUNCE_MS 200
 
 enum { OPT_CA_FILE = 256, OPT_HTTP_LISTEN };
 
@@ -97,6 +100,7 @@ struct server {
 	struct tls_ctx *tls;           /* the trust store of every upstream connection */
 	struct cache *cache;
 	struct upstream_pool *pool;
+	struct netwatch *netwatch;     /* NULL when netlink is unavailable */
 	struct query_ctx qctx;
 	struct listen *listen;
 	struct sysd_watchdog watchdog;
@@ -357,6 +361,17 @@ http_drop(struct http_server *srv, struct http_server *keep)
 		http_server_close(srv);
 }
 
+/* The host's addresses or routes changed: what failed may work now. */
+static void
+network_changed_cb(void *arg, const struct netwatch_events *ev)
+{
+	struct server *s = arg;
+
+	log_info("network changed (%u link, %u address, %u route events%s)",
+	    ev->links, ev->addrs, ev->routes, ev->lost ? ", some lost" : "");
+	upstream_pool_reset_backoff(s->pool);
+}
+
 /* ---- shutdown and drain ---- */
 
 static void
@@ -369,6 +384,8 @@ shutdown_server(struct server *s)
 	/* Upstreams first: each pending query gets its answer or SERVFAIL
 	 * while the listeners can still send it. */
 	upstream_pool_close(s->pool);
+	netwatch_close(s->netwatch);
+	s->netwatch = NULL;
 	query_ctx_close(&s->qctx);
 	listen_close(s->listen);
 	if (s->http != NULL)
@@ -708,6 +725,11 @@ run(struct server *s)
 	s->pool = upstream_pool_new(&s->loop, s->conf, s->tls, &s->metrics);
 	if (s->pool == NULL)
 		fatal("out of memory");
+	rc = netwatch_new(&s->loop, NETWATCH_DEBOUNCE_MS,
+	    network_changed_cb, s, &s->netwatch);
+	if (rc != 0)
+		log_warn("netlink: %s; back-off is not reset on network "
+		    "changes", strerror(-rc));
 	if (query_ctx_init(&s->qctx, &s->loop, s->conf, s->cache, s->pool,
 	    &s->metrics) != 0)
 		fatal("cannot set up the query timer");

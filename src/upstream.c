@@ -64,10 +64,30 @@
  * forms. The count is reset by the first answer on a connection, not by
  * the handshake alone (a server that verifies and then closes keeps
  * failing). After retry_at the next query probes the upstream. Down and up
- * are logged once per transition. With every upstream down a query fails
- * at once (UPSTREAM_EUNREACH). A connect failure moves the connection's
- * queued requests to the next usable upstream. A connection that ends with
- * requests in flight has them re-sent once (same upstream allowed).
+ * are logged once per transition. With every upstream down a query probes
+ * one anyway (below), and fails (UPSTREAM_EUNREACH) when that probe
+ * fails. upstream_pool_reset_backoff (the host's addresses or routes
+ * changed, netwatch.c) clears every fail_count and retry_at; the "down"
+ * flag stays until an answer, so "up again" is still logged. A connect
+ * failure moves the connection's queued requests to the next usable
+ * upstream. A connection that ends with requests in flight has them
+ * re-sent once (same upstream allowed).
+ *
+ * Probes on demand: back-off alone would keep clients failing for up to
+ * backoff_max_ms after the network returns. So a new query (upstream_query
+ * only; re-dispatched ones never probe) that finds no usable upstream
+ * probes one: the one whose retry_at comes first, forced past its
+ * back-off, with this query waiting on the new connection within its
+ * deadline. While that connection handshakes the upstream counts as
+ * usable, so later queries wait on it too: one probe in flight at most.
+ * Probes are PROBE_INTERVAL_MS apart at least (p->probe_at); a query that
+ * comes sooner is held (REQ_HELD, on p->held, still on the deadline list)
+ * and the probe timer dispatches the held ones when the slot opens, the
+ * first as the probe. A failed probe counts as a failure like any other
+ * (the back-off keeps growing) and fails the queries waiting on it. So
+ * during an outage a query gets SERVFAIL within PROBE_INTERVAL_MS plus the
+ * probe's own time (on a refused connection, about nothing), and the first
+ * query after the upstream returns is answered.
  *
  * Answer timeout: when the written list's head has waited answer_timeout_ms
  * and its connection has delivered no data at all since it was written,
@@ -80,11 +100,17 @@
  * tombstoned), else it stays until its deadline.
  *
  * Lifetime: a ready connection older than max_conn_lifetime_ms takes no new
- * queries; the next one opens a fresh, fully verified connection (resuming
- * the TLS session when the server allows), and the old one closes as soon
- * as nothing is in flight on it. The session data of the latest connection
- * (tls_conn_get_session, tried on each answer until it yields) is kept per
- * upstream for the next handshake.
+ * queries; the next one opens a fresh connection, and the old one closes
+ * as soon as nothing is in flight on it. The session data of the latest
+ * connection (tls_conn_get_session, tried on each answer until it yields)
+ * is kept per upstream for the next handshake, but it is offered only
+ * within max_conn_lifetime_ms of the upstream's last full (not resumed)
+ * handshake, full_verify_at: a resumed handshake shows no certificate, so
+ * without this a server whose certificate was replaced by a wrong one
+ * would be resumed into forever. The renewal at the end of a lifetime is
+ * therefore always a full handshake (the connection was made at or after
+ * the last full verification), with name, chain and pins checked again;
+ * reconnects within the lifetime (idle close, loss) still resume.
  *
  * Idle: activity only stamps uc->last_active; the idle timer is (re)armed
  * when a connection becomes idle and closes it when nothing is in flight or
@@ -156,6 +182,9 @@
 
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_DEFAULT_MAX_MS 30000
+/* With every upstream backing off, a client query may probe one at most
+ * this often (see "Probes on demand" above). */
+#define PROBE_INTERVAL_MS 250
 /* Within this share of the best SRTT (or 2 ms), upstreams count as equally
  * fast and share the load. */
 #define FASTEST_SLACK_DIV 4
@@ -226,6 +255,7 @@ enum req_state {
 	REQ_QUEUED,
 	REQ_INFLIGHT,
 	REQ_FAILING,
+	REQ_HELD,       /* on p->held: waits for the next probe slot */
 };
 
 struct upstream_req {
@@ -304,6 +334,11 @@ struct upstream {
 	uint64_t n_queries, n_answers, n_timeouts;
 	uint8_t *session;           /* for resumption, or NULL */
 	size_t session_len;
+	/* Loop time of the last handshake that verified a certificate the
+	 * server sent (not resumed); valid when has_full_verify. A session
+	 * is only offered within max_conn_lifetime_ms of it. */
+	int has_full_verify;
+	uint64_t full_verify_at;
 	/* For upstream_get_status (metrics); see upstream.h. */
 	uint64_t n_handshakes, n_resumed;
 	uint64_t err_connect, err_handshake, err_verify, err_pin;
@@ -333,9 +368,13 @@ struct upstream_pool {
 	struct link reqs;           /* deadline order */
 	struct link failed;
 	struct link written;        /* write order, for the answer timeout */
+	struct link held;           /* REQ_HELD: waiting for probe_at */
+	uint64_t probe_at;          /* loop time the next probe may start */
 	uv_timer_t deadline_timer;
 	uv_timer_t fail_timer;
 	uv_timer_t answer_timer;
+	uv_timer_t probe_timer;     /* runs at probe_at while held is not
+	                             * empty */
 	unsigned n_handles;         /* open uv handles; freed at 0 when closing */
 	int closing;
 	unsigned rr;                /* round-robin starting point */
@@ -469,6 +508,7 @@ req_unlink(struct upstream_req *r, int tomb)
 		list_remove(&r->wlink);
 		break;
 	case REQ_FAILING:
+	case REQ_HELD:
 	case REQ_IDLE:
 		break;
 	}
@@ -840,6 +880,34 @@ uconn_idle_cb(uv_timer_t *t)
 	uconn_close(uc);
 }
 
+/* Whether a new connection to up may offer its saved session. Only
+ * within max_conn_lifetime_ms of the last full verification: a resumed
+ * handshake shows no certificate, so at least once per lifetime the
+ * server must present one and have it verified (name, chain, pins) again.
+ * A session too old for that is dropped, so that a connection made in
+ * full is never followed by one resuming what came before it. */
+static int
+upstream_may_resume(struct upstream_pool *p, struct upstream *up,
+    uint64_t now)
+{
+	uint64_t life = p->conf->max_conn_lifetime_ms;
+
+	if (up->session == NULL)
+		return 0;
+	if (life == 0 || (up->has_full_verify &&
+	    now - up->full_verify_at < life))
+		return 1;
+	if (up->has_full_verify)
+		log_info("upstream %s: certificate last verified %llu ms ago "
+		    "(lifetime %llu ms), handshaking in full", up->label,
+		    (unsigned long long)(now - up->full_verify_at),
+		    (unsigned long long)life);
+	mem_free(up->session);
+	up->session = NULL;
+	up->session_len = 0;
+	return 0;
+}
+
 static int
 uconn_new(struct upstream_pool *p, struct upstream *up)
 {
@@ -861,8 +929,10 @@ uconn_new(struct upstream_pool *p, struct upstream *up)
 	peer.auth_name = up->cu->auth_name;
 	peer.pins = (const unsigned char (*)[32])up->cu->pins;
 	peer.n_pins = up->cu->n_pins;
-	peer.session = up->session;
-	peer.session_len = up->session_len;
+	if (upstream_may_resume(p, up, uv_now(p->loop))) {
+		peer.session = up->session;
+		peer.session_len = up->session_len;
+	}
 	rc = tls_conn_new(p->loop, p->tls,
 	    (const struct sockaddr *)&up->cu->addr.ss, &peer,
 	    p->conf->connect_timeout_ms, &uconn_cbs, uc, &uc->tls);
@@ -957,6 +1027,100 @@ req_dispatch(struct upstream_pool *p, struct upstream_req *r, uint64_t now,
 		p->m->tls_handshake_failures++;
 		upstream_mark_down(p, up, now, "cannot start connection");
 	}
+}
+
+/* ---- probes on demand ---- */
+
+static void pool_probe_timer_cb(uv_timer_t *t);
+
+/* The upstream to probe for r: of those r has not failed on, the one
+ * whose back-off ends first, so that successive probes take turns. NULL
+ * when there is none. */
+static struct upstream *
+pool_probe_target(struct upstream_pool *p, uint32_t tried)
+{
+	struct upstream *best = NULL;
+	size_t i;
+
+	for (i = 0; i < p->n_ups; i++)
+		if (!(tried & (1u << i)) &&
+		    (best == NULL || p->ups[i]->retry_at < best->retry_at))
+			best = p->ups[i];
+	return best;
+}
+
+/* r, a new query, found no usable upstream: all are backing off. When
+ * the probe slot is open, probe one with r now (it waits on the new
+ * connection, and so do the queries that come while it handshakes, since
+ * a connecting upstream is usable); else hold r until the slot opens.
+ * Returns 0 when r was dispatched or held, -1 when there is nothing to
+ * probe (the caller fails r). Calls no user callback. */
+static int
+pool_probe(struct upstream_pool *p, struct upstream_req *r, uint64_t now)
+{
+	struct upstream *up = pool_probe_target(p, r->tried);
+
+	if (up == NULL)
+		return -1;
+	if (now >= p->probe_at) {
+		p->probe_at = now + PROBE_INTERVAL_MS;
+		log_debug("upstream %s: every upstream is backing off, probing "
+		    "it for a query", up->label);
+		return req_dispatch(p, r, now, up);
+	}
+	r->state = REQ_HELD;
+	list_append(&p->held, &r->clink);
+	if (!uv_is_active((uv_handle_t *)&p->probe_timer))
+		uv_timer_start(&p->probe_timer, pool_probe_timer_cb,
+		    p->probe_at - now, 0);
+	return 0;
+}
+
+/* The probe slot is open (or the back-off was reset): the held queries
+ * go to a usable upstream, the first of them as a probe, the others onto
+ * its connection. Should the probe fail at once, they are held again,
+ * for the next slot; their deadlines bound that. */
+static void
+pool_probe_timer_cb(uv_timer_t *t)
+{
+	struct upstream_pool *p = t->data;
+	uint64_t now = uv_now(p->loop);
+	struct upstream_req *r;
+	struct link batch;
+
+	list_init(&batch);
+	list_move_all(&p->held, &batch);
+	while (!list_empty(&batch)) {
+		r = container_of(batch.next, struct upstream_req, clink);
+		list_remove(&r->clink);
+		r->state = REQ_IDLE;
+		if (req_dispatch(p, r, now, NULL) != 0 &&
+		    pool_probe(p, r, now) != 0)
+			req_fail(r, UPSTREAM_EUNREACH);
+	}
+	pool_flush_failed(p);
+}
+
+void
+upstream_pool_reset_backoff(struct upstream_pool *p)
+{
+	uint64_t now;
+	size_t i, n = 0;
+
+	if (p->closing)
+		return;
+	now = uv_now(p->loop);
+	for (i = 0; i < p->n_ups; i++) {
+		if (p->ups[i]->retry_at > now)
+			n++;
+		p->ups[i]->fail_count = 0;
+		p->ups[i]->retry_at = 0;
+	}
+	p->probe_at = 0;
+	log_info("upstreams: back-off reset, %zu of %zu were backing off", n,
+	    p->n_ups);
+	if (!list_empty(&p->held))
+		uv_timer_start(&p->probe_timer, pool_probe_timer_cb, 0, 0);
 }
 
 /* Re-dispatch the requests in l (taken off a connection that is gone).
@@ -1059,6 +1223,11 @@ uconn_connected_cb(void *arg, int status, const char *why)
 		if (resumed)
 			up->n_resumed++;
 		up->resumed = resumed;
+		if (!resumed) {
+			/* The server sent its certificate and it verified. */
+			up->has_full_verify = 1;
+			up->full_verify_at = now;
+		}
 		snprintf(up->tls_version, sizeof(up->tls_version), "%s",
 		    tls_conn_version(uc->tls));
 		upstream_note_chain(up, uc->tls);
@@ -1431,6 +1600,7 @@ upstream_pool_new(uv_loop_t *loop, const struct conf *conf,
 	list_init(&p->failed);
 	list_init(&p->written);
 	list_init(&p->removed);
+	list_init(&p->held);
 	p->rnd_pos = RND_N;
 	uv_timer_init(loop, &p->deadline_timer);
 	p->deadline_timer.data = p;
@@ -1438,7 +1608,9 @@ upstream_pool_new(uv_loop_t *loop, const struct conf *conf,
 	p->fail_timer.data = p;
 	uv_timer_init(loop, &p->answer_timer);
 	p->answer_timer.data = p;
-	p->n_handles = 3;
+	uv_timer_init(loop, &p->probe_timer);
+	p->probe_timer.data = p;
+	p->n_handles = 4;
 	return p;
 
 fail:
@@ -1500,7 +1672,8 @@ upstream_query(struct upstream_pool *p, const uint8_t *query, size_t len,
 	list_init(&r->clink);
 	list_init(&r->wlink);
 	pool_add_deadline(p, r, now);
-	if (req_dispatch(p, r, now, NULL) != 0) {
+	if (req_dispatch(p, r, now, NULL) != 0 &&
+	    pool_probe(p, r, now) != 0) {
 		/* libuv's rule: the callback comes later, not from here. */
 		req_fail(r, UPSTREAM_EUNREACH);
 		pool_arm_fail_timer(p);
@@ -1742,6 +1915,9 @@ upstream_pool_reconfigure(struct upstream_pool *p,
 	}
 	log_info("upstreams reconfigured: %zu kept, %zu new, %zu queries "
 	    "moved to them", kept, n - kept, n_moved);
+	/* Held queries may find a new upstream usable at once. */
+	if (!list_empty(&p->held))
+		uv_timer_start(&p->probe_timer, pool_probe_timer_cb, 0, 0);
 	if (!list_empty(&p->failed))
 		pool_arm_fail_timer(p);
 	return 0;
@@ -1869,4 +2045,5 @@ upstream_pool_close(struct upstream_pool *p)
 	uv_close((uv_handle_t *)&p->deadline_timer, pool_handle_close_cb);
 	uv_close((uv_handle_t *)&p->fail_timer, pool_handle_close_cb);
 	uv_close((uv_handle_t *)&p->answer_timer, pool_handle_close_cb);
+	uv_close((uv_handle_t *)&p->probe_timer, pool_handle_close_cb);
 }

@@ -13,11 +13,16 @@
  * conf->answer_timeout_ms is marked down and probed again after a
  * jittered exponential back-off capped at conf->backoff_max_ms; its
  * queries move to another upstream, and a query with none left fails at
- * once. A connection that delivers nothing for answer_timeout_ms while
+ * once. While every upstream backs off, a new query probes one anyway (at
+ * most one probe per 250 ms; a query that comes sooner is held for the
+ * next one), and upstream_pool_reset_backoff ends every back-off. A
+ * connection that delivers nothing for answer_timeout_ms while
  * queries wait is presumed half-open and replaced. A connection that
  * closes with queries in flight has them resent once. Connections are
- * replaced after conf->max_conn_lifetime_ms with a fresh verified (and
- * resumed) handshake, and honour the server's edns-tcp-keepalive. Every
+ * replaced after conf->max_conn_lifetime_ms with a full handshake that
+ * verifies the certificate again (a session is only resumed within that
+ * time of the last full verification), and honour the server's
+ * edns-tcp-keepalive. Every
  * query has a deadline of conf->query_timeout_ms, checked by one timer
  * per pool.
  *
@@ -172,6 +177,13 @@ struct upstream_status {
 	uint64_t rtt_count;
 	double rtt_sum_s;
 };
+
+/* Forget every upstream's back-off, as if none had failed: the next query
+ * tries them at once. For a change of the host's addresses or routes
+ * (netwatch.h), after which earlier failures say little. Logs one line.
+ * Held queries (see upstream.c) are dispatched from the next loop turn.
+ * Does nothing once the pool is closing. */
+void upstream_pool_reset_backoff(struct upstream_pool *p);
 
 /* Number of upstreams, and the status of upstream i (0 <= i < count), in
  * the order of the current conf. Removed upstreams that are still

@@ -9,6 +9,10 @@
  * connection is shut down, new ones are accepted and closed at once before
  * TLS) and SIGUSR2 brings it back "up", on the same port. The two signals
  * set a state rather than toggle one, so sending one twice is harmless.
+ * SIGHUP, with --alt-cert and --alt-key, makes new handshakes present that
+ * certificate instead (once: again is harmless) while the session-ticket
+ * key stays, so that clients can still resume sessions made before; open
+ * connections are left alone.
  * Every event is one line on stdout, flushed at once, because the tests
  * wait on and count them:
  *
@@ -27,6 +31,7 @@
  *	reset                        the connection was closed with a TCP RST
  *	close                        the connection is gone
  *	down | up                    after SIGUSR1 | SIGUSR2 took effect
+ *	cert swapped                 after SIGHUP took effect
  *
  * "answer" is logged after the write, so a client may hold the answer
  * before the line appears: tests wait for it rather than count it at once.
@@ -118,6 +123,8 @@ struct options {
 	unsigned handshake_delay_ms;
 	unsigned keepalive_ms;  /* 0: no edns-tcp-keepalive in answers */
 	uint32_t ttl;
+	const char *alt_cert;   /* SIGHUP swaps these in */
+	const char *alt_key;
 };
 
 static struct options opt = {
@@ -127,6 +134,8 @@ static struct options opt = {
 	.ttl = DEFAULT_TTL,
 };
 static gnutls_certificate_credentials_t creds;
+static gnutls_certificate_credentials_t alt_creds;  /* or NULL */
+static int use_alt;             /* under conns_lock */
 static gnutls_datum_t ticket_key;
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -1024,6 +1033,7 @@ conn_main(void *arg)
 {
 	struct conn *c = arg;
 	unsigned char *frame = NULL;
+	gnutls_certificate_credentials_t cur;
 	enum close_how how = CLOSE_NOW;
 	int r;
 
@@ -1042,9 +1052,12 @@ conn_main(void *arg)
 		c->session = NULL;
 		goto out;
 	}
+	pthread_mutex_lock(&conns_lock);
+	cur = use_alt ? alt_creds : creds;
+	pthread_mutex_unlock(&conns_lock);
 	if (gnutls_set_default_priority(c->session) < 0 ||
 	    gnutls_credentials_set(c->session, GNUTLS_CRD_CERTIFICATE,
-	    creds) < 0 ||
+	    cur) < 0 ||
 	    gnutls_session_ticket_enable_server(c->session, &ticket_key) < 0)
 		goto out;
 	gnutls_certificate_server_set_request(c->session, GNUTLS_CERT_IGNORE);
@@ -1108,6 +1121,21 @@ set_down(int d)
 	event(d ? "down" : "up");
 }
 
+/* SIGHUP: new handshakes use the --alt-cert credentials (both stay
+ * allocated until exit, so a handshake in progress keeps its own). */
+static void
+swap_cert(void)
+{
+	if (alt_creds == NULL) {
+		event("cert not swapped: no --alt-cert");
+		return;
+	}
+	pthread_mutex_lock(&conns_lock);
+	use_alt = 1;
+	pthread_mutex_unlock(&conns_lock);
+	event("cert swapped");
+}
+
 static void *
 signal_main(void *arg)
 {
@@ -1121,6 +1149,8 @@ signal_main(void *arg)
 			set_down(1);
 		else if (sig == SIGUSR2)
 			set_down(0);
+		else if (sig == SIGHUP)
+			swap_cert();
 		else
 			break;
 	}
@@ -1139,6 +1169,7 @@ usage(void)
 	    "         [--stall-after N] [--answer-even] [--refuse] "
 	    "[--delay-ms N]\n"
 	    "         [--handshake-delay-ms N] [--keepalive-ms N] [--ttl N]\n"
+	    "         [--alt-cert FILE --alt-key FILE]\n"
 	    "  --reverse N        hold answers, send each N in reverse order\n"
 	    "  --close-after N    on a connection's Nth query: answer the\n"
 	    "                     earlier ones, close (FIN)\n"
@@ -1152,7 +1183,9 @@ usage(void)
 	    "  --handshake-delay-ms N  wait N ms after accept before TLS\n"
 	    "  --keepalive-ms N   edns-tcp-keepalive N/100 in OPT answers\n"
 	    "  --ttl N            TTL of the default answers (else 300)\n"
+	    "  --alt-cert, --alt-key  the certificate SIGHUP swaps in\n"
 	    "SIGUSR1: go down (close all, refuse new); SIGUSR2: come back up.\n"
+	    "SIGHUP: new handshakes present --alt-cert (same ticket key).\n"
 	    "The first label of the query name picks the answer:\n"
 	    "  (other)   A 192.0.2.1, AAAA 2001:db8::1, TXT \"hello\"\n"
 	    "            (TTL 300 or --ttl), other types NODATA with SOA\n"
@@ -1268,10 +1301,15 @@ main(int argc, char **argv)
 			opt.keepalive_ms = num_arg(v);
 		else if (strcmp(a, "--ttl") == 0)
 			opt.ttl = num_arg(v);
+		else if (strcmp(a, "--alt-cert") == 0)
+			opt.alt_cert = v;
+		else if (strcmp(a, "--alt-key") == 0)
+			opt.alt_key = v;
 		else
 			usage();
 	}
-	if (opt.cert == NULL || opt.key == NULL || opt.port > 65535)
+	if (opt.cert == NULL || opt.key == NULL || opt.port > 65535 ||
+	    (opt.alt_cert == NULL) != (opt.alt_key == NULL))
 		usage();
 
 	signal(SIGPIPE, SIG_IGN);
@@ -1280,6 +1318,7 @@ main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGUSR1);
 	sigaddset(&set, SIGUSR2);
+	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (pthread_create(&sigt, NULL, signal_main, &set) != 0) {
 		fprintf(stderr, "dotserver: cannot start signal thread\n");
@@ -1296,6 +1335,19 @@ main(int argc, char **argv)
 		fprintf(stderr, "dotserver: %s, %s: %s\n", opt.cert, opt.key,
 		    gnutls_strerror(r));
 		return 1;
+	}
+	if (opt.alt_cert != NULL) {
+		if (gnutls_certificate_allocate_credentials(&alt_creds) < 0) {
+			fprintf(stderr, "dotserver: gnutls credentials\n");
+			return 1;
+		}
+		r = gnutls_certificate_set_x509_key_file(alt_creds,
+		    opt.alt_cert, opt.alt_key, GNUTLS_X509_FMT_PEM);
+		if (r < 0) {
+			fprintf(stderr, "dotserver: %s, %s: %s\n", opt.alt_cert,
+			    opt.alt_key, gnutls_strerror(r));
+			return 1;
+		}
 	}
 	if (gnutls_session_ticket_key_generate(&ticket_key) < 0) {
 		fprintf(stderr, "dotserver: no session ticket key\n");

@@ -8,9 +8,10 @@
 # first connection only, sends an RFC 7828 keepalive, or never speaks TLS.
 # Besides the old checks: upstream selection (ordered, round-robin,
 # fastest), the answer timeout (moving a query, half-open connections),
-# jittered capped back-off, connection lifetime with session resumption,
-# keepalive, SPKI pins, the status API with its per-upstream counters and
-# TLS facts, and reconfiguring the upstream list (SIGHUP) under load.
+# jittered capped back-off, connection lifetime (renewed in full, verified
+# again), keepalive, SPKI pins, the status API with its per-upstream
+# counters and TLS facts, and reconfiguring the upstream list (SIGHUP)
+# under load.
 #
 # Usage: tests/upstream_probe.sh [PROBE]   (or PROBE=... in the environment)
 # Exits non-zero when a check fails; the work directory (certs, configs,
@@ -603,8 +604,9 @@ expect "backoff: one connect per probe, no storm" eq "$(metric tls_connects)" "$
 expect "backoff: logged down once" eq "$(grep -c ': down (' "$LOG" || true)" 1
 
 # 18. Lifetime: a connection older than --lifetime-ms is replaced by a
-# new (resumed) one while queries keep being answered; the old one closes
-# once drained.
+# new one while queries keep being answered; the old one closes once
+# drained. The new one is a full handshake (the certificate is verified
+# again), not a resumption.
 probe lifetime --quiet --debug --status --lifetime-ms 250 --rounds 6 --interval-ms 100 --count 5 \
 	"${CA[@]}" -u "$UB" "${NAMES[@]:0:10}"
 H=$(metric tls_handshakes)
@@ -613,13 +615,14 @@ expect "lifetime: 300 answered" eq "$(metric upstream_answers)" 300
 expect "lifetime: replaced ($H handshakes)" test "$H" -ge 2 -a "$H" -le 4
 expect "lifetime: log says replacing" grep -q "upstream 127.0.0.1@$UB_PORT (dns.example): connection is [0-9]* ms old, replacing it" "$LOG"
 expect "lifetime: retired ones closed when drained" eq "$(grep -c 'retired connection drained, closing' "$LOG" || true)" $((H - 1))
-expect "lifetime: later handshakes resume the session" eq "$(grep -c 'connected (resumed)' "$LOG" || true)" $((H - 1))
+expect "lifetime: renewals are full handshakes" eq "$(grep -c 'connected (resumed)' "$LOG" || true)" 0
+expect "lifetime: renewals say why" eq "$(grep -c 'handshaking in full' "$LOG" || true)" $((H - 1))
 # The status API's TLS facts and counters (once, here: several handshakes,
-# resumed ones among them, 300 answers).
+# none resumed, 300 answers).
 NOW=$(date +%s)
 expect "status: handshakes and resumed ones ($(st 0 handshakes), $(st 0 handshakes_resumed))" \
-	eq "$(st 0 handshakes):$(st 0 handshakes_resumed)" "$H:$((H - 1))"
-expect "status: the last handshake resumed" eq "$(st 0 resumed)" 1
+	eq "$(st 0 handshakes):$(st 0 handshakes_resumed)" "$H:0"
+expect "status: the last handshake was in full" eq "$(st 0 resumed)" 0
 expect "status: TLS version ($(st 0 tls_version))" grep -q '^status 0 .* tls_version=TLS1\.[23] ' "$OUT"
 expect "status: leaf pin is certtool's ($(st 0 pin))" eq "$(st 0 pin)" "$PIN"
 expect "status: unpinned" eq "$(st 0 pin_state)" -1
