@@ -161,6 +161,10 @@ metrics_log(const struct metrics *m)
 	ADD(tls_closed);
 	ADD(upstream_moved);
 	ADD(upstream_half_open);
+	ADD(upstream_probes);
+	ADD(upstream_broken);
+	ADD(upstream_retired);
+	ADD(upstream_ids_released);
 	log_info("stats:%s", off ? buf : " (all zero)");
 }
 

@@ -7,7 +7,10 @@
  * --refuse, --delay-ms, --handshake-delay-ms, --keepalive-ms, --ttl) and
  * through two signals: SIGUSR1 takes the server "down" (every open
  * connection is shut down, new ones are accepted and closed at once before
- * TLS) and SIGUSR2 brings it back "up", on the same port. The two signals
+ * TLS) and SIGUSR2 brings it back "up", on the same port. Likewise SIGRTMIN
+ * makes it "silent" (queries are still read and logged, but none is
+ * answered, except every --silent-pass'th: an upstream that rate-limits by
+ * dropping) and SIGRTMIN+1 makes it answer again. The signals
  * set a state rather than toggle one, so sending one twice is harmless.
  * Every event is one line on stdout, flushed at once, because the tests
  * wait on and count them:
@@ -27,6 +30,7 @@
  *	reset                        the connection was closed with a TCP RST
  *	close                        the connection is gone
  *	down | up                    after SIGUSR1 | SIGUSR2 took effect
+ *	silent | answering           after SIGRTMIN | SIGRTMIN+1 took effect
  *
  * "answer" is logged after the write, so a client may hold the answer
  * before the line appears: tests wait for it rather than count it at once.
@@ -117,6 +121,7 @@ struct options {
 	unsigned delay_ms;
 	unsigned handshake_delay_ms;
 	unsigned keepalive_ms;  /* 0: no edns-tcp-keepalive in answers */
+	unsigned silent_pass;   /* while silent, answer every Nth; 0 none */
 	uint32_t ttl;
 };
 
@@ -134,6 +139,8 @@ struct conn;
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct conn *conns;      /* every open connection, under conns_lock */
 static int down;                /* under conns_lock */
+static int silent;              /* under conns_lock */
+static unsigned silent_seen;    /* queries read while silent, likewise */
 
 /* One frame waiting to be written: the 2-byte length prefix is in buf. */
 struct item {
@@ -873,6 +880,21 @@ enum close_how {
 	CLOSE_RESET,            /* --reset-after: the same, then an RST */
 };
 
+/* While silent: 1 if this query goes unanswered. */
+static int
+silent_drops(void)
+{
+	int drop = 0;
+
+	pthread_mutex_lock(&conns_lock);
+	if (silent) {
+		silent_seen++;
+		drop = opt.silent_pass == 0 || silent_seen % opt.silent_pass;
+	}
+	pthread_mutex_unlock(&conns_lock);
+	return drop;
+}
+
 /* Handles one query; returns 0 to keep reading, -1 to close as *how says. */
 static int
 handle_frame(struct conn *c, const unsigned char *m, size_t len,
@@ -909,6 +931,10 @@ handle_frame(struct conn *c, const unsigned char *m, size_t len,
 		ret = 0;
 		goto out;
 	}
+	if (silent_drops()) {
+		ret = 0;
+		goto out;
+	}
 	if (label_is(&q, "close")) {
 		*how = CLOSE_DRAIN_DUE;
 		goto out;
@@ -937,6 +963,13 @@ handle_frame(struct conn *c, const unsigned char *m, size_t len,
 			goto out;
 		}
 		it = item_new(q.id, w->b, w->len, due);
+		/* "lie": the length prefix claims 60000 bytes, the message
+		 * that follows is the short answer; later ones come framed
+		 * normally, so the client reads them out of step. */
+		if (it != NULL && label_is(&q, "lie")) {
+			it->buf[0] = 60000 >> 8;
+			it->buf[1] = 60000 & 0xff;
+		}
 	}
 	if (it == NULL)
 		goto out;
@@ -1108,6 +1141,16 @@ set_down(int d)
 	event(d ? "down" : "up");
 }
 
+static void
+set_silent(int s)
+{
+	pthread_mutex_lock(&conns_lock);
+	silent = s;
+	silent_seen = 0;
+	pthread_mutex_unlock(&conns_lock);
+	event(s ? "silent" : "answering");
+}
+
 static void *
 signal_main(void *arg)
 {
@@ -1121,6 +1164,8 @@ signal_main(void *arg)
 			set_down(1);
 		else if (sig == SIGUSR2)
 			set_down(0);
+		else if (sig == SIGRTMIN || sig == SIGRTMIN + 1)
+			set_silent(sig == SIGRTMIN);
 		else
 			break;
 	}
@@ -1139,6 +1184,7 @@ usage(void)
 	    "         [--stall-after N] [--answer-even] [--refuse] "
 	    "[--delay-ms N]\n"
 	    "         [--handshake-delay-ms N] [--keepalive-ms N] [--ttl N]\n"
+	    "         [--silent-pass N]\n"
 	    "  --reverse N        hold answers, send each N in reverse order\n"
 	    "  --close-after N    on a connection's Nth query: answer the\n"
 	    "                     earlier ones, close (FIN)\n"
@@ -1152,7 +1198,9 @@ usage(void)
 	    "  --handshake-delay-ms N  wait N ms after accept before TLS\n"
 	    "  --keepalive-ms N   edns-tcp-keepalive N/100 in OPT answers\n"
 	    "  --ttl N            TTL of the default answers (else 300)\n"
+	    "  --silent-pass N    while silent, still answer every Nth query\n"
 	    "SIGUSR1: go down (close all, refuse new); SIGUSR2: come back up.\n"
+	    "SIGRTMIN: go silent (read, answer none); SIGRTMIN+1: answer again.\n"
 	    "The first label of the query name picks the answer:\n"
 	    "  (other)   A 192.0.2.1, AAAA 2001:db8::1, TXT \"hello\"\n"
 	    "            (TTL 300 or --ttl), other types NODATA with SOA\n"
@@ -1166,6 +1214,7 @@ usage(void)
 	    "  drop*     no answer\n"
 	    "  wrongq*   answer for the question \"x\" + name\n"
 	    "  garbage*  40 bytes: the query ID, then random\n"
+	    "  lie*      the default answer behind a length prefix of 60000\n"
 	    "  close*    close the connection without answering\n"
 	    "  chainN    N CNAMEs chainN-1 ... chain0, then the default answer\n");
 	exit(2);
@@ -1268,6 +1317,8 @@ main(int argc, char **argv)
 			opt.keepalive_ms = num_arg(v);
 		else if (strcmp(a, "--ttl") == 0)
 			opt.ttl = num_arg(v);
+		else if (strcmp(a, "--silent-pass") == 0)
+			opt.silent_pass = num_arg(v);
 		else
 			usage();
 	}
@@ -1280,6 +1331,8 @@ main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGUSR1);
 	sigaddset(&set, SIGUSR2);
+	sigaddset(&set, SIGRTMIN);
+	sigaddset(&set, SIGRTMIN + 1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (pthread_create(&sigt, NULL, signal_main, &set) != 0) {
 		fprintf(stderr, "dotserver: cannot start signal thread\n");
