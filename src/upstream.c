@@ -32,8 +32,12 @@
  * times out, is moved away or is cancelled while in flight leaves a
  * tombstone in its slot, so that a late answer is recognised and dropped
  * silently, and the ID is not reused on that connection (it cannot be given
- * to a new query whose answer the late one would impersonate). Tombstones
- * go with the connection.
+ * to a new query whose answer the late one would impersonate). A tombstone
+ * is released after a grace period of query_timeout_ms (by two bitmaps of
+ * age, swapped every grace period: it lives one to two of them), so that
+ * an upstream that drops queries cannot use up the ID space; an answer
+ * later than that is an unknown ID. Tombstones left go with the
+ * connection.
  *
  * Callbacks: upstream_query() never calls a callback; a request that cannot
  * be dispatched goes to the pool's failed list, which a zero-delay timer
@@ -70,14 +74,36 @@
  * requests in flight has them re-sent once (same upstream allowed).
  *
  * Answer timeout: when the written list's head has waited answer_timeout_ms
- * and its connection has delivered no data at all since it was written,
- * the connection is presumed half-open (a NAT or firewall dropped it): it
- * is closed, counts as a failure, and its in-flight requests are re-sent
- * once, to another usable upstream or else on a new connection to the same
- * one (the classic cause is a dropped idle connection, and a reconnect
- * cures it). When the connection is alive but this request is unanswered,
- * the request moves to another usable upstream if there is one (its ID is
- * tombstoned), else it stays until its deadline.
+ * unanswered, it moves to another usable upstream if there is one (its ID
+ * is tombstoned), else it stays until its deadline: a slow answer that
+ * comes before the deadline still reaches the client.
+ *
+ * Probe: if, besides, nothing at all has been answered on its connection
+ * since it was written, the connection may be dead (half-open: a NAT or
+ * firewall dropped it) or its stream out of step, or the server merely
+ * slow. Any bytes do not tell (a desynchronised stream delivers bytes), a
+ * matched answer does: the pool sends a probe of its own on the
+ * connection, ". NS" built like every query, in an ID slot of its own
+ * (at most one per connection; the pool's probe timer and list serve the
+ * deadlines). An answer with its ID and question proves it alive. With no
+ * answer within answer_timeout_ms / 3 (200 ms to 1 s; 500 ms by default,
+ * so a gone connection is found in about 2 s) the connection is presumed
+ * dead: it is closed, counts as a failure, and its in-flight requests are
+ * re-sent once, to another usable upstream or else on a new connection to
+ * the same one (the classic cause is a dropped idle connection, and a
+ * reconnect cures it).
+ *
+ * Broken: frames that match nothing (an unknown ID, another question, a
+ * malformed answer) count up per connection, and a good answer resets the
+ * count; JUNK_MAX in a row and the connection is treated as dead, like an
+ * unanswered probe. A frame shorter than a header closes it at once.
+ *
+ * Unanswered: requests that time out (or move away) on a connection count
+ * up, and an answer resets the count; UNANSWERED_MAX in a row with no
+ * answer for a whole query_timeout_ms retire the connection (no new
+ * queries, what is in flight finishes; the next query opens a new one)
+ * without marking the upstream down. An upstream that answers a share of
+ * the queries, as a rate limit does, keeps its connection.
  *
  * Lifetime: a ready connection older than max_conn_lifetime_ms takes no new
  * queries; the next one opens a fresh, fully verified connection (resuming

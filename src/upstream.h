@@ -13,8 +13,12 @@
  * conf->answer_timeout_ms is marked down and probed again after a
  * jittered exponential back-off capped at conf->backoff_max_ms; its
  * queries move to another upstream, and a query with none left fails at
- * once. A connection that delivers nothing for answer_timeout_ms while
- * queries wait is presumed half-open and replaced. A connection that
+ * once. A connection that answers nothing for answer_timeout_ms while
+ * queries wait is probed with a query of the pool's own, and presumed
+ * dead and replaced only if that goes unanswered too; one whose answers
+ * match nothing (out of step) is replaced, and one whose queries all go
+ * unanswered is retired. IDs of unanswered queries are released after
+ * query_timeout_ms more. A connection that
  * closes with queries in flight has them resent once. Connections are
  * replaced after conf->max_conn_lifetime_ms with a fresh verified (and
  * resumed) handshake, and honour the server's edns-tcp-keepalive. Every
@@ -143,8 +147,9 @@ struct upstream_status {
 	 * verify (chain untrusted, name mismatch, expired, ...), pin (no
 	 * pin matched), timeout (a query unanswered for answer_timeout_ms or
 	 * until its deadline, per query), reset (a connection lost, or
-	 * presumed half-open, with queries in flight, per connection),
-	 * bad_answer (malformed, unknown ID, or another question). */
+	 * presumed dead: its probe unanswered or its answers matching
+	 * nothing, with queries in flight, per connection), bad_answer
+	 * (malformed, unknown ID, or another question, per frame). */
 	uint64_t err_connect, err_handshake, err_verify, err_pin;
 	uint64_t err_timeout, err_reset, err_bad_answer;
 	int64_t last_verify_ok;  /* wall clock of the last successful
