@@ -167,6 +167,10 @@ metrics_log(const struct metrics *m)
 	ADD(drops_acl_deny);
 	ADD(drops_ratelimit);
 	ADD(pending_full);
+	ADD(upstream_probes);
+	ADD(upstream_broken);
+	ADD(upstream_retired);
+	ADD(upstream_ids_released);
 	log_info("stats:%s", off ? buf : " (all zero)");
 }
 

@@ -95,6 +95,10 @@ struct metrics {
 	uint64_t tls_closed;           /* upstream connections closed for any reason */
 	uint64_t upstream_moved;       /* queries moved to another upstream after answer-timeout */
 	uint64_t upstream_half_open;   /* connections closed as presumed half-open */
+	uint64_t upstream_probes;      /* liveness probes sent on quiet connections */
+	uint64_t upstream_broken;      /* connections closed: answers matching nothing */
+	uint64_t upstream_retired;     /* connections replaced: queries unanswered */
+	uint64_t upstream_ids_released; /* IDs of unanswered queries freed after the grace */
 
 	/* defences */
 	uint64_t drops_acl_deny;     /* dropped: access-control deny */

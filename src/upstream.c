@@ -32,8 +32,12 @@
  * times out, is moved away or is cancelled while in flight leaves a
  * tombstone in its slot, so that a late answer is recognised and dropped
  * silently, and the ID is not reused on that connection (it cannot be given
- * to a new query whose answer the late one would impersonate). Tombstones
- * go with the connection.
+ * to a new query whose answer the late one would impersonate). A tombstone
+ * is released after a grace period of query_timeout_ms (by two bitmaps of
+ * age, swapped every grace period: it lives one to two of them), so that
+ * an upstream that drops queries cannot use up the ID space; an answer
+ * later than that is an unknown ID. Tombstones left go with the
+ * connection.
  *
  * Callbacks: upstream_query() never calls a callback; a request that cannot
  * be dispatched goes to the pool's failed list, which a zero-delay timer
@@ -90,14 +94,36 @@
  * query after the upstream returns is answered.
  *
  * Answer timeout: when the written list's head has waited answer_timeout_ms
- * and its connection has delivered no data at all since it was written,
- * the connection is presumed half-open (a NAT or firewall dropped it): it
- * is closed, counts as a failure, and its in-flight requests are re-sent
- * once, to another usable upstream or else on a new connection to the same
- * one (the classic cause is a dropped idle connection, and a reconnect
- * cures it). When the connection is alive but this request is unanswered,
- * the request moves to another usable upstream if there is one (its ID is
- * tombstoned), else it stays until its deadline.
+ * unanswered, it moves to another usable upstream if there is one (its ID
+ * is tombstoned), else it stays until its deadline: a slow answer that
+ * comes before the deadline still reaches the client.
+ *
+ * Probe: if, besides, nothing at all has been answered on its connection
+ * since it was written, the connection may be dead (half-open: a NAT or
+ * firewall dropped it) or its stream out of step, or the server merely
+ * slow. Any bytes do not tell (a desynchronised stream delivers bytes), a
+ * matched answer does: the pool sends a probe of its own on the
+ * connection, ". NS" built like every query, in an ID slot of its own
+ * (at most one per connection; the pool's probe timer and list serve the
+ * deadlines). An answer with its ID and question proves it alive. With no
+ * answer within answer_timeout_ms / 3 (200 ms to 1 s; 500 ms by default,
+ * so a gone connection is found in about 2 s) the connection is presumed
+ * dead: it is closed, counts as a failure, and its in-flight requests are
+ * re-sent once, to another usable upstream or else on a new connection to
+ * the same one (the classic cause is a dropped idle connection, and a
+ * reconnect cures it).
+ *
+ * Broken: frames that match nothing (an unknown ID, another question, a
+ * malformed answer) count up per connection, and a good answer resets the
+ * count; JUNK_MAX in a row and the connection is treated as dead, like an
+ * unanswered probe. A frame shorter than a header closes it at once.
+ *
+ * Unanswered: requests that time out (or move away) on a connection count
+ * up, and an answer resets the count; UNANSWERED_MAX in a row with no
+ * answer for a whole query_timeout_ms retire the connection (no new
+ * queries, what is in flight finishes; the next query opens a new one)
+ * without marking the upstream down. An upstream that answers a share of
+ * the queries, as a rate limit does, keeps its connection.
  *
  * Lifetime: a ready connection older than max_conn_lifetime_ms takes no new
  * queries; the next one opens a fresh connection, and the old one closes
@@ -196,6 +222,12 @@
 #define MAX_SLOTS 32768
 #define N_IDS 65536
 #define RND_N 256
+/* Connection health (see "Probe", "Broken" and "Unanswered" above). */
+#define PROBE_MIN_MS 200
+#define PROBE_MAX_MS 1000
+#define JUNK_MAX 8
+#define UNANSWERED_MAX 64
+#define TOMB_WORDS (N_IDS / 64)
 /* RTT histogram: bucket i holds samples in (bound(i-1), bound(i)],
  * bound(i) = 0.25 ms * 2^i, i.e. (4 << i) sixteenths of a millisecond. */
 #define RTT_BUCKETS UPSTREAM_RTT_BUCKETS
@@ -280,6 +312,8 @@ struct upstream_req {
 
 /* Slot value of a timed-out, moved or cancelled in-flight request. */
 static struct upstream_req tombstone;
+/* Slot value of the connection's own liveness probe. */
+static struct upstream_req probe_slot;
 
 enum uconn_state {
 	UC_CONNECTING,
@@ -299,7 +333,23 @@ struct uconn {
 	uint64_t idle_ms;           /* conf's, or less by RFC 7828 keepalive */
 	uint64_t last_active;
 	uint64_t established;       /* loop time the handshake finished */
-	uint64_t last_frame;        /* loop time data last arrived */
+	uint64_t last_good;         /* loop time of the last answer that
+	                             * matched (a query's or the probe's) */
+	/* Liveness probe: a query of our own, in slot probe_id, while
+	 * probe_due != 0 (then on p->probing). */
+	struct link prlink;
+	uint16_t probe_id;
+	uint64_t probe_due;
+	uint64_t probe_since;       /* write time of what raised the doubt */
+	unsigned junk;              /* frames that matched nothing, in a row */
+	unsigned unanswered;        /* queries timed out or moved, in a row */
+	uint64_t last_answer;       /* loop time of the last query answered */
+	/* Tombstones by age: bit id set in tomb[cur] if made since
+	 * tomb_epoch, in tomb[!cur] if made in the epoch before. */
+	size_t n_tombs;
+	unsigned tomb_cur;
+	uint64_t tomb_epoch;
+	uint64_t tomb[2][TOMB_WORDS];
 	struct link wait;
 	struct link inflight;
 	size_t n_wait;
@@ -375,6 +425,11 @@ struct upstream_pool {
 	uv_timer_t answer_timer;
 	uv_timer_t probe_timer;     /* runs at probe_at while held is not
 	                             * empty */
+	uv_timer_t alive_timer;     /* head of probing */
+	struct link probing;        /* connections with a probe out, by due */
+	struct dnsmsg_question probe_q;
+	uint8_t probe_frame[2 + DNS_PAD_BLOCK];
+	size_t probe_len;
 	unsigned n_handles;         /* open uv handles; freed at 0 when closing */
 	int closing;
 	unsigned rr;                /* round-robin starting point */
@@ -485,6 +540,66 @@ pool_handle_close_cb(uv_handle_t *h)
 	pool_release(h->data);
 }
 
+/* Release the tombstones made before the current epoch once it is a
+ * grace period (query_timeout_ms) old: each has then waited at least that
+ * long for its late answer; the newer ones wait for the next turn. So a
+ * tombstone lives between one and two grace periods (longer only while
+ * nothing on the connection calls this: a send, a tombstone, a probe). */
+static void
+uconn_tombs_age(struct uconn *uc, uint64_t now)
+{
+	struct upstream_pool *p = uc->pool;
+	uint64_t grace = p->conf->query_timeout_ms;
+	uint64_t *old, w;
+	size_t i, id, freed = 0;
+
+	if (uc->n_tombs == 0) {
+		uc->tomb_epoch = now;
+		return;
+	}
+	if (now - uc->tomb_epoch < grace)
+		return;
+	old = uc->tomb[!uc->tomb_cur];
+	for (i = 0; i < TOMB_WORDS; i++) {
+		for (w = old[i]; w != 0; w &= w - 1) {
+			id = i * 64 + (size_t)__builtin_ctzll(w);
+			if (uc->slot[id] != &tombstone)
+				continue;   /* cannot happen: bits follow slots */
+			uc->slot[id] = NULL;
+			freed++;
+		}
+		old[i] = 0;
+	}
+	uc->n_slots -= freed;
+	uc->n_tombs -= freed;
+	p->m->upstream_ids_released += freed;
+	uc->tomb_cur = !uc->tomb_cur;
+	uc->tomb_epoch = now;
+}
+
+/* Put a tombstone in slot id (in use until now, still counted). */
+static void
+uconn_tomb_add(struct uconn *uc, uint16_t id)
+{
+	uconn_tombs_age(uc, uv_now(uc->pool->loop));
+	uc->slot[id] = &tombstone;
+	uc->n_tombs++;
+	uc->tomb[uc->tomb_cur][id / 64] |= (uint64_t)1 << (id % 64);
+}
+
+/* The late answer for tombstone id came: its slot is free again. */
+static void
+uconn_tomb_clear(struct uconn *uc, uint16_t id)
+{
+	uint64_t bit = ~((uint64_t)1 << (id % 64));
+
+	uc->tomb[0][id / 64] &= bit;
+	uc->tomb[1][id / 64] &= bit;
+	uc->slot[id] = NULL;
+	uc->n_slots--;
+	uc->n_tombs--;
+}
+
 /* Take r off its secondary list. An in-flight request leaves a tombstone
  * in its slot when tomb is set (it may still be answered), else frees the
  * slot (the answer is here, or the connection goes away). */
@@ -500,7 +615,7 @@ req_unlink(struct upstream_req *r, int tomb)
 	case REQ_INFLIGHT:
 		uc->n_live--;
 		if (tomb) {
-			uc->slot[r->id] = &tombstone;
+			uconn_tomb_add(uc, r->id);
 		} else {
 			uc->slot[r->id] = NULL;
 			uc->n_slots--;
@@ -739,6 +854,7 @@ uconn_close(struct uconn *uc)
 	if (uc->up->conn == uc)
 		uc->up->conn = NULL;
 	list_remove(&uc->ulink);
+	list_remove(&uc->prlink);   /* a probe out dies with it */
 	if (uc->tls != NULL) {
 		tls_conn_close(uc->tls);
 		uc->tls = NULL;
@@ -836,6 +952,11 @@ uconn_pump(struct uconn *uc)
 static void
 uconn_submit(struct uconn *uc, struct upstream_req *r)
 {
+	if (uc->state == UC_READY && uc->n_slots >= MAX_SLOTS) {
+		/* Out of IDs: old tombstones may have served their time. */
+		uconn_tombs_age(uc, uv_now(uc->pool->loop));
+		uconn_pump(uc);
+	}
 	if (uc->state == UC_READY && uc->n_slots < MAX_SLOTS &&
 	    list_empty(&uc->wait)) {
 		uconn_send(uc, r);
@@ -923,6 +1044,7 @@ uconn_new(struct upstream_pool *p, struct upstream *up)
 	uc->state = UC_CONNECTING;
 	uc->idle_ms = p->conf->idle_timeout_ms;
 	list_init(&uc->ulink);
+	list_init(&uc->prlink);
 	list_init(&uc->wait);
 	list_init(&uc->inflight);
 	memset(&peer, 0, sizeof(peer));
@@ -1308,25 +1430,21 @@ uconn_closed_cb(void *arg, int status, const char *why)
 	pool_flush_failed(p);
 }
 
-/* uc has been silent for silent_ms with requests in flight: presume it
- * half-open, count a failure, and re-send what it had (once) elsewhere or
- * on a new connection to the same upstream. */
+/* uc is dead (its probe went unanswered: half-open, or its stream out of
+ * step) or broken (answers that match nothing): count a failure, close
+ * it, and re-send what it had (once) elsewhere or on a new connection to
+ * the same upstream. Calls no user callback. */
 static void
-uconn_half_open(struct uconn *uc, uint64_t now, uint64_t silent_ms)
+uconn_broken(struct uconn *uc, uint64_t now, const char *why)
 {
 	struct upstream_pool *p = uc->pool;
 	struct upstream *up = uc->up;
 	struct link moved;
-	char why[64];
 
-	log_warn("upstream %s: no answer in %llu ms, connection presumed dead",
-	    up->label, (unsigned long long)silent_ms);
-	p->m->upstream_half_open++;
+	log_warn("upstream %s: %s, connection presumed dead", up->label, why);
 	p->m->tls_closed++;
 	up->n_timeouts += uc->n_live;
 	up->err_reset++;
-	snprintf(why, sizeof(why), "no answer in %llu ms",
-	    (unsigned long long)silent_ms);
 	upstream_mark_down(p, up, now, why);
 	list_init(&moved);
 	list_move_all(&uc->inflight, &moved);
@@ -1335,6 +1453,121 @@ uconn_half_open(struct uconn *uc, uint64_t now, uint64_t silent_ms)
 	uconn_close(uc);
 	reqs_redispatch(p, &moved, upstream_bit(up), now,
 	    upstream_force(up));
+}
+
+static void
+pool_alive_timer_cb(uv_timer_t *t)
+{
+	struct upstream_pool *p = t->data;
+	uint64_t now = uv_now(p->loop);
+	struct uconn *uc;
+	char why[64];
+
+	/* Each turn takes the head off the list (uconn_broken closes it). */
+	while (!p->closing && !list_empty(&p->probing)) {
+		uc = container_of(p->probing.next, struct uconn, prlink);
+		if (uc->probe_due > now) {
+			uv_timer_start(&p->alive_timer, pool_alive_timer_cb,
+			    uc->probe_due - now, 0);
+			break;
+		}
+		p->m->upstream_half_open++;
+		snprintf(why, sizeof(why), "no answer in %llu ms",
+		    (unsigned long long)(now - uc->probe_since));
+		uconn_broken(uc, now, why);
+	}
+	pool_flush_failed(p);
+}
+
+/* Nothing has been answered on uc since a query written at since, which
+ * has waited answer_timeout_ms: slow, or dead? Ask the upstream something
+ * it answers at once (". NS", padded like every query, with an ID of its
+ * own); if that is not answered within the probe time, uc is dead. At
+ * most one probe is out per connection. */
+static void
+uconn_probe(struct uconn *uc, uint64_t now, uint64_t since)
+{
+	struct upstream_pool *p = uc->pool;
+	uint64_t ms = p->conf->answer_timeout_ms / 3;
+	uint8_t frame[sizeof(p->probe_frame)];
+	uint16_t id;
+
+	if (uc->probe_due != 0 || uc->state != UC_READY)
+		return;
+	if (ms < PROBE_MIN_MS)
+		ms = PROBE_MIN_MS;
+	if (ms > PROBE_MAX_MS)
+		ms = PROBE_MAX_MS;
+	id = uconn_pick_id(uc);
+	uc->slot[id] = &probe_slot;
+	uc->n_slots++;
+	uc->probe_id = id;
+	uc->probe_due = now + ms;
+	uc->probe_since = since;
+	list_append(&p->probing, &uc->prlink);
+	if (!uv_is_active((uv_handle_t *)&p->alive_timer))
+		uv_timer_start(&p->alive_timer, pool_alive_timer_cb, ms, 0);
+	memcpy(frame, p->probe_frame, p->probe_len);
+	dnsmsg_set_id(frame + 2, id);
+	p->m->upstream_probes++;
+	log_debug("upstream %s: nothing answered in %llu ms, probing "
+	    "(ID %u)", uc->up->label, (unsigned long long)(now - since), id);
+	/* A write error is followed by closed_cb. */
+	(void)tls_conn_write(uc->tls, frame, p->probe_len);
+}
+
+/* The probe came back: uc is alive. */
+static void
+uconn_probe_answered(struct uconn *uc)
+{
+	uc->slot[uc->probe_id] = NULL;
+	uc->n_slots--;
+	uc->probe_due = 0;
+	list_remove(&uc->prlink);
+	log_debug("upstream %s: probe answered, connection alive",
+	    uc->up->label);
+}
+
+/* uc answers, but UNANSWERED_MAX queries in a row were not: retire it
+ * like a connection past its lifetime (it takes no new queries, finishes
+ * what is in flight, then closes) so that the next query opens a new
+ * one. The upstream is not marked down: it does answer. */
+static void
+uconn_retire(struct uconn *uc, uint64_t now)
+{
+	struct upstream_pool *p = uc->pool;
+	struct upstream *up = uc->up;
+	struct link moved;
+
+	if (uc->retiring || uc->state != UC_READY)
+		return;
+	log_warn("upstream %s: %u queries in a row unanswered, replacing "
+	    "the connection", up->label, uc->unanswered);
+	p->m->upstream_retired++;
+	uc->retiring = 1;
+	if (up->conn == uc)
+		up->conn = NULL;
+	list_append(&up->retiring, &uc->ulink);
+	list_init(&moved);
+	list_move_all(&uc->wait, &moved);
+	uc->n_wait = 0;
+	reqs_redispatch(p, &moved, 0, now, NULL);
+	uconn_settle(uc);
+}
+
+/* A query in flight on uc timed out or moved away unanswered. Many in a
+ * row, and none answered for a whole query timeout: retire uc. (An
+ * upstream that answers a share of the queries, as a rate limit does,
+ * keeps its connection: a new one would fare no better.) */
+static void
+uconn_unanswered(struct uconn *uc, uint64_t now)
+{
+	uint64_t last = uc->last_answer > uc->established ?
+	    uc->last_answer : uc->established;
+
+	if (++uc->unanswered >= UNANSWERED_MAX &&
+	    now - last >= uc->pool->conf->query_timeout_ms)
+		uconn_retire(uc, now);
 }
 
 /* The head of the written list has waited answer_timeout_ms. */
@@ -1368,14 +1601,11 @@ pool_answer_timer_cb(uv_timer_t *t)
 		}
 		uc = r->conn;
 		up = uc->up;
-		if (uc->last_frame < r->written_at) {
-			/* Nothing at all since r was written: not r's
-			 * problem, the connection's. */
-			uconn_half_open(uc, now, now - r->written_at);
-			continue;
-		}
-		/* The connection is alive; r is checked once. */
+		/* r is checked once. Nothing answered on uc since r was
+		 * written: slow, or dead? A probe tells, without r. */
 		list_remove(&r->wlink);
+		if (uc->last_good < r->written_at)
+			uconn_probe(uc, now, r->written_at);
 		other = 0;
 		for (i = 0; i < p->n_ups && !other; i++)
 			other = p->ups[i] != up &&
@@ -1390,6 +1620,7 @@ pool_answer_timer_cb(uv_timer_t *t)
 		up->n_timeouts++;
 		up->err_timeout++;
 		req_unlink(r, 1);
+		uconn_unanswered(uc, now);
 		r->tried |= upstream_bit(up);
 		/* Should the others fail to connect at once, r goes back to
 		 * up (with a new ID), where it at least has a live
@@ -1437,6 +1668,24 @@ uconn_answered(struct uconn *uc, struct upstream_req *r,
 	}
 }
 
+/* A frame on uc matched nothing (unknown ID, another question, not a
+ * message): JUNK_MAX of them in a row, with no good answer between, mean
+ * the stream is out of step or the server broken. Returns 1 when uc was
+ * closed for it. */
+static int
+uconn_junk(struct uconn *uc, uint64_t now)
+{
+	char why[64];
+
+	if (++uc->junk < JUNK_MAX)
+		return 0;
+	uc->pool->m->upstream_broken++;
+	snprintf(why, sizeof(why), "%u answers in a row matched nothing",
+	    uc->junk);
+	uconn_broken(uc, now, why);
+	return 1;
+}
+
 /* One framed message from the upstream. */
 static void
 uconn_frame(struct uconn *uc, const uint8_t *msg, size_t len)
@@ -1461,6 +1710,7 @@ uconn_frame(struct uconn *uc, const uint8_t *msg, size_t len)
 		uc->up->err_bad_answer++;
 		log_debug("upstream %s: answer with unknown ID %u dropped",
 		    uc->up->label, id);
+		(void)uconn_junk(uc, now);
 		return;
 	}
 	uc->last_active = now;
@@ -1468,12 +1718,26 @@ uconn_frame(struct uconn *uc, const uint8_t *msg, size_t len)
 		/* The late answer of a timed-out, moved or cancelled query. */
 		log_debug("upstream %s: late answer for ID %u dropped",
 		    uc->up->label, id);
-		uc->slot[id] = NULL;
-		uc->n_slots--;
+		uconn_tomb_clear(uc, id);
 		uconn_pump(uc);
 		return;
 	}
 	memset(&info, 0, sizeof(info));
+	if (r == &probe_slot) {
+		/* Any rcode will do, but it must be the probe's answer. */
+		if (dnsmsg_parse_answer(msg, len, &p->probe_q, &info) != 0) {
+			p->m->upstream_mismatch++;
+			uc->up->err_bad_answer++;
+			(void)uconn_junk(uc, now);
+			return;
+		}
+		uc->junk = 0;
+		uc->last_good = now;
+		uconn_probe_answered(uc);
+		uconn_pump(uc);
+		uconn_settle(uc);
+		return;
+	}
 	rc = dnsmsg_parse_answer(msg, len, &r->q, &info);
 	if (rc == DNSMSG_EMISMATCH) {
 		/* RFC 5452: not the answer to what was asked; keep waiting. */
@@ -1481,12 +1745,17 @@ uconn_frame(struct uconn *uc, const uint8_t *msg, size_t len)
 		uc->up->err_bad_answer++;
 		log_debug("upstream %s: answer for ID %u with another question "
 		    "dropped", uc->up->label, id);
+		(void)uconn_junk(uc, now);
 		return;
 	}
 	if (uc->n_answers++ == 0)
 		upstream_mark_up(uc->up);
-	if (rc == 0)
+	if (rc == 0) {
 		uconn_answered(uc, r, &info, now);
+		uc->junk = 0;
+		uc->unanswered = 0;
+		uc->last_good = uc->last_answer = now;
+	}
 	req_unlink(r, 0);
 	uconn_pump(uc);
 	uconn_settle(uc);
@@ -1495,6 +1764,8 @@ uconn_frame(struct uconn *uc, const uint8_t *msg, size_t len)
 		uc->up->err_bad_answer++;
 		log_debug("upstream %s: malformed answer for ID %u",
 		    uc->up->label, id);
+		/* Before the callback, which may close the pool. */
+		(void)uconn_junk(uc, now);
 		req_finish(r, UPSTREAM_EBADANSWER, NULL, 0, NULL, 0, NULL);
 		return;
 	}
@@ -1509,8 +1780,6 @@ uconn_read_cb(void *arg, const uint8_t *data, size_t len)
 	struct upstream_pool *p = uc->pool;
 	size_t flen, take;
 
-	/* Any bytes, even part of a frame, show it is not half-open. */
-	uc->last_frame = uv_now(p->loop);
 	/* uconn_frame may close uc (malformed frame, a drained retiring
 	 * connection, or a user callback closing the pool): uc stays
 	 * allocated until the loop runs its close callback, so its state can
@@ -1552,6 +1821,7 @@ pool_deadline_cb(uv_timer_t *t)
 	uint64_t now = uv_now(p->loop);
 	struct upstream_req *r;
 	struct uconn *uc;
+	int was_inflight;
 
 	while (!p->closing && !list_empty(&p->reqs)) {
 		r = container_of(p->reqs.next, struct upstream_req, dlink);
@@ -1565,12 +1835,39 @@ pool_deadline_cb(uv_timer_t *t)
 		if (uc != NULL) {
 			uc->up->n_timeouts++;
 			uc->up->err_timeout++;
+			was_inflight = r->state == REQ_INFLIGHT;
 			req_unlink(r, 1);
+			if (was_inflight)
+				uconn_unanswered(uc, now);
 			uconn_settle(uc);
 		}
 		req_finish(r, UPSTREAM_ETIMEDOUT, NULL, 0, NULL, 1, NULL);
 	}
 	pool_flush_failed(p);
+}
+
+/* The probe query, ". NS" with RD, built like every query (EDNS, padded):
+ * a resolver answers it from its cache or hints at once. */
+static void
+pool_probe_init(struct upstream_pool *p)
+{
+	struct dnsmsg_query q;
+	size_t len = 0;
+
+	memset(&q, 0, sizeof(q));
+	q.has_question = 1;
+	q.q.wire[0] = 0;
+	q.q.wire_len = 1;
+	q.q.qtype = 2;      /* NS */
+	q.q.qclass = 1;     /* IN */
+	q.q.end = DNS_HDR_LEN + 1 + 4;
+	if (dnsmsg_upstream_query(&q, p->probe_frame + 2,
+	    sizeof(p->probe_frame) - 2, &len) != 0)
+		fatal("cannot build the upstream probe query");
+	p->probe_frame[0] = (uint8_t)(len >> 8);
+	p->probe_frame[1] = (uint8_t)len;
+	p->probe_len = 2 + len;
+	p->probe_q = q.q;
 }
 
 struct upstream_pool *
@@ -1610,7 +1907,11 @@ upstream_pool_new(uv_loop_t *loop, const struct conf *conf,
 	p->answer_timer.data = p;
 	uv_timer_init(loop, &p->probe_timer);
 	p->probe_timer.data = p;
-	p->n_handles = 4;
+	uv_timer_init(loop, &p->alive_timer);
+	p->alive_timer.data = p;
+	list_init(&p->probing);
+	pool_probe_init(p);
+	p->n_handles = 5;
 	return p;
 
 fail:
@@ -2046,4 +2347,5 @@ upstream_pool_close(struct upstream_pool *p)
 	uv_close((uv_handle_t *)&p->fail_timer, pool_handle_close_cb);
 	uv_close((uv_handle_t *)&p->answer_timer, pool_handle_close_cb);
 	uv_close((uv_handle_t *)&p->probe_timer, pool_handle_close_cb);
+	uv_close((uv_handle_t *)&p->alive_timer, pool_handle_close_cb);
 }

@@ -16,8 +16,12 @@
  * once. While every upstream backs off, a new query probes one anyway (at
  * most one probe per 250 ms; a query that comes sooner is held for the
  * next one), and upstream_pool_reset_backoff ends every back-off. A
- * connection that delivers nothing for answer_timeout_ms while
- * queries wait is presumed half-open and replaced. A connection that
+ * connection that answers nothing for answer_timeout_ms while
+ * queries wait is probed with a query of the pool's own, and presumed
+ * dead and replaced only if that goes unanswered too; one whose answers
+ * match nothing (out of step) is replaced, and one whose queries all go
+ * unanswered is retired. IDs of unanswered queries are released after
+ * query_timeout_ms more. A connection that
  * closes with queries in flight has them resent once. Connections are
  * replaced after conf->max_conn_lifetime_ms with a full handshake that
  * verifies the certificate again (a session is only resumed within that
@@ -148,8 +152,9 @@ struct upstream_status {
 	 * verify (chain untrusted, name mismatch, expired, ...), pin (no
 	 * pin matched), timeout (a query unanswered for answer_timeout_ms or
 	 * until its deadline, per query), reset (a connection lost, or
-	 * presumed half-open, with queries in flight, per connection),
-	 * bad_answer (malformed, unknown ID, or another question). */
+	 * presumed dead: its probe unanswered or its answers matching
+	 * nothing, with queries in flight, per connection), bad_answer
+	 * (malformed, unknown ID, or another question, per frame). */
 	uint64_t err_connect, err_handshake, err_verify, err_pin;
 	uint64_t err_timeout, err_reset, err_bad_answer;
 	int64_t last_verify_ok;  /* wall clock of the last successful

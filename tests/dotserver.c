@@ -7,7 +7,10 @@
  * --refuse, --delay-ms, --handshake-delay-ms, --keepalive-ms, --ttl) and
  * through two signals: SIGUSR1 takes the server "down" (every open
  * connection is shut down, new ones are accepted and closed at once before
- * TLS) and SIGUSR2 brings it back "up", on the same port. The two signals
+ * TLS) and SIGUSR2 brings it back "up", on the same port. Likewise SIGRTMIN
+ * makes it "silent" (queries are still read and logged, but none is
+ * answered, except every --silent-pass'th: an upstream that rate-limits by
+ * dropping) and SIGRTMIN+1 makes it answer again. The signals
  * set a state rather than toggle one, so sending one twice is harmless.
  * SIGHUP, with --alt-cert and --alt-key, makes new handshakes present that
  * certificate instead (once: again is harmless) while the session-ticket
@@ -32,6 +35,7 @@
  *	close                        the connection is gone
  *	down | up                    after SIGUSR1 | SIGUSR2 took effect
  *	cert swapped                 after SIGHUP took effect
+ *	silent | answering           after SIGRTMIN | SIGRTMIN+1 took effect
  *
  * "answer" is logged after the write, so a client may hold the answer
  * before the line appears: tests wait for it rather than count it at once.
@@ -122,6 +126,7 @@ struct options {
 	unsigned delay_ms;
 	unsigned handshake_delay_ms;
 	unsigned keepalive_ms;  /* 0: no edns-tcp-keepalive in answers */
+	unsigned silent_pass;   /* while silent, answer every Nth; 0 none */
 	uint32_t ttl;
 	const char *alt_cert;   /* SIGHUP swaps these in */
 	const char *alt_key;
@@ -143,6 +148,8 @@ struct conn;
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct conn *conns;      /* every open connection, under conns_lock */
 static int down;                /* under conns_lock */
+static int silent;              /* under conns_lock */
+static unsigned silent_seen;    /* queries read while silent, likewise */
 
 /* One frame waiting to be written: the 2-byte length prefix is in buf. */
 struct item {
@@ -882,6 +889,21 @@ enum close_how {
 	CLOSE_RESET,            /* --reset-after: the same, then an RST */
 };
 
+/* While silent: 1 if this query goes unanswered. */
+static int
+silent_drops(void)
+{
+	int drop = 0;
+
+	pthread_mutex_lock(&conns_lock);
+	if (silent) {
+		silent_seen++;
+		drop = opt.silent_pass == 0 || silent_seen % opt.silent_pass;
+	}
+	pthread_mutex_unlock(&conns_lock);
+	return drop;
+}
+
 /* Handles one query; returns 0 to keep reading, -1 to close as *how says. */
 static int
 handle_frame(struct conn *c, const unsigned char *m, size_t len,
@@ -918,6 +940,10 @@ handle_frame(struct conn *c, const unsigned char *m, size_t len,
 		ret = 0;
 		goto out;
 	}
+	if (silent_drops()) {
+		ret = 0;
+		goto out;
+	}
 	if (label_is(&q, "close")) {
 		*how = CLOSE_DRAIN_DUE;
 		goto out;
@@ -946,6 +972,13 @@ handle_frame(struct conn *c, const unsigned char *m, size_t len,
 			goto out;
 		}
 		it = item_new(q.id, w->b, w->len, due);
+		/* "lie": the length prefix claims 60000 bytes, the message
+		 * that follows is the short answer; later ones come framed
+		 * normally, so the client reads them out of step. */
+		if (it != NULL && label_is(&q, "lie")) {
+			it->buf[0] = 60000 >> 8;
+			it->buf[1] = 60000 & 0xff;
+		}
 	}
 	if (it == NULL)
 		goto out;
@@ -1136,6 +1169,16 @@ swap_cert(void)
 	event("cert swapped");
 }
 
+static void
+set_silent(int s)
+{
+	pthread_mutex_lock(&conns_lock);
+	silent = s;
+	silent_seen = 0;
+	pthread_mutex_unlock(&conns_lock);
+	event(s ? "silent" : "answering");
+}
+
 static void *
 signal_main(void *arg)
 {
@@ -1151,6 +1194,8 @@ signal_main(void *arg)
 			set_down(0);
 		else if (sig == SIGHUP)
 			swap_cert();
+		else if (sig == SIGRTMIN || sig == SIGRTMIN + 1)
+			set_silent(sig == SIGRTMIN);
 		else
 			break;
 	}
@@ -1170,6 +1215,7 @@ usage(void)
 	    "[--delay-ms N]\n"
 	    "         [--handshake-delay-ms N] [--keepalive-ms N] [--ttl N]\n"
 	    "         [--alt-cert FILE --alt-key FILE]\n"
+	    "         [--silent-pass N]\n"
 	    "  --reverse N        hold answers, send each N in reverse order\n"
 	    "  --close-after N    on a connection's Nth query: answer the\n"
 	    "                     earlier ones, close (FIN)\n"
@@ -1186,6 +1232,9 @@ usage(void)
 	    "  --alt-cert, --alt-key  the certificate SIGHUP swaps in\n"
 	    "SIGUSR1: go down (close all, refuse new); SIGUSR2: come back up.\n"
 	    "SIGHUP: new handshakes present --alt-cert (same ticket key).\n"
+	    "  --silent-pass N    while silent, still answer every Nth query\n"
+	    "SIGUSR1: go down (close all, refuse new); SIGUSR2: come back up.\n"
+	    "SIGRTMIN: go silent (read, answer none); SIGRTMIN+1: answer again.\n"
 	    "The first label of the query name picks the answer:\n"
 	    "  (other)   A 192.0.2.1, AAAA 2001:db8::1, TXT \"hello\"\n"
 	    "            (TTL 300 or --ttl), other types NODATA with SOA\n"
@@ -1199,6 +1248,7 @@ usage(void)
 	    "  drop*     no answer\n"
 	    "  wrongq*   answer for the question \"x\" + name\n"
 	    "  garbage*  40 bytes: the query ID, then random\n"
+	    "  lie*      the default answer behind a length prefix of 60000\n"
 	    "  close*    close the connection without answering\n"
 	    "  chainN    N CNAMEs chainN-1 ... chain0, then the default answer\n");
 	exit(2);
@@ -1305,6 +1355,8 @@ main(int argc, char **argv)
 			opt.alt_cert = v;
 		else if (strcmp(a, "--alt-key") == 0)
 			opt.alt_key = v;
+		else if (strcmp(a, "--silent-pass") == 0)
+			opt.silent_pass = num_arg(v);
 		else
 			usage();
 	}
@@ -1319,6 +1371,8 @@ main(int argc, char **argv)
 	sigaddset(&set, SIGUSR1);
 	sigaddset(&set, SIGUSR2);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGRTMIN);
+	sigaddset(&set, SIGRTMIN + 1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (pthread_create(&sigt, NULL, signal_main, &set) != 0) {
 		fprintf(stderr, "dotserver: cannot start signal thread\n");

@@ -154,7 +154,8 @@ print_metrics(const char *tag)
 	    "tls_closed=%llu upstream_queries=%llu upstream_answers=%llu "
 	    "upstream_resent=%llu upstream_timeouts=%llu "
 	    "upstream_mismatch=%llu upstream_malformed=%llu "
-	    "upstream_moved=%llu upstream_half_open=%llu closed_cbs=%zu\n",
+	    "upstream_moved=%llu upstream_half_open=%llu "
+	    "upstream_probes=%llu upstream_broken=%llu closed_cbs=%zu\n",
 	    tag,
 	    (unsigned long long)metrics.tls_connects,
 	    (unsigned long long)metrics.tls_handshakes,
@@ -168,7 +169,9 @@ print_metrics(const char *tag)
 	    (unsigned long long)metrics.upstream_mismatch,
 	    (unsigned long long)metrics.upstream_malformed,
 	    (unsigned long long)metrics.upstream_moved,
-	    (unsigned long long)metrics.upstream_half_open, n_closed_cbs);
+	    (unsigned long long)metrics.upstream_half_open,
+	    (unsigned long long)metrics.upstream_probes,
+	    (unsigned long long)metrics.upstream_broken, n_closed_cbs);
 }
 
 /* Reconfigure the pool to the --reconf-u list (the second time with new
