@@ -1,7 +1,8 @@
 /* mem.c: allocation wrapper with a failure-injection hook for tests.
  *
- * The countdown is the only mutable state here; it is off (-1) unless a test
- * sets it, so the production path is one compare per allocation.
+ * The countdown (and the count of failures it caused) is the only mutable
+ * state here; it is off (-1) unless a test sets it, so the production path
+ * is one compare per allocation.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "mem.h"
 
 static long fail_countdown = -1;
+static unsigned long failures;
 
 static int
 should_fail(void)
@@ -17,6 +19,7 @@ should_fail(void)
 		return 0;
 	if (fail_countdown == 0) {
 		fail_countdown = -1;
+		failures++;
 		return 1;
 	}
 	fail_countdown--;
@@ -68,4 +71,10 @@ void
 mem_fail_after(long n)
 {
 	fail_countdown = n;
+}
+
+unsigned long
+mem_failures(void)
+{
+	return failures;
 }

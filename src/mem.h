@@ -21,4 +21,9 @@ void mem_free(void *p);
  * A negative n turns the hook off, which is the default. */
 void mem_fail_after(long n);
 
+/* Test hook: how many allocations the hook has failed so far, so that a
+ * test can tell a run in which the failure came from one that ended
+ * before reaching it. */
+unsigned long mem_failures(void);
+
 #endif

@@ -41,15 +41,21 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <uthash.h>
-#include <utlist.h>
-
 #include "acl.h"
 #include "local.h"
 #include "log.h"
 #include "mem.h"
 #include "query.h"
 #include "ratelimit.h"
+
+/* As in cache.c: uthash takes its table through our wrapper and reports a
+ * failed add (hash_oom) instead of exiting the process. */
+#define uthash_malloc(sz) mem_alloc(sz)
+#define uthash_free(ptr, sz) mem_free(ptr)
+#define HASH_NONFATAL_OOM 1
+#define uthash_nonfatal_oom(elt) ((elt)->hash_oom = 1)
+#include <uthash.h>
+#include <utlist.h>
 
 #define STALE_TTL 30          /* RFC 8767 section 4 */
 #define PREFETCH_FRACTION 10  /* refresh in the last tenth of the TTL */
@@ -70,6 +76,7 @@ struct query_pending {
 	struct cache_key key;
 	struct dnsmsg_question q;
 	struct query_waiter *waiters; /* DL list through prev/next */
+	uint8_t hash_oom;             /* set by uthash when the add failed */
 };
 
 struct query_waiter {
@@ -445,12 +452,19 @@ pending_new(struct query_ctx *ctx, const struct dnsmsg_query *q,
 	p->ctx = ctx;
 	p->key = *key;
 	p->q = q->q;
-	if (upstream_query(ctx->pool, wire, len, &p->q, pending_complete, p,
-	    NULL) != 0) {
+	/* Listed first: the add may fail for memory, and upstream_query
+	 * calls no callback, so there is nothing to undo but the add. */
+	HASH_ADD_KEYPTR(hh, ctx->inflight, p->key.bytes, p->key.len, p);
+	if (p->hash_oom) {
 		mem_free(p);
 		return NULL;
 	}
-	HASH_ADD_KEYPTR(hh, ctx->inflight, p->key.bytes, p->key.len, p);
+	if (upstream_query(ctx->pool, wire, len, &p->q, pending_complete, p,
+	    NULL) != 0) {
+		HASH_DEL(ctx->inflight, p);
+		mem_free(p);
+		return NULL;
+	}
 	ctx->n_pending++;
 	ctx->pending_bytes += query_pending_cost();
 	return p;
