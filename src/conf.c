@@ -579,6 +579,9 @@ static const struct key_def keys[] = {
 	    "1ms to 60m"),
 	{ "tcp-max-clients", KEY_COUNT, FIELD(tcp_max_clients), 1, 65535,
 	    "1-65535" },
+	/* RFC 6891 6.2.5: below 512 is no payload; above 4096 fragments. */
+	{ "max-udp-size", KEY_COUNT, FIELD(max_udp_size), 512, 4096,
+	    "512-4096" },
 	{ "log-level", KEY_LOG_LEVEL, 0, 0, 0, NULL },
 	{ "upstream-selection", KEY_SELECTION, 0, 0, 0, NULL },
 	DURATION_KEY("answer-timeout", answer_timeout_ms, 1, HOUR_MS,
@@ -988,6 +991,7 @@ conf_init(struct conf *c)
 	c->idle_timeout_ms = 30000;
 	c->tcp_idle_timeout_ms = 10000;
 	c->tcp_max_clients = 256;
+	c->max_udp_size = 1232;
 	c->log_level = LOGL_INFO;
 	c->selection = CONF_SELECT_FASTEST;
 	c->answer_timeout_ms = 1500;

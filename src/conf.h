@@ -88,6 +88,8 @@ struct conf {
 	unsigned idle_timeout_ms;     /* idle upstream connection closes; default 30000 */
 	unsigned tcp_idle_timeout_ms; /* idle client TCP connection closes; default 10000 */
 	unsigned tcp_max_clients;     /* client TCP connections at once; default 256 */
+	unsigned max_udp_size;        /* UDP answer payload cap and the size our
+	                               * OPT advertises (RFC 9715); default 1232 */
 	int log_level;                /* enum log_level; default LOGL_INFO */
 
 	/* upstream health */

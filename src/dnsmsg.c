@@ -18,9 +18,13 @@
  * so a pointer in it could only point forward or into the header. Both query
  * and answer parsing reject it.
  *
- * EDNS: cached answers are kept without OPT and each client gets its own
- * (payload, DO, Extended DNS Error), so dnsmsg_strip_opt() cuts the OPT
- * record out of an answer in place. Records after it move down, and so
+ * EDNS: cached answers are kept without the upstream's OPT and each client
+ * gets its own (payload, DO, Extended DNS Error), so dnsmsg_strip_opt()
+ * cuts the OPT record out of an answer in place. The upstream's Extended
+ * DNS Errors (RFC 8914) stay with the answer: they go in a bare OPT record
+ * appended as its last record, where no pointer can reach and which
+ * dnsmsg_append_opt() turns into the client's OPT (or cuts off for a
+ * client without EDNS). Records after it move down, and so
  * must every compression pointer to them: pointers can only point back,
  * so only the records after the OPT hold such pointers, in their owner
  * names and in the RDATA names RFC 3597 section 4 allows to be compressed
@@ -45,6 +49,7 @@
 #define OPT_FIXED_LEN (1 + RR_FIXED_LEN) /* root owner + fixed part */
 #define OPT_EDE_LEN 6 /* code, length, INFO-CODE; no EXTRA-TEXT */
 #define EDNS_DO 0x8000 /* in the low 16 bits of OPT's TTL */
+#define MAX_DNAMES 8 /* DNAMEs in an answer whose CNAMEs we recognise */
 
 static uint16_t
 get16(const uint8_t *p)
@@ -213,10 +218,11 @@ dnsmsg_parse_query(const uint8_t *msg, size_t len, struct dnsmsg_query *q)
 {
 	size_t pos, next, nrr, i;
 	uint16_t type;
-	int ret;
+	int ret, badvers = 0;
 
 	memset(q, 0, sizeof(*q));
 	q->udp_size = DNS_DEFAULT_UDP;
+	q->udp_adv = DNS_EDNS_UDP;
 	if (len < DNS_HDR_LEN) {
 		ret = DNSMSG_EMALFORMED;
 		goto out;
@@ -251,23 +257,29 @@ dnsmsg_parse_query(const uint8_t *msg, size_t len, struct dnsmsg_query *q)
 		if (len - next < RR_FIXED_LEN)
 			goto formerr;
 		type = get16(msg + next);
-		if (type == DNS_TYPE_OPT &&
-		    i >= (size_t)get16(msg + 6) + get16(msg + 8)) {
-			/* RFC 6891 section 6.1.1: one OPT, owned by root. */
-			if (q->edns || next != pos + 1)
+		if (type == DNS_TYPE_OPT) {
+			/* RFC 6891 section 6.1.1: one OPT, owned by root,
+			 * in the additional section. */
+			if (q->edns || next != pos + 1 ||
+			    i < (size_t)get16(msg + 6) + get16(msg + 8))
 				goto formerr;
 			q->edns = 1;
 			q->udp_size = get16(msg + next + 2);
 			if (q->udp_size < DNS_DEFAULT_UDP)
 				q->udp_size = DNS_DEFAULT_UDP;
+			/* Section 6.1.4: flags other than DO are ignored. */
 			q->do_bit = (get32(msg + next + 4) & EDNS_DO) != 0;
+			/* Section 6.1.3: we speak version 0 only. */
+			if (msg[next + 5] != 0)
+				badvers = 1;
 		}
 		pos = next + RR_FIXED_LEN;
 		if (len - pos < get16(msg + next + 8))
 			goto formerr;
 		pos += get16(msg + next + 8);
 	}
-	ret = 0;
+	/* Judged after the walk: a second OPT makes it FORMERR anyway. */
+	ret = badvers ? DNS_RCODE_BADVERS : 0;
 	goto out;
 
 formerr:
@@ -280,6 +292,24 @@ out:
 	return ret;
 }
 
+void
+dnsmsg_query_cap_udp(struct dnsmsg_query *q, uint16_t max)
+{
+	if (max < DNS_DEFAULT_UDP)
+		max = DNS_DEFAULT_UDP;
+	if (q->udp_size > max)
+		q->udp_size = max;
+	q->udp_adv = max;
+}
+
+/* The payload size to advertise to the client of q: a query that did not
+ * come through dnsmsg_parse_query may have none set. */
+static uint16_t
+adv_size(const struct dnsmsg_query *q)
+{
+	return q->udp_adv != 0 ? q->udp_adv : DNS_EDNS_UDP;
+}
+
 /* Bytes of the OPT record opt_write() writes for ede. */
 static size_t
 opt_size(int ede)
@@ -287,16 +317,18 @@ opt_size(int ede)
 	return OPT_FIXED_LEN + (ede_valid(ede) ? OPT_EDE_LEN : 0);
 }
 
-/* Write our OPT record at p (opt_size(ede) bytes): root owner, payload
- * DNS_EDNS_UDP, extended rcode and version 0, DO as do_bit, and an
- * Extended DNS Error option without EXTRA-TEXT when ede is a code. */
+/* Write our OPT record at p (opt_size(ede) bytes): root owner, payload,
+ * the upper 8 bits of a 12-bit rcode (RFC 6891 6.1.3), version 0, DO as
+ * do_bit and no other flag, and an Extended DNS Error option without
+ * EXTRA-TEXT when ede is a code. */
 static size_t
-opt_write(uint8_t *p, int do_bit, int ede)
+opt_write(uint8_t *p, uint16_t payload, int rcode, int do_bit, int ede)
 {
 	p[0] = 0;
 	put16(p + 1, DNS_TYPE_OPT);
-	put16(p + 3, DNS_EDNS_UDP);
-	put32(p + 5, do_bit ? EDNS_DO : 0);
+	put16(p + 3, payload);
+	put32(p + 5, ((uint32_t)(rcode >> 4) & 0xff) << 24 |
+	    (do_bit ? EDNS_DO : 0));
 	put16(p + 9, 0);
 	if (!ede_valid(ede))
 		return OPT_FIXED_LEN;
@@ -324,7 +356,12 @@ dnsmsg_error_reply(const uint8_t *query, size_t query_len,
 	if (n > cap)
 		return DNSMSG_ENOSPC;
 
-	flags = DNS_FLAG_QR | DNS_FLAG_RA | (q->flags & 0x7800) |
+	/* An extended rcode has nowhere to go without an OPT record. */
+	if (rcode > 0xf && !q->edns)
+		return DNSMSG_ENOSPC;
+	/* RA: recursion is what we offer for QUERY, and only for it. */
+	flags = DNS_FLAG_QR | (q->flags & 0x7800) |
+	    (DNS_OPCODE(q->flags) == 0 ? DNS_FLAG_RA : 0) |
 	    (q->flags & DNS_FLAG_RD) | (uint16_t)(rcode & 0xf);
 	put16(out, q->id);
 	put16(out + 2, flags);
@@ -335,7 +372,8 @@ dnsmsg_error_reply(const uint8_t *query, size_t query_len,
 	if (qlen > 0)
 		memcpy(out + DNS_HDR_LEN, query + DNS_HDR_LEN, qlen);
 	if (q->edns)
-		opt_write(out + DNS_HDR_LEN + qlen, q->do_bit, ede);
+		opt_write(out + DNS_HDR_LEN + qlen, adv_size(q), rcode,
+		    q->do_bit, ede);
 	*out_len = n;
 	return 0;
 }
@@ -374,7 +412,7 @@ dnsmsg_upstream_query(const struct dnsmsg_query *q, uint8_t *out,
 	put16(p, q->q.qtype);
 	put16(p + 2, q->q.qclass);
 	p += 4;
-	opt_write(p, q->do_bit, EDE_NONE);
+	opt_write(p, DNS_EDNS_UDP, 0, q->do_bit, EDE_NONE);
 	put16(p + 9, (uint16_t)(4 + 4 + pad));
 	p += OPT_FIXED_LEN;
 	put16(p, EDNS_OPT_KEEPALIVE);
@@ -625,11 +663,65 @@ soa_minimum(const uint8_t *msg, size_t len, size_t rd, size_t rdlen,
 	return 0;
 }
 
+/* Is the wire name c (lowercased, uncompressed) strictly below p? */
+static int
+name_below(const uint8_t *c, size_t clen, const uint8_t *p, size_t plen)
+{
+	size_t off = 0;
+
+	while (off < clen && c[off] != 0) {
+		off += 1 + (size_t)c[off];
+		if (clen - off == plen && off < clen &&
+		    memcmp(c + off, p, plen) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* The DNAMEs seen so far in an answer section (RFC 6672 3.3). */
+struct dname_seen {
+	size_t n;
+	uint8_t owner[MAX_DNAMES][DNS_MAX_NAME_WIRE];
+	size_t owner_len[MAX_DNAMES];
+	uint32_t ttl[MAX_DNAMES];
+};
+
+/* The TTL a record of the answer section at rr (its type and TTL given)
+ * counts with in the cache lifetime: a DNAME is remembered, and a CNAME
+ * owned below a remembered DNAME's owner is the CNAME synthesised from it
+ * and counts with its TTL. */
+static uint32_t
+answer_ttl(const uint8_t *msg, size_t len, size_t rr, uint16_t type,
+    uint32_t ttl, struct dname_seen *d)
+{
+	uint8_t owner[DNS_MAX_NAME_WIRE];
+	size_t owner_len, next, k;
+
+	if ((type != DNS_TYPE_DNAME && type != DNS_TYPE_CNAME) ||
+	    (type == DNS_TYPE_CNAME && d->n == 0) ||
+	    name_walk(msg, len, rr, 1, owner, &owner_len, &next) != 0)
+		return ttl;
+	if (type == DNS_TYPE_DNAME) {
+		if (d->n < MAX_DNAMES) {
+			memcpy(d->owner[d->n], owner, owner_len);
+			d->owner_len[d->n] = owner_len;
+			d->ttl[d->n++] = ttl;
+		}
+		return ttl;
+	}
+	for (k = 0; k < d->n; k++)
+		if (name_below(owner, owner_len, d->owner[k],
+		    d->owner_len[k]))
+			return d->ttl[k];
+	return ttl;
+}
+
 int
 dnsmsg_parse_answer(const uint8_t *msg, size_t len,
     const struct dnsmsg_question *expect, struct dnsmsg_answer_info *info)
 {
 	struct dnsmsg_question qn;
+	struct dname_seen dnames;
 	size_t counts[3], pos, rr, next, rdlen, sec, i;
 	size_t opt_s = 0, opt_e = 0;
 	uint16_t flags, type;
@@ -638,6 +730,7 @@ dnsmsg_parse_answer(const uint8_t *msg, size_t len,
 	int ret;
 
 	memset(info, 0, sizeof(*info));
+	dnames.n = 0;
 	/* ttl_off is 16 bits wide: that is the TCP message limit anyway. */
 	if (len < DNS_HDR_LEN || len > DNS_MAX_MSG)
 		goto malformed;
@@ -685,6 +778,9 @@ dnsmsg_parse_answer(const uint8_t *msg, size_t len,
 			}
 			if (type != DNS_TYPE_OPT) {
 				ttl = ttl_value(get32(msg + next + 4));
+				if (sec == 0)
+					ttl = answer_ttl(msg, len, rr, type,
+					    ttl, &dnames);
 				if (!have_ttl || ttl < min_ttl)
 					min_ttl = ttl;
 				have_ttl = 1;
@@ -748,7 +844,8 @@ dnsmsg_personalize(uint8_t *answer, size_t answer_len,
 	if (answer_len < DNS_HDR_LEN)
 		return;
 	put16(answer, q->id);
-	flags = (uint16_t)((get16(answer + 2) & ~copied) | (q->flags & copied));
+	flags = (uint16_t)((get16(answer + 2) & ~copied & ~DNS_FLAG_AA) |
+	    (q->flags & copied) | DNS_FLAG_RA);
 	put16(answer + 2, flags);
 	if (q->has_question && q->q.end >= DNS_HDR_LEN &&
 	    q->q.end <= answer_len)
@@ -851,42 +948,103 @@ out:
 	return ret;
 }
 
+/* Copy the Extended DNS Error options of the OPT record [s, e) to out
+ * (at most cap bytes; options that do not fit are left out), which may be
+ * inside the record at or before its options; with out NULL only count.
+ * Returns the bytes copied. */
+static size_t
+opt_ede_copy(const uint8_t *msg, size_t s, size_t e, uint8_t *out,
+    size_t cap)
+{
+	size_t pos = s + OPT_FIXED_LEN, n = 0, olen;
+
+	while (e - pos >= 4) {
+		olen = get16(msg + pos + 2);
+		if (e - pos - 4 < olen)
+			break;
+		/* RFC 8914 section 2: INFO-CODE, then optional text. */
+		if (get16(msg + pos) == EDNS_OPT_EDE && olen >= 2 &&
+		    cap - n >= 4 + olen) {
+			if (out != NULL)
+				memmove(out + n, msg + pos, 4 + olen);
+			n += 4 + olen;
+		}
+		pos += 4 + olen;
+	}
+	return n;
+}
+
 size_t
 dnsmsg_strip_opt(uint8_t *msg, size_t len, struct dnsmsg_answer_info *info)
 {
-	size_t i;
+	uint8_t ede[DNS_MAX_MSG];
+	size_t idx, s, e, first, n = 0, i;
 
+	/* The carried options are no longer than the OPT they came from,
+	 * so appending them after the cut never grows the message. */
+	if (opt_find(msg, len, &idx, &s, &e, &first) == 1)
+		n = opt_ede_copy(msg, s, e, ede, sizeof(ede));
 	/* dnsmsg_parse_answer lets one OPT through; the loop is for the
 	 * contract's "every", bounded by ARCOUNT shrinking each time. */
 	for (i = 0; i <= 0xffff; i++)
 		if (!opt_cut(msg, &len, info))
 			break;
 	info->has_opt = 0;
-	return len;
+	if (n == 0 || i == 0 || get16(msg + 10) == 0xffff ||
+	    opt_find(msg, len, &idx, &s, &e, &first) != 0)
+		return len;
+	/* Trailing bytes after the records go: the OPT ends the message. */
+	opt_write(msg + e, 0, 0, 0, EDE_NONE);
+	put16(msg + e + 9, (uint16_t)n);
+	memcpy(msg + e + OPT_FIXED_LEN, ede, n);
+	put16(msg + 10, (uint16_t)(get16(msg + 10) + 1));
+	return e + OPT_FIXED_LEN + n;
 }
 
 int
-dnsmsg_append_opt(uint8_t *msg, size_t len, size_t cap, int do_bit,
-    int ede, size_t *out_len)
+dnsmsg_append_opt(uint8_t *msg, size_t len, size_t cap,
+    const struct dnsmsg_query *q, int ede, size_t *out_len)
 {
-	size_t idx, s, e, first, n;
-	int ret;
+	size_t idx, s, e, first, n, kept = 0, nrr, rdlen;
+	int found, ret;
 
 	/* The records must parse to find where they end (the OPT goes
-	 * there, dropping any trailing bytes) and that none is an OPT. */
-	if (opt_find(msg, len, &idx, &s, &e, &first) != 0 ||
-	    get16(msg + 10) == 0xffff) {
+	 * there, dropping any trailing bytes) and whether the last is an
+	 * OPT carrying the upstream's Extended DNS Errors. */
+	found = opt_find(msg, len, &idx, &s, &e, &first);
+	nrr = (size_t)get16(msg + 6) + get16(msg + 8) + get16(msg + 10);
+	if (found < 0 || (found == 1 && idx + 1 != nrr) ||
+	    (found == 0 && get16(msg + 10) == 0xffff)) {
 		ret = DNSMSG_EMALFORMED;
 		goto out;
 	}
-	n = opt_size(ede);
-	if (e > cap || cap - e < n || e + n > DNS_MAX_MSG) {
+	if (!q->edns) {
+		if (found == 1)
+			put16(msg + 10, (uint16_t)(get16(msg + 10) - 1));
+		*out_len = s;
+		ret = 0;
+		goto out;
+	}
+	/* The carried options stay where they are, after a header of ours;
+	 * only Extended DNS Errors are carried (dnsmsg_strip_opt). */
+	rdlen = found == 1 ? e - s - OPT_FIXED_LEN : 0;
+	if (found == 1)
+		kept = opt_ede_copy(msg, s, e, NULL, rdlen);
+	n = opt_size(ede) + kept;
+	if (s > cap || cap - s < n || s + n > DNS_MAX_MSG) {
 		ret = DNSMSG_ENOSPC;
 		goto out;
 	}
-	opt_write(msg + e, do_bit, ede);
-	put16(msg + 10, (uint16_t)(get16(msg + 10) + 1));
-	*out_len = e + n;
+	if (found == 1)
+		(void)opt_ede_copy(msg, s, e, msg + s + OPT_FIXED_LEN, rdlen);
+	if (ede_valid(ede))
+		memmove(msg + s + OPT_FIXED_LEN + OPT_EDE_LEN,
+		    msg + s + OPT_FIXED_LEN, kept);
+	opt_write(msg + s, adv_size(q), 0, q->do_bit, ede);
+	put16(msg + s + 9, (uint16_t)(get16(msg + s + 9) + kept));
+	if (found == 0)
+		put16(msg + 10, (uint16_t)(get16(msg + 10) + 1));
+	*out_len = s + n;
 	ret = 0;
 out:
 	return ret;

@@ -26,6 +26,7 @@ enum {
 	DNS_RCODE_NXDOMAIN = 3,
 	DNS_RCODE_NOTIMP = 4,
 	DNS_RCODE_REFUSED = 5,
+	DNS_RCODE_BADVERS = 16, /* extended: 0 in the header, 1 in the OPT */
 };
 
 enum {
@@ -35,6 +36,7 @@ enum {
 	DNS_TYPE_SOA = 6,
 	DNS_TYPE_TXT = 16,
 	DNS_TYPE_AAAA = 28,
+	DNS_TYPE_DNAME = 39,
 	DNS_TYPE_OPT = 41,
 };
 
@@ -43,7 +45,8 @@ enum {
 #define EDNS_OPT_KEEPALIVE 11  /* RFC 7828 edns-tcp-keepalive */
 #define EDNS_OPT_PADDING 12    /* RFC 7830 */
 #define EDNS_OPT_EDE 15        /* RFC 8914 extended DNS error */
-#define DNS_EDNS_UDP 1232      /* the payload size we advertise */
+#define DNS_EDNS_UDP 1232      /* the payload size we advertise upstream,
+                                * and to clients unless capped otherwise */
 #define DNS_PAD_BLOCK 128      /* RFC 8467 block-length padding of queries */
 
 /* Extended DNS Error info codes (RFC 8914) we send. */
@@ -88,7 +91,10 @@ struct dnsmsg_query {
 	int has_question;      /* 0 when QDCOUNT was not 1 or it did not parse */
 	struct dnsmsg_question q;
 	int edns;              /* an OPT record was present */
-	uint16_t udp_size;     /* client's payload size: max(512, OPT's) or 512 */
+	uint16_t udp_size;     /* client's payload size: max(512, OPT's) or 512,
+	                        * at most udp_adv once dnsmsg_query_cap_udp ran */
+	uint16_t udp_adv;      /* payload size our OPT advertises to it:
+	                        * DNS_EDNS_UDP, or dnsmsg_query_cap_udp's max */
 	int do_bit;            /* DNSSEC OK from the OPT record */
 	int cd_bit;            /* Checking Disabled from the header */
 };
@@ -114,18 +120,34 @@ uint16_t dnsmsg_get_flags(const uint8_t *msg);
 
 /* Parse a client query.
  * Returns 0 when it is a well-formed standard query with one question;
- * DNS_RCODE_FORMERR or DNS_RCODE_NOTIMP (> 0) when an error answer should be
- * sent (q->has_question says whether it can echo the question); and
+ * DNS_RCODE_FORMERR, DNS_RCODE_NOTIMP or DNS_RCODE_BADVERS (> 0) when an
+ * error answer should be sent (q->has_question says whether it can echo
+ * the question). RFC 6891 6.1.1: two OPT records, an OPT record in the
+ * answer or authority section or not owned by the root are FORMERR (and
+ * q->edns is 0 then); 6.1.3: an OPT record of a version other than 0 is
+ * BADVERS, with q->edns and q->do_bit set so that the answer carries an
+ * OPT record of our version. Unknown EDNS flags and options are ignored.
+ * Otherwise
  * DNSMSG_EMALFORMED when no answer is possible (shorter than a header, QR
  * set) and the packet must be dropped and counted. *q is filled as far as
  * parsing got. */
 int dnsmsg_parse_query(const uint8_t *msg, size_t len, struct dnsmsg_query *q);
 
+/* Cap a parsed query's UDP payload size at max (RFC 6891 6.2.5, RFC 9715:
+ * whatever the client offers, a UDP answer is at most max bytes) and make
+ * max the size our OPT records advertise to it (q->udp_adv). max below
+ * DNS_DEFAULT_UDP counts as DNS_DEFAULT_UDP. */
+void dnsmsg_query_cap_udp(struct dnsmsg_query *q, uint16_t max);
+
 /* Build an error answer (rcode) to a query into out: the query's ID, opcode
- * and RD, QR and RA set; the question echoed as the client spelled it when
- * q->has_question; an OPT record (payload 1232, DO echoed) when q->edns,
- * carrying an Extended DNS Error option with ede (RFC 8914) unless ede is
- * EDE_NONE. Returns 0 and sets *out_len, or DNSMSG_ENOSPC. */
+ * and RD, QR set, RA set when the opcode is QUERY; the question echoed as
+ * the client spelled it when q->has_question; an OPT record (version 0,
+ * payload q->udp_adv, DO echoed) when q->edns, carrying an Extended DNS
+ * Error option with ede (RFC 8914) unless ede is EDE_NONE. An rcode above
+ * 15 (DNS_RCODE_BADVERS) puts its low 4 bits in the header and the rest in
+ * the OPT record, so it needs q->edns (without, DNSMSG_ENOSPC: it has no
+ * room). Returns 0 and sets *out_len, or
+ * DNSMSG_ENOSPC. */
 int dnsmsg_error_reply(const uint8_t *query, size_t query_len,
     const struct dnsmsg_query *q, int rcode, int ede, uint8_t *out,
     size_t cap, size_t *out_len);
@@ -144,18 +166,28 @@ int dnsmsg_upstream_query(const struct dnsmsg_query *q, uint8_t *out,
 
 /* Remove every OPT record from a message that dnsmsg_parse_answer has
  * accepted into info, in place: ARCOUNT is lowered, the bytes after it
- * move down and info->ttl_off is corrected to match. Cached answers are
- * kept without OPT; each client gets its own (dnsmsg_append_opt).
+ * move down and info->ttl_off is corrected to match. Each client gets its
+ * own OPT (dnsmsg_append_opt), but the Extended DNS Error options of the
+ * first OPT (RFC 8914: code and EXTRA-TEXT as sent) are kept: when there
+ * are any, they end the message in an OPT record of their own (payload 0,
+ * TTL 0, those options only), its last record, which dnsmsg_append_opt
+ * makes the client's. The message never grows.
  * Returns the new length. */
 size_t dnsmsg_strip_opt(uint8_t *msg, size_t len,
     struct dnsmsg_answer_info *info);
 
-/* Append an OPT record (payload DNS_EDNS_UDP, DO as do_bit, and an
- * Extended DNS Error option with ede unless ede is EDE_NONE) to a message
- * that has none, raising ARCOUNT. Returns 0 and *out_len, or
- * DNSMSG_ENOSPC when it does not fit in cap. */
-int dnsmsg_append_opt(uint8_t *msg, size_t len, size_t cap, int do_bit,
-    int ede, size_t *out_len);
+/* Give a message the OPT record of the client whose query is q. When
+ * q->edns, that is an OPT record of version 0 with payload q->udp_adv, DO
+ * as q->do_bit and no other flag (RFC 6891 6.1.4), the Extended DNS Error
+ * options of the OPT record that ended the message (dnsmsg_strip_opt's),
+ * which it replaces, and one with ede unless ede is EDE_NONE; ARCOUNT is
+ * raised when there was none. Without q->edns, an OPT record ending the
+ * message is cut off and nothing is added. Trailing bytes after the
+ * records are dropped. Returns 0 and *out_len; DNSMSG_ENOSPC when it does
+ * not fit in cap (msg unchanged); DNSMSG_EMALFORMED when the records do
+ * not parse or an OPT record is not the last one. */
+int dnsmsg_append_opt(uint8_t *msg, size_t len, size_t cap,
+    const struct dnsmsg_query *q, int ede, size_t *out_len);
 
 /* Set every listed TTL field to min(max(ttl, lo), hi), in place. */
 void dnsmsg_clamp_ttls(uint8_t *msg, size_t len, const uint16_t *offs,
@@ -168,6 +200,10 @@ void dnsmsg_set_ttls(uint8_t *msg, size_t len, const uint16_t *offs,
 /* Parse and check an upstream answer: QR set, QDCOUNT 1, its question equal
  * to expect (name case-insensitively, type, class), every record inside the
  * message. Fills *info (TTL offsets, cache lifetime, negative, cacheable).
+ * A CNAME in the answer section owned by a name below the owner of a DNAME
+ * before it in that section is the DNAME's synthesised CNAME (RFC 6672
+ * 3.3): it counts with the DNAME's TTL in the lifetime, whatever its own
+ * (some upstreams send it with TTL 0).
  * Returns 0, DNSMSG_EMALFORMED, or DNSMSG_EMISMATCH. */
 int dnsmsg_parse_answer(const uint8_t *msg, size_t len,
     const struct dnsmsg_question *expect, struct dnsmsg_answer_info *info);
@@ -176,7 +212,9 @@ int dnsmsg_parse_answer(const uint8_t *msg, size_t len,
  * client's ID and write the client's question bytes query[12, q->q.end)
  * over the answer's (same length, as it matched case-insensitively; the
  * caller guarantees this by having checked with dnsmsg_parse_answer).
- * Also copies the client's RD and CD bits into the header. */
+ * Also copies the client's RD and CD bits into the header, clears AA (we
+ * are not authoritative, RFC 1035 4.1.1, whatever the upstream said) and
+ * sets RA (the answer is to a QUERY, which we recurse for). */
 void dnsmsg_personalize(uint8_t *answer, size_t answer_len,
     const uint8_t *query, const struct dnsmsg_query *q);
 

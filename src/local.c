@@ -366,7 +366,7 @@ opt:
 		/* Root owner, payload size in CLASS, DO in TTL, no options. */
 		w_bytes(&w, "", 1);
 		w_u16(&w, DNS_TYPE_OPT);
-		w_u16(&w, DNS_EDNS_UDP);
+		w_u16(&w, q->udp_adv != 0 ? q->udp_adv : DNS_EDNS_UDP);
 		w_u32(&w, q->do_bit ? EDNS_DO : 0);
 		w_u16(&w, 0);
 		w_set16(&w, 10, 1);

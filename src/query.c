@@ -149,15 +149,17 @@ finish_answer(struct query_ctx *ctx, const struct dnsmsg_query *q, int udp,
 	uint64_t ns;
 	size_t n;
 
-	if (add_opt && q->edns &&
-	    dnsmsg_append_opt(out, len, DNS_MAX_MSG, q->do_bit, ede, &n) == 0)
+	/* Also for a client without EDNS: the answer's carried Extended
+	 * DNS Errors (dnsmsg_strip_opt) must go. */
+	if (add_opt && dnsmsg_append_opt(out, len, DNS_MAX_MSG, q, ede,
+	    &n) == 0)
 		len = n;
 	if (udp && len > q->udp_size) {
 		n = dnsmsg_truncate(out, len);
 		if (n != 0) {
 			len = n;
 			if (q->edns && dnsmsg_append_opt(out, len, DNS_MAX_MSG,
-			    q->do_bit, EDE_NONE, &n) == 0)
+			    q, EDE_NONE, &n) == 0)
 				len = n;
 			ctx->metrics->answers_truncated++;
 		}
@@ -636,6 +638,7 @@ query_handle(struct query_ctx *ctx, const uint8_t *msg, size_t len, int udp,
 	int rc, stale_ok = 0;
 
 	rc = dnsmsg_parse_query(msg, len, &q);
+	dnsmsg_query_cap_udp(&q, (uint16_t)ctx->conf->max_udp_size);
 	ctx->metrics->requests[udp ? METRICS_UDP : METRICS_TCP]
 	    [rc == 0 || q.has_question ? metrics_type_index(q.q.qtype) :
 	    METRICS_N_TYPES - 1]++;

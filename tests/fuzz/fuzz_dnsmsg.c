@@ -58,9 +58,16 @@ check_strip_append(const uint8_t *data, size_t size,
 {
 	struct dnsmsg_answer_info info = *in, again;
 	uint32_t ttls[DNSMSG_MAX_RRS];
+	struct dnsmsg_query client, plain;
+	int carried;
 	uint8_t *buf, *stripped;
 	size_t n, out_len = 0, i;
 
+	memset(&client, 0, sizeof(client));
+	client.edns = 1;
+	client.do_bit = 1;
+	client.udp_adv = DNS_EDNS_UDP;
+	memset(&plain, 0, sizeof(plain));
 	buf = malloc(size + OPT_MAX);
 	stripped = malloc(size ? size : 1);
 	if (buf == NULL || stripped == NULL)
@@ -69,35 +76,40 @@ check_strip_append(const uint8_t *data, size_t size,
 	for (i = 0; i < info.n_ttl; i++)
 		memcpy(&ttls[i], data + info.ttl_off[i], 4);
 	n = dnsmsg_strip_opt(buf, size, &info);
-	if (n > size || (in->has_opt && n == size) || info.has_opt ||
-	    info.n_ttl != in->n_ttl)
+	if (n > size || info.has_opt || info.n_ttl != in->n_ttl)
 		__builtin_trap();
 	for (i = 0; i < info.n_ttl; i++)
 		if ((size_t)info.ttl_off[i] + 4 > n ||
 		    memcmp(&ttls[i], buf + info.ttl_off[i], 4) != 0)
 			__builtin_trap();
+	/* What is left of an OPT is the upstream's Extended DNS Errors,
+	 * in a last OPT record of their own (carried). */
 	if (dnsmsg_parse_answer(buf, n, expect, &again) != 0 ||
-	    again.has_opt || again.n_ttl != info.n_ttl ||
+	    again.n_ttl != info.n_ttl ||
+	    (in->has_opt && n == size && !again.has_opt) ||
 	    memcmp(again.ttl_off, info.ttl_off,
 	    info.n_ttl * sizeof(info.ttl_off[0])) != 0)
 		__builtin_trap();
+	carried = again.has_opt;
 	memcpy(stripped, buf, n);
-	if (dnsmsg_append_opt(buf, n, n + OPT_MAX, 1, ede, &out_len) != 0 ||
-	    out_len > n + OPT_MAX)
+	if (dnsmsg_append_opt(buf, n, n + OPT_MAX, &client, ede,
+	    &out_len) != 0 || out_len > n + OPT_MAX)
 		__builtin_trap();
 	/* The OPT goes where the records end (trailing bytes are dropped):
 	 * one byte less room than it took must be refused, unwritten. */
-	if (dnsmsg_append_opt(stripped, n, out_len - 1, 1, ede, &i) !=
-	    DNSMSG_ENOSPC || memcmp(stripped + 10, buf + 10, 2) == 0)
+	if (dnsmsg_append_opt(stripped, n, out_len - 1, &client, ede, &i) !=
+	    DNSMSG_ENOSPC || (!carried &&
+	    memcmp(stripped + 10, buf + 10, 2) == 0))
 		__builtin_trap();
 	/* Unless trailing bytes, which a name may point into, were
 	 * overwritten, we accept what we send. */
-	if (out_len == n + (ede == EDE_NONE ? 11 : OPT_MAX) &&
+	if (!carried && out_len == n + (ede == EDE_NONE ? 11 : OPT_MAX) &&
 	    (dnsmsg_parse_answer(buf, out_len, expect, &again) != 0 ||
 	    !again.has_opt || again.n_ttl != info.n_ttl))
 		__builtin_trap();
-	if (dnsmsg_append_opt(buf, out_len, n + OPT_MAX, 0, EDE_NONE,
-	    &out_len) != DNSMSG_EMALFORMED)
+	/* A client without EDNS gets no OPT at all. */
+	if (dnsmsg_append_opt(buf, out_len, n + OPT_MAX, &plain, EDE_NONE,
+	    &out_len) != 0 || (out_len > n && !carried))
 		__builtin_trap();
 	/* Last, as they may break names that overlap TTLs (see above). */
 	dnsmsg_clamp_ttls(buf, out_len, info.ttl_off, info.n_ttl, 5, 3600);

@@ -176,6 +176,7 @@ test_init_defaults(void **state)
 	assert_int_equal(c.idle_timeout_ms, 30000);
 	assert_int_equal(c.tcp_idle_timeout_ms, 10000);
 	assert_int_equal(c.tcp_max_clients, 256);
+	assert_int_equal(c.max_udp_size, 1232);
 	assert_int_equal(c.log_level, LOGL_INFO);
 	assert_int_equal(c.selection, CONF_SELECT_FASTEST);
 	assert_int_equal(c.answer_timeout_ms, 1500);
@@ -225,6 +226,7 @@ test_finish_defaults(void **state)
 	    "idle-timeout 30s\n"
 	    "tcp-idle-timeout 10s\n"
 	    "tcp-max-clients 256\n"
+	    "max-udp-size 1232\n"
 	    "log-level info\n"
 	    "upstream-selection fastest\n"
 	    "answer-timeout 1500ms\n"
@@ -1170,6 +1172,24 @@ test_set_bools(void **state)
 	}
 }
 
+/* RFC 6891 6.2.5 and RFC 9715: 512 to 4096, both ends included. */
+static void
+test_set_max_udp_size(void **state)
+{
+	struct conf c;
+
+	(void)state;
+	conf_init(&c);
+	set_ok(&c, "max-udp-size", "512");
+	assert_int_equal(c.max_udp_size, 512);
+	set_ok(&c, "max-udp-size", "4096");
+	assert_int_equal(c.max_udp_size, 4096);
+	expect_set_error("max-udp-size", "511", "max-udp-size: \"511\" is "
+	    "out of range (512-4096)");
+	expect_set_error("max-udp-size", "4097", "max-udp-size: \"4097\" is "
+	    "out of range (512-4096)");
+}
+
 static void
 test_set_tcp_max_clients(void **state)
 {
@@ -1615,6 +1635,7 @@ test_print_forms(void **state)
 	    "idle-timeout 3600s\n"
 	    "tcp-idle-timeout 1ms\n"
 	    "tcp-max-clients 10\n"
+	    "max-udp-size 1232\n"
 	    "log-level err\n"
 	    "upstream-selection round-robin\n"
 	    "answer-timeout 2s\n"
@@ -1758,6 +1779,7 @@ main(void)
 		cmocka_unit_test(test_set_selection),
 		cmocka_unit_test(test_set_bools),
 		cmocka_unit_test(test_set_tcp_max_clients),
+		cmocka_unit_test(test_set_max_udp_size),
 		cmocka_unit_test(test_set_log_level),
 		cmocka_unit_test(test_set_unknown_key),
 		cmocka_unit_test(test_set_last_wins),

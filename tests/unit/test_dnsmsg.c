@@ -449,6 +449,112 @@ test_query_sections(void **state)
 	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), DNS_RCODE_FORMERR);
 }
 
+/* RFC 6891 6.1.3: a version other than 0 is BADVERS; 6.1.4: unknown
+ * flags are ignored; 6.1.1: an OPT record outside the additional section
+ * is FORMERR. */
+static void
+test_query_edns_version(void **state)
+{
+	struct mb m;
+	struct dnsmsg_query q;
+	uint8_t out[512];
+	size_t n = 0;
+	static const unsigned versions[] = { 1, 255 };
+	size_t i;
+	/* RCODE 0 in the header, RA and RD; OPT: payload 1232, extended
+	 * rcode 1 (16 >> 4), version 0, DO echoed, nothing else. */
+	static const uint8_t want[] = {
+		0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 1,
+		1, 'a', 0, 0, 1, 0, 1,
+		0, 0, 41, 0x04, 0xd0, 1, 0, 0x80, 0, 0, 0,
+	};
+
+	(void)state;
+	for (i = 0; i < 2; i++) {
+		mb_hdr(&m, 0x1234, DNS_FLAG_RD, 1, 0, 0, 1);
+		mb_q(&m, "a", DNS_TYPE_A, 1);
+		/* DO and an unknown flag bit, version in bits 16-23. */
+		mb_opt(&m, 4096, (uint32_t)versions[i] << 16 | 0x8000 | 0x0001);
+		assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q),
+		    DNS_RCODE_BADVERS);
+		assert_int_equal(q.edns, 1);
+		assert_int_equal(q.do_bit, 1);
+		assert_int_equal(dnsmsg_error_reply(m.b, m.n, &q,
+		    DNS_RCODE_BADVERS, EDE_NONE, out, sizeof(out), &n), 0);
+		assert_int_equal(n, sizeof(want));
+		assert_memory_equal(out, want, sizeof(want));
+	}
+
+	/* Version 0 with unknown flag bits and an unknown option: fine,
+	 * and only DO is echoed. */
+	mb_hdr(&m, 0x1234, DNS_FLAG_RD, 1, 0, 0, 1);
+	mb_q(&m, "a", DNS_TYPE_A, 1);
+	mb_opt_rd(&m, 4096, 0xffff, "\xfd\xe9\0\2hi", 6);
+	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), 0);
+	assert_int_equal(q.do_bit, 1);
+	assert_int_equal(dnsmsg_error_reply(m.b, m.n, &q, DNS_RCODE_NOERROR,
+	    EDE_NONE, out, sizeof(out), &n), 0);
+	assert_int_equal(out[n - 4], 0x80);     /* flags: DO only */
+	assert_int_equal(out[n - 3], 0);
+	assert_int_equal(out[n - 5], 0);        /* version */
+	assert_int_equal(out[n - 6], 0);        /* extended rcode */
+
+	/* BADVERS, but a second OPT makes it FORMERR. */
+	mb_hdr(&m, 7, 0, 1, 0, 0, 2);
+	mb_q(&m, "a", DNS_TYPE_A, 1);
+	mb_opt(&m, 4096, 1u << 16);
+	mb_opt(&m, 4096, 0);
+	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), DNS_RCODE_FORMERR);
+	assert_int_equal(q.edns, 0);
+
+	/* An OPT record in the answer, or the authority, section. */
+	mb_hdr(&m, 7, 0, 1, 1, 0, 0);
+	mb_q(&m, "a", DNS_TYPE_A, 1);
+	mb_opt(&m, 4096, 0);
+	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), DNS_RCODE_FORMERR);
+	assert_int_equal(q.edns, 0);
+	mb_hdr(&m, 7, 0, 1, 0, 1, 0);
+	mb_q(&m, "a", DNS_TYPE_A, 1);
+	mb_opt(&m, 4096, 0);
+	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), DNS_RCODE_FORMERR);
+}
+
+/* RFC 6891 6.2.5, RFC 9715: the client's offer, capped; the cap is what
+ * our OPT advertises. */
+static void
+test_query_cap_udp(void **state)
+{
+	struct mb m;
+	struct dnsmsg_query q;
+	uint8_t out[512];
+	size_t n = 0;
+
+	(void)state;
+	mb_hdr(&m, 7, 0, 1, 0, 0, 1);
+	mb_q(&m, "a", DNS_TYPE_A, 1);
+	mb_opt(&m, 65000, 0);
+	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), 0);
+	assert_int_equal(q.udp_size, 65000);
+	assert_int_equal(q.udp_adv, DNS_EDNS_UDP);
+	dnsmsg_query_cap_udp(&q, 1232);
+	assert_int_equal(q.udp_size, 1232);
+	assert_int_equal(q.udp_adv, 1232);
+	dnsmsg_query_cap_udp(&q, 600);
+	assert_int_equal(q.udp_size, 600);
+	assert_int_equal(dnsmsg_error_reply(m.b, m.n, &q, DNS_RCODE_SERVFAIL,
+	    EDE_NONE, out, sizeof(out), &n), 0);
+	assert_int_equal(out[n - 8], 600 >> 8);
+	assert_int_equal(out[n - 7], 600 & 0xff);
+	/* Below 512 counts as 512; a smaller offer stays. */
+	dnsmsg_query_cap_udp(&q, 100);
+	assert_int_equal(q.udp_size, 512);
+	assert_int_equal(q.udp_adv, 512);
+	m.b[m.n - 8] = 0x02;    /* offer 0x02e8 = 744 */
+	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), 0);
+	dnsmsg_query_cap_udp(&q, 1232);
+	assert_int_equal(q.udp_size, 744);
+}
+
 /* ---- error replies ---- */
 
 static void
@@ -485,9 +591,10 @@ test_error_reply_noquestion(void **state)
 	struct dnsmsg_query q;
 	uint8_t out[512];
 	size_t n = 0;
-	/* opcode 5 kept, RD clear in the query so clear here; NOTIMP. */
+	/* opcode 5 kept, RD clear in the query so clear here; NOTIMP;
+	 * no RA, as only QUERY is recursed for. */
 	static const uint8_t want[] = {
-		0x00, 0x07, 0xa8, 0x84, 0, 0, 0, 0, 0, 0, 0, 0,
+		0x00, 0x07, 0xa8, 0x04, 0, 0, 0, 0, 0, 0, 0, 0,
 	};
 
 	(void)state;
@@ -1208,14 +1315,16 @@ test_personalize(void **state)
 	assert_memory_equal(a.b + 4, orig + 4, 8);
 	assert_memory_equal(a.b + q.q.end, orig + q.q.end, alen - q.q.end);
 
-	/* RD back on, CD off, the rest of the flags (AA here) kept. */
+	/* RD back on, CD off; the upstream's AA cleared (RFC 1035 4.1.1:
+	 * we are not authoritative), RA set though it had none, AD kept. */
 	a.b[2] |= DNS_FLAG_AA >> 8;
+	a.b[3] = (uint8_t)((a.b[3] & ~DNS_FLAG_RA) | DNS_FLAG_AD);
 	c.b[2] = DNS_FLAG_RD >> 8;
 	c.b[3] = 0;
 	assert_int_equal(dnsmsg_parse_query(c.b, c.n, &q), 0);
 	dnsmsg_personalize(a.b, alen, c.b, &q);
 	assert_int_equal(dnsmsg_get_flags(a.b),
-	    DNS_FLAG_QR | DNS_FLAG_AA | DNS_FLAG_RA | DNS_FLAG_RD);
+	    DNS_FLAG_QR | DNS_FLAG_RA | DNS_FLAG_RD | DNS_FLAG_AD);
 
 	dnsmsg_set_id(a.b, 0xa55a);
 	assert_int_equal(a.b[0], 0xa5);
@@ -1409,6 +1518,19 @@ test_strip_opt_middle(void **state)
 	assert_int_equal(winfo.ttl, 70);
 }
 
+/* A client's parsed query as dnsmsg_append_opt reads it. */
+static struct dnsmsg_query
+client_q(int edns, int do_bit, uint16_t adv)
+{
+	struct dnsmsg_query q;
+
+	memset(&q, 0, sizeof(q));
+	q.edns = edns;
+	q.do_bit = do_bit;
+	q.udp_adv = adv;
+	return q;
+}
+
 static void
 test_append_opt(void **state)
 {
@@ -1417,6 +1539,8 @@ test_append_opt(void **state)
 	struct dnsmsg_answer_info info;
 	uint8_t orig[64];
 	size_t n = 0, len;
+	struct dnsmsg_query c1 = client_q(1, 1, DNS_EDNS_UDP);
+	struct dnsmsg_query c0 = client_q(1, 0, DNS_EDNS_UDP);
 	static const uint8_t opt_do[] = {
 		0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0,
 	};
@@ -1431,7 +1555,7 @@ test_append_opt(void **state)
 	len = m.n;
 	memcpy(orig, m.b, len);
 
-	assert_int_equal(dnsmsg_append_opt(m.b, len, sizeof(m.b), 1,
+	assert_int_equal(dnsmsg_append_opt(m.b, len, sizeof(m.b), &c1,
 	    EDE_NONE, &n), 0);
 	assert_int_equal(n, len + sizeof(opt_do));
 	assert_int_equal(m.b[11], 1);
@@ -1440,11 +1564,13 @@ test_append_opt(void **state)
 	assert_int_equal(dnsmsg_parse_answer(m.b, n, &e, &info), 0);
 	assert_int_equal(info.has_opt, 1);
 
-	/* A second one is refused, the message untouched. */
-	memcpy(orig, m.b, n);
-	assert_int_equal(dnsmsg_append_opt(m.b, n, sizeof(m.b), 0,
-	    EDE_NONE, &len), DNSMSG_EMALFORMED);
-	assert_memory_equal(m.b, orig, n);
+	/* An OPT record ending the message is replaced, not doubled:
+	 * DO now clear (its byte is 7 into the record). */
+	assert_int_equal(dnsmsg_append_opt(m.b, n, sizeof(m.b), &c0,
+	    EDE_NONE, &len), 0);
+	assert_int_equal(len, n);
+	assert_int_equal(m.b[11], 1);
+	assert_int_equal(m.b[n - sizeof(opt_do) + 7], 0);
 
 	/* With an EDE, exactly fitting; one byte short is ENOSPC and
 	 * writes nothing. */
@@ -1452,12 +1578,13 @@ test_append_opt(void **state)
 	memcpy(orig, m.b, len);
 	memset(m.b + len, 0xaa, 32);
 	assert_int_equal(dnsmsg_append_opt(m.b, len,
-	    len + sizeof(opt_ede) - 1, 0, EDE_STALE_ANSWER, &n),
+	    len + sizeof(opt_ede) - 1, &c0,
+	    EDE_STALE_ANSWER, &n),
 	    DNSMSG_ENOSPC);
 	assert_int_equal(m.b[11], 0);
 	assert_int_equal(m.b[len], 0xaa);
-	assert_int_equal(dnsmsg_append_opt(m.b, len, len + sizeof(opt_ede),
-	    0, EDE_STALE_ANSWER, &n), 0);
+	assert_int_equal(dnsmsg_append_opt(m.b, len, len + sizeof(opt_ede), &c0,
+	    EDE_STALE_ANSWER, &n), 0);
 	assert_int_equal(n, len + sizeof(opt_ede));
 	assert_memory_equal(m.b + len, opt_ede, sizeof(opt_ede));
 	assert_int_equal(m.b[11], 1);
@@ -1468,7 +1595,7 @@ test_append_opt(void **state)
 	mb_rr_ptr(&m, DNS_TYPE_A, 60, A_RD, 4);
 	len = m.n;
 	mb_bytes(&m, "junk", 4);
-	assert_int_equal(dnsmsg_append_opt(m.b, m.n, sizeof(m.b), 1,
+	assert_int_equal(dnsmsg_append_opt(m.b, m.n, sizeof(m.b), &c1,
 	    EDE_NONE, &n), 0);
 	assert_int_equal(n, len + sizeof(opt_do));
 	assert_memory_equal(m.b + len, opt_do, sizeof(opt_do));
@@ -1476,10 +1603,141 @@ test_append_opt(void **state)
 	/* Records that do not parse, or no header. */
 	answer_start(&m, 0, 2, 0, 0);
 	mb_rr_ptr(&m, DNS_TYPE_A, 60, A_RD, 4);
-	assert_int_equal(dnsmsg_append_opt(m.b, m.n, sizeof(m.b), 1,
+	assert_int_equal(dnsmsg_append_opt(m.b, m.n, sizeof(m.b), &c1,
 	    EDE_NONE, &n), DNSMSG_EMALFORMED);
-	assert_int_equal(dnsmsg_append_opt(m.b, 11, sizeof(m.b), 1,
+	assert_int_equal(dnsmsg_append_opt(m.b, 11, sizeof(m.b), &c1,
 	    EDE_NONE, &n), DNSMSG_EMALFORMED);
+}
+
+/* RFC 8914: the upstream's Extended DNS Errors (code and text) outlive
+ * the cut of its OPT, and go to clients that sent EDNS only. */
+static void
+test_strip_opt_ede(void **state)
+{
+	struct mb m, want;
+	struct dnsmsg_question e;
+	struct dnsmsg_answer_info info;
+	struct dnsmsg_query c1 = client_q(1, 1, 1232);
+	struct dnsmsg_query plain = client_q(0, 0, 0);
+	uint8_t copy[256];
+	size_t n, len, cn;
+	/* keepalive 30 s, EDE 6 "test", an unknown option, EDE 22. */
+	static const uint8_t opts[] = {
+		0, 11, 0, 2, 1, 44,
+		0, 15, 0, 6, 0, 6, 't', 'e', 's', 't',
+		0xfd, 0xe9, 0, 1, 9,
+		0, 15, 0, 2, 0, 22,
+	};
+	static const uint8_t carried[] = {
+		0, 0, 41, 0, 0, 0, 0, 0, 0, 0, 16,
+		0, 15, 0, 6, 0, 6, 't', 'e', 's', 't',
+		0, 15, 0, 2, 0, 22,
+	};
+	static const uint8_t client_opt[] = {
+		0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 22,
+		0, 15, 0, 2, 0, 3,
+		0, 15, 0, 6, 0, 6, 't', 'e', 's', 't',
+		0, 15, 0, 2, 0, 22,
+	};
+
+	(void)state;
+	expect_example_a(&e);
+	answer_start(&m, DNS_RCODE_SERVFAIL, 0, 0, 1);
+	len = m.n;
+	mb_opt_rd(&m, 4096, 0, opts, sizeof(opts));
+	answer_start(&want, DNS_RCODE_SERVFAIL, 0, 0, 1);
+	mb_bytes(&want, carried, sizeof(carried));
+
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info), 0);
+	n = dnsmsg_strip_opt(m.b, m.n, &info);
+	assert_int_equal(n, want.n);
+	assert_memory_equal(m.b, want.b, n);
+	assert_int_equal(dnsmsg_parse_answer(m.b, n, &e, &info), 0);
+	memcpy(copy, m.b, n);
+	cn = n;
+
+	/* A client with EDNS: our header, our EDE, then the carried. */
+	assert_int_equal(dnsmsg_append_opt(m.b, n, sizeof(m.b), &c1,
+	    EDE_STALE_ANSWER, &n), 0);
+	assert_int_equal(n, len + sizeof(client_opt));
+	assert_memory_equal(m.b + len, client_opt, sizeof(client_opt));
+	assert_int_equal(m.b[11], 1);
+
+	/* One without: no OPT at all. */
+	assert_int_equal(dnsmsg_append_opt(copy, cn, sizeof(copy), &plain,
+	    EDE_NONE, &n), 0);
+	assert_int_equal(n, len);
+	assert_int_equal(copy[11], 0);
+
+	/* No EDE upstream: nothing carried, as before. */
+	answer_start(&m, 0, 1, 0, 1);
+	mb_rr_ptr(&m, DNS_TYPE_A, 60, A_RD, 4);
+	len = m.n;
+	mb_opt_rd(&m, 4096, 0, opts, 6);
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &e, &info), 0);
+	assert_int_equal(dnsmsg_strip_opt(m.b, m.n, &info), len);
+	assert_int_equal(m.b[11], 0);
+}
+
+/* RFC 6672 3.3: a synthesised CNAME counts with its DNAME's TTL. */
+static void
+test_answer_dname_ttl(void **state)
+{
+	struct mb m, qm;
+	struct dnsmsg_query q;
+	struct dnsmsg_answer_info info;
+	static const uint8_t a[4] = { 192, 0, 2, 7 };
+	int order;
+
+	(void)state;
+	mb_hdr(&qm, 1, 0, 1, 0, 0, 0);
+	mb_q(&qm, "www.example.com", DNS_TYPE_A, 1);
+	assert_int_equal(dnsmsg_parse_query(qm.b, qm.n, &q), 0);
+
+	for (order = 0; order < 3; order++) {
+		mb_hdr(&m, 1, DNS_FLAG_QR | DNS_FLAG_RD | DNS_FLAG_RA, 1, 3,
+		    0, 0);
+		mb_q(&m, "www.example.com", DNS_TYPE_A, 1);
+		if (order != 1) {
+			mb_ptr(&m, 16);         /* example.com */
+			mb_u16(&m, DNS_TYPE_DNAME);
+			mb_u16(&m, 1);
+			mb_u32(&m, 300);
+			mb_u16(&m, 13);
+			mb_name(&m, "example.net");
+		}
+		/* The CNAME, TTL 0; order 2: owned by another name. */
+		if (order == 2)
+			mb_name(&m, "www.example.org");
+		else
+			mb_ptr(&m, 12);
+		mb_u16(&m, DNS_TYPE_CNAME);
+		mb_u16(&m, 1);
+		mb_u32(&m, 0);
+		mb_u16(&m, 17);
+		mb_name(&m, "www.example.net");
+		if (order == 1) {
+			mb_ptr(&m, 16);
+			mb_u16(&m, DNS_TYPE_DNAME);
+			mb_u16(&m, 1);
+			mb_u32(&m, 300);
+			mb_u16(&m, 13);
+			mb_name(&m, "example.net");
+		}
+		mb_name(&m, "www.example.net");
+		mb_u16(&m, DNS_TYPE_A);
+		mb_u16(&m, 1);
+		mb_u32(&m, 200);
+		mb_u16(&m, 4);
+		mb_bytes(&m, a, 4);
+		assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &q.q, &info),
+		    0);
+		assert_int_equal(info.cacheable, 1);
+		/* A DNAME after its CNAME (1) is out of RFC 6672's order,
+		 * and a CNAME not below it (2) is no synthesised one. */
+		assert_int_equal(info.ttl, order == 0 ? 200 : 0);
+		assert_int_equal(info.n_ttl, 3);
+	}
 }
 
 static void
@@ -1588,6 +1846,10 @@ main(void)
 		cmocka_unit_test(test_answer_keepalive),
 		cmocka_unit_test(test_answer_opt_malformed),
 		cmocka_unit_test(test_personalize),
+		cmocka_unit_test(test_query_edns_version),
+		cmocka_unit_test(test_query_cap_udp),
+		cmocka_unit_test(test_strip_opt_ede),
+		cmocka_unit_test(test_answer_dname_ttl),
 		cmocka_unit_test(test_age_ttls),
 		cmocka_unit_test(test_truncate),
 		cmocka_unit_test(test_strip_opt_last),
