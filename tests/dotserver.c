@@ -97,12 +97,14 @@
 #define T_SOA 6
 #define T_TXT 16
 #define T_AAAA 28
+#define T_DNAME 39
 #define T_OPT 41
 #define T_ANY 255
 
 #define OPT_ECS 8               /* EDNS option codes */
 #define OPT_KEEPALIVE 11
 #define OPT_PADDING 12
+#define OPT_EDE 15
 
 #define RCODE_NOERROR 0
 #define RCODE_SERVFAIL 2
@@ -637,6 +639,29 @@ build_answer(struct wbuf *w, const struct query *q)
 		rcode = RCODE_NXDOMAIN;
 	} else if (label_is(q, "servfail")) {
 		rcode = RCODE_SERVFAIL;
+	} else if (label_is(q, "ede6")) {
+		/* The OPT below carries EDE 6 (DNSSEC Bogus), RFC 8914. */
+		rcode = RCODE_SERVFAIL;
+	} else if (label_is(q, "dname")) {
+		/* RFC 6672: DNAME zone -> example.net. at the parent, the
+		 * CNAME synthesised from it with TTL 0 (as some servers
+		 * send it), then the target's default answer. */
+		size_t at = put_rr_head(w, zone, T_DNAME, q->qclass, opt.ttl);
+		size_t target, dname_rd = at + 2;
+
+		put_label(w, "example");
+		put_label(w, "net");
+		put8(w, 0);
+		end_rr(w, at);
+		at = put_rr_head(w, 12, T_CNAME, q->qclass, 0);
+		target = w->len;
+		put8(w, flen);
+		put_bytes(w, q->qraw + 1, flen);
+		put_ref(w, dname_rd);
+		end_rr(w, at);
+		an += 2;
+		if (put_default(w, q, target, opt.ttl))
+			an++;
 	} else if (label_is(q, "big")) {
 		put_txt(w, 12, q->qclass, opt.ttl, 20, 100);
 		an++;
@@ -691,6 +716,12 @@ build_answer(struct wbuf *w, const struct query *q)
 			put16(w, OPT_KEEPALIVE);
 			put16(w, 2);
 			put16(w, units > 0xffff ? 0xffff : units);
+		}
+		if (label_is(q, "ede6")) {
+			put16(w, OPT_EDE);
+			put16(w, 6);
+			put16(w, 6);
+			put_bytes(w, "test", 4);
 		}
 		end_rr(w, at);
 		ar++;
@@ -1243,6 +1274,9 @@ usage(void)
 	    "  nodata*   NOERROR, no answer, SOA\n"
 	    "  nosoa*    NXDOMAIN without SOA\n"
 	    "  servfail* SERVFAIL\n"
+	    "  ede6*     SERVFAIL with Extended DNS Error 6 \"test\" (EDNS)\n"
+	    "  dname*    DNAME parent -> example.net., its CNAME with TTL 0,\n"
+	    "            then the default answer for the target\n"
 	    "  big*/mid* TXT of 20/8 strings of 100 bytes, whatever the type\n"
 	    "  delayN*   default answer after N ms, others not held up\n"
 	    "  drop*     no answer\n"
