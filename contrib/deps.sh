@@ -10,7 +10,7 @@ libc-ares-dev uthash-dev libsystemd-dev libcap-ng-dev libmicrohttpd-dev
 ca-certificates"
 TEST="libcmocka-dev mandoc gnutls-bin bind9-dnsutils knot-dnsutils unbound
 python3 python3-yaml procps iproute2 util-linux curl openssl
-python3-prometheus-client systemd"
+python3-prometheus-client systemd python3-dnspython"
 pkgs=$BUILD
 [ "${1:-}" = "--test" ] && pkgs="$BUILD $TEST"
 if [ "$(id -u)" != 0 ]; then
