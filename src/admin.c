@@ -584,14 +584,15 @@ post_flush(void *arg, const struct http_request *req,
 }
 
 /* One line per entry, in zone-file spirit: name, type and class in
- * mnemonics (RFC 3597 TYPEnnn/CLASSnnn otherwise), the DO and CD flags
- * the entry was stored for ("do", "cd", "do,cd" or "-"), TTL left,
+ * mnemonics (RFC 3597 TYPEnnn/CLASSnnn otherwise), the DO, CD and AD
+ * flags the entry was stored for ("do", "cd", "do,cd", "ad", ... or "-"),
+ * TTL left,
  * bytes, fresh or stale. */
 static int
 dump_entry(void *arg, const struct cache_entry_info *e)
 {
 	unsigned ti = metrics_type_index(e->qtype);
-	char type[16], class[16];
+	char type[16], class[16], flags[16];
 	FILE *f = arg;
 
 	if (ti == METRICS_N_TYPES - 1)
@@ -602,9 +603,10 @@ dump_entry(void *arg, const struct cache_entry_info *e)
 		snprintf(class, sizeof(class), "IN");
 	else
 		snprintf(class, sizeof(class), "CLASS%u", e->qclass);
+	snprintf(flags, sizeof(flags), "%s%s%s", e->do_bit ? ",do" : "",
+	    e->cd_bit ? ",cd" : "", e->ad_bit ? ",ad" : "");
 	fprintf(f, "%s %s %s %s %u %zu %s\n", e->name, type, class,
-	    e->do_bit && e->cd_bit ? "do,cd" : e->do_bit ? "do" :
-	    e->cd_bit ? "cd" : "-", e->ttl_left, e->bytes,
+	    flags[0] != '\0' ? flags + 1 : "-", e->ttl_left, e->bytes,
 	    e->stale ? "stale" : "fresh");
 	return ferror(f) ? -1 : 0;
 }

@@ -241,7 +241,12 @@ cache_key_make(struct cache_key *key, const struct dnsmsg_query *q)
 	*p++ = (uint8_t)(q->q.qtype & 0xff);
 	*p++ = (uint8_t)(q->q.qclass >> 8);
 	*p++ = (uint8_t)(q->q.qclass & 0xff);
-	*p++ = (uint8_t)((q->do_bit ? 0x01 : 0) | (q->cd_bit ? 0x02 : 0));
+	/* AD matters only without DO (RFC 6840 5.7): with DO the upstream
+	 * sets AD as it validated whatever the query's AD, while an AD=0,
+	 * DO=0 query may get AD=0 back, which must not answer an AD=1
+	 * asker. */
+	*p++ = (uint8_t)((q->do_bit ? 0x01 : 0) | (q->cd_bit ? 0x02 : 0) |
+	    (!q->do_bit && (q->flags & DNS_FLAG_AD) ? 0x04 : 0));
 	key->len = n + 5;
 }
 
@@ -603,6 +608,7 @@ entry_info(const struct cache *c, struct cache_entry *e, uint64_t now_ms,
 	info->qclass = (uint16_t)(key[name_len + 2] << 8 | key[name_len + 3]);
 	info->do_bit = (key[name_len + 4] & 0x01) != 0;
 	info->cd_bit = (key[name_len + 4] & 0x02) != 0;
+	info->ad_bit = (key[name_len + 4] & 0x04) != 0;
 	info->bytes = entry_cost(e->key_len, e->len, e->n_ttl);
 	info->rcode = e->rcode;
 	return 0;

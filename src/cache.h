@@ -26,7 +26,8 @@
 
 #include "dnsmsg.h"
 
-/* lowercased wire name + qtype + qclass + flag byte (DO, CD) */
+/* lowercased wire name + qtype + qclass + flag byte (DO, CD, and AD
+ * when DO is clear: RFC 6840 5.7) */
 #define CACHE_KEY_MAX (DNS_MAX_NAME_WIRE + 5)
 
 struct cache_key {
@@ -139,6 +140,7 @@ struct cache_entry_info {
 	uint16_t qclass;
 	int do_bit;            /* the key's flag byte: the query's DO */
 	int cd_bit;            /* and its CD */
+	int ad_bit;            /* and its AD, kept only without DO */
 	uint32_t ttl_left;     /* seconds a hit would still give; 0 when stale */
 	uint32_t stale_for;    /* whole seconds past expiry; 0 when fresh */
 	int stale;             /* past its lifetime, within the stale window */

@@ -546,6 +546,7 @@ enum key_kind {
 	KEY_NAME,        /* char[CONF_MAX_NAME], "" = unset */
 	KEY_BYTES,       /* size_t at off, bytes, in [min, max] */
 	KEY_ACL,         /* access-control: repeats, acl.c parses */
+	KEY_TEXT,        /* char[CONF_MAX_TEXT], "" = unset */
 };
 
 struct key_def {
@@ -563,6 +564,7 @@ struct key_def {
 	{ name, KEY_SECONDS, FIELD(f), min, max, range }
 #define BOOL_KEY(name, f) { name, KEY_BOOL, FIELD(f), 0, 1, NULL }
 #define NAME_KEY(name, f) { name, KEY_NAME, FIELD(f), 0, 0, NULL }
+#define TEXT_KEY(name, f) { name, KEY_TEXT, FIELD(f), 0, 0, NULL }
 
 static const struct key_def keys[] = {
 	{ "listen", KEY_LISTEN, 0, 0, 0, NULL },
@@ -623,6 +625,10 @@ static const struct key_def keys[] = {
 	{ "ratelimit-per-client", KEY_COUNT, FIELD(ratelimit_per_client), 0,
 	    1000000, "0-1000000" },
 	{ "access-control", KEY_ACL, 0, 0, 0, NULL },
+	/* What CH TXT id.server / hostname.bind and version.bind /
+	 * version.server answer; unset, they are REFUSED. */
+	TEXT_KEY("identity", identity),
+	TEXT_KEY("version", version),
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -822,6 +828,40 @@ set_name(struct conf *c, const struct key_def *k, const char *value,
 		return -1;
 	}
 	memcpy(name_field(c, k), value, len + 1);
+	return 0;
+}
+
+/* A string answered to CH TXT queries (identity, version): one TXT
+ * character-string, so at most 255 bytes, of printable ASCII without white
+ * space (a value is one word), not starting with '#' (conf_print's output
+ * must read back). */
+static int
+set_text(struct conf *c, const struct key_def *k, const char *value,
+    char *msg, size_t msglen)
+{
+	char q[QUOTE_MAX + 8];
+	size_t len = strlen(value), i;
+
+	if (len >= CONF_MAX_TEXT) {
+		snprintf(msg, msglen, "longer than %d characters",
+		    CONF_MAX_TEXT - 1);
+		return -1;
+	}
+	for (i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)value[i];
+
+		if (ch <= 0x20 || ch >= 0x7f) {
+			snprintf(msg, msglen, "\"%s\" is not one word of "
+			    "printable ASCII", quote(value, q, sizeof(q)));
+			return -1;
+		}
+	}
+	if (value[0] == '#') {
+		snprintf(msg, msglen, "\"%s\" cannot start with '#'",
+		    quote(value, q, sizeof(q)));
+		return -1;
+	}
+	memcpy((char *)c + k->off, value, len + 1);
 	return 0;
 }
 
@@ -1069,6 +1109,9 @@ conf_set(struct conf *c, const char *key, const char *value,
 		break;
 	case KEY_ACL:
 		rc = set_acl(c, value, msg, sizeof(msg));
+		break;
+	case KEY_TEXT:
+		rc = set_text(c, k, value, msg, sizeof(msg));
 		break;
 	}
 	if (rc == 0) {
@@ -1424,6 +1467,11 @@ conf_print(const struct conf *c, FILE *out)
 				acl_rule_str(&c->acl[i], buf, sizeof(buf));
 				fprintf(out, "%s %s\n", k->name, buf);
 			}
+			break;
+		case KEY_TEXT:
+			if (name_field_value(c, k)[0] != '\0')
+				fprintf(out, "%s %s\n", k->name,
+				    name_field_value(c, k));
 			break;
 		}
 	}

@@ -24,6 +24,7 @@
 #define CONF_MAX_PATH 1024
 #define CONF_ERR_MAX 512
 #define CONF_MAX_NAME 256   /* a user or group name, with its NUL */
+#define CONF_MAX_TEXT 256   /* a TXT character-string, with its NUL */
 #define CONF_MAX_ACL 256    /* access-control lines */
 
 #define CONF_DEFAULT_FILE SYSCONFDIR "/dotproxy.conf"
@@ -135,6 +136,12 @@ struct conf {
 	/* access-control lines in file order; acl.c's defaults lie beneath */
 	struct conf_acl acl[CONF_MAX_ACL];
 	size_t n_acl;
+
+	/* CHAOS class (local.c): what CH TXT id.server and hostname.bind,
+	 * and version.bind and version.server, answer; "" = REFUSED, the
+	 * default, as Unbound's hide-identity and hide-version */
+	char identity[CONF_MAX_TEXT];
+	char version[CONF_MAX_TEXT];
 };
 
 /* Fill every setting with its default and empty the listen and upstream

@@ -399,7 +399,10 @@ dnsmsg_upstream_query(const struct dnsmsg_query *q, uint8_t *out,
 	if (n + pad > cap)
 		return DNSMSG_ENOSPC;
 
-	flags = DNS_FLAG_RD | (q->cd_bit ? DNS_FLAG_CD : 0);
+	/* RFC 6840 5.7: a client's AD asks for AD in the answer, so it
+	 * goes upstream with its CD (and DO, in the OPT below). */
+	flags = DNS_FLAG_RD | (q->cd_bit ? DNS_FLAG_CD : 0) |
+	    (q->flags & DNS_FLAG_AD);
 	put16(out, 0);
 	put16(out + 2, flags);
 	put16(out + 4, 1);
@@ -846,6 +849,9 @@ dnsmsg_personalize(uint8_t *answer, size_t answer_len,
 	put16(answer, q->id);
 	flags = (uint16_t)((get16(answer + 2) & ~copied & ~DNS_FLAG_AA) |
 	    (q->flags & copied) | DNS_FLAG_RA);
+	/* RFC 6840 5.8: AD only to a client that asked for it, by AD or DO. */
+	if (!(q->flags & DNS_FLAG_AD) && !q->do_bit)
+		flags &= (uint16_t)~DNS_FLAG_AD;
 	put16(answer + 2, flags);
 	if (q->has_question && q->q.end >= DNS_HDR_LEN &&
 	    q->q.end <= answer_len)

@@ -154,7 +154,7 @@ int dnsmsg_error_reply(const uint8_t *query, size_t query_len,
 
 /* Build the query dotproxy sends upstream for a parsed client query (which
  * has a question): ID 0 (the pool sets its own), opcode QUERY, RD set, CD
- * as the client's, the question in lowercase wire form (q->q.wire), and
+ * and AD as the client's (RFC 6840 5.7), the question in lowercase wire form (q->q.wire), and
  * one OPT record: payload DNS_EDNS_UDP, DO as the client's, an empty
  * edns-tcp-keepalive option (RFC 7828) and a padding option (RFC 7830)
  * that makes the whole message a multiple of DNS_PAD_BLOCK bytes
@@ -213,8 +213,10 @@ int dnsmsg_parse_answer(const uint8_t *msg, size_t len,
  * over the answer's (same length, as it matched case-insensitively; the
  * caller guarantees this by having checked with dnsmsg_parse_answer).
  * Also copies the client's RD and CD bits into the header, clears AA (we
- * are not authoritative, RFC 1035 4.1.1, whatever the upstream said) and
- * sets RA (the answer is to a QUERY, which we recurse for). */
+ * are not authoritative, RFC 1035 4.1.1, whatever the upstream said),
+ * sets RA (the answer is to a QUERY, which we recurse for), and clears AD
+ * unless the client set AD or DO (RFC 6840 5.8): the upstream's AD is
+ * passed through only to a client that asked for it. */
 void dnsmsg_personalize(uint8_t *answer, size_t answer_len,
     const uint8_t *query, const struct dnsmsg_query *q);
 

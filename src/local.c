@@ -21,6 +21,14 @@
  * names are compression pointers into the echoed question: the answers'
  * owner is the question name, and the SOA's owner, the zone apex, is a
  * suffix of it.
+ *
+ * The CHAOS and Hesiod classes are answered here too (local_chaos_answer),
+ * whether local-zones is on or not: they describe this server, not the
+ * DNS, so none of them is forwarded. The four names servers answer in CH
+ * TXT (version.bind, version.server, hostname.bind, id.server) give the
+ * configured version or identity string, as Unbound's hide-version and
+ * hide-identity do, and REFUSED when it is not set; anything else in CH or
+ * HS is REFUSED.
  */
 #include <string.h>
 
@@ -29,6 +37,8 @@
 #define TYPE_PTR 12
 #define TYPE_ANY 255
 #define CLASS_IN 1
+#define CLASS_CH 3
+#define CLASS_HS 4
 #define CLASS_ANY 255
 #define EDNS_DO 0x8000
 
@@ -158,6 +168,22 @@ w_set16(struct wbuf *w, size_t at, uint16_t v)
 		return;
 	w->b[at] = (uint8_t)(v >> 8);
 	w->b[at + 1] = (uint8_t)v;
+}
+
+/* An OPT record when the client sent EDNS, counted in ARCOUNT (the only
+ * additional record we write): root owner, payload size in CLASS, DO in
+ * TTL, no options. */
+static void
+w_opt(struct wbuf *w, const struct dnsmsg_query *q)
+{
+	if (!q->edns)
+		return;
+	w_bytes(w, "", 1);
+	w_u16(w, DNS_TYPE_OPT);
+	w_u16(w, q->udp_adv != 0 ? q->udp_adv : DNS_EDNS_UDP);
+	w_u32(w, q->do_bit ? EDNS_DO : 0);
+	w_u16(w, 0);
+	w_set16(w, 10, 1);
 }
 
 /* Start a class IN record owned by the name at message offset owner;
@@ -362,15 +388,105 @@ local_answer(const uint8_t *query, size_t query_len,
 	w_set16(&w, 8, (uint16_t)ns);
 
 opt:
-	if (q->edns) {
-		/* Root owner, payload size in CLASS, DO in TTL, no options. */
-		w_bytes(&w, "", 1);
-		w_u16(&w, DNS_TYPE_OPT);
-		w_u16(&w, q->udp_adv != 0 ? q->udp_adv : DNS_EDNS_UDP);
-		w_u32(&w, q->do_bit ? EDNS_DO : 0);
-		w_u16(&w, 0);
-		w_set16(&w, 10, 1);
+	w_opt(&w, q);
+	if (w.over || w.n > cap) {
+		ret = DNSMSG_ENOSPC;
+		goto out;
 	}
+	memcpy(out, w.b, w.n);
+	*out_len = w.n;
+	ret = 1;
+out:
+	return ret;
+}
+
+/* The CH TXT names, in lowercase wire form: which string each gives. */
+enum chaos_kind {
+	CHAOS_VERSION,
+	CHAOS_IDENTITY,
+};
+
+static const struct {
+	const uint8_t *wire;
+	size_t len;
+	enum chaos_kind kind;
+} chaos_names[] = {
+	/* As for the wire names above, sizeof counts the root label. */
+#define CHAOS_NAME(lit, kind) { (const uint8_t *)lit, sizeof(lit), kind }
+	CHAOS_NAME("\007version\004bind", CHAOS_VERSION),
+	CHAOS_NAME("\007version\006server", CHAOS_VERSION),
+	CHAOS_NAME("\010hostname\004bind", CHAOS_IDENTITY),
+	CHAOS_NAME("\002id\006server", CHAOS_IDENTITY),
+#undef CHAOS_NAME
+};
+
+int
+local_chaos_answer(const uint8_t *query, size_t query_len,
+    const struct dnsmsg_query *q, const char *identity, const char *version,
+    uint8_t *out, size_t cap, size_t *out_len)
+{
+	struct wbuf w;
+	const char *text = NULL;
+	size_t i, tlen = 0, at;
+	uint16_t flags, qtype = q->q.qtype;
+	uint8_t tl;
+	int ret;
+
+	if (!q->has_question || q->q.end < DNS_HDR_LEN + 5 ||
+	    q->q.end > query_len ||
+	    (q->q.qclass != CLASS_CH && q->q.qclass != CLASS_HS)) {
+		ret = 0;
+		goto out;
+	}
+	if (q->q.qclass == CLASS_CH &&
+	    (qtype == DNS_TYPE_TXT || qtype == TYPE_ANY)) {
+		for (i = 0; i < sizeof(chaos_names) / sizeof(chaos_names[0]);
+		    i++) {
+			if (q->q.wire_len == chaos_names[i].len &&
+			    memcmp(q->q.wire, chaos_names[i].wire,
+			    chaos_names[i].len) == 0) {
+				text = chaos_names[i].kind == CHAOS_VERSION ?
+				    version : identity;
+				break;
+			}
+		}
+	}
+	if (text != NULL) {
+		tlen = strlen(text);
+		/* One character-string: conf keeps them shorter, but an
+		 * empty or overlong one is treated as not set. */
+		if (tlen == 0 || tlen > 255)
+			text = NULL;
+	}
+
+	memset(&w, 0, sizeof(w));
+	/* Our own data, so AA, as Unbound sets it; RA and CD as for the
+	 * local zones. */
+	flags = DNS_FLAG_QR | DNS_FLAG_RA |
+	    (q->flags & (DNS_FLAG_RD | DNS_FLAG_CD));
+	flags |= text != NULL ? DNS_FLAG_AA : DNS_RCODE_REFUSED;
+	w_u16(&w, q->id);
+	w_u16(&w, flags);
+	w_u16(&w, 1);
+	w_u16(&w, text != NULL ? 1 : 0);
+	w_u16(&w, 0);
+	w_u16(&w, 0);
+	w_bytes(&w, query + DNS_HDR_LEN, q->q.end - DNS_HDR_LEN);
+	if (text != NULL) {
+		/* TTL 0: the answer is about this process, which a reload
+		 * may change. */
+		w_u16(&w, (uint16_t)(0xc000 | DNS_HDR_LEN));
+		w_u16(&w, DNS_TYPE_TXT);
+		w_u16(&w, CLASS_CH);
+		w_u32(&w, 0);
+		at = w.n;
+		w_u16(&w, 0);
+		tl = (uint8_t)tlen;
+		w_bytes(&w, &tl, 1);
+		w_bytes(&w, text, tlen);
+		rr_end(&w, at);
+	}
+	w_opt(&w, q);
 	if (w.over || w.n > cap) {
 		ret = DNSMSG_ENOSPC;
 		goto out;

@@ -5,6 +5,9 @@
  * private, loopback, link-local and documentation ranges, IPv4 and IPv6).
  * A query for them must not leak to a public resolver: it says what the
  * host is doing, and no upstream can give a useful answer.
+ *
+ * Also the CHAOS and Hesiod classes (version.bind, id.server, ...), which
+ * ask about this server and are answered from its configuration.
  */
 #ifndef DOTPROXY_LOCAL_H
 #define DOTPROXY_LOCAL_H
@@ -26,5 +29,19 @@
  * not leave the host. CD is copied with RD (RFC 4035 3.1.6). */
 int local_answer(const uint8_t *query, size_t query_len,
     const struct dnsmsg_query *q, uint8_t *out, size_t cap, size_t *out_len);
+
+/* If q is in class CH (3) or HS (4), build the answer into out (cap
+ * bytes) and return 1 with *out_len set: such a query is never forwarded.
+ * version.bind and version.server in CH TXT (or ANY) get one TXT record
+ * with version, hostname.bind and id.server one with identity (TTL 0, AA
+ * set); when that string is NULL or empty, and for every other CH or HS
+ * question, the answer is REFUSED. The client's ID, question as spelled,
+ * RD and CD are echoed, QR and RA set, and an OPT record appended when the
+ * client sent EDNS. Returns 0 for other classes (nothing written), or
+ * DNSMSG_ENOSPC (nothing written). Called whether local-zones is on or
+ * not. */
+int local_chaos_answer(const uint8_t *query, size_t query_len,
+    const struct dnsmsg_query *q, const char *identity, const char *version,
+    uint8_t *out, size_t cap, size_t *out_len);
 
 #endif

@@ -14,6 +14,15 @@
  * padded, keepalive, no client options), so sharing it is exact. A hit in
  * the last tenth of its TTL starts a pending with no waiter (prefetch).
  *
+ * DNSSEC bits (RFC 6840 5.7, 5.8): the client's AD, DO and CD go upstream
+ * and into the cache key (AD only without DO), so a coalesced miss shares
+ * an out-query only with askers of the same bits; the upstream's AD
+ * reaches only clients that set AD or DO (dnsmsg_personalize).
+ *
+ * A query without RD (RFC 1034 4.3.1) is answered from a fresh cache
+ * entry or REFUSED: it never goes upstream, starts no prefetch and gets
+ * no stale answer. CH and HS class queries are answered by local.c.
+ *
  * Serve-stale (RFC 8767): when a miss finds an expired entry still inside
  * its stale window, the waiter also goes on the stale list with a deadline
  * of stale-client-timeout; if the upstream has not answered by then, or
@@ -665,8 +674,11 @@ query_handle(struct query_ctx *ctx, const uint8_t *msg, size_t len, int udp,
 		}
 		return QUERY_ANSWER;
 	}
-	if (ctx->conf->local_zones &&
-	    local_answer(msg, len, &q, out, DNS_MAX_MSG, &n) == 1) {
+	/* CHAOS and Hesiod ask about this server: never forwarded. */
+	if (local_chaos_answer(msg, len, &q, ctx->conf->identity,
+	    ctx->conf->version, out, DNS_MAX_MSG, &n) == 1 ||
+	    (ctx->conf->local_zones &&
+	    local_answer(msg, len, &q, out, DNS_MAX_MSG, &n) == 1)) {
 		ctx->metrics->local_answers++;
 		a.src = METRICS_SRC_LOCAL;
 		*out_len = finish_answer(ctx, &q, udp, out, n, 0, EDE_NONE,
@@ -681,10 +693,20 @@ query_handle(struct query_ctx *ctx, const uint8_t *msg, size_t len, int udp,
 		dnsmsg_personalize(out, n, msg, &q);
 		*out_len = finish_answer(ctx, &q, udp, out, n, 1, EDE_NONE,
 		    &a);
-		maybe_prefetch(ctx, &q, &key, &meta);
+		/* A query without RD causes no upstream traffic. */
+		if (q.flags & DNS_FLAG_RD)
+			maybe_prefetch(ctx, &q, &key, &meta);
 		return QUERY_ANSWER;
 	}
 	ctx->metrics->cache_misses++;
+	/* RFC 1034 4.3.1: without RD the client asks for what we hold, not
+	 * for recursion: a fresh cache entry or nothing. REFUSED, as Unbound
+	 * answers clients it does not let snoop. */
+	if (!(q.flags & DNS_FLAG_RD)) {
+		*out_len = error_answer(ctx, msg, len, &q, DNS_RCODE_REFUSED,
+		    EDE_NONE, udp, out, &a);
+		return *out_len ? QUERY_ANSWER : QUERY_DROP;
+	}
 	if (ctx->conf->serve_stale &&
 	    cache_get_stale(ctx->cache, &key, now_ms, STALE_TTL, out,
 	    DNS_MAX_MSG, &n, &meta) == 0 && meta.rcode != DNS_RCODE_SERVFAIL) {

@@ -27,8 +27,10 @@
  *	handshake failed <reason>
  *	query id=<hex4> name=<lowercase name.> type=<number> len=<bytes>
  *	    edns=<0|1> do=<0|1> pad=<0|1> keepalive=<0|1> ecs=<0|1>
+ *	    rd=<0|1> ad=<0|1> cd=<0|1> class=<number>
  *	                             (one line; pad, keepalive and ecs say
- *	                             whether EDNS options 12, 11, 8 were sent)
+ *	                             whether EDNS options 12, 11, 8 were sent;
+ *	                             rd, ad, cd are the header's bits)
  *	malformed                    unparsable frame; the connection closes
  *	answer id=<hex4>             an answer (or garbage) was written
  *	reset                        the connection was closed with a TCP RST
@@ -726,9 +728,14 @@ build_answer(struct wbuf *w, const struct query *q)
 		end_rr(w, at);
 		ar++;
 	}
-	/* QR, opcode as asked, AA, RD as asked, RA. */
+	/* QR, opcode as asked, AA, RD as asked, RA; AD for "secure" names
+	 * when the query set AD or DO (a validator following RFC 6840 5.8),
+	 * for "adalways" names whoever asks (one that does not). */
 	flags = 0x8000 | (q->flags & 0x7800) | 0x0400 | (q->flags & 0x0100) |
 	    0x0080 | rcode;
+	if ((label_is(q, "secure") && ((q->flags & 0x0020) || q->do_bit)) ||
+	    label_is(q, "adalways"))
+		flags |= 0x0020;
 	patch16(w, 2, flags);
 	patch16(w, 6, an);
 	patch16(w, 8, ns);
@@ -952,8 +959,10 @@ handle_frame(struct conn *c, const unsigned char *m, size_t len,
 	}
 	c->nqueries++;
 	event("query id=%04x name=%s type=%u len=%zu edns=%d do=%d pad=%d "
-	    "keepalive=%d ecs=%d", q.id, q.text, q.qtype, q.len, q.has_opt,
-	    q.do_bit, q.pad, q.keepalive, q.ecs);
+	    "keepalive=%d ecs=%d rd=%d ad=%d cd=%d class=%u", q.id, q.text,
+	    q.qtype, q.len, q.has_opt, q.do_bit, q.pad, q.keepalive, q.ecs,
+	    (q.flags & 0x0100) != 0, (q.flags & 0x0020) != 0,
+	    (q.flags & 0x0010) != 0, q.qclass);
 	if (opt.close_after > 0 && c->nqueries >= opt.close_after) {
 		*how = CLOSE_DRAIN_ALL;
 		goto out;
@@ -1277,6 +1286,8 @@ usage(void)
 	    "  ede6*     SERVFAIL with Extended DNS Error 6 \"test\" (EDNS)\n"
 	    "  dname*    DNAME parent -> example.net., its CNAME with TTL 0,\n"
 	    "            then the default answer for the target\n"
+	    "  secure*   default answer, AD set when the query set AD or DO\n"
+	    "  adalways* default answer, AD set whoever asks\n"
 	    "  big*/mid* TXT of 20/8 strings of 100 bytes, whatever the type\n"
 	    "  delayN*   default answer after N ms, others not held up\n"
 	    "  drop*     no answer\n"

@@ -100,7 +100,7 @@ def test_kdig_scenarios():
         assert s.count(r'^handshake ok') == 13
         assert s.count(r'^query id=[0-9a-f]{4} name=ttl5\.example\. '
                        r'type=1 len=\d+ edns=[01] do=0 pad=[01] '
-                       r'keepalive=0 ecs=0$') == 1
+                       r'keepalive=0 ecs=0 rd=[01] ad=[01] cd=0 class=1$') == 1
         s.wait_count(r'^close$', 13)
         assert s.stop() == 0
 
@@ -121,7 +121,8 @@ def test_wire_details():
         assert raw[qend:qend + 2] == b'\xc0\x0c'
         assert m.additional[0][1] == 41 and m.additional[0][2] == 4096
         s.wait_line(r'^query id=beef name=www\.example\. type=1 len=%d '
-                    r'edns=1 do=0 pad=0 keepalive=0 ecs=0$' % len(q))
+                    r'edns=1 do=0 pad=0 keepalive=0 ecs=0 rd=0 ad=0 cd=0 '
+                    r'class=1$' % len(q))
         ask(conn, 'www.example', qid=7)
         m = get(conn)
         assert m.flags & 0x0100 and m.additional == []
@@ -408,7 +409,9 @@ def test_dig_parsing():
 
 QLINE = (r'^query id=(?P<id>[0-9a-f]{4}) name=(?P<name>\S+)'
          r' type=(?P<type>\d+) len=(?P<len>\d+) edns=(?P<edns>[01]) do=(?P<do>[01])'
-         r' pad=(?P<pad>[01]) keepalive=(?P<keepalive>[01]) ecs=(?P<ecs>[01])$')
+         r' pad=(?P<pad>[01]) keepalive=(?P<keepalive>[01]) ecs=(?P<ecs>[01])'
+         r' rd=(?P<rd>[01]) ad=(?P<ad>[01]) cd=(?P<cd>[01])'
+         r' class=(?P<class>\d+)$')
 
 
 def _der(b, off):

@@ -57,6 +57,9 @@
 #define Q_DO 0x02
 #define Q_ECS 0x04   /* also a cookie option */
 #define Q_CD 0x08
+#define Q_AD 0x10
+#define Q_NORD 0x20  /* RD clear */
+#define Q_CH 0x40    /* class CH instead of IN */
 
 /* What one pending client got from its done_cb. */
 struct client {
@@ -171,11 +174,12 @@ build_query(uint8_t *b, uint16_t id, const char *name, uint16_t qtype,
 
 	memset(b, 0, DNS_HDR_LEN);
 	put16(b, id);
-	put16(b + 2, DNS_FLAG_RD | ((fl & Q_CD) ? DNS_FLAG_CD : 0));
+	put16(b + 2, (uint16_t)(((fl & Q_NORD) ? 0 : DNS_FLAG_RD) |
+	    ((fl & Q_CD) ? DNS_FLAG_CD : 0) | ((fl & Q_AD) ? DNS_FLAG_AD : 0)));
 	put16(b + 4, 1);
 	n += put_name(b + n, name);
 	put16(b + n, qtype);
-	put16(b + n + 2, 1);
+	put16(b + n + 2, (fl & Q_CH) ? 3 : 1);
 	n += 4;
 	if (!(fl & Q_EDNS))
 		return n;
@@ -1292,6 +1296,216 @@ test_fake_mismatch(void **state)
 	assert_int_equal(s->n_done, 1);
 }
 
+/* Answer out-query i with an A record, AD set as ad (an upstream that
+ * validated, or one that sets AD whoever asks). */
+static void
+answer_a_ad(size_t i, const char *name, uint32_t ttl, uint8_t last, int ad)
+{
+	uint8_t b[512];
+	size_t n = build_a_answer(b, 0x5151, name, ttl, last);
+
+	if (ad)
+		put16(b + 2, (uint16_t)(get16(b + 2) | DNS_FLAG_AD));
+	assert_int_equal(fake_answer(i, b, n), 0);
+}
+
+/* The header flags of out-query i, and its OPT's DO bit. */
+static uint16_t
+outq_flags(size_t i, int *do_bit)
+{
+	const uint8_t *m;
+	size_t len;
+	struct ans a;
+
+	m = fake_query(i, &len);
+	assert_non_null(m);
+	parse_ans(m, len, &a);
+	*do_bit = a.do_bit;
+	return get16(m + 2);
+}
+
+/* Client idx's answer: checked as usual (NOERROR, A 192.0.2.last, TTL
+ * ttl); returns whether AD is set. */
+static int
+client_ad(struct sc *s, size_t idx, uint32_t ttl, uint8_t last)
+{
+	struct client *c = &s->cl[idx];
+	struct ans a;
+
+	check_answer(c->q, c->q_len, c->a, c->a_len, DNS_RCODE_NOERROR, ttl,
+	    EDE_NONE, &a);
+	assert_int_equal(a.n_rr, 1);
+	assert_int_equal(a.a4[3], last);
+	return (a.flags & DNS_FLAG_AD) != 0;
+}
+
+/* 18. RFC 6840 5.7: a client's AD goes upstream (with its CD and DO), and
+ * an AD=0 answer cached for an AD=0 asker does not answer an AD=1 asker:
+ * the key tells them apart, so the AD=1 asker gets an out-query of its
+ * own, and each repeat is a hit with its own AD. */
+static void
+test_ad_upstream_and_key(void **state)
+{
+	struct sc *s = *state;
+	int do_bit;
+
+	/* AD=0, DO=0 first; the upstream (RFC 6840 5.8) says AD=0. */
+	assert_int_equal(ask(s, 0, 0, 0x1801, "sec.example", DNS_TYPE_A, 0),
+	    QUERY_PENDING);
+	assert_int_equal(fake_count(), 1);
+	assert_int_equal(outq_flags(0, &do_bit), DNS_FLAG_RD);
+	assert_int_equal(do_bit, 0);
+	answer_a_ad(0, "sec.example", 300, 1, 0);
+	assert_false(client_ad(s, 0, 300, 1));
+
+	/* AD=1 without DO: a miss, asked upstream with AD (and CD, RFC 6840
+	 * 5.9, carried as the client set it). */
+	assert_int_equal(ask(s, 1, 0, 0x1802, "sec.example", DNS_TYPE_A,
+	    Q_AD | Q_CD), QUERY_PENDING);
+	assert_int_equal(fake_count(), 2);
+	assert_int_equal(outq_flags(1, &do_bit),
+	    DNS_FLAG_RD | DNS_FLAG_AD | DNS_FLAG_CD);
+	assert_int_equal(do_bit, 0);
+	assert_int_equal(ask(s, 2, 0, 0x1803, "sec.example", DNS_TYPE_A,
+	    Q_AD), QUERY_PENDING);
+	assert_int_equal(fake_count(), 3);
+	assert_int_equal(outq_flags(2, &do_bit), DNS_FLAG_RD | DNS_FLAG_AD);
+	answer_a_ad(2, "sec.example", 300, 2, 1);
+	assert_true(client_ad(s, 2, 300, 2));
+	answer_a_ad(1, "sec.example", 300, 3, 1);
+	assert_true(client_ad(s, 1, 300, 3));
+
+	/* Repeats: hits, each with its own answer. */
+	assert_int_equal(ask(s, 3, 1 * SEC, 0x1804, "sec.example", DNS_TYPE_A,
+	    Q_AD), QUERY_ANSWER);
+	assert_true(client_ad(s, 3, 299, 2));
+	assert_int_equal(ask(s, 4, 1 * SEC, 0x1805, "sec.example", DNS_TYPE_A,
+	    0), QUERY_ANSWER);
+	assert_false(client_ad(s, 4, 299, 1));
+	assert_int_equal(fake_count(), 3);
+
+	/* DO: AD goes upstream as the client set it; DO with and without
+	 * AD share one key (the upstream sets AD as it validated). */
+	assert_int_equal(ask(s, 5, 0, 0x1806, "do.example", DNS_TYPE_A,
+	    Q_EDNS | Q_DO), QUERY_PENDING);
+	assert_int_equal(fake_count(), 4);
+	assert_int_equal(outq_flags(3, &do_bit), DNS_FLAG_RD);
+	assert_int_equal(do_bit, 1);
+	assert_int_equal(ask(s, 6, 0, 0x1807, "do.example", DNS_TYPE_A,
+	    Q_EDNS | Q_DO | Q_AD), QUERY_PENDING);
+	assert_int_equal(fake_count(), 4);
+	answer_a_ad(3, "do.example", 300, 4, 1);
+	assert_true(client_ad(s, 5, 300, 4));
+	assert_true(client_ad(s, 6, 300, 4));
+	assert_int_equal(s->m.queries_coalesced, 1);
+}
+
+/* 19. RFC 6840 5.8: AD goes only to a client that set AD or DO; one that
+ * set neither gets AD clear even from an upstream that sets it always,
+ * straight from the upstream and from the cache. */
+static void
+test_ad_cleared(void **state)
+{
+	struct sc *s = *state;
+
+	assert_int_equal(ask(s, 0, 0, 0x1901, "adall.example", DNS_TYPE_A,
+	    Q_EDNS), QUERY_PENDING);
+	assert_int_equal(ask(s, 1, 0, 0x1902, "adall.example", DNS_TYPE_A,
+	    0), QUERY_PENDING);
+	assert_int_equal(fake_count(), 1);
+	answer_a_ad(0, "adall.example", 300, 5, 1);
+	assert_false(client_ad(s, 0, 300, 5));
+	assert_false(client_ad(s, 1, 300, 5));
+	assert_int_equal(ask(s, 2, 2 * SEC, 0x1903, "adall.example",
+	    DNS_TYPE_A, Q_EDNS), QUERY_ANSWER);
+	assert_false(client_ad(s, 2, 298, 5));
+	assert_int_equal(fake_count(), 1);
+}
+
+/* 20. RFC 1034 4.3.1: RD=0 is answered from a fresh cache entry (RD
+ * clear in the answer, no prefetch even in the last tenth) or REFUSED,
+ * never forwarded, stale or not. */
+static void
+test_rd0(void **state)
+{
+	struct sc *s = *state;
+	struct ans a;
+
+	/* A miss: REFUSED at once, no out-query. */
+	assert_int_equal(ask(s, 0, 0, 0x2001, "nord.example", DNS_TYPE_A,
+	    Q_NORD | Q_EDNS), QUERY_ANSWER);
+	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
+	    DNS_RCODE_REFUSED, 0, EDE_NONE, &a);
+	assert_int_equal(a.an, 0);
+	assert_false(a.flags & DNS_FLAG_RD);
+	assert_int_equal(fake_count(), 0);
+
+	/* Cached by an RD=1 asker: an RD=0 asker gets it. */
+	assert_int_equal(ask(s, 1, 0, 0x2002, "nord.example", DNS_TYPE_A, 0),
+	    QUERY_PENDING);
+	answer_a(0, "nord.example", 100, 7);
+	assert_int_equal(ask(s, 2, 10 * SEC, 0x2003, "NoRd.example",
+	    DNS_TYPE_A, Q_NORD), QUERY_ANSWER);
+	check_answer(s->cl[2].q, s->cl[2].q_len, s->cl[2].a, s->cl[2].a_len,
+	    DNS_RCODE_NOERROR, 90, EDE_NONE, &a);
+	assert_memory_equal(a.a4, "\300\0\2\7", 4);
+	assert_false(a.flags & DNS_FLAG_RD);
+	/* In the last tenth: an RD=1 hit would prefetch, this one not. */
+	assert_int_equal(ask(s, 3, 95 * SEC, 0x2004, "nord.example",
+	    DNS_TYPE_A, Q_NORD), QUERY_ANSWER);
+	check_answer(s->cl[3].q, s->cl[3].q_len, s->cl[3].a, s->cl[3].a_len,
+	    DNS_RCODE_NOERROR, 5, EDE_NONE, &a);
+	assert_int_equal(fake_count(), 1);
+	assert_int_equal(s->m.cache_prefetches, 0);
+
+	/* Expired but within the stale window: REFUSED, not stale, and no
+	 * refresh goes upstream. */
+	seed(s, "old.example", 0, 1, 8, before_t0(s, 2 * SEC));
+	assert_int_equal(ask(s, 4, 0, 0x2005, "old.example", DNS_TYPE_A,
+	    Q_NORD), QUERY_ANSWER);
+	check_answer(s->cl[4].q, s->cl[4].q_len, s->cl[4].a, s->cl[4].a_len,
+	    DNS_RCODE_REFUSED, 0, EDE_NONE, &a);
+	assert_int_equal(fake_count(), 1);
+	assert_int_equal(s->m.cache_stale_served, 0);
+}
+
+/* 21. CHAOS class: answered here, never forwarded, whether local-zones is
+ * on or not; REFUSED until identity / version are set. */
+static void
+test_chaos(void **state)
+{
+	struct sc *s = *state;
+	char err[CONF_ERR_MAX];
+	struct ans a;
+
+	assert_int_equal(ask(s, 0, 0, 0x2101, "version.bind", DNS_TYPE_TXT,
+	    Q_CH), QUERY_ANSWER);
+	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
+	    DNS_RCODE_REFUSED, 0, EDE_NONE, &a);
+	assert_int_equal(conf_set(&s->conf, "version", "v9", "test", err,
+	    sizeof(err)), 0);
+	assert_int_equal(conf_set(&s->conf, "local-zones", "no", "test", err,
+	    sizeof(err)), 0);
+	assert_int_equal(ask(s, 1, 0, 0x2102, "Version.Bind", DNS_TYPE_TXT,
+	    Q_CH | Q_EDNS), QUERY_ANSWER);
+	check_answer(s->cl[1].q, s->cl[1].q_len, s->cl[1].a, s->cl[1].a_len,
+	    DNS_RCODE_NOERROR, 0, EDE_NONE, &a);
+	assert_int_equal(a.an, 1);
+	assert_int_equal(a.type[0], DNS_TYPE_TXT);
+	assert_memory_equal(s->cl[1].a + a.qend + 12, "\002v9", 3);
+	assert_int_equal(ask(s, 2, 0, 0x2103, "id.server", DNS_TYPE_TXT, Q_CH),
+	    QUERY_ANSWER);
+	check_answer(s->cl[2].q, s->cl[2].q_len, s->cl[2].a, s->cl[2].a_len,
+	    DNS_RCODE_REFUSED, 0, EDE_NONE, &a);
+	assert_int_equal(ask(s, 3, 0, 0x2104, "www.example", DNS_TYPE_A, Q_CH),
+	    QUERY_ANSWER);
+	check_answer(s->cl[3].q, s->cl[3].q_len, s->cl[3].a, s->cl[3].a_len,
+	    DNS_RCODE_REFUSED, 0, EDE_NONE, &a);
+	assert_int_equal(fake_count(), 0);
+	assert_int_equal(s->m.local_answers, 4);
+	assert_int_equal(s->m.cache_misses, 0);
+}
+
 int
 main(void)
 {
@@ -1322,6 +1536,12 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fake_mismatch, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_ad_upstream_and_key, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_ad_cleared, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_rd0, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chaos, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

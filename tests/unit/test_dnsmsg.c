@@ -1316,11 +1316,21 @@ test_personalize(void **state)
 	assert_memory_equal(a.b + q.q.end, orig + q.q.end, alen - q.q.end);
 
 	/* RD back on, CD off; the upstream's AA cleared (RFC 1035 4.1.1:
-	 * we are not authoritative), RA set though it had none, AD kept. */
+	 * we are not authoritative), RA set though it had none, and its AD
+	 * cleared for a client that asked for it by neither AD nor DO
+	 * (RFC 6840 5.8) ... */
 	a.b[2] |= DNS_FLAG_AA >> 8;
 	a.b[3] = (uint8_t)((a.b[3] & ~DNS_FLAG_RA) | DNS_FLAG_AD);
+	memcpy(orig, a.b, alen);
 	c.b[2] = DNS_FLAG_RD >> 8;
 	c.b[3] = 0;
+	assert_int_equal(dnsmsg_parse_query(c.b, c.n, &q), 0);
+	dnsmsg_personalize(a.b, alen, c.b, &q);
+	assert_int_equal(dnsmsg_get_flags(a.b),
+	    DNS_FLAG_QR | DNS_FLAG_RA | DNS_FLAG_RD);
+	/* ... and kept for one that set AD (RFC 6840 5.7). */
+	memcpy(a.b, orig, alen);
+	c.b[3] = DNS_FLAG_AD;
 	assert_int_equal(dnsmsg_parse_query(c.b, c.n, &q), 0);
 	dnsmsg_personalize(a.b, alen, c.b, &q);
 	assert_int_equal(dnsmsg_get_flags(a.b),

@@ -679,6 +679,181 @@ test_no_question(void **state)
 	    &out_len), 0);
 }
 
+/* ---- CHAOS (local_chaos_answer) ---- */
+
+#define C_CH 3
+#define C_HS 4
+
+/* Ask local_chaos_answer with identity and version; when answered, the
+ * answer must parse as a reply to the question (so the class is echoed),
+ * echo the client's question bytes and ID, and decode cleanly. */
+static void
+ask_chaos(struct run *r, const char *name, uint16_t type, uint16_t qclass,
+    uint16_t flags, int edns, const char *identity, const char *version)
+{
+	memset(r, 0, sizeof(*r));
+	mkquery(&r->qb, name, type, qclass, flags, edns, edns);
+	assert_int_equal(dnsmsg_parse_query(r->qb.b, r->qb.n, &r->q), 0);
+	memset(r->out, 0xaa, sizeof(r->out));
+	r->rc = local_chaos_answer(r->qb.b, r->qb.n, &r->q, identity, version,
+	    r->out, sizeof(r->out), &r->out_len);
+	if (r->rc != 1)
+		return;
+	assert_int_equal(dnsmsg_parse_answer(r->out, r->out_len, &r->q.q,
+	    &r->info), 0);
+	assert_memory_equal(r->out + 12, r->qb.b + 12, r->q.q.end - 12);
+	decode(r->out, r->out_len, &r->a);
+	assert_int_equal(r->a.id, 0xbeef);
+}
+
+/* REFUSED: QR, RA, the client's RD, no AA, nothing but the question. */
+static void
+expect_chaos_refused(const struct run *r)
+{
+	assert_int_equal(r->rc, 1);
+	assert_int_equal(r->a.flags, DNS_FLAG_QR | DNS_FLAG_RA | DNS_FLAG_RD |
+	    DNS_RCODE_REFUSED);
+	assert_int_equal(r->a.an + r->a.ns + r->a.ar, 0);
+	assert_int_equal(r->out_len, r->q.q.end);
+}
+
+/* One CH TXT record, TTL 0, owned by the question, holding text. */
+static void
+expect_chaos_txt(const struct run *r, const char *owner, const char *text)
+{
+	const struct rr *rr = &r->a.rr[0];
+	size_t n = strlen(text);
+
+	assert_int_equal(r->rc, 1);
+	assert_int_equal(r->a.flags, DNS_FLAG_QR | DNS_FLAG_AA | DNS_FLAG_RA |
+	    DNS_FLAG_RD);
+	assert_int_equal(r->a.an, 1);
+	assert_int_equal(r->a.ns, 0);
+	assert_string_equal(rr->owner, owner);
+	assert_int_equal(rr->type, DNS_TYPE_TXT);
+	assert_int_equal(rr->rclass, C_CH);
+	assert_int_equal(rr->ttl, 0);
+	assert_int_equal(rr->rdlen, 1 + n);
+	assert_int_equal(r->out[rr->rd], n);
+	assert_memory_equal(r->out + rr->rd + 1, text, n);
+}
+
+/* RFC 1035 3.2.4 CH class: the four server names, REFUSED while the
+ * string is unset (NULL or ""), the string when set; id.server and
+ * hostname.bind give identity, version.* give version. */
+static void
+test_chaos_names(void **state)
+{
+	static const struct {
+		const char *name;
+		int is_version;
+	} names[] = {
+		{ "version.bind", 1 }, { "VERSION.Server", 1 },
+		{ "hostname.bind", 0 }, { "Id.Server", 0 },
+	};
+	struct run r;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		ask_chaos(&r, names[i].name, DNS_TYPE_TXT, C_CH, DNS_FLAG_RD,
+		    0, NULL, NULL);
+		expect_chaos_refused(&r);
+		ask_chaos(&r, names[i].name, DNS_TYPE_TXT, C_CH, DNS_FLAG_RD,
+		    0, "", "");
+		expect_chaos_refused(&r);
+		ask_chaos(&r, names[i].name, DNS_TYPE_TXT, C_CH, DNS_FLAG_RD,
+		    0, "host-1", "v-2.0");
+		expect_chaos_txt(&r, names[i].name,
+		    names[i].is_version ? "v-2.0" : "host-1");
+		/* ANY is answered with the TXT too. */
+		ask_chaos(&r, names[i].name, T_ANY, C_CH, DNS_FLAG_RD, 0,
+		    "host-1", "v-2.0");
+		expect_chaos_txt(&r, names[i].name,
+		    names[i].is_version ? "v-2.0" : "host-1");
+		/* Only the one string of each name counts. */
+		ask_chaos(&r, names[i].name, DNS_TYPE_TXT, C_CH, DNS_FLAG_RD,
+		    0, names[i].is_version ? "host-1" : NULL,
+		    names[i].is_version ? NULL : "v-2.0");
+		expect_chaos_refused(&r);
+	}
+}
+
+/* Any other CH or HS question is REFUSED; other classes are not ours. */
+static void
+test_chaos_other(void **state)
+{
+	struct run r;
+
+	(void)state;
+	ask_chaos(&r, "version.bind", DNS_TYPE_A, C_CH, DNS_FLAG_RD, 0, "i",
+	    "v");
+	expect_chaos_refused(&r);
+	ask_chaos(&r, "authors.bind", DNS_TYPE_TXT, C_CH, DNS_FLAG_RD, 0, "i",
+	    "v");
+	expect_chaos_refused(&r);
+	ask_chaos(&r, "bind", DNS_TYPE_TXT, C_CH, DNS_FLAG_RD, 0, "i", "v");
+	expect_chaos_refused(&r);
+	ask_chaos(&r, "x.version.bind", DNS_TYPE_TXT, C_CH, DNS_FLAG_RD, 0,
+	    "i", "v");
+	expect_chaos_refused(&r);
+	ask_chaos(&r, "www.example", DNS_TYPE_A, C_CH, DNS_FLAG_RD, 0, "i",
+	    "v");
+	expect_chaos_refused(&r);
+	ask_chaos(&r, "version.bind", DNS_TYPE_TXT, C_HS, DNS_FLAG_RD, 0, "i",
+	    "v");
+	expect_chaos_refused(&r);
+	/* IN and ANY: not answered here, nothing written. */
+	ask_chaos(&r, "version.bind", DNS_TYPE_TXT, 1, DNS_FLAG_RD, 0, "i",
+	    "v");
+	expect_not_local(&r);
+	ask_chaos(&r, "version.bind", DNS_TYPE_TXT, 255, DNS_FLAG_RD, 0, "i",
+	    "v");
+	expect_not_local(&r);
+}
+
+/* Flags and EDNS as for the local zones: RD and CD copied, an OPT with
+ * the client's DO; a 255-character string fits; a short buffer gets
+ * ENOSPC and is not written. */
+static void
+test_chaos_edns_size(void **state)
+{
+	static const uint8_t opt_do[] = { 0, 0, 41, 0x04, 0xd0,
+	    0, 0, 0x80, 0, 0, 0 };
+	char big[256];
+	struct run r;
+	uint8_t out[1024];
+	size_t cap, out_len;
+
+	(void)state;
+	ask_chaos(&r, "id.server", DNS_TYPE_TXT, C_CH, DNS_FLAG_CD, 1, "me",
+	    NULL);
+	assert_int_equal(r.rc, 1);
+	assert_int_equal(r.a.flags, DNS_FLAG_QR | DNS_FLAG_AA | DNS_FLAG_RA |
+	    DNS_FLAG_CD);
+	assert_int_equal(r.a.ar, 1);
+	assert_memory_equal(r.out + r.out_len - sizeof(opt_do), opt_do,
+	    sizeof(opt_do));
+	ask_chaos(&r, "version.bind", DNS_TYPE_TXT, C_CH, 0, 1, "me", NULL);
+	assert_int_equal(r.a.flags, DNS_FLAG_QR | DNS_FLAG_RA |
+	    DNS_RCODE_REFUSED);
+	assert_int_equal(r.out_len, r.q.q.end + sizeof(opt_do));
+
+	memset(big, 'x', 255);
+	big[255] = '\0';
+	ask_chaos(&r, "version.bind", DNS_TYPE_TXT, C_CH, DNS_FLAG_RD, 0,
+	    NULL, big);
+	expect_chaos_txt(&r, "version.bind", big);
+	for (cap = 0; cap < r.out_len; cap++) {
+		memset(out, 0x55, sizeof(out));
+		out_len = 7;
+		assert_int_equal(local_chaos_answer(r.qb.b, r.qb.n, &r.q, NULL,
+		    big, out, cap, &out_len), DNSMSG_ENOSPC);
+		assert_int_equal(out[0], 0x55);
+		assert_int_equal(out_len, 7);
+	}
+}
+
 int
 main(void)
 {
@@ -698,6 +873,9 @@ main(void)
 		cmocka_unit_test(test_ares_query),
 		cmocka_unit_test(test_enospc),
 		cmocka_unit_test(test_no_question),
+		cmocka_unit_test(test_chaos_names),
+		cmocka_unit_test(test_chaos_other),
+		cmocka_unit_test(test_chaos_edns_size),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
