@@ -25,10 +25,7 @@ Everything is synchronised on log lines (harness.Proc), never on sleeps.
 
 import contextlib
 import os
-import re
 import shutil
-import socket
-import ssl
 import struct
 import subprocess
 import sys
@@ -131,7 +128,7 @@ _COMMON = '''  num-threads: 1
 '''
 
 
-def _start_unbound(d, name, body, port, tls):
+def _start_unbound(d, name, body, port):
     conf = os.path.join(d, name + '.conf')
     with open(conf, 'w') as f:
         f.write(body)
@@ -171,7 +168,7 @@ auth-zone:
   fallback-enabled: no
 remote-control:
   control-enable: no
-''' % {'aport': aport, 'zone': ZONE, 'signed': self.signed}, aport, False)
+''' % {'aport': aport, 'zone': ZONE, 'signed': self.signed}, aport)
         self.procs.append(self.auth)
         port = h.free_port()
         self.resolver = _start_unbound(d, 'resolver', 'server:\n' + _COMMON % {
@@ -193,7 +190,7 @@ stub-zone:
 remote-control:
   control-enable: no
 ''' % {'port': port, 'd': d, 'anchor': self.anchor, 'soa': ROOT_SOA,
-            'ns': ROOT_NS, 'zone': ZONE, 'aport': aport}, port, True)
+            'ns': ROOT_NS, 'zone': ZONE, 'aport': aport}, port)
         self.procs.append(self.resolver)
         self.port = port
 
