@@ -2,7 +2,9 @@
 # contrib/deps.sh: install the Debian 12 packages dotproxy needs.
 #   contrib/deps.sh          build and run dependencies
 #   contrib/deps.sh --test   also what the test suite needs (real clients,
-#                            certtool, Unbound as a second DoT backend)
+#                            certtool, Unbound as a second DoT backend,
+#                            ldns-keygen/ldns-signzone and dnspython for
+#                            the protocol tier)
 # Run as root. Uses apt-get only; everything comes from Debian's archive.
 set -eu
 BUILD="build-essential autoconf automake pkg-config libuv1-dev libgnutls28-dev
@@ -10,7 +12,7 @@ libc-ares-dev uthash-dev libsystemd-dev libcap-ng-dev libmicrohttpd-dev
 ca-certificates"
 TEST="libcmocka-dev mandoc gnutls-bin bind9-dnsutils knot-dnsutils unbound
 python3 python3-yaml procps iproute2 util-linux curl openssl
-python3-prometheus-client python3-dnspython systemd"
+python3-prometheus-client python3-dnspython systemd ldnsutils"
 pkgs=$BUILD
 [ "${1:-}" = "--test" ] && pkgs="$BUILD $TEST"
 if [ "$(id -u)" != 0 ]; then
