@@ -10,8 +10,9 @@
  * client's message and origin) on the one pending upstream query for its
  * cache key (struct query_pending): identical misses in flight share one
  * out-query (RFC 5452 spirit, and kinder to the upstream). What goes
- * upstream is built here from the question alone (dnsmsg_upstream_query:
- * padded, keepalive, no client options), so sharing it is exact. A hit in
+ * upstream is built here from the question and the DO, CD and AD bits
+ * alone (dnsmsg_upstream_query: padded, keepalive, no client options),
+ * all of which are in the cache key, so sharing it is exact. A hit in
  * the last tenth of its TTL starts a pending with no waiter (prefetch).
  *
  * DNSSEC bits (RFC 6840 5.7, 5.8): the client's AD, DO and CD go upstream
