@@ -402,7 +402,7 @@ pending_complete(void *arg, int status, const uint8_t *answer, size_t len,
 	struct query_pending *p = arg;
 	struct query_ctx *ctx = p->ctx;
 	uint64_t now = uv_now(ctx->loop);
-	struct dnsmsg_answer_info info;
+	struct dnsmsg_answer_info info, check;
 	struct query_waiter *w;
 	uint8_t buf[DNS_MAX_MSG];
 	int servfail, stale_left = 0;
@@ -413,6 +413,15 @@ pending_complete(void *arg, int status, const uint8_t *answer, size_t len,
 		info = *uinfo;
 		memcpy(buf, answer, len);
 		len = dnsmsg_strip_opt(buf, len, &info);
+		/* An OPT record in the middle of the additional section (only
+		 * a hostile upstream sends one) is cut out without rewriting
+		 * the compression pointers behind it: what no longer parses
+		 * is a bad answer, never cached or relayed. */
+		if (dnsmsg_parse_answer(buf, len, &p->q, &check) != 0) {
+			ctx->metrics->upstream_malformed++;
+			status = UPSTREAM_EBADANSWER;
+			upstream = NULL;
+		}
 	}
 	servfail = status != 0 || info.rcode == DNS_RCODE_SERVFAIL;
 	if (!servfail) {
