@@ -147,7 +147,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ede = (size > 0 && (data[size - 1] & 1)) ? EDE_NETWORK_ERROR :
 	    EDE_NONE;
 	rc = dnsmsg_parse_query(data, size, &q);
-	if (rc == 0 || rc == DNS_RCODE_FORMERR || rc == DNS_RCODE_NOTIMP) {
+	if (rc == 0 || rc == DNS_RCODE_FORMERR || rc == DNS_RCODE_NOTIMP ||
+	    rc == DNS_RCODE_BADVERS) {
 		if (q.has_question && (q.q.end > size ||
 		    q.q.wire_len > DNS_MAX_NAME_WIRE))
 			__builtin_trap();
