@@ -124,7 +124,9 @@ def test_udp_send_queue_is_bounded():
         hport = h.free_port()
         with h.start_dotserver(c) as up, \
                 h.start_dotproxy('-c', write_conf(
-                    d, up, c, 'http-listen 127.0.0.1@%d\n' % hport)) as px:
+                    d, up, c, 'http-listen 127.0.0.1@%d\n'
+                    # 2 KB answers over UDP: above the 1232 default.
+                    'max-udp-size 4096\n' % hport)) as px:
             q = h.make_query('big.flood.example', 'TXT', edns=4096)
             big = h.udp_query(px.port, q)
             assert big is not None and len(big) > 2000, big
