@@ -201,6 +201,7 @@
 
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
+#include <utlist.h>
 
 #include "log.h"
 #include "mem.h"
@@ -232,58 +233,17 @@
  * bound(i) = 0.25 ms * 2^i, i.e. (4 << i) sixteenths of a millisecond. */
 #define RTT_BUCKETS UPSTREAM_RTT_BUCKETS
 
-struct link {
-	struct link *prev, *next;
-};
-
-#define container_of(ptr, type, member) \
-	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
-
-static void
-list_init(struct link *h)
-{
-	h->prev = h->next = h;
-}
-
-static int
-list_empty(const struct link *h)
-{
-	return h->next == h;
-}
-
-static void
-list_append(struct link *h, struct link *n)
-{
-	n->prev = h->prev;
-	n->next = h;
-	h->prev->next = n;
-	h->prev = n;
-}
-
-/* Safe on a node that is on no list (initialised or removed before). */
-static void
-list_remove(struct link *n)
-{
-	n->prev->next = n->next;
-	n->next->prev = n->prev;
-	n->prev = n->next = n;
-}
-
-/* Move every element of from to the end of to; from ends empty. */
-static void
-list_move_all(struct link *from, struct link *to)
-{
-	if (list_empty(from))
-		return;
-	from->next->prev = to->prev;
-	to->prev->next = from->next;
-	from->prev->next = to;
-	to->prev = from->prev;
-	list_init(from);
-}
+/* Lists are utlist's doubly linked lists (head pointer, NULL when empty),
+ * one prev/next pair per list an element can be on. utlist cannot remove
+ * an element that is on no list, so membership is always known from the
+ * element itself: a request's secondary list from its state, its written
+ * list from on_written, a connection's retiring list from retiring (until
+ * it is closed) and its probing list from probe_due, an upstream's removed
+ * list from removed. */
 
 enum req_state {
-	REQ_IDLE = 0,   /* on no secondary list (only while being moved) */
+	REQ_IDLE = 0,   /* on no secondary list, or on a local one while
+	                 * being moved (nothing else touches it then) */
 	REQ_QUEUED,
 	REQ_INFLIGHT,
 	REQ_FAILING,
@@ -292,13 +252,17 @@ enum req_state {
 
 struct upstream_req {
 	struct upstream_pool *pool;
-	struct link dlink;          /* pool's deadline list */
-	struct link clink;          /* wait, in-flight or failed list */
-	struct link wlink;          /* pool's written list (INFLIGHT only) */
+	struct upstream_req *dprev, *dnext; /* pool's deadline list */
+	/* The secondary list its state names: wait, in-flight, failed or
+	 * held. */
+	struct upstream_req *cprev, *cnext;
+	struct upstream_req *wprev, *wnext; /* pool's written list */
+	int on_written;             /* on it (INFLIGHT only) */
 	enum req_state state;
 	struct uconn *conn;         /* QUEUED, INFLIGHT */
 	uint16_t id;                /* INFLIGHT */
 	int fail_status;            /* FAILING */
+	uint64_t fail_seq;          /* FAILING: p->fail_seq when failed */
 	uint32_t tried;             /* bit i: failed on upstream i */
 	int resent;
 	uint64_t deadline;
@@ -328,7 +292,7 @@ struct uconn {
 	enum uconn_state state;
 	int retiring;               /* on up->retiring: no new queries */
 	int have_session;           /* its session data is saved */
-	struct link ulink;          /* up->retiring */
+	struct uconn *uprev, *unext; /* up->retiring (retiring, not closed) */
 	uv_timer_t idle;
 	uint64_t idle_ms;           /* conf's, or less by RFC 7828 keepalive */
 	uint64_t last_active;
@@ -337,7 +301,7 @@ struct uconn {
 	                             * matched (a query's or the probe's) */
 	/* Liveness probe: a query of our own, in slot probe_id, while
 	 * probe_due != 0 (then on p->probing). */
-	struct link prlink;
+	struct uconn *prprev, *prnext;
 	uint16_t probe_id;
 	uint64_t probe_due;
 	uint64_t probe_since;       /* write time of what raised the doubt */
@@ -350,8 +314,8 @@ struct uconn {
 	unsigned tomb_cur;
 	uint64_t tomb_epoch;
 	uint64_t tomb[2][TOMB_WORDS];
-	struct link wait;
-	struct link inflight;
+	struct upstream_req *wait;      /* REQ_QUEUED, in order */
+	struct upstream_req *inflight;  /* REQ_INFLIGHT */
 	size_t n_wait;
 	size_t n_live;              /* requests in flight (no tombstones) */
 	size_t n_slots;             /* used slots, tombstones included */
@@ -366,7 +330,7 @@ struct upstream {
 	const struct conf_upstream *cu; /* NULL once removed */
 	unsigned index;             /* in p->ups; meaningless once removed */
 	int removed;                /* on p->removed: draining, then freed */
-	struct link plink;          /* p->removed */
+	struct upstream *pprev, *pnext; /* p->removed (once removed) */
 	unsigned n_conns;           /* uconns not yet freed (close_cb) */
 	char label[64 + 256 + 8];   /* "addr@port (name)" for the log */
 	char name[64 + 256 + 8];    /* "addr@port#name", as the config and
@@ -375,7 +339,7 @@ struct upstream {
 	int down;                   /* "down" logged, "up again" not yet */
 	uint64_t retry_at;
 	struct uconn *conn;         /* active: connecting or ready */
-	struct link retiring;       /* ready, past their lifetime, draining */
+	struct uconn *retiring;     /* ready, past their lifetime, draining */
 	int has_rtt;                /* srtt8 counts for selection */
 	uint32_t srtt8;             /* smoothed answer RTT in 1/8 ms */
 	int verified;               /* last handshake: 1 ok, 0 failed, -1 none */
@@ -414,11 +378,12 @@ struct upstream_pool {
 	 * address (connections and requests point at it) at a new index. */
 	struct upstream *ups[CONF_MAX_UPSTREAM];
 	size_t n_ups;
-	struct link removed;        /* removed upstreams still draining */
-	struct link reqs;           /* deadline order */
-	struct link failed;
-	struct link written;        /* write order, for the answer timeout */
-	struct link held;           /* REQ_HELD: waiting for probe_at */
+	struct upstream *removed;   /* removed upstreams still draining */
+	struct upstream_req *reqs;  /* deadline order */
+	struct upstream_req *failed; /* REQ_FAILING, in fail_seq order */
+	uint64_t fail_seq;          /* failures so far */
+	struct upstream_req *written; /* write order, for the answer timeout */
+	struct upstream_req *held;  /* REQ_HELD: waiting for probe_at */
 	uint64_t probe_at;          /* loop time the next probe may start */
 	uv_timer_t deadline_timer;
 	uv_timer_t fail_timer;
@@ -426,7 +391,7 @@ struct upstream_pool {
 	uv_timer_t probe_timer;     /* runs at probe_at while held is not
 	                             * empty */
 	uv_timer_t alive_timer;     /* head of probing */
-	struct link probing;        /* connections with a probe out, by due */
+	struct uconn *probing;      /* connections with a probe out, by due */
 	struct dnsmsg_question probe_q;
 	uint8_t probe_frame[2 + DNS_PAD_BLOCK];
 	size_t probe_len;
@@ -482,8 +447,6 @@ upstream_new(const struct conf_upstream *cu, size_t i)
 	up->index = (unsigned)i;
 	up->verified = -1;
 	up->pin_state = cu->n_pins > 0 ? 0 : -1;
-	list_init(&up->retiring);
-	list_init(&up->plink);
 	conf_addr_str(&cu->addr, addr, sizeof(addr));
 	snprintf(up->label, sizeof(up->label), "%s (%s)", addr,
 	    cu->auth_name[0] != '\0' ? cu->auth_name : "pinned");
@@ -495,9 +458,10 @@ upstream_new(const struct conf_upstream *cu, size_t i)
 /* Free up, which has no connection left (none open, none waiting for its
  * close callback). */
 static void
-upstream_free(struct upstream *up)
+upstream_free(struct upstream_pool *p, struct upstream *up)
 {
-	list_remove(&up->plink);
+	if (up->removed)
+		DL_DELETE2(p->removed, up, pprev, pnext);
 	mem_free(up->session);
 	mem_free(up);
 }
@@ -510,11 +474,10 @@ pool_release(struct upstream_pool *p)
 
 	if (--p->n_handles == 0 && p->closing) {
 		for (i = 0; i < p->n_ups; i++)
-			upstream_free(p->ups[i]);
+			upstream_free(p, p->ups[i]);
 		/* Removed upstreams went with their last connection. */
-		while (!list_empty(&p->removed))
-			upstream_free(container_of(p->removed.next,
-			    struct upstream, plink));
+		while (p->removed != NULL)
+			upstream_free(p, p->removed);
 		mem_free(p);
 	}
 }
@@ -600,6 +563,16 @@ uconn_tomb_clear(struct uconn *uc, uint16_t id)
 	uc->n_tombs--;
 }
 
+/* Take r off the written list, if it is on it. */
+static void
+req_unwrite(struct upstream_req *r)
+{
+	if (!r->on_written)
+		return;
+	DL_DELETE2(r->pool->written, r, wprev, wnext);
+	r->on_written = 0;
+}
+
 /* Take r off its secondary list. An in-flight request leaves a tombstone
  * in its slot when tomb is set (it may still be answered), else frees the
  * slot (the answer is here, or the connection goes away). */
@@ -611,6 +584,7 @@ req_unlink(struct upstream_req *r, int tomb)
 	switch (r->state) {
 	case REQ_QUEUED:
 		uc->n_wait--;
+		DL_DELETE2(uc->wait, r, cprev, cnext);
 		break;
 	case REQ_INFLIGHT:
 		uc->n_live--;
@@ -620,14 +594,18 @@ req_unlink(struct upstream_req *r, int tomb)
 			uc->slot[r->id] = NULL;
 			uc->n_slots--;
 		}
-		list_remove(&r->wlink);
+		req_unwrite(r);
+		DL_DELETE2(uc->inflight, r, cprev, cnext);
 		break;
 	case REQ_FAILING:
+		DL_DELETE2(r->pool->failed, r, cprev, cnext);
+		break;
 	case REQ_HELD:
+		DL_DELETE2(r->pool->held, r, cprev, cnext);
+		break;
 	case REQ_IDLE:
 		break;
 	}
-	list_remove(&r->clink);
 	r->state = REQ_IDLE;
 	r->conn = NULL;
 }
@@ -642,7 +620,7 @@ req_finish(struct upstream_req *r, int status, const uint8_t *ans, size_t len,
 	void *arg = r->arg;
 
 	req_unlink(r, tomb);
-	list_remove(&r->dlink);
+	DL_DELETE2(r->pool->reqs, r, dprev, dnext);
 	mem_free(r);
 	cb(arg, status, ans, len, info, who);
 }
@@ -656,7 +634,8 @@ req_fail(struct upstream_req *r, int status)
 	req_unlink(r, 0);
 	r->state = REQ_FAILING;
 	r->fail_status = status;
-	list_append(&p->failed, &r->clink);
+	r->fail_seq = ++p->fail_seq;
+	DL_APPEND2(p->failed, r, cprev, cnext);
 }
 
 /* Call the callbacks of the requests that failed so far. Only from a
@@ -665,15 +644,15 @@ req_fail(struct upstream_req *r, int status)
 static void
 pool_flush_failed(struct upstream_pool *p)
 {
-	struct link batch;
+	uint64_t last = p->fail_seq;
 	struct upstream_req *r;
 
-	list_init(&batch);
-	list_move_all(&p->failed, &batch);
-	/* A callback may cancel a request in batch (list_remove works on any
-	 * list) or close the pool, which completes every request. */
-	while (!p->closing && !list_empty(&batch)) {
-		r = container_of(batch.next, struct upstream_req, clink);
+	/* The batch is what failed up to last, at the head of the list. A
+	 * callback may cancel a request in it (taking it off the list) or
+	 * close the pool, which completes every request. */
+	while (!p->closing && p->failed != NULL &&
+	    p->failed->fail_seq <= last) {
+		r = p->failed;
 		req_finish(r, r->fail_status, NULL, 0, NULL, 0, NULL);
 	}
 }
@@ -838,7 +817,7 @@ uconn_free_cb(uv_handle_t *h)
 	/* Only now is nothing left that points at a removed upstream: the
 	 * code that closed uc may have used uc->up after uconn_close. */
 	if (--up->n_conns == 0 && up->removed)
-		upstream_free(up);
+		upstream_free(p, up);
 	pool_release(p);
 }
 
@@ -853,8 +832,13 @@ uconn_close(struct uconn *uc)
 	uc->state = UC_CLOSED;
 	if (uc->up->conn == uc)
 		uc->up->conn = NULL;
-	list_remove(&uc->ulink);
-	list_remove(&uc->prlink);   /* a probe out dies with it */
+	if (uc->retiring)
+		DL_DELETE2(uc->up->retiring, uc, uprev, unext);
+	if (uc->probe_due != 0) {
+		/* A probe out dies with it. */
+		DL_DELETE2(uc->pool->probing, uc, prprev, prnext);
+		uc->probe_due = 0;
+	}
 	if (uc->tls != NULL) {
 		tls_conn_close(uc->tls);
 		uc->tls = NULL;
@@ -916,11 +900,12 @@ uconn_send(struct uconn *uc, struct upstream_req *r)
 	r->conn = uc;
 	r->state = REQ_INFLIGHT;
 	r->written_at = now;
-	list_append(&uc->inflight, &r->clink);
+	DL_APPEND2(uc->inflight, r, cprev, cnext);
 	if (p->conf->answer_timeout_ms > 0) {
 		/* Appended at now, so the list stays in write order and the
 		 * armed timer (for the head) is never late. */
-		list_append(&p->written, &r->wlink);
+		DL_APPEND2(p->written, r, wprev, wnext);
+		r->on_written = 1;
 		if (!uv_is_active((uv_handle_t *)&p->answer_timer))
 			uv_timer_start(&p->answer_timer, pool_answer_timer_cb,
 			    p->conf->answer_timeout_ms, 0);
@@ -941,9 +926,9 @@ uconn_pump(struct uconn *uc)
 {
 	struct upstream_req *r;
 
-	while (uc->state == UC_READY && !list_empty(&uc->wait) &&
+	while (uc->state == UC_READY && uc->wait != NULL &&
 	    uc->n_slots < MAX_SLOTS) {
-		r = container_of(uc->wait.next, struct upstream_req, clink);
+		r = uc->wait;
 		req_unlink(r, 0);
 		uconn_send(uc, r);
 	}
@@ -958,14 +943,14 @@ uconn_submit(struct uconn *uc, struct upstream_req *r)
 		uconn_pump(uc);
 	}
 	if (uc->state == UC_READY && uc->n_slots < MAX_SLOTS &&
-	    list_empty(&uc->wait)) {
+	    uc->wait == NULL) {
 		uconn_send(uc, r);
 		return;
 	}
 	r->conn = uc;
 	r->state = REQ_QUEUED;
 	uc->n_wait++;
-	list_append(&uc->wait, &r->clink);
+	DL_APPEND2(uc->wait, r, cprev, cnext);
 }
 
 static void
@@ -1043,10 +1028,6 @@ uconn_new(struct upstream_pool *p, struct upstream *up)
 	uc->up = up;
 	uc->state = UC_CONNECTING;
 	uc->idle_ms = p->conf->idle_timeout_ms;
-	list_init(&uc->ulink);
-	list_init(&uc->prlink);
-	list_init(&uc->wait);
-	list_init(&uc->inflight);
 	memset(&peer, 0, sizeof(peer));
 	peer.auth_name = up->cu->auth_name;
 	peer.pins = (const unsigned char (*)[32])up->cu->pins;
@@ -1101,10 +1082,10 @@ upstream_conn(struct upstream_pool *p, struct upstream *up, uint64_t now,
 	    "(%zu in flight)", up->label,
 	    (unsigned long long)(now - old->established), old->n_live);
 	old->retiring = 1;
-	list_append(&up->retiring, &old->ulink);
+	DL_APPEND2(up->retiring, old, uprev, unext);
 	/* What waited for ID room goes to the new connection. */
-	while (!list_empty(&old->wait)) {
-		r = container_of(old->wait.next, struct upstream_req, clink);
+	while (old->wait != NULL) {
+		r = old->wait;
 		req_unlink(r, 0);
 		uconn_submit(up->conn, r);
 	}
@@ -1191,7 +1172,7 @@ pool_probe(struct upstream_pool *p, struct upstream_req *r, uint64_t now)
 		return req_dispatch(p, r, now, up);
 	}
 	r->state = REQ_HELD;
-	list_append(&p->held, &r->clink);
+	DL_APPEND2(p->held, r, cprev, cnext);
 	if (!uv_is_active((uv_handle_t *)&p->probe_timer))
 		uv_timer_start(&p->probe_timer, pool_probe_timer_cb,
 		    p->probe_at - now, 0);
@@ -1207,14 +1188,13 @@ pool_probe_timer_cb(uv_timer_t *t)
 {
 	struct upstream_pool *p = t->data;
 	uint64_t now = uv_now(p->loop);
-	struct upstream_req *r;
-	struct link batch;
+	struct upstream_req *batch = p->held, *r;
 
-	list_init(&batch);
-	list_move_all(&p->held, &batch);
-	while (!list_empty(&batch)) {
-		r = container_of(batch.next, struct upstream_req, clink);
-		list_remove(&r->clink);
+	/* Those held again go back onto p->held, not into batch. */
+	p->held = NULL;
+	while (batch != NULL) {
+		r = batch;
+		DL_DELETE2(batch, r, cprev, cnext);
 		r->state = REQ_IDLE;
 		if (req_dispatch(p, r, now, NULL) != 0 &&
 		    pool_probe(p, r, now) != 0)
@@ -1241,26 +1221,27 @@ upstream_pool_reset_backoff(struct upstream_pool *p)
 	p->probe_at = 0;
 	log_info("upstreams: back-off reset, %zu of %zu were backing off", n,
 	    p->n_ups);
-	if (!list_empty(&p->held))
+	if (p->held != NULL)
 		uv_timer_start(&p->probe_timer, pool_probe_timer_cb, 0, 0);
 }
 
-/* Re-dispatch the requests in l (taken off a connection that is gone).
- * In-flight ones count their one resend; failures go to the failed list. */
+/* Re-dispatch the requests on the list l (taken off a connection that is
+ * gone; their states still say where they were). In-flight ones count
+ * their one resend; failures go to the failed list. */
 static void
-reqs_redispatch(struct upstream_pool *p, struct link *l, uint32_t tried,
-    uint64_t now, struct upstream *force)
+reqs_redispatch(struct upstream_pool *p, struct upstream_req *l,
+    uint32_t tried, uint64_t now, struct upstream *force)
 {
 	struct upstream_req *r;
 	int was_inflight;
 
-	while (!list_empty(l)) {
-		r = container_of(l->next, struct upstream_req, clink);
+	while (l != NULL) {
+		r = l;
 		was_inflight = r->state == REQ_INFLIGHT;
 		/* The connection is being dropped: neither slots nor counts
 		 * need maintaining, only r's own links. */
-		list_remove(&r->clink);
-		list_remove(&r->wlink);
+		DL_DELETE2(l, r, cprev, cnext);
+		req_unwrite(r);
 		r->state = REQ_IDLE;
 		r->conn = NULL;
 		r->tried |= tried;
@@ -1327,7 +1308,7 @@ uconn_connected_cb(void *arg, int status, const char *why)
 	struct upstream *up = uc->up;
 	uint64_t now = uv_now(p->loop);
 	int resumed;
-	struct link moved;
+	struct upstream_req *moved;
 	char desc[128];
 
 	if (status == 0) {
@@ -1379,12 +1360,25 @@ uconn_connected_cb(void *arg, int status, const char *why)
 		up->session_len = 0;
 	}
 	upstream_mark_down(p, up, now, why);
-	list_init(&moved);
-	list_move_all(&uc->wait, &moved);
+	moved = uc->wait;
+	uc->wait = NULL;
 	uc->n_wait = 0;
 	uconn_close(uc);
-	reqs_redispatch(p, &moved, upstream_bit(up), now, NULL);
+	reqs_redispatch(p, moved, upstream_bit(up), now, NULL);
 	pool_flush_failed(p);
+}
+
+/* Take the in-flight and then the waiting requests off uc, which is
+ * about to close, as one list for reqs_redispatch. */
+static struct upstream_req *
+uconn_drop_reqs(struct uconn *uc)
+{
+	struct upstream_req *moved = uc->inflight;
+
+	DL_CONCAT2(moved, uc->wait, cprev, cnext);
+	uc->inflight = uc->wait = NULL;
+	uc->n_wait = uc->n_live = 0;
+	return moved;
 }
 
 /* The established connection uc ended (tls already gone or not): move its
@@ -1395,7 +1389,7 @@ uconn_lost(struct uconn *uc, const char *why)
 	struct upstream_pool *p = uc->pool;
 	struct upstream *up = uc->up;
 	uint64_t now = uv_now(p->loop);
-	struct link moved;
+	struct upstream_req *moved;
 
 	p->m->tls_closed++;
 	if (uc->n_answers == 0 && uc->n_written > 0) {
@@ -1410,12 +1404,9 @@ uconn_lost(struct uconn *uc, const char *why)
 	} else {
 		log_info("upstream %s: connection closed: %s", up->label, why);
 	}
-	list_init(&moved);
-	list_move_all(&uc->inflight, &moved);
-	list_move_all(&uc->wait, &moved);
-	uc->n_wait = uc->n_live = 0;
+	moved = uconn_drop_reqs(uc);
 	uconn_close(uc);
-	reqs_redispatch(p, &moved, 0, now, NULL);
+	reqs_redispatch(p, moved, 0, now, NULL);
 }
 
 static void
@@ -1439,19 +1430,16 @@ uconn_broken(struct uconn *uc, uint64_t now, const char *why)
 {
 	struct upstream_pool *p = uc->pool;
 	struct upstream *up = uc->up;
-	struct link moved;
+	struct upstream_req *moved;
 
 	log_warn("upstream %s: %s, connection presumed dead", up->label, why);
 	p->m->tls_closed++;
 	up->n_timeouts += uc->n_live;
 	up->err_reset++;
 	upstream_mark_down(p, up, now, why);
-	list_init(&moved);
-	list_move_all(&uc->inflight, &moved);
-	list_move_all(&uc->wait, &moved);
-	uc->n_wait = uc->n_live = 0;
+	moved = uconn_drop_reqs(uc);
 	uconn_close(uc);
-	reqs_redispatch(p, &moved, upstream_bit(up), now,
+	reqs_redispatch(p, moved, upstream_bit(up), now,
 	    upstream_force(up));
 }
 
@@ -1464,8 +1452,8 @@ pool_alive_timer_cb(uv_timer_t *t)
 	char why[64];
 
 	/* Each turn takes the head off the list (uconn_broken closes it). */
-	while (!p->closing && !list_empty(&p->probing)) {
-		uc = container_of(p->probing.next, struct uconn, prlink);
+	while (!p->closing && p->probing != NULL) {
+		uc = p->probing;
 		if (uc->probe_due > now) {
 			uv_timer_start(&p->alive_timer, pool_alive_timer_cb,
 			    uc->probe_due - now, 0);
@@ -1504,7 +1492,7 @@ uconn_probe(struct uconn *uc, uint64_t now, uint64_t since)
 	uc->probe_id = id;
 	uc->probe_due = now + ms;
 	uc->probe_since = since;
-	list_append(&p->probing, &uc->prlink);
+	DL_APPEND2(p->probing, uc, prprev, prnext);
 	if (!uv_is_active((uv_handle_t *)&p->alive_timer))
 		uv_timer_start(&p->alive_timer, pool_alive_timer_cb, ms, 0);
 	memcpy(frame, p->probe_frame, p->probe_len);
@@ -1523,7 +1511,7 @@ uconn_probe_answered(struct uconn *uc)
 	uc->slot[uc->probe_id] = NULL;
 	uc->n_slots--;
 	uc->probe_due = 0;
-	list_remove(&uc->prlink);
+	DL_DELETE2(uc->pool->probing, uc, prprev, prnext);
 	log_debug("upstream %s: probe answered, connection alive",
 	    uc->up->label);
 }
@@ -1537,7 +1525,7 @@ uconn_retire(struct uconn *uc, uint64_t now)
 {
 	struct upstream_pool *p = uc->pool;
 	struct upstream *up = uc->up;
-	struct link moved;
+	struct upstream_req *moved;
 
 	if (uc->retiring || uc->state != UC_READY)
 		return;
@@ -1547,11 +1535,11 @@ uconn_retire(struct uconn *uc, uint64_t now)
 	uc->retiring = 1;
 	if (up->conn == uc)
 		up->conn = NULL;
-	list_append(&up->retiring, &uc->ulink);
-	list_init(&moved);
-	list_move_all(&uc->wait, &moved);
+	DL_APPEND2(up->retiring, uc, uprev, unext);
+	moved = uc->wait;
+	uc->wait = NULL;
 	uc->n_wait = 0;
-	reqs_redispatch(p, &moved, 0, now, NULL);
+	reqs_redispatch(p, moved, 0, now, NULL);
 	uconn_settle(uc);
 }
 
@@ -1585,15 +1573,15 @@ pool_answer_timer_cb(uv_timer_t *t)
 
 	if (at == 0) {
 		/* Switched off by a reconfigure since these were written. */
-		while (!list_empty(&p->written))
-			list_remove(p->written.next);
+		while (p->written != NULL)
+			req_unwrite(p->written);
 		return;
 	}
 
 	/* No user callback runs in this loop (failures are deferred to the
 	 * flush below); each turn takes the head off the list or stops. */
-	while (!p->closing && !list_empty(&p->written)) {
-		r = container_of(p->written.next, struct upstream_req, wlink);
+	while (!p->closing && p->written != NULL) {
+		r = p->written;
 		if (r->written_at + at > now) {
 			uv_timer_start(&p->answer_timer, pool_answer_timer_cb,
 			    r->written_at + at - now, 0);
@@ -1603,7 +1591,7 @@ pool_answer_timer_cb(uv_timer_t *t)
 		up = uc->up;
 		/* r is checked once. Nothing answered on uc since r was
 		 * written: slow, or dead? A probe tells, without r. */
-		list_remove(&r->wlink);
+		req_unwrite(r);
 		if (uc->last_good < r->written_at)
 			uconn_probe(uc, now, r->written_at);
 		other = 0;
@@ -1823,8 +1811,8 @@ pool_deadline_cb(uv_timer_t *t)
 	struct uconn *uc;
 	int was_inflight;
 
-	while (!p->closing && !list_empty(&p->reqs)) {
-		r = container_of(p->reqs.next, struct upstream_req, dlink);
+	while (!p->closing && p->reqs != NULL) {
+		r = p->reqs;
 		if (r->deadline > now) {
 			uv_timer_start(&p->deadline_timer, pool_deadline_cb,
 			    r->deadline - now, 0);
@@ -1893,11 +1881,6 @@ upstream_pool_new(uv_loop_t *loop, const struct conf *conf,
 	p->conf = conf;
 	p->tls = tls;
 	p->m = m;
-	list_init(&p->reqs);
-	list_init(&p->failed);
-	list_init(&p->written);
-	list_init(&p->removed);
-	list_init(&p->held);
 	p->rnd_pos = RND_N;
 	uv_timer_init(loop, &p->deadline_timer);
 	p->deadline_timer.data = p;
@@ -1909,14 +1892,13 @@ upstream_pool_new(uv_loop_t *loop, const struct conf *conf,
 	p->probe_timer.data = p;
 	uv_timer_init(loop, &p->alive_timer);
 	p->alive_timer.data = p;
-	list_init(&p->probing);
 	pool_probe_init(p);
 	p->n_handles = 5;
 	return p;
 
 fail:
 	while (i-- > 0)
-		upstream_free(p->ups[i]);
+		upstream_free(p, p->ups[i]);
 	mem_free(p);
 	return NULL;
 }
@@ -1928,17 +1910,17 @@ static void
 pool_add_deadline(struct upstream_pool *p, struct upstream_req *r,
     uint64_t now)
 {
-	struct link *at = p->reqs.prev;
+	/* From the tail (the head's prev) back to the last deadline not
+	 * later than r's. */
+	struct upstream_req *at = p->reqs != NULL ? p->reqs->dprev : NULL;
 
-	while (at != &p->reqs &&
-	    container_of(at, struct upstream_req, dlink)->deadline >
-	    r->deadline)
-		at = at->prev;
-	r->dlink.prev = at;
-	r->dlink.next = at->next;
-	at->next->prev = &r->dlink;
-	at->next = &r->dlink;
-	if (p->reqs.next == &r->dlink ||
+	while (at != NULL && at->deadline > r->deadline)
+		at = at == p->reqs ? NULL : at->dprev;
+	if (at == NULL)
+		DL_PREPEND2(p->reqs, r, dprev, dnext);
+	else
+		DL_APPEND_ELEM2(p->reqs, at, r, dprev, dnext);
+	if (p->reqs == r ||
 	    !uv_is_active((uv_handle_t *)&p->deadline_timer))
 		uv_timer_start(&p->deadline_timer, pool_deadline_cb,
 		    r->deadline - now, 0);
@@ -1970,8 +1952,6 @@ upstream_query(struct upstream_pool *p, const uint8_t *query, size_t len,
 	r->frame[0] = (uint8_t)(len >> 8);
 	r->frame[1] = (uint8_t)len;
 	memcpy(r->frame + 2, query, len);
-	list_init(&r->clink);
-	list_init(&r->wlink);
 	pool_add_deadline(p, r, now);
 	if (req_dispatch(p, r, now, NULL) != 0 &&
 	    pool_probe(p, r, now) != 0) {
@@ -1993,7 +1973,7 @@ upstream_cancel(struct upstream_req *r)
 		return;
 	uc = r->conn;
 	req_unlink(r, 1);
-	list_remove(&r->dlink);
+	DL_DELETE2(r->pool->reqs, r, dprev, dnext);
 	mem_free(r);
 	/* No callback is running on uc's behalf that would mind: every loop
 	 * over a connection re-checks its state. */
@@ -2056,29 +2036,29 @@ conf_upstream_same(const struct conf_upstream *a,
 	    pins_subset(a, b) && pins_subset(b, a);
 }
 
-/* Take every request off uc, which is about to close, onto to (state
+/* Take every request off uc, which is about to close, onto *to (state
  * REQ_IDLE): its slots and counts go with it. In-flight ones count as
  * resent, but this does not use up their one resend after a loss. */
 static void
-uconn_take_reqs(struct upstream_pool *p, struct uconn *uc, struct link *to)
+uconn_take_reqs(struct upstream_pool *p, struct uconn *uc,
+    struct upstream_req **to)
 {
 	struct upstream_req *r;
 
-	while (!list_empty(&uc->inflight)) {
-		r = container_of(uc->inflight.next, struct upstream_req,
-		    clink);
-		list_remove(&r->clink);
-		list_remove(&r->wlink);
+	while (uc->inflight != NULL) {
+		r = uc->inflight;
+		DL_DELETE2(uc->inflight, r, cprev, cnext);
+		req_unwrite(r);
 		r->state = REQ_IDLE;
 		r->conn = NULL;
 		p->m->upstream_resent++;
-		list_append(to, &r->clink);
+		DL_APPEND2(*to, r, cprev, cnext);
 	}
 	uc->n_live = 0;
-	while (!list_empty(&uc->wait)) {
-		r = container_of(uc->wait.next, struct upstream_req, clink);
+	while (uc->wait != NULL) {
+		r = uc->wait;
 		req_unlink(r, 0);
-		list_append(to, &r->clink);
+		DL_APPEND2(*to, r, cprev, cnext);
 	}
 }
 
@@ -2090,15 +2070,15 @@ uconn_take_reqs(struct upstream_pool *p, struct uconn *uc, struct link *to)
  * here when it has none. Calls no user callback. */
 static void
 upstream_remove(struct upstream_pool *p, struct upstream *up, int close_now,
-    struct link *to)
+    struct upstream_req **to)
 {
-	struct uconn *uc = up->conn;
-	struct link *l, *next;
+	struct uconn *uc = up->conn, *next;
+	struct upstream_req *r;
 	size_t inflight = 0;
 
 	up->removed = 1;
 	up->cu = NULL;   /* it pointed into the old conf */
-	list_append(&p->removed, &up->plink);
+	DL_APPEND2(p->removed, up, pprev, pnext);
 	if (uc != NULL && (close_now || uc->state != UC_READY)) {
 		uconn_take_reqs(p, uc, to);
 		if (uc->state == UC_READY)
@@ -2107,19 +2087,15 @@ upstream_remove(struct upstream_pool *p, struct upstream *up, int close_now,
 	} else if (uc != NULL) {
 		up->conn = NULL;
 		uc->retiring = 1;
-		list_append(&up->retiring, &uc->ulink);
-		while (!list_empty(&uc->wait)) {
-			struct upstream_req *r = container_of(uc->wait.next,
-			    struct upstream_req, clink);
-
+		DL_APPEND2(up->retiring, uc, uprev, unext);
+		while (uc->wait != NULL) {
+			r = uc->wait;
 			req_unlink(r, 0);
-			list_append(to, &r->clink);
+			DL_APPEND2(*to, r, cprev, cnext);
 		}
 	}
 	/* uconn_settle and uconn_close take uc off the retiring list. */
-	for (l = up->retiring.next; l != &up->retiring; l = next) {
-		next = l->next;
-		uc = container_of(l, struct uconn, ulink);
+	DL_FOREACH_SAFE2(up->retiring, uc, next, unext) {
 		if (close_now) {
 			uconn_take_reqs(p, uc, to);
 			p->m->tls_closed++;
@@ -2133,7 +2109,7 @@ upstream_remove(struct upstream_pool *p, struct upstream *up, int close_now,
 	    close_now ? " (new credentials), connections closed" :
 	    inflight > 0 ? ", its connection finishes what is in flight" : "");
 	if (up->n_conns == 0)
-		upstream_free(up);
+		upstream_free(p, up);
 }
 
 int
@@ -2143,8 +2119,7 @@ upstream_pool_reconfigure(struct upstream_pool *p,
 	struct upstream *next[CONF_MAX_UPSTREAM];
 	int fresh[CONF_MAX_UPSTREAM];
 	int remap[CONF_MAX_UPSTREAM];
-	struct upstream_req *r;
-	struct link *l, moved;
+	struct upstream_req *r, *moved = NULL;
 	uint64_t now = uv_now(p->loop);
 	uint32_t tried;
 	size_t i, j, n, kept = 0, n_moved = 0;
@@ -2181,15 +2156,13 @@ upstream_pool_reconfigure(struct upstream_pool *p,
 
 	/* Commit. A request's tried bits follow the upstreams they name;
 	 * bits of removed upstreams go (they take no requests). */
-	for (l = p->reqs.next; l != &p->reqs; l = l->next) {
-		r = container_of(l, struct upstream_req, dlink);
+	DL_FOREACH2(p->reqs, r, dnext) {
 		tried = 0;
 		for (i = 0; i < p->n_ups; i++)
 			if ((r->tried & (1u << i)) && remap[i] >= 0)
 				tried |= 1u << remap[i];
 		r->tried = tried;
 	}
-	list_init(&moved);
 	for (i = 0; i < p->n_ups; i++) {
 		if (remap[i] < 0)
 			upstream_remove(p, p->ups[i], !same_tls, &moved);
@@ -2207,9 +2180,9 @@ upstream_pool_reconfigure(struct upstream_pool *p,
 	/* What the removed upstreams had waiting (or, with new credentials,
 	 * in flight) goes to the new set now; failures are called back from
 	 * the next loop turn, never from here. */
-	while (!list_empty(&moved)) {
-		r = container_of(moved.next, struct upstream_req, clink);
-		list_remove(&r->clink);
+	while (moved != NULL) {
+		r = moved;
+		DL_DELETE2(moved, r, cprev, cnext);
 		n_moved++;
 		if (req_dispatch(p, r, now, NULL) != 0)
 			req_fail(r, UPSTREAM_EUNREACH);
@@ -2217,16 +2190,16 @@ upstream_pool_reconfigure(struct upstream_pool *p,
 	log_info("upstreams reconfigured: %zu kept, %zu new, %zu queries "
 	    "moved to them", kept, n - kept, n_moved);
 	/* Held queries may find a new upstream usable at once. */
-	if (!list_empty(&p->held))
+	if (p->held != NULL)
 		uv_timer_start(&p->probe_timer, pool_probe_timer_cb, 0, 0);
-	if (!list_empty(&p->failed))
+	if (p->failed != NULL)
 		pool_arm_fail_timer(p);
 	return 0;
 
 nomem:
 	for (j = 0; j < n; j++)
 		if (fresh[j])
-			upstream_free(next[j]);
+			upstream_free(p, next[j]);
 	return -ENOMEM;
 }
 
@@ -2244,7 +2217,6 @@ upstream_get_status(const struct upstream_pool *p, size_t i,
 {
 	const struct upstream *up;
 	const struct uconn *uc;
-	const struct link *l;
 
 	memset(st, 0, sizeof(*st));
 	if (i >= p->n_ups)
@@ -2259,7 +2231,7 @@ upstream_get_status(const struct upstream_pool *p, size_t i,
 	else
 		snprintf(st->name, sizeof(st->name), "%s", st->addr);
 	st->connected = (up->conn != NULL && up->conn->state == UC_READY) ||
-	    !list_empty(&up->retiring);
+	    up->retiring != NULL;
 	st->healthy = up->retry_at <= uv_now(p->loop);
 	st->fail_count = up->fail_count;
 	st->retry_at_ms = st->healthy ? 0 : up->retry_at;
@@ -2274,10 +2246,8 @@ upstream_get_status(const struct upstream_pool *p, size_t i,
 
 	if (up->conn != NULL)
 		st->inflight += (unsigned)up->conn->n_live;
-	for (l = up->retiring.next; l != &up->retiring; l = l->next) {
-		uc = container_of(l, struct uconn, ulink);
+	DL_FOREACH2(up->retiring, uc, unext)
 		st->inflight += (unsigned)uc->n_live;
-	}
 	st->handshakes = up->n_handshakes;
 	st->handshakes_resumed = up->n_resumed;
 	st->err_connect = up->err_connect;
@@ -2314,8 +2284,8 @@ upstream_close_conns(struct upstream_pool *p, struct upstream *up)
 			p->m->tls_closed++;
 		uconn_close(uc);
 	}
-	while (!list_empty(&up->retiring)) {
-		uc = container_of(up->retiring.next, struct uconn, ulink);
+	while (up->retiring != NULL) {
+		uc = up->retiring;
 		p->m->tls_closed++;
 		uconn_close(uc);
 	}
@@ -2325,24 +2295,23 @@ void
 upstream_pool_close(struct upstream_pool *p)
 {
 	struct upstream_req *r;
-	struct link *l;
+	struct upstream *up;
 	size_t i;
 
 	if (p == NULL || p->closing)
 		return;
 	p->closing = 1;
 	/* Callbacks may cancel other requests: always take the head. */
-	while (!list_empty(&p->reqs)) {
-		r = container_of(p->reqs.next, struct upstream_req, dlink);
+	while (p->reqs != NULL) {
+		r = p->reqs;
 		req_finish(r, UPSTREAM_ECLOSED, NULL, 0, NULL, 0, NULL);
 	}
 	for (i = 0; i < p->n_ups; i++)
 		upstream_close_conns(p, p->ups[i]);
 	/* Removed upstreams stay listed until their last connection's
 	 * close callback frees them. */
-	for (l = p->removed.next; l != &p->removed; l = l->next)
-		upstream_close_conns(p, container_of(l, struct upstream,
-		    plink));
+	DL_FOREACH2(p->removed, up, pnext)
+		upstream_close_conns(p, up);
 	uv_close((uv_handle_t *)&p->deadline_timer, pool_handle_close_cb);
 	uv_close((uv_handle_t *)&p->fail_timer, pool_handle_close_cb);
 	uv_close((uv_handle_t *)&p->answer_timer, pool_handle_close_cb);
