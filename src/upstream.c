@@ -1,15 +1,8 @@
-/* upstream.c: the DNS-over-TLS client pool (pipelining, ID remap, timeouts,
- * upstream selection, health and back-off, reconfiguration).
- *
- * A pool holds one struct upstream per configured upstream, by pointer
- * (p->ups[index]), so that a reconfigure can keep one at a new index while
- * its connections and requests keep pointing at it. Each has at
- * most one active connection (struct uconn), which takes new queries, and
- * a list of retiring ones that have outlived max_conn_lifetime_ms and only
- * finish what they have in flight. A request (struct upstream_req) owns a
- * copy of the query already framed with its 2-byte length, so it is written
- * as is and can be re-sent on another connection after patching in a new
- * ID.
+/* upstream.c: the DNS-over-TLS connections of the upstream pool
+ * (pipelining, ID remap, framing, answer matching, timeouts, liveness,
+ * reconfiguration). Which upstream a request goes to, and the health
+ * and status that decide it, are upselect.c's; the structs both files
+ * use are in upstream_int.h, which says how they hang together.
  *
  * Every request between upstream_query() and its callback (or cancel) is on
  * the pool's deadline list. Deadlines are uv_now() + query_timeout_ms taken
@@ -21,8 +14,9 @@
  * Besides that, a request is on exactly one secondary list, named by its
  * state: a connection's wait list (REQ_QUEUED: connection still
  * handshaking, or too many in flight), a connection's in-flight list
- * (REQ_INFLIGHT: written, its ID's slot points at it), or a failed list
- * (REQ_FAILING: its callback is due with fail_status). A written request
+ * (REQ_INFLIGHT: written, its ID's slot points at it), the failed list
+ * (REQ_FAILING: its callback is due with fail_status), or the held list
+ * (REQ_HELD: waiting for a probe slot, see upselect.c). A written request
  * is also on the pool's written list until it is answered or has been
  * checked once for the answer timeout: written in loop-time order, so it
  * too is a FIFO served by one timer.
@@ -49,49 +43,10 @@
  * connection's state after each one. Pool and connection memory is only
  * freed from libuv close callbacks, i.e. never under a running callback.
  *
- * Selection: a request goes to one of the usable upstreams: not failed by
- * this request, and either holding an active connection or not backing
- * off. conf->selection says which: ORDERED takes the first in config
- * order; ROUND_ROBIN moves the starting point by one per query; FASTEST
- * (the default) takes the lowest smoothed answer RTT, picking at random
- * among those within 25 % (or 2 ms) of the best so that load spreads over
- * near-equals, and counts an upstream without an RTT sample as equal to
- * the best, so that new and recovered upstreams get probed. The RTT of an
- * answer is loop time now minus the request's write time; srtt starts at
- * the first sample and then moves by (rtt - srtt) / 8 (kept in 1/8 ms).
- *
- * Health: a failure (connect, handshake, verification, a connection that
- * closes before answering anything, or one presumed half-open) marks the
- * upstream down until retry_at = now + a back-off drawn uniformly from
- * [b/2, b], b = min(500 ms * 2^(failures-1), backoff_max_ms): growing,
- * capped and jittered, so that neither a fixed beat nor a reconnect storm
- * forms. The count is reset by the first answer on a connection, not by
- * the handshake alone (a server that verifies and then closes keeps
- * failing). After retry_at the next query probes the upstream. Down and up
- * are logged once per transition. With every upstream down a query probes
- * one anyway (below), and fails (UPSTREAM_EUNREACH) when that probe
- * fails. upstream_pool_reset_backoff (the host's addresses or routes
- * changed, netwatch.c) clears every fail_count and retry_at; the "down"
- * flag stays until an answer, so "up again" is still logged. A connect
- * failure moves the connection's queued requests to the next usable
- * upstream. A connection that ends with requests in flight has them
- * re-sent once (same upstream allowed).
- *
- * Probes on demand: back-off alone would keep clients failing for up to
- * backoff_max_ms after the network returns. So a new query (upstream_query
- * only; re-dispatched ones never probe) that finds no usable upstream
- * probes one: the one whose retry_at comes first, forced past its
- * back-off, with this query waiting on the new connection within its
- * deadline. While that connection handshakes the upstream counts as
- * usable, so later queries wait on it too: one probe in flight at most.
- * Probes are PROBE_INTERVAL_MS apart at least (p->probe_at); a query that
- * comes sooner is held (REQ_HELD, on p->held, still on the deadline list)
- * and the probe timer dispatches the held ones when the slot opens, the
- * first as the probe. A failed probe counts as a failure like any other
- * (the back-off keeps growing) and fails the queries waiting on it. So
- * during an outage a query gets SERVFAIL within PROBE_INTERVAL_MS plus the
- * probe's own time (on a refused connection, about nothing), and the first
- * query after the upstream returns is answered.
+ * Failover: a connect failure moves the connection's queued requests to
+ * the next usable upstream (upselect.c marks the upstream down). A
+ * connection that ends with requests in flight has them re-sent once
+ * (same upstream allowed).
  *
  * Answer timeout: when the written list's head has waited answer_timeout_ms
  * unanswered, it moves to another usable upstream if there is one (its ID
@@ -144,45 +99,33 @@
  * less when the server's edns-tcp-keepalive (RFC 7828) asks for less. A
  * connection takes about 600 KiB (ID table and a 64 KiB reassembly buffer).
  *
- * Reconfigure (SIGHUP): upstream_pool_reconfigure matches the new conf's
- * upstreams against the current ones (address, auth name, pin set; and
- * only when the tls ctx is the same pointer) and allocates the unmatched
+ * Reconfigure (SIGHUP): upstream_pool_reconfigure has upselect.c match the
+ * new conf's upstreams against the current ones and allocate the unmatched
  * ones before it changes anything, so -ENOMEM leaves the pool as it was.
- * Then every request's tried bits are remapped to the new indexes (bits
- * of removed upstreams are dropped), matched upstreams move to their new
- * index with cu pointing into the new conf, and each removed one is marked
- * removed, its cu cleared (the old conf may be freed when the call
- * returns) and put on p->removed. A removed upstream takes no request: it
- * is never in p->ups, so neither selection nor a forced probe
- * (upstream_force) reaches it, and its tried bit is none (upstream_bit).
- * What waited on its active connection is re-dispatched to the new set;
- * the active connection, if ready, becomes a retiring one, so queries in
- * flight are answered there and it closes once drained (one still
- * handshaking closes at once: nothing was written on it). With a new tls
- * ctx the credentials those connections were made with may be freed when
- * the call returns, so they close at once instead and their in-flight
- * requests are re-dispatched too (counted as resent, without using up the
- * one resend a loss allows). A removed upstream is freed in the close
- * callback of its last connection (n_conns counts them until then), since
- * the code that closes a connection may still use uc->up afterwards; or
- * at once when it has none. Nothing here calls a user callback: requests
- * that find no upstream fail through the fail timer. Settings are read
- * from p->conf where they are used, so the new values apply from then on;
- * armed timers keep their deadlines, and a written list left over when
- * answer_timeout_ms became 0 is dropped by its timer.
- *
- * Status: per upstream, failures are counted by kind (tls_conn_failure
- * tells a connect timeout from a handshake timeout and a pin mismatch from
- * other verification failures), with what the server presented (chain,
- * leaf pin) after a successful handshake or a failed verification. The
- * pool reads the wall clock (time(NULL)) only to stamp last_handshake and
- * last_verify_ok, because operators want dates there; everything else
- * runs on loop time. The RTT histogram counts each answer's loop-time RTT
- * once, in its (non-cumulative) bucket.
+ * Then every request's tried bits are remapped to the new indexes (bits of
+ * removed upstreams are dropped), matched upstreams move to their new index
+ * with cu pointing into the new conf, and each removed one is marked
+ * removed, its cu cleared (the old conf may be freed when the call returns)
+ * and put on p->removed. A removed upstream takes no request: it is never in
+ * p->ups, so neither selection nor a forced probe (upstream_force) reaches
+ * it, and its tried bit is none (upstream_bit). What waited on its active
+ * connection is re-dispatched to the new set; the active connection, if
+ * ready, becomes a retiring one, so queries in flight are answered there and
+ * it closes once drained (one still handshaking closes at once: nothing was
+ * written on it). With a new tls ctx the credentials those connections were
+ * made with may be freed when the call returns, so they close at once
+ * instead and their in-flight requests are re-dispatched too (counted as
+ * resent, without using up the one resend a loss allows). A removed upstream
+ * is freed in the close callback of its last connection (n_conns counts them
+ * until then), since the code that closes a connection may still use uc->up
+ * afterwards; or at once when it has none. Nothing here calls a user
+ * callback: requests that find no upstream fail through the fail timer.
+ * Settings are read from p->conf where they are used, so the new values
+ * apply from then on; armed timers keep their deadlines, and a written list
+ * left over when answer_timeout_ms became 0 is dropped by its timer.
  *
  * Timeouts of 0 switch a mechanism off: answer_timeout_ms (no moving, no
- * half-open detection), max_conn_lifetime_ms (no replacement). A
- * backoff_max_ms of 0 means the default cap of 30 s.
+ * half-open detection), max_conn_lifetime_ms (no replacement).
  *
  * Besides -ENOMEM, upstream_query returns -EINVAL for a message shorter
  * than a header or longer than 65535, and -ECANCELED once the pool is
@@ -192,7 +135,6 @@
  * tls.c queues; tls_conn_write_queue_size is not consulted).
  */
 #include <errno.h>
-#include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -201,241 +143,27 @@
 
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
+#include <utlist.h>
 
 #include "log.h"
 #include "mem.h"
+#include "upselect.h"
 #include "upstream.h"
+#include "upstream_int.h"
 
-#define BACKOFF_MIN_MS 500
-#define BACKOFF_DEFAULT_MAX_MS 30000
-/* With every upstream backing off, a client query may probe one at most
- * this often (see "Probes on demand" above). */
-#define PROBE_INTERVAL_MS 250
-/* Within this share of the best SRTT (or 2 ms), upstreams count as equally
- * fast and share the load. */
-#define FASTEST_SLACK_DIV 4
-#define FASTEST_SLACK_MIN_8 (2 * 8)
-/* Cap of one RTT sample, so that the 1/8 ms sums cannot overflow. */
-#define RTT_MAX_MS 600000
 /* In-flight IDs (tombstones included) per connection; more requests wait
  * on the connection. Half the ID space keeps random probing short. */
 #define MAX_SLOTS 32768
-#define N_IDS 65536
-#define RND_N 256
 /* Connection health (see "Probe", "Broken" and "Unanswered" above). */
 #define PROBE_MIN_MS 200
 #define PROBE_MAX_MS 1000
 #define JUNK_MAX 8
 #define UNANSWERED_MAX 64
-#define TOMB_WORDS (N_IDS / 64)
-/* RTT histogram: bucket i holds samples in (bound(i-1), bound(i)],
- * bound(i) = 0.25 ms * 2^i, i.e. (4 << i) sixteenths of a millisecond. */
-#define RTT_BUCKETS UPSTREAM_RTT_BUCKETS
-
-struct link {
-	struct link *prev, *next;
-};
-
-#define container_of(ptr, type, member) \
-	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
-
-static void
-list_init(struct link *h)
-{
-	h->prev = h->next = h;
-}
-
-static int
-list_empty(const struct link *h)
-{
-	return h->next == h;
-}
-
-static void
-list_append(struct link *h, struct link *n)
-{
-	n->prev = h->prev;
-	n->next = h;
-	h->prev->next = n;
-	h->prev = n;
-}
-
-/* Safe on a node that is on no list (initialised or removed before). */
-static void
-list_remove(struct link *n)
-{
-	n->prev->next = n->next;
-	n->next->prev = n->prev;
-	n->prev = n->next = n;
-}
-
-/* Move every element of from to the end of to; from ends empty. */
-static void
-list_move_all(struct link *from, struct link *to)
-{
-	if (list_empty(from))
-		return;
-	from->next->prev = to->prev;
-	to->prev->next = from->next;
-	from->prev->next = to;
-	to->prev = from->prev;
-	list_init(from);
-}
-
-enum req_state {
-	REQ_IDLE = 0,   /* on no secondary list (only while being moved) */
-	REQ_QUEUED,
-	REQ_INFLIGHT,
-	REQ_FAILING,
-	REQ_HELD,       /* on p->held: waits for the next probe slot */
-};
-
-struct upstream_req {
-	struct upstream_pool *pool;
-	struct link dlink;          /* pool's deadline list */
-	struct link clink;          /* wait, in-flight or failed list */
-	struct link wlink;          /* pool's written list (INFLIGHT only) */
-	enum req_state state;
-	struct uconn *conn;         /* QUEUED, INFLIGHT */
-	uint16_t id;                /* INFLIGHT */
-	int fail_status;            /* FAILING */
-	uint32_t tried;             /* bit i: failed on upstream i */
-	int resent;
-	uint64_t deadline;
-	uint64_t written_at;        /* INFLIGHT: loop time of the write */
-	struct dnsmsg_question q;
-	upstream_cb cb;
-	void *arg;
-	size_t frame_len;           /* 2 + message length */
-	uint8_t frame[];            /* length prefix, then the query */
-};
 
 /* Slot value of a timed-out, moved or cancelled in-flight request. */
 static struct upstream_req tombstone;
 /* Slot value of the connection's own liveness probe. */
 static struct upstream_req probe_slot;
-
-enum uconn_state {
-	UC_CONNECTING,
-	UC_READY,
-	UC_CLOSED,
-};
-
-struct uconn {
-	struct upstream_pool *pool;
-	struct upstream *up;
-	struct tls_conn *tls;       /* NULL once gone (closed by us or tls.c) */
-	enum uconn_state state;
-	int retiring;               /* on up->retiring: no new queries */
-	int have_session;           /* its session data is saved */
-	struct link ulink;          /* up->retiring */
-	uv_timer_t idle;
-	uint64_t idle_ms;           /* conf's, or less by RFC 7828 keepalive */
-	uint64_t last_active;
-	uint64_t established;       /* loop time the handshake finished */
-	uint64_t last_good;         /* loop time of the last answer that
-	                             * matched (a query's or the probe's) */
-	/* Liveness probe: a query of our own, in slot probe_id, while
-	 * probe_due != 0 (then on p->probing). */
-	struct link prlink;
-	uint16_t probe_id;
-	uint64_t probe_due;
-	uint64_t probe_since;       /* write time of what raised the doubt */
-	unsigned junk;              /* frames that matched nothing, in a row */
-	unsigned unanswered;        /* queries timed out or moved, in a row */
-	uint64_t last_answer;       /* loop time of the last query answered */
-	/* Tombstones by age: bit id set in tomb[cur] if made since
-	 * tomb_epoch, in tomb[!cur] if made in the epoch before. */
-	size_t n_tombs;
-	unsigned tomb_cur;
-	uint64_t tomb_epoch;
-	uint64_t tomb[2][TOMB_WORDS];
-	struct link wait;
-	struct link inflight;
-	size_t n_wait;
-	size_t n_live;              /* requests in flight (no tombstones) */
-	size_t n_slots;             /* used slots, tombstones included */
-	uint64_t n_written;
-	uint64_t n_answers;
-	size_t rlen;                /* bytes in rbuf */
-	uint8_t rbuf[2 + DNS_MAX_MSG];
-	struct upstream_req *slot[N_IDS];
-};
-
-struct upstream {
-	const struct conf_upstream *cu; /* NULL once removed */
-	unsigned index;             /* in p->ups; meaningless once removed */
-	int removed;                /* on p->removed: draining, then freed */
-	struct link plink;          /* p->removed */
-	unsigned n_conns;           /* uconns not yet freed (close_cb) */
-	char label[64 + 256 + 8];   /* "addr@port (name)" for the log */
-	char name[64 + 256 + 8];    /* "addr@port#name", as the config and
-	                             * the metrics say it */
-	unsigned fail_count;
-	int down;                   /* "down" logged, "up again" not yet */
-	uint64_t retry_at;
-	struct uconn *conn;         /* active: connecting or ready */
-	struct link retiring;       /* ready, past their lifetime, draining */
-	int has_rtt;                /* srtt8 counts for selection */
-	uint32_t srtt8;             /* smoothed answer RTT in 1/8 ms */
-	int verified;               /* last handshake: 1 ok, 0 failed, -1 none */
-	int64_t cert_expiry;
-	char last_error[160];
-	uint64_t n_queries, n_answers, n_timeouts;
-	uint8_t *session;           /* for resumption, or NULL */
-	size_t session_len;
-	/* Loop time of the last handshake that verified a certificate the
-	 * server sent (not resumed); valid when has_full_verify. A session
-	 * is only offered within max_conn_lifetime_ms of it. */
-	int has_full_verify;
-	uint64_t full_verify_at;
-	/* For upstream_get_status (metrics); see upstream.h. */
-	uint64_t n_handshakes, n_resumed;
-	uint64_t err_connect, err_handshake, err_verify, err_pin;
-	uint64_t err_timeout, err_reset, err_bad_answer;
-	int64_t last_verify_ok, last_handshake;   /* wall clock, seconds */
-	char tls_version[16];
-	int resumed;
-	int64_t chain_min_not_after;
-	char pin_sha256[48];
-	int pin_state;
-	char last_verify_error[160];
-	uint64_t rtt_bucket[RTT_BUCKETS];
-	uint64_t rtt_count;
-	uint64_t rtt_sum_ms;
-};
-
-struct upstream_pool {
-	uv_loop_t *loop;
-	const struct conf *conf;
-	struct tls_ctx *tls;
-	struct metrics *m;
-	/* Pointers, so that an upstream kept by a reconfigure keeps its
-	 * address (connections and requests point at it) at a new index. */
-	struct upstream *ups[CONF_MAX_UPSTREAM];
-	size_t n_ups;
-	struct link removed;        /* removed upstreams still draining */
-	struct link reqs;           /* deadline order */
-	struct link failed;
-	struct link written;        /* write order, for the answer timeout */
-	struct link held;           /* REQ_HELD: waiting for probe_at */
-	uint64_t probe_at;          /* loop time the next probe may start */
-	uv_timer_t deadline_timer;
-	uv_timer_t fail_timer;
-	uv_timer_t answer_timer;
-	uv_timer_t probe_timer;     /* runs at probe_at while held is not
-	                             * empty */
-	uv_timer_t alive_timer;     /* head of probing */
-	struct link probing;        /* connections with a probe out, by due */
-	struct dnsmsg_question probe_q;
-	uint8_t probe_frame[2 + DNS_PAD_BLOCK];
-	size_t probe_len;
-	unsigned n_handles;         /* open uv handles; freed at 0 when closing */
-	int closing;
-	unsigned rr;                /* round-robin starting point */
-	uint16_t rnd[RND_N];
-	size_t rnd_pos;
-};
 
 static void uconn_connected_cb(void *arg, int status, const char *why);
 static void uconn_read_cb(void *arg, const uint8_t *data, size_t len);
@@ -448,7 +176,7 @@ static const struct tls_conn_cbs uconn_cbs = {
 	.closed_cb = uconn_closed_cb,
 };
 
-static uint16_t
+uint16_t
 pool_rnd16(struct upstream_pool *p)
 {
 	if (p->rnd_pos >= RND_N) {
@@ -459,47 +187,12 @@ pool_rnd16(struct upstream_pool *p)
 	return p->rnd[p->rnd_pos++];
 }
 
-static uint32_t
+uint32_t
 pool_rnd32(struct upstream_pool *p)
 {
 	uint32_t hi = pool_rnd16(p);
 
 	return hi << 16 | pool_rnd16(p);
-}
-
-/* A new upstream for cu at index i, with no connection. Returns NULL
- * when out of memory. */
-static struct upstream *
-upstream_new(const struct conf_upstream *cu, size_t i)
-{
-	struct upstream *up;
-	char addr[64];
-
-	up = mem_calloc(1, sizeof(*up));
-	if (up == NULL)
-		return NULL;
-	up->cu = cu;
-	up->index = (unsigned)i;
-	up->verified = -1;
-	up->pin_state = cu->n_pins > 0 ? 0 : -1;
-	list_init(&up->retiring);
-	list_init(&up->plink);
-	conf_addr_str(&cu->addr, addr, sizeof(addr));
-	snprintf(up->label, sizeof(up->label), "%s (%s)", addr,
-	    cu->auth_name[0] != '\0' ? cu->auth_name : "pinned");
-	snprintf(up->name, sizeof(up->name), "%s%s%s", addr,
-	    cu->auth_name[0] != '\0' ? "#" : "", cu->auth_name);
-	return up;
-}
-
-/* Free up, which has no connection left (none open, none waiting for its
- * close callback). */
-static void
-upstream_free(struct upstream *up)
-{
-	list_remove(&up->plink);
-	mem_free(up->session);
-	mem_free(up);
 }
 
 /* One of the pool's handles has closed; the last one frees the pool. */
@@ -510,11 +203,10 @@ pool_release(struct upstream_pool *p)
 
 	if (--p->n_handles == 0 && p->closing) {
 		for (i = 0; i < p->n_ups; i++)
-			upstream_free(p->ups[i]);
+			upstream_free(p, p->ups[i]);
 		/* Removed upstreams went with their last connection. */
-		while (!list_empty(&p->removed))
-			upstream_free(container_of(p->removed.next,
-			    struct upstream, plink));
+		while (p->removed != NULL)
+			upstream_free(p, p->removed);
 		mem_free(p);
 	}
 }
@@ -600,6 +292,16 @@ uconn_tomb_clear(struct uconn *uc, uint16_t id)
 	uc->n_tombs--;
 }
 
+/* Take r off the written list, if it is on it. */
+static void
+req_unwrite(struct upstream_req *r)
+{
+	if (!r->on_written)
+		return;
+	DL_DELETE2(r->pool->written, r, wprev, wnext);
+	r->on_written = 0;
+}
+
 /* Take r off its secondary list. An in-flight request leaves a tombstone
  * in its slot when tomb is set (it may still be answered), else frees the
  * slot (the answer is here, or the connection goes away). */
@@ -611,6 +313,7 @@ req_unlink(struct upstream_req *r, int tomb)
 	switch (r->state) {
 	case REQ_QUEUED:
 		uc->n_wait--;
+		DL_DELETE2(uc->wait, r, cprev, cnext);
 		break;
 	case REQ_INFLIGHT:
 		uc->n_live--;
@@ -620,14 +323,18 @@ req_unlink(struct upstream_req *r, int tomb)
 			uc->slot[r->id] = NULL;
 			uc->n_slots--;
 		}
-		list_remove(&r->wlink);
+		req_unwrite(r);
+		DL_DELETE2(uc->inflight, r, cprev, cnext);
 		break;
 	case REQ_FAILING:
+		DL_DELETE2(r->pool->failed, r, cprev, cnext);
+		break;
 	case REQ_HELD:
+		DL_DELETE2(r->pool->held, r, cprev, cnext);
+		break;
 	case REQ_IDLE:
 		break;
 	}
-	list_remove(&r->clink);
 	r->state = REQ_IDLE;
 	r->conn = NULL;
 }
@@ -642,13 +349,13 @@ req_finish(struct upstream_req *r, int status, const uint8_t *ans, size_t len,
 	void *arg = r->arg;
 
 	req_unlink(r, tomb);
-	list_remove(&r->dlink);
+	DL_DELETE2(r->pool->reqs, r, dprev, dnext);
 	mem_free(r);
 	cb(arg, status, ans, len, info, who);
 }
 
 /* Queue r's callback with status for the next flush. */
-static void
+void
 req_fail(struct upstream_req *r, int status)
 {
 	struct upstream_pool *p = r->pool;
@@ -656,24 +363,25 @@ req_fail(struct upstream_req *r, int status)
 	req_unlink(r, 0);
 	r->state = REQ_FAILING;
 	r->fail_status = status;
-	list_append(&p->failed, &r->clink);
+	r->fail_seq = ++p->fail_seq;
+	DL_APPEND2(p->failed, r, cprev, cnext);
 }
 
 /* Call the callbacks of the requests that failed so far. Only from a
  * callback (never from upstream_query). Requests failed by the callbacks
  * themselves wait for the next flush, so this cannot loop forever. */
-static void
+void
 pool_flush_failed(struct upstream_pool *p)
 {
-	struct link batch;
+	uint64_t last = p->fail_seq;
 	struct upstream_req *r;
 
-	list_init(&batch);
-	list_move_all(&p->failed, &batch);
-	/* A callback may cancel a request in batch (list_remove works on any
-	 * list) or close the pool, which completes every request. */
-	while (!p->closing && !list_empty(&batch)) {
-		r = container_of(batch.next, struct upstream_req, clink);
+	/* The batch is what failed up to last, at the head of the list. A
+	 * callback may cancel a request in it (taking it off the list) or
+	 * close the pool, which completes every request. */
+	while (!p->closing && p->failed != NULL &&
+	    p->failed->fail_seq <= last) {
+		r = p->failed;
 		req_finish(r, r->fail_status, NULL, 0, NULL, 0, NULL);
 	}
 }
@@ -691,142 +399,6 @@ pool_arm_fail_timer(struct upstream_pool *p)
 		uv_timer_start(&p->fail_timer, pool_fail_timer_cb, 0, 0);
 }
 
-/* A failure of up at now: back off, growing, capped and jittered. */
-static void
-upstream_mark_down(struct upstream_pool *p, struct upstream *up, uint64_t now,
-    const char *why)
-{
-	uint64_t cap = p->conf->backoff_max_ms;
-	uint64_t ms = BACKOFF_MIN_MS, lo, wait;
-
-	if (cap == 0)
-		cap = BACKOFF_DEFAULT_MAX_MS;
-	if (why == NULL)
-		why = "failed";
-	up->fail_count++;
-	if (up->fail_count - 1 < 32)
-		ms <<= up->fail_count - 1;
-	else
-		ms = cap;
-	if (ms > cap)
-		ms = cap;
-	/* Uniform in [ms/2, ms]: clients that failed together do not come
-	 * back together, and the interval never settles on a fixed beat. */
-	lo = ms / 2;
-	wait = lo + pool_rnd32(p) % (ms - lo + 1);
-	up->retry_at = now + wait;
-	/* Its old speed says nothing about the server that comes back:
-	 * without a sample it is probed like a new one. */
-	up->has_rtt = 0;
-	snprintf(up->last_error, sizeof(up->last_error), "%s", why);
-	if (!up->down) {
-		up->down = 1;
-		log_warn("upstream %s: down (%s), next probe in %llu ms",
-		    up->label, why, (unsigned long long)wait);
-	} else {
-		log_info("upstream %s: still down (%s), next probe in %llu ms",
-		    up->label, why, (unsigned long long)wait);
-	}
-}
-
-/* up answered: its failures are over. */
-static void
-upstream_mark_up(struct upstream *up)
-{
-	if (up->down)
-		log_info("upstream %s: up again", up->label);
-	up->down = 0;
-	up->fail_count = 0;
-	up->retry_at = 0;
-}
-
-/* An upstream a request may go to: it has an active connection, or it is
- * not backing off. */
-static int
-upstream_usable(const struct upstream *up, uint64_t now)
-{
-	return up->conn != NULL || up->retry_at <= now;
-}
-
-/* The upstream for a request that has failed on the upstreams in mask,
- * by conf->selection; NULL when none is usable. */
-static struct upstream *
-pool_select(struct upstream_pool *p, uint32_t mask, uint64_t now)
-{
-	struct upstream *cand[CONF_MAX_UPSTREAM];
-	struct upstream *up;
-	uint32_t best8 = UINT32_MAX, limit8, slack8;
-	size_t n = 0, k = 0, i, start;
-
-	for (i = 0; i < p->n_ups; i++) {
-		up = p->ups[i];
-		if (!(mask & (1u << i)) && upstream_usable(up, now))
-			cand[n++] = up;
-	}
-	if (n == 0)
-		return NULL;
-	switch (p->conf->selection) {
-	case CONF_SELECT_ORDERED:
-		return cand[0];
-	case CONF_SELECT_ROUND_ROBIN:
-		start = p->rr++ % p->n_ups;
-		/* The first usable one at or after the starting point. */
-		for (i = 0; i < n; i++)
-			if (cand[i]->index >= start)
-				return cand[i];
-		return cand[0];
-	case CONF_SELECT_FASTEST:
-	default:
-		break;
-	}
-	for (i = 0; i < n; i++)
-		if (cand[i]->has_rtt && cand[i]->srtt8 < best8)
-			best8 = cand[i]->srtt8;
-	if (best8 == UINT32_MAX)
-		return cand[pool_rnd16(p) % n];
-	slack8 = best8 / FASTEST_SLACK_DIV;
-	if (slack8 < FASTEST_SLACK_MIN_8)
-		slack8 = FASTEST_SLACK_MIN_8;
-	limit8 = best8 + slack8;
-	/* Keep the near-best (and the unmeasured) in place, then draw. */
-	for (i = 0; i < n; i++)
-		if (!cand[i]->has_rtt || cand[i]->srtt8 <= limit8)
-			cand[k++] = cand[i];
-	return cand[pool_rnd16(p) % k];
-}
-
-static void
-upstream_rtt_sample(struct upstream *up, uint64_t rtt)
-{
-	if (rtt > RTT_MAX_MS)
-		rtt = RTT_MAX_MS;
-	if (!up->has_rtt) {
-		up->srtt8 = (uint32_t)rtt * 8;
-		up->has_rtt = 1;
-		return;
-	}
-	/* srtt += (rtt - srtt) / 8, in units of 1/8 ms (as TCP does). */
-	up->srtt8 = up->srtt8 - up->srtt8 / 8 + (uint32_t)rtt;
-}
-
-/* Count an answer RTT (loop time, whole milliseconds) in the histogram. */
-static void
-upstream_rtt_histogram(struct upstream *up, uint64_t rtt_ms)
-{
-	uint64_t x16 = rtt_ms * 16; /* in sixteenths of a ms */
-	size_t i;
-
-	up->rtt_count++;
-	up->rtt_sum_ms += rtt_ms;
-	for (i = 0; i < RTT_BUCKETS; i++) {
-		if (x16 <= (uint64_t)4 << i) {
-			up->rtt_bucket[i]++;
-			return;
-		}
-	}
-	/* Above 8.192 s: only in count and sum (the +Inf bucket). */
-}
-
 static void
 uconn_free_cb(uv_handle_t *h)
 {
@@ -838,7 +410,7 @@ uconn_free_cb(uv_handle_t *h)
 	/* Only now is nothing left that points at a removed upstream: the
 	 * code that closed uc may have used uc->up after uconn_close. */
 	if (--up->n_conns == 0 && up->removed)
-		upstream_free(up);
+		upstream_free(p, up);
 	pool_release(p);
 }
 
@@ -853,8 +425,13 @@ uconn_close(struct uconn *uc)
 	uc->state = UC_CLOSED;
 	if (uc->up->conn == uc)
 		uc->up->conn = NULL;
-	list_remove(&uc->ulink);
-	list_remove(&uc->prlink);   /* a probe out dies with it */
+	if (uc->retiring)
+		DL_DELETE2(uc->up->retiring, uc, uprev, unext);
+	if (uc->probe_due != 0) {
+		/* A probe out dies with it. */
+		DL_DELETE2(uc->pool->probing, uc, prprev, prnext);
+		uc->probe_due = 0;
+	}
 	if (uc->tls != NULL) {
 		tls_conn_close(uc->tls);
 		uc->tls = NULL;
@@ -916,11 +493,12 @@ uconn_send(struct uconn *uc, struct upstream_req *r)
 	r->conn = uc;
 	r->state = REQ_INFLIGHT;
 	r->written_at = now;
-	list_append(&uc->inflight, &r->clink);
+	DL_APPEND2(uc->inflight, r, cprev, cnext);
 	if (p->conf->answer_timeout_ms > 0) {
 		/* Appended at now, so the list stays in write order and the
 		 * armed timer (for the head) is never late. */
-		list_append(&p->written, &r->wlink);
+		DL_APPEND2(p->written, r, wprev, wnext);
+		r->on_written = 1;
 		if (!uv_is_active((uv_handle_t *)&p->answer_timer))
 			uv_timer_start(&p->answer_timer, pool_answer_timer_cb,
 			    p->conf->answer_timeout_ms, 0);
@@ -941,9 +519,9 @@ uconn_pump(struct uconn *uc)
 {
 	struct upstream_req *r;
 
-	while (uc->state == UC_READY && !list_empty(&uc->wait) &&
+	while (uc->state == UC_READY && uc->wait != NULL &&
 	    uc->n_slots < MAX_SLOTS) {
-		r = container_of(uc->wait.next, struct upstream_req, clink);
+		r = uc->wait;
 		req_unlink(r, 0);
 		uconn_send(uc, r);
 	}
@@ -958,14 +536,14 @@ uconn_submit(struct uconn *uc, struct upstream_req *r)
 		uconn_pump(uc);
 	}
 	if (uc->state == UC_READY && uc->n_slots < MAX_SLOTS &&
-	    list_empty(&uc->wait)) {
+	    uc->wait == NULL) {
 		uconn_send(uc, r);
 		return;
 	}
 	r->conn = uc;
 	r->state = REQ_QUEUED;
 	uc->n_wait++;
-	list_append(&uc->wait, &r->clink);
+	DL_APPEND2(uc->wait, r, cprev, cnext);
 }
 
 static void
@@ -1043,10 +621,6 @@ uconn_new(struct upstream_pool *p, struct upstream *up)
 	uc->up = up;
 	uc->state = UC_CONNECTING;
 	uc->idle_ms = p->conf->idle_timeout_ms;
-	list_init(&uc->ulink);
-	list_init(&uc->prlink);
-	list_init(&uc->wait);
-	list_init(&uc->inflight);
 	memset(&peer, 0, sizeof(peer));
 	peer.auth_name = up->cu->auth_name;
 	peer.pins = (const unsigned char (*)[32])up->cu->pins;
@@ -1101,10 +675,10 @@ upstream_conn(struct upstream_pool *p, struct upstream *up, uint64_t now,
 	    "(%zu in flight)", up->label,
 	    (unsigned long long)(now - old->established), old->n_live);
 	old->retiring = 1;
-	list_append(&up->retiring, &old->ulink);
+	DL_APPEND2(up->retiring, old, uprev, unext);
 	/* What waited for ID room goes to the new connection. */
-	while (!list_empty(&old->wait)) {
-		r = container_of(old->wait.next, struct upstream_req, clink);
+	while (old->wait != NULL) {
+		r = old->wait;
 		req_unlink(r, 0);
 		uconn_submit(up->conn, r);
 	}
@@ -1116,7 +690,7 @@ upstream_conn(struct upstream_pool *p, struct upstream *up, uint64_t now,
  * and force is not NULL, to force regardless of its back-off (a probe).
  * Returns 0, or -1 when there is none (the caller fails r). Calls no user
  * callback. */
-static int
+int
 req_dispatch(struct upstream_pool *p, struct upstream_req *r, uint64_t now,
     struct upstream *force)
 {
@@ -1128,7 +702,7 @@ req_dispatch(struct upstream_pool *p, struct upstream_req *r, uint64_t now,
 	/* Each turn either returns or adds a bit to skip (or uses up
 	 * force), so this ends. */
 	for (;;) {
-		up = pool_select(p, skip, now);
+		up = upstream_select(p, skip, now);
 		if (up == NULL) {
 			up = force;
 			force = NULL;
@@ -1151,116 +725,23 @@ req_dispatch(struct upstream_pool *p, struct upstream_req *r, uint64_t now,
 	}
 }
 
-/* ---- probes on demand ---- */
-
-static void pool_probe_timer_cb(uv_timer_t *t);
-
-/* The upstream to probe for r: of those r has not failed on, the one
- * whose back-off ends first, so that successive probes take turns. NULL
- * when there is none. */
-static struct upstream *
-pool_probe_target(struct upstream_pool *p, uint32_t tried)
-{
-	struct upstream *best = NULL;
-	size_t i;
-
-	for (i = 0; i < p->n_ups; i++)
-		if (!(tried & (1u << i)) &&
-		    (best == NULL || p->ups[i]->retry_at < best->retry_at))
-			best = p->ups[i];
-	return best;
-}
-
-/* r, a new query, found no usable upstream: all are backing off. When
- * the probe slot is open, probe one with r now (it waits on the new
- * connection, and so do the queries that come while it handshakes, since
- * a connecting upstream is usable); else hold r until the slot opens.
- * Returns 0 when r was dispatched or held, -1 when there is nothing to
- * probe (the caller fails r). Calls no user callback. */
-static int
-pool_probe(struct upstream_pool *p, struct upstream_req *r, uint64_t now)
-{
-	struct upstream *up = pool_probe_target(p, r->tried);
-
-	if (up == NULL)
-		return -1;
-	if (now >= p->probe_at) {
-		p->probe_at = now + PROBE_INTERVAL_MS;
-		log_debug("upstream %s: every upstream is backing off, probing "
-		    "it for a query", up->label);
-		return req_dispatch(p, r, now, up);
-	}
-	r->state = REQ_HELD;
-	list_append(&p->held, &r->clink);
-	if (!uv_is_active((uv_handle_t *)&p->probe_timer))
-		uv_timer_start(&p->probe_timer, pool_probe_timer_cb,
-		    p->probe_at - now, 0);
-	return 0;
-}
-
-/* The probe slot is open (or the back-off was reset): the held queries
- * go to a usable upstream, the first of them as a probe, the others onto
- * its connection. Should the probe fail at once, they are held again,
- * for the next slot; their deadlines bound that. */
+/* Re-dispatch the requests on the list l (taken off a connection that is
+ * gone; their states still say where they were). In-flight ones count
+ * their one resend; failures go to the failed list. */
 static void
-pool_probe_timer_cb(uv_timer_t *t)
-{
-	struct upstream_pool *p = t->data;
-	uint64_t now = uv_now(p->loop);
-	struct upstream_req *r;
-	struct link batch;
-
-	list_init(&batch);
-	list_move_all(&p->held, &batch);
-	while (!list_empty(&batch)) {
-		r = container_of(batch.next, struct upstream_req, clink);
-		list_remove(&r->clink);
-		r->state = REQ_IDLE;
-		if (req_dispatch(p, r, now, NULL) != 0 &&
-		    pool_probe(p, r, now) != 0)
-			req_fail(r, UPSTREAM_EUNREACH);
-	}
-	pool_flush_failed(p);
-}
-
-void
-upstream_pool_reset_backoff(struct upstream_pool *p)
-{
-	uint64_t now;
-	size_t i, n = 0;
-
-	if (p->closing)
-		return;
-	now = uv_now(p->loop);
-	for (i = 0; i < p->n_ups; i++) {
-		if (p->ups[i]->retry_at > now)
-			n++;
-		p->ups[i]->fail_count = 0;
-		p->ups[i]->retry_at = 0;
-	}
-	p->probe_at = 0;
-	log_info("upstreams: back-off reset, %zu of %zu were backing off", n,
-	    p->n_ups);
-	if (!list_empty(&p->held))
-		uv_timer_start(&p->probe_timer, pool_probe_timer_cb, 0, 0);
-}
-
-/* Re-dispatch the requests in l (taken off a connection that is gone).
- * In-flight ones count their one resend; failures go to the failed list. */
-static void
-reqs_redispatch(struct upstream_pool *p, struct link *l, uint32_t tried,
-    uint64_t now, struct upstream *force)
+reqs_redispatch(struct upstream_pool *p, struct upstream_req *l,
+    uint32_t tried, uint64_t now, struct upstream *force)
 {
 	struct upstream_req *r;
 	int was_inflight;
 
-	while (!list_empty(l)) {
-		r = container_of(l->next, struct upstream_req, clink);
+	while (l != NULL) {
+		r = l;
 		was_inflight = r->state == REQ_INFLIGHT;
 		/* The connection is being dropped: neither slots nor counts
 		 * need maintaining, only r's own links. */
-		list_remove(&r->clink);
-		list_remove(&r->wlink);
+		DL_DELETE2(l, r, cprev, cnext);
+		req_unwrite(r);
 		r->state = REQ_IDLE;
 		r->conn = NULL;
 		r->tried |= tried;
@@ -1277,48 +758,6 @@ reqs_redispatch(struct upstream_pool *p, struct link *l, uint32_t tried,
 	}
 }
 
-/* Remember what the server presented (for the status): after a
- * successful handshake, or a verification that failed on it. */
-static void
-upstream_note_chain(struct upstream *up, const struct tls_conn *tc)
-{
-	up->chain_min_not_after = tls_conn_chain_min_not_after(tc);
-	(void)tls_conn_leaf_pin(tc, up->pin_sha256, sizeof(up->pin_sha256));
-	up->pin_state = tls_conn_pin_state(tc);
-}
-
-/* Count a failed connection attempt by what failed. */
-static void
-upstream_count_failure(struct upstream *up, const struct tls_conn *tc,
-    int status, const char *why)
-{
-	enum tls_failure f = tls_conn_failure(tc);
-
-	if (f == TLS_FAIL_NONE)
-		f = status == TLS_E_CONNECT ? TLS_FAIL_CONNECT :
-		    TLS_FAIL_HANDSHAKE;
-	switch (f) {
-	case TLS_FAIL_CONNECT:
-		up->err_connect++;
-		return;
-	case TLS_FAIL_VERIFY:
-	case TLS_FAIL_PIN:
-		if (f == TLS_FAIL_PIN)
-			up->err_pin++;
-		else
-			up->err_verify++;
-		upstream_note_chain(up, tc);
-		snprintf(up->last_verify_error, sizeof(up->last_verify_error),
-		    "%s", why != NULL ? why : "verification failed");
-		break;
-	case TLS_FAIL_HANDSHAKE:
-	case TLS_FAIL_NONE:
-		up->err_handshake++;
-		break;
-	}
-	up->last_handshake = (int64_t)time(NULL);
-}
-
 static void
 uconn_connected_cb(void *arg, int status, const char *why)
 {
@@ -1327,7 +766,7 @@ uconn_connected_cb(void *arg, int status, const char *why)
 	struct upstream *up = uc->up;
 	uint64_t now = uv_now(p->loop);
 	int resumed;
-	struct link moved;
+	struct upstream_req *moved;
 	char desc[128];
 
 	if (status == 0) {
@@ -1379,12 +818,25 @@ uconn_connected_cb(void *arg, int status, const char *why)
 		up->session_len = 0;
 	}
 	upstream_mark_down(p, up, now, why);
-	list_init(&moved);
-	list_move_all(&uc->wait, &moved);
+	moved = uc->wait;
+	uc->wait = NULL;
 	uc->n_wait = 0;
 	uconn_close(uc);
-	reqs_redispatch(p, &moved, upstream_bit(up), now, NULL);
+	reqs_redispatch(p, moved, upstream_bit(up), now, NULL);
 	pool_flush_failed(p);
+}
+
+/* Take the in-flight and then the waiting requests off uc, which is
+ * about to close, as one list for reqs_redispatch. */
+static struct upstream_req *
+uconn_drop_reqs(struct uconn *uc)
+{
+	struct upstream_req *moved = uc->inflight;
+
+	DL_CONCAT2(moved, uc->wait, cprev, cnext);
+	uc->inflight = uc->wait = NULL;
+	uc->n_wait = uc->n_live = 0;
+	return moved;
 }
 
 /* The established connection uc ended (tls already gone or not): move its
@@ -1395,7 +847,7 @@ uconn_lost(struct uconn *uc, const char *why)
 	struct upstream_pool *p = uc->pool;
 	struct upstream *up = uc->up;
 	uint64_t now = uv_now(p->loop);
-	struct link moved;
+	struct upstream_req *moved;
 
 	p->m->tls_closed++;
 	if (uc->n_answers == 0 && uc->n_written > 0) {
@@ -1410,12 +862,9 @@ uconn_lost(struct uconn *uc, const char *why)
 	} else {
 		log_info("upstream %s: connection closed: %s", up->label, why);
 	}
-	list_init(&moved);
-	list_move_all(&uc->inflight, &moved);
-	list_move_all(&uc->wait, &moved);
-	uc->n_wait = uc->n_live = 0;
+	moved = uconn_drop_reqs(uc);
 	uconn_close(uc);
-	reqs_redispatch(p, &moved, 0, now, NULL);
+	reqs_redispatch(p, moved, 0, now, NULL);
 }
 
 static void
@@ -1439,19 +888,16 @@ uconn_broken(struct uconn *uc, uint64_t now, const char *why)
 {
 	struct upstream_pool *p = uc->pool;
 	struct upstream *up = uc->up;
-	struct link moved;
+	struct upstream_req *moved;
 
 	log_warn("upstream %s: %s, connection presumed dead", up->label, why);
 	p->m->tls_closed++;
 	up->n_timeouts += uc->n_live;
 	up->err_reset++;
 	upstream_mark_down(p, up, now, why);
-	list_init(&moved);
-	list_move_all(&uc->inflight, &moved);
-	list_move_all(&uc->wait, &moved);
-	uc->n_wait = uc->n_live = 0;
+	moved = uconn_drop_reqs(uc);
 	uconn_close(uc);
-	reqs_redispatch(p, &moved, upstream_bit(up), now,
+	reqs_redispatch(p, moved, upstream_bit(up), now,
 	    upstream_force(up));
 }
 
@@ -1464,8 +910,8 @@ pool_alive_timer_cb(uv_timer_t *t)
 	char why[64];
 
 	/* Each turn takes the head off the list (uconn_broken closes it). */
-	while (!p->closing && !list_empty(&p->probing)) {
-		uc = container_of(p->probing.next, struct uconn, prlink);
+	while (!p->closing && p->probing != NULL) {
+		uc = p->probing;
 		if (uc->probe_due > now) {
 			uv_timer_start(&p->alive_timer, pool_alive_timer_cb,
 			    uc->probe_due - now, 0);
@@ -1504,7 +950,7 @@ uconn_probe(struct uconn *uc, uint64_t now, uint64_t since)
 	uc->probe_id = id;
 	uc->probe_due = now + ms;
 	uc->probe_since = since;
-	list_append(&p->probing, &uc->prlink);
+	DL_APPEND2(p->probing, uc, prprev, prnext);
 	if (!uv_is_active((uv_handle_t *)&p->alive_timer))
 		uv_timer_start(&p->alive_timer, pool_alive_timer_cb, ms, 0);
 	memcpy(frame, p->probe_frame, p->probe_len);
@@ -1523,7 +969,7 @@ uconn_probe_answered(struct uconn *uc)
 	uc->slot[uc->probe_id] = NULL;
 	uc->n_slots--;
 	uc->probe_due = 0;
-	list_remove(&uc->prlink);
+	DL_DELETE2(uc->pool->probing, uc, prprev, prnext);
 	log_debug("upstream %s: probe answered, connection alive",
 	    uc->up->label);
 }
@@ -1537,7 +983,7 @@ uconn_retire(struct uconn *uc, uint64_t now)
 {
 	struct upstream_pool *p = uc->pool;
 	struct upstream *up = uc->up;
-	struct link moved;
+	struct upstream_req *moved;
 
 	if (uc->retiring || uc->state != UC_READY)
 		return;
@@ -1547,11 +993,11 @@ uconn_retire(struct uconn *uc, uint64_t now)
 	uc->retiring = 1;
 	if (up->conn == uc)
 		up->conn = NULL;
-	list_append(&up->retiring, &uc->ulink);
-	list_init(&moved);
-	list_move_all(&uc->wait, &moved);
+	DL_APPEND2(up->retiring, uc, uprev, unext);
+	moved = uc->wait;
+	uc->wait = NULL;
 	uc->n_wait = 0;
-	reqs_redispatch(p, &moved, 0, now, NULL);
+	reqs_redispatch(p, moved, 0, now, NULL);
 	uconn_settle(uc);
 }
 
@@ -1585,15 +1031,15 @@ pool_answer_timer_cb(uv_timer_t *t)
 
 	if (at == 0) {
 		/* Switched off by a reconfigure since these were written. */
-		while (!list_empty(&p->written))
-			list_remove(p->written.next);
+		while (p->written != NULL)
+			req_unwrite(p->written);
 		return;
 	}
 
 	/* No user callback runs in this loop (failures are deferred to the
 	 * flush below); each turn takes the head off the list or stops. */
-	while (!p->closing && !list_empty(&p->written)) {
-		r = container_of(p->written.next, struct upstream_req, wlink);
+	while (!p->closing && p->written != NULL) {
+		r = p->written;
 		if (r->written_at + at > now) {
 			uv_timer_start(&p->answer_timer, pool_answer_timer_cb,
 			    r->written_at + at - now, 0);
@@ -1603,7 +1049,7 @@ pool_answer_timer_cb(uv_timer_t *t)
 		up = uc->up;
 		/* r is checked once. Nothing answered on uc since r was
 		 * written: slow, or dead? A probe tells, without r. */
-		list_remove(&r->wlink);
+		req_unwrite(r);
 		if (uc->last_good < r->written_at)
 			uconn_probe(uc, now, r->written_at);
 		other = 0;
@@ -1823,8 +1269,8 @@ pool_deadline_cb(uv_timer_t *t)
 	struct uconn *uc;
 	int was_inflight;
 
-	while (!p->closing && !list_empty(&p->reqs)) {
-		r = container_of(p->reqs.next, struct upstream_req, dlink);
+	while (!p->closing && p->reqs != NULL) {
+		r = p->reqs;
 		if (r->deadline > now) {
 			uv_timer_start(&p->deadline_timer, pool_deadline_cb,
 			    r->deadline - now, 0);
@@ -1893,11 +1339,6 @@ upstream_pool_new(uv_loop_t *loop, const struct conf *conf,
 	p->conf = conf;
 	p->tls = tls;
 	p->m = m;
-	list_init(&p->reqs);
-	list_init(&p->failed);
-	list_init(&p->written);
-	list_init(&p->removed);
-	list_init(&p->held);
 	p->rnd_pos = RND_N;
 	uv_timer_init(loop, &p->deadline_timer);
 	p->deadline_timer.data = p;
@@ -1909,14 +1350,13 @@ upstream_pool_new(uv_loop_t *loop, const struct conf *conf,
 	p->probe_timer.data = p;
 	uv_timer_init(loop, &p->alive_timer);
 	p->alive_timer.data = p;
-	list_init(&p->probing);
 	pool_probe_init(p);
 	p->n_handles = 5;
 	return p;
 
 fail:
 	while (i-- > 0)
-		upstream_free(p->ups[i]);
+		upstream_free(p, p->ups[i]);
 	mem_free(p);
 	return NULL;
 }
@@ -1928,17 +1368,17 @@ static void
 pool_add_deadline(struct upstream_pool *p, struct upstream_req *r,
     uint64_t now)
 {
-	struct link *at = p->reqs.prev;
+	/* From the tail (the head's prev) back to the last deadline not
+	 * later than r's. */
+	struct upstream_req *at = p->reqs != NULL ? p->reqs->dprev : NULL;
 
-	while (at != &p->reqs &&
-	    container_of(at, struct upstream_req, dlink)->deadline >
-	    r->deadline)
-		at = at->prev;
-	r->dlink.prev = at;
-	r->dlink.next = at->next;
-	at->next->prev = &r->dlink;
-	at->next = &r->dlink;
-	if (p->reqs.next == &r->dlink ||
+	while (at != NULL && at->deadline > r->deadline)
+		at = at == p->reqs ? NULL : at->dprev;
+	if (at == NULL)
+		DL_PREPEND2(p->reqs, r, dprev, dnext);
+	else
+		DL_APPEND_ELEM2(p->reqs, at, r, dprev, dnext);
+	if (p->reqs == r ||
 	    !uv_is_active((uv_handle_t *)&p->deadline_timer))
 		uv_timer_start(&p->deadline_timer, pool_deadline_cb,
 		    r->deadline - now, 0);
@@ -1970,11 +1410,9 @@ upstream_query(struct upstream_pool *p, const uint8_t *query, size_t len,
 	r->frame[0] = (uint8_t)(len >> 8);
 	r->frame[1] = (uint8_t)len;
 	memcpy(r->frame + 2, query, len);
-	list_init(&r->clink);
-	list_init(&r->wlink);
 	pool_add_deadline(p, r, now);
 	if (req_dispatch(p, r, now, NULL) != 0 &&
-	    pool_probe(p, r, now) != 0) {
+	    upstream_probe_on_demand(p, r, now) != 0) {
 		/* libuv's rule: the callback comes later, not from here. */
 		req_fail(r, UPSTREAM_EUNREACH);
 		pool_arm_fail_timer(p);
@@ -1993,7 +1431,7 @@ upstream_cancel(struct upstream_req *r)
 		return;
 	uc = r->conn;
 	req_unlink(r, 1);
-	list_remove(&r->dlink);
+	DL_DELETE2(r->pool->reqs, r, dprev, dnext);
 	mem_free(r);
 	/* No callback is running on uc's behalf that would mind: every loop
 	 * over a connection re-checks its state. */
@@ -2003,82 +1441,29 @@ upstream_cancel(struct upstream_req *r)
 
 /* ---- reconfigure ---- */
 
-static int
-pins_subset(const struct conf_upstream *a, const struct conf_upstream *b)
-{
-	size_t i, j;
-	int found;
-
-	for (i = 0; i < a->n_pins; i++) {
-		found = 0;
-		for (j = 0; j < b->n_pins && !found; j++)
-			found = memcmp(a->pins[i], b->pins[j],
-			    sizeof(a->pins[i])) == 0;
-		if (!found)
-			return 0;
-	}
-	return 1;
-}
-
-/* 1 when a and b name the same server the same way: address (family,
- * IP, port, and the IPv6 scope), auth name and the set of pins (in any
- * order). */
-static int
-conf_upstream_same(const struct conf_upstream *a,
-    const struct conf_upstream *b)
-{
-	const struct sockaddr_in *a4, *b4;
-	const struct sockaddr_in6 *a6, *b6;
-
-	if (a->addr.ss.ss_family != b->addr.ss.ss_family)
-		return 0;
-	switch (a->addr.ss.ss_family) {
-	case AF_INET:
-		a4 = (const struct sockaddr_in *)&a->addr.ss;
-		b4 = (const struct sockaddr_in *)&b->addr.ss;
-		if (a4->sin_port != b4->sin_port ||
-		    a4->sin_addr.s_addr != b4->sin_addr.s_addr)
-			return 0;
-		break;
-	case AF_INET6:
-		a6 = (const struct sockaddr_in6 *)&a->addr.ss;
-		b6 = (const struct sockaddr_in6 *)&b->addr.ss;
-		if (a6->sin6_port != b6->sin6_port ||
-		    a6->sin6_scope_id != b6->sin6_scope_id ||
-		    memcmp(&a6->sin6_addr, &b6->sin6_addr,
-		    sizeof(a6->sin6_addr)) != 0)
-			return 0;
-		break;
-	default:
-		return 0;
-	}
-	return strcmp(a->auth_name, b->auth_name) == 0 &&
-	    pins_subset(a, b) && pins_subset(b, a);
-}
-
-/* Take every request off uc, which is about to close, onto to (state
+/* Take every request off uc, which is about to close, onto *to (state
  * REQ_IDLE): its slots and counts go with it. In-flight ones count as
  * resent, but this does not use up their one resend after a loss. */
 static void
-uconn_take_reqs(struct upstream_pool *p, struct uconn *uc, struct link *to)
+uconn_take_reqs(struct upstream_pool *p, struct uconn *uc,
+    struct upstream_req **to)
 {
 	struct upstream_req *r;
 
-	while (!list_empty(&uc->inflight)) {
-		r = container_of(uc->inflight.next, struct upstream_req,
-		    clink);
-		list_remove(&r->clink);
-		list_remove(&r->wlink);
+	while (uc->inflight != NULL) {
+		r = uc->inflight;
+		DL_DELETE2(uc->inflight, r, cprev, cnext);
+		req_unwrite(r);
 		r->state = REQ_IDLE;
 		r->conn = NULL;
 		p->m->upstream_resent++;
-		list_append(to, &r->clink);
+		DL_APPEND2(*to, r, cprev, cnext);
 	}
 	uc->n_live = 0;
-	while (!list_empty(&uc->wait)) {
-		r = container_of(uc->wait.next, struct upstream_req, clink);
+	while (uc->wait != NULL) {
+		r = uc->wait;
 		req_unlink(r, 0);
-		list_append(to, &r->clink);
+		DL_APPEND2(*to, r, cprev, cnext);
 	}
 }
 
@@ -2090,15 +1475,15 @@ uconn_take_reqs(struct upstream_pool *p, struct uconn *uc, struct link *to)
  * here when it has none. Calls no user callback. */
 static void
 upstream_remove(struct upstream_pool *p, struct upstream *up, int close_now,
-    struct link *to)
+    struct upstream_req **to)
 {
-	struct uconn *uc = up->conn;
-	struct link *l, *next;
+	struct uconn *uc = up->conn, *next;
+	struct upstream_req *r;
 	size_t inflight = 0;
 
 	up->removed = 1;
 	up->cu = NULL;   /* it pointed into the old conf */
-	list_append(&p->removed, &up->plink);
+	DL_APPEND2(p->removed, up, pprev, pnext);
 	if (uc != NULL && (close_now || uc->state != UC_READY)) {
 		uconn_take_reqs(p, uc, to);
 		if (uc->state == UC_READY)
@@ -2107,19 +1492,15 @@ upstream_remove(struct upstream_pool *p, struct upstream *up, int close_now,
 	} else if (uc != NULL) {
 		up->conn = NULL;
 		uc->retiring = 1;
-		list_append(&up->retiring, &uc->ulink);
-		while (!list_empty(&uc->wait)) {
-			struct upstream_req *r = container_of(uc->wait.next,
-			    struct upstream_req, clink);
-
+		DL_APPEND2(up->retiring, uc, uprev, unext);
+		while (uc->wait != NULL) {
+			r = uc->wait;
 			req_unlink(r, 0);
-			list_append(to, &r->clink);
+			DL_APPEND2(*to, r, cprev, cnext);
 		}
 	}
 	/* uconn_settle and uconn_close take uc off the retiring list. */
-	for (l = up->retiring.next; l != &up->retiring; l = next) {
-		next = l->next;
-		uc = container_of(l, struct uconn, ulink);
+	DL_FOREACH_SAFE2(up->retiring, uc, next, unext) {
 		if (close_now) {
 			uconn_take_reqs(p, uc, to);
 			p->m->tls_closed++;
@@ -2133,7 +1514,7 @@ upstream_remove(struct upstream_pool *p, struct upstream *up, int close_now,
 	    close_now ? " (new credentials), connections closed" :
 	    inflight > 0 ? ", its connection finishes what is in flight" : "");
 	if (up->n_conns == 0)
-		upstream_free(up);
+		upstream_free(p, up);
 }
 
 int
@@ -2143,8 +1524,7 @@ upstream_pool_reconfigure(struct upstream_pool *p,
 	struct upstream *next[CONF_MAX_UPSTREAM];
 	int fresh[CONF_MAX_UPSTREAM];
 	int remap[CONF_MAX_UPSTREAM];
-	struct upstream_req *r;
-	struct link *l, moved;
+	struct upstream_req *r, *moved = NULL;
 	uint64_t now = uv_now(p->loop);
 	uint32_t tried;
 	size_t i, j, n, kept = 0, n_moved = 0;
@@ -2155,41 +1535,19 @@ upstream_pool_reconfigure(struct upstream_pool *p,
 	n = newconf->n_upstream;
 	if (n > CONF_MAX_UPSTREAM)
 		n = CONF_MAX_UPSTREAM;
-	for (i = 0; i < CONF_MAX_UPSTREAM; i++)
-		remap[i] = -1;
-	/* Match first, allocate second: nothing is changed until every
-	 * allocation has succeeded. */
-	for (j = 0; j < n; j++) {
-		next[j] = NULL;
-		fresh[j] = 0;
-		for (i = 0; i < p->n_ups && same_tls && next[j] == NULL; i++) {
-			if (remap[i] < 0 && conf_upstream_same(p->ups[i]->cu,
-			    &newconf->upstream[j])) {
-				remap[i] = (int)j;
-				next[j] = p->ups[i];
-			}
-		}
-	}
-	for (j = 0; j < n; j++) {
-		if (next[j] != NULL)
-			continue;
-		next[j] = upstream_new(&newconf->upstream[j], j);
-		if (next[j] == NULL)
-			goto nomem;
-		fresh[j] = 1;
-	}
+	/* Nothing is changed until every allocation has succeeded. */
+	if (upstream_match(p, newconf, n, same_tls, next, fresh, remap) != 0)
+		return -ENOMEM;
 
 	/* Commit. A request's tried bits follow the upstreams they name;
 	 * bits of removed upstreams go (they take no requests). */
-	for (l = p->reqs.next; l != &p->reqs; l = l->next) {
-		r = container_of(l, struct upstream_req, dlink);
+	DL_FOREACH2(p->reqs, r, dnext) {
 		tried = 0;
 		for (i = 0; i < p->n_ups; i++)
 			if ((r->tried & (1u << i)) && remap[i] >= 0)
 				tried |= 1u << remap[i];
 		r->tried = tried;
 	}
-	list_init(&moved);
 	for (i = 0; i < p->n_ups; i++) {
 		if (remap[i] < 0)
 			upstream_remove(p, p->ups[i], !same_tls, &moved);
@@ -2207,9 +1565,9 @@ upstream_pool_reconfigure(struct upstream_pool *p,
 	/* What the removed upstreams had waiting (or, with new credentials,
 	 * in flight) goes to the new set now; failures are called back from
 	 * the next loop turn, never from here. */
-	while (!list_empty(&moved)) {
-		r = container_of(moved.next, struct upstream_req, clink);
-		list_remove(&r->clink);
+	while (moved != NULL) {
+		r = moved;
+		DL_DELETE2(moved, r, cprev, cnext);
 		n_moved++;
 		if (req_dispatch(p, r, now, NULL) != 0)
 			req_fail(r, UPSTREAM_EUNREACH);
@@ -2217,90 +1575,10 @@ upstream_pool_reconfigure(struct upstream_pool *p,
 	log_info("upstreams reconfigured: %zu kept, %zu new, %zu queries "
 	    "moved to them", kept, n - kept, n_moved);
 	/* Held queries may find a new upstream usable at once. */
-	if (!list_empty(&p->held))
-		uv_timer_start(&p->probe_timer, pool_probe_timer_cb, 0, 0);
-	if (!list_empty(&p->failed))
+	upstream_release_held(p);
+	if (p->failed != NULL)
 		pool_arm_fail_timer(p);
 	return 0;
-
-nomem:
-	for (j = 0; j < n; j++)
-		if (fresh[j])
-			upstream_free(next[j]);
-	return -ENOMEM;
-}
-
-/* ---- status ---- */
-
-size_t
-upstream_count(const struct upstream_pool *p)
-{
-	return p->n_ups;
-}
-
-void
-upstream_get_status(const struct upstream_pool *p, size_t i,
-    struct upstream_status *st)
-{
-	const struct upstream *up;
-	const struct uconn *uc;
-	const struct link *l;
-
-	memset(st, 0, sizeof(*st));
-	if (i >= p->n_ups)
-		return;
-	up = p->ups[i];
-	conf_addr_str(&up->cu->addr, st->addr, sizeof(st->addr));
-	snprintf(st->auth_name, sizeof(st->auth_name), "%s",
-	    up->cu->auth_name);
-	if (up->cu->auth_name[0] != '\0')
-		snprintf(st->name, sizeof(st->name), "%s#%s", st->addr,
-		    up->cu->auth_name);
-	else
-		snprintf(st->name, sizeof(st->name), "%s", st->addr);
-	st->connected = (up->conn != NULL && up->conn->state == UC_READY) ||
-	    !list_empty(&up->retiring);
-	st->healthy = up->retry_at <= uv_now(p->loop);
-	st->fail_count = up->fail_count;
-	st->retry_at_ms = st->healthy ? 0 : up->retry_at;
-	st->srtt_ms = up->srtt8 / 8;
-	st->verified = up->verified;
-	st->cert_expiry = up->cert_expiry;
-	snprintf(st->last_error, sizeof(st->last_error), "%s",
-	    up->last_error);
-	st->queries = up->n_queries;
-	st->answers = up->n_answers;
-	st->timeouts = up->n_timeouts;
-
-	if (up->conn != NULL)
-		st->inflight += (unsigned)up->conn->n_live;
-	for (l = up->retiring.next; l != &up->retiring; l = l->next) {
-		uc = container_of(l, struct uconn, ulink);
-		st->inflight += (unsigned)uc->n_live;
-	}
-	st->handshakes = up->n_handshakes;
-	st->handshakes_resumed = up->n_resumed;
-	st->err_connect = up->err_connect;
-	st->err_handshake = up->err_handshake;
-	st->err_verify = up->err_verify;
-	st->err_pin = up->err_pin;
-	st->err_timeout = up->err_timeout;
-	st->err_reset = up->err_reset;
-	st->err_bad_answer = up->err_bad_answer;
-	st->last_verify_ok = up->last_verify_ok;
-	st->last_handshake = up->last_handshake;
-	snprintf(st->tls_version, sizeof(st->tls_version), "%s",
-	    up->tls_version);
-	st->resumed = up->resumed;
-	st->chain_min_not_after = up->chain_min_not_after;
-	snprintf(st->pin_sha256, sizeof(st->pin_sha256), "%s",
-	    up->pin_sha256);
-	st->pin_state = up->pin_state;
-	snprintf(st->last_verify_error, sizeof(st->last_verify_error), "%s",
-	    up->last_verify_error);
-	memcpy(st->rtt_bucket, up->rtt_bucket, sizeof(st->rtt_bucket));
-	st->rtt_count = up->rtt_count;
-	st->rtt_sum_s = (double)up->rtt_sum_ms / 1000.0;
 }
 
 /* Close every connection of up (its requests are completed already). */
@@ -2314,8 +1592,8 @@ upstream_close_conns(struct upstream_pool *p, struct upstream *up)
 			p->m->tls_closed++;
 		uconn_close(uc);
 	}
-	while (!list_empty(&up->retiring)) {
-		uc = container_of(up->retiring.next, struct uconn, ulink);
+	while (up->retiring != NULL) {
+		uc = up->retiring;
 		p->m->tls_closed++;
 		uconn_close(uc);
 	}
@@ -2325,24 +1603,23 @@ void
 upstream_pool_close(struct upstream_pool *p)
 {
 	struct upstream_req *r;
-	struct link *l;
+	struct upstream *up;
 	size_t i;
 
 	if (p == NULL || p->closing)
 		return;
 	p->closing = 1;
 	/* Callbacks may cancel other requests: always take the head. */
-	while (!list_empty(&p->reqs)) {
-		r = container_of(p->reqs.next, struct upstream_req, dlink);
+	while (p->reqs != NULL) {
+		r = p->reqs;
 		req_finish(r, UPSTREAM_ECLOSED, NULL, 0, NULL, 0, NULL);
 	}
 	for (i = 0; i < p->n_ups; i++)
 		upstream_close_conns(p, p->ups[i]);
 	/* Removed upstreams stay listed until their last connection's
 	 * close callback frees them. */
-	for (l = p->removed.next; l != &p->removed; l = l->next)
-		upstream_close_conns(p, container_of(l, struct upstream,
-		    plink));
+	DL_FOREACH2(p->removed, up, pnext)
+		upstream_close_conns(p, up);
 	uv_close((uv_handle_t *)&p->deadline_timer, pool_handle_close_cb);
 	uv_close((uv_handle_t *)&p->fail_timer, pool_handle_close_cb);
 	uv_close((uv_handle_t *)&p->answer_timer, pool_handle_close_cb);

@@ -3,8 +3,9 @@
 #
 # Each target is compiled from the project's own sources with clang and
 # -fsanitize=fuzzer,address,undefined (the autotools build may use gcc,
-# and libFuzzer needs clang). fuzz_upstream takes tests/fuzz/fake_tls.c in
-# place of src/tls.c. FUZZ_CC overrides the compiler (default clang).
+# and libFuzzer needs clang). fuzz_upstream (the pool: upstream.c and
+# upselect.c) takes tests/fuzz/fake_tls.c in place of src/tls.c. FUZZ_CC
+# overrides the compiler (default clang).
 # Debian 12: apt-get install clang libclang-rt-14-dev.
 set -eu
 srcdir=$1
@@ -38,5 +39,6 @@ build fuzz_cache "$f/fuzz_cache.c" "$s/cache.c" "$s/dnsmsg.c" "$s/mem.c" \
 	$cares
 build fuzz_conf "$f/fuzz_conf.c" "$s/conf.c" "$s/acl.c" "$s/log.c" "$s/mem.c"
 build fuzz_upstream $gnutls_cflags "$f/fuzz_upstream.c" "$f/fake_tls.c" \
-	"$s/upstream.c" "$s/conf.c" "$s/acl.c" "$s/dnsmsg.c" "$s/log.c" "$s/mem.c" \
+	"$s/upstream.c" "$s/upselect.c" "$s/conf.c" "$s/acl.c" "$s/dnsmsg.c" \
+	"$s/log.c" "$s/mem.c" \
 	$uv $cares
