@@ -46,6 +46,13 @@
  * every pending in pending_complete() (called once by the upstream pool).
  * The in-flight table is uthash, as in the cache; it is query state, so it
  * lives here.
+ *
+ * Time: nothing here reads the loop's clock. query_handle gets now_ms from
+ * the listener, pending_complete from the upstream pool (its loop time at
+ * the callback), and the stale timer's callback, the start of its loop
+ * tick, reads uv_now once and hands it to query_stale_due, which a test
+ * can call with a time of its own. uv_hrtime() times answers for the
+ * duration histogram and the query log only; no decision depends on it.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -286,11 +293,11 @@ waiter_serve_stale(struct query_ctx *ctx, struct query_waiter *w,
 
 /* ---- the stale timer ---- */
 
-static void
-stale_timer_cb(uv_timer_t *t)
+static void stale_timer_cb(uv_timer_t *t);
+
+void
+query_stale_due(struct query_ctx *ctx, uint64_t now)
 {
-	struct query_ctx *ctx = t->data;
-	uint64_t now = uv_now(ctx->loop);
 	struct query_waiter *w;
 	struct cache_key key;
 
@@ -305,8 +312,17 @@ stale_timer_cb(uv_timer_t *t)
 		(void)waiter_serve_stale(ctx, w, &key, now);
 	}
 	if (ctx->stale_head != NULL)
-		(void)uv_timer_start(t, stale_timer_cb,
+		(void)uv_timer_start(&ctx->stale_timer, stale_timer_cb,
 		    ctx->stale_head->stale_at_ms - now, 0);
+}
+
+/* The start of a loop tick: the one place that reads the clock for it. */
+static void
+stale_timer_cb(uv_timer_t *t)
+{
+	struct query_ctx *ctx = t->data;
+
+	query_stale_due(ctx, uv_now(ctx->loop));
 }
 
 /* ---- pending upstream queries ---- */
@@ -397,11 +413,11 @@ pending_free(struct query_ctx *ctx, struct query_pending *p)
 
 static void
 pending_complete(void *arg, int status, const uint8_t *answer, size_t len,
-    const struct dnsmsg_answer_info *uinfo, const char *upstream)
+    const struct dnsmsg_answer_info *uinfo, const char *upstream,
+    uint64_t now)
 {
 	struct query_pending *p = arg;
 	struct query_ctx *ctx = p->ctx;
-	uint64_t now = uv_now(ctx->loop);
 	struct dnsmsg_answer_info info, check;
 	struct query_waiter *w;
 	uint8_t buf[DNS_MAX_MSG];

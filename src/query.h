@@ -85,6 +85,14 @@ size_t query_pending_bytes(const struct query_ctx *ctx);
 size_t query_waiter_cost(size_t len, size_t origin_len);
 size_t query_pending_cost(void);
 
+/* Give a stale answer (RFC 8767) to every waiter whose
+ * stale-client-timeout has passed at now_ms, and set the stale timer for
+ * the next one. The stale timer calls this with the loop's time at the
+ * start of its tick; a test calls it with a time of its own. A waiter
+ * whose stale entry is gone meanwhile goes on waiting for the upstream.
+ * Answered waiters get their done_cb from within this call. */
+void query_stale_due(struct query_ctx *ctx, uint64_t now_ms);
+
 /* Stop: close the stale timer, free the rate limit table. Call after
  * upstream_pool_close, which has completed every pending query. */
 void query_ctx_close(struct query_ctx *ctx);

@@ -347,11 +347,12 @@ req_finish(struct upstream_req *r, int status, const uint8_t *ans, size_t len,
 {
 	upstream_cb cb = r->cb;
 	void *arg = r->arg;
+	uint64_t now = uv_now(r->pool->loop);
 
 	req_unlink(r, tomb);
 	DL_DELETE2(r->pool->reqs, r, dprev, dnext);
 	mem_free(r);
-	cb(arg, status, ans, len, info, who);
+	cb(arg, status, ans, len, info, who, now);
 }
 
 /* Queue r's callback with status for the next flush. */

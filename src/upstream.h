@@ -62,9 +62,12 @@
  * parse info, or a failure (status < 0, answer NULL). The answer carries
  * the upstream's ID, not the client's; upstream names the upstream that
  * answered ("addr@port#name", NULL on failure), for the query log. The
- * bytes and the name are valid during the call only. */
+ * bytes and the name are valid during the call only. now_ms is the pool's
+ * loop time at the callback (uv_now of its loop), so that the callee
+ * reads no clock of its own. */
 typedef void (*upstream_cb)(void *arg, int status, const uint8_t *answer,
-    size_t len, const struct dnsmsg_answer_info *info, const char *upstream);
+    size_t len, const struct dnsmsg_answer_info *info, const char *upstream,
+    uint64_t now_ms);
 
 struct upstream_pool;
 struct upstream_req;

@@ -241,7 +241,8 @@ reconf_timer_cb(uv_timer_t *t)
 
 static void
 probe_cb(void *arg, int status, const uint8_t *answer, size_t len,
-    const struct dnsmsg_answer_info *info, const char *upstream)
+    const struct dnsmsg_answer_info *info, const char *upstream,
+    uint64_t now_ms)
 {
 	struct probe_q *pq = arg;
 	struct dnsmsg_answer_info check;
@@ -257,6 +258,13 @@ probe_cb(void *arg, int status, const uint8_t *answer, size_t len,
 	if (pq->done || pq->cancelled) {
 		printf("BUG %s: second callback or callback after cancel\n",
 		    pq->name);
+		n_wrong++;
+	}
+	/* The pool hands over its loop time, so its users read no clock. */
+	if (now_ms != uv_now(loop)) {
+		printf("BUG %s: callback time %llu, loop time %llu\n",
+		    pq->name, (unsigned long long)now_ms,
+		    (unsigned long long)uv_now(loop));
 		n_wrong++;
 	}
 	pq->done = 1;

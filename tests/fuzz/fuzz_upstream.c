@@ -69,6 +69,7 @@ static struct questions qs;
 static struct req reqs[MAX_REQS];
 static size_t n_reqs;
 static struct upstream_pool *pool;
+static uv_loop_t *cur_loop;   /* the loop of the input being run */
 static int in_query;
 
 static uint8_t
@@ -144,7 +145,8 @@ static void ask(int qi, int reenter);
 
 static void
 req_cb(void *arg, int status, const uint8_t *answer, size_t len,
-    const struct dnsmsg_answer_info *info, const char *upstream)
+    const struct dnsmsg_answer_info *info, const char *upstream,
+    uint64_t now_ms)
 {
 	struct req *r = arg;
 	struct dnsmsg_answer_info again;
@@ -154,6 +156,9 @@ req_cb(void *arg, int status, const uint8_t *answer, size_t len,
 		__builtin_trap();
 	r->calls++;
 	r->h = NULL;
+	/* The pool's loop time at the callback, as upstream.h says. */
+	if (now_ms != uv_now(cur_loop))
+		__builtin_trap();
 	if (status == 0) {
 		if (answer == NULL || info == NULL || upstream == NULL ||
 		    dnsmsg_parse_answer(answer, len, &qs.q[r->qi], &again) !=
@@ -413,6 +418,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	n_reqs = 0;
 	if (uv_loop_init(&loop) != 0)
 		abort();
+	cur_loop = &loop;
 	pool = upstream_pool_new(&loop, &ca, tls, &m);
 	if (pool == NULL)
 		abort();

@@ -14,6 +14,11 @@
  * out-query (or completes another) sees a consistent list. Records keep
  * their address (the list holds pointers), so they are stable across a
  * cb that makes the list grow.
+ *
+ * Time is the test's: fake_answer and fake_fail hand the cb the now_ms
+ * they are given, as the real pool hands its loop time; the close hands
+ * the last time a test gave (the loop's time at upstream_pool_new before
+ * any).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -38,6 +43,7 @@ struct upstream_pool {
 	size_t n, cap;
 	unsigned refuse;
 	uint64_t answers, failures;
+	uint64_t now_ms;   /* the last time a test gave; for the close */
 };
 
 /* The hooks act on the one pool that exists. */
@@ -49,11 +55,11 @@ upstream_pool_new(uv_loop_t *loop, const struct conf *conf,
 {
 	struct upstream_pool *p;
 
-	(void)loop;
 	(void)tls;
 	p = mem_calloc(1, sizeof(*p));
 	if (p == NULL)
 		return NULL;
+	p->now_ms = uv_now(loop);
 	p->conf = conf;
 	p->m = m;
 	cur = p;
@@ -153,7 +159,8 @@ upstream_pool_close(struct upstream_pool *p)
 		if (r->state != FAKE_PENDING)
 			continue;
 		r->state = FAKE_CLOSED;
-		r->cb(r->arg, UPSTREAM_ECLOSED, NULL, 0, NULL, NULL);
+		r->cb(r->arg, UPSTREAM_ECLOSED, NULL, 0, NULL, NULL,
+		    p->now_ms);
 	}
 	for (i = 0; i < p->n; i++) {
 		mem_free(p->reqs[i]->msg);
@@ -218,7 +225,7 @@ fake_state(size_t i)
 }
 
 int
-fake_answer(size_t i, const uint8_t *answer, size_t len)
+fake_answer(size_t i, const uint8_t *answer, size_t len, uint64_t now_ms)
 {
 	struct upstream_req *r = req_at(i);
 	struct dnsmsg_answer_info info;
@@ -240,13 +247,14 @@ fake_answer(size_t i, const uint8_t *answer, size_t len)
 	cur->answers++;
 	if (cur->m != NULL)
 		cur->m->upstream_answers++;
-	r->cb(r->arg, 0, copy, len, &info, "fake");
+	cur->now_ms = now_ms;
+	r->cb(r->arg, 0, copy, len, &info, "fake", now_ms);
 	mem_free(copy);
 	return 0;
 }
 
 int
-fake_fail(size_t i, int status)
+fake_fail(size_t i, int status, uint64_t now_ms)
 {
 	struct upstream_req *r = req_at(i);
 
@@ -254,7 +262,8 @@ fake_fail(size_t i, int status)
 		return -EINVAL;
 	r->state = FAKE_FAILED;
 	cur->failures++;
-	r->cb(r->arg, status, NULL, 0, NULL, NULL);
+	cur->now_ms = now_ms;
+	r->cb(r->arg, status, NULL, 0, NULL, NULL, now_ms);
 	return 0;
 }
 

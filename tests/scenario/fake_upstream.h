@@ -38,16 +38,19 @@ enum fake_state fake_state(size_t i);
 
 /* Answer pending out-query i with these bytes: they are parsed with
  * dnsmsg_parse_answer against the recorded question, as the real pool
- * does, and cb(arg, 0, copy, len, &info) is called. Returns 0 after the
+ * does, and cb(arg, 0, copy, len, &info, "fake", now_ms) is called, as
+ * the real pool calls it at its loop time now_ms. Returns 0 after the
  * callback; -EINVAL when i is not pending; or the parse error
  * (DNSMSG_EMALFORMED, DNSMSG_EMISMATCH), and then cb is not called and
  * the out-query stays pending (the real pool drops such answers too). */
-int fake_answer(size_t i, const uint8_t *answer, size_t len);
+int fake_answer(size_t i, const uint8_t *answer, size_t len,
+    uint64_t now_ms);
 
 /* End pending out-query i with a failure (UPSTREAM_ETIMEDOUT,
- * UPSTREAM_EUNREACH, ...; must be negative). Returns 0 after the
- * callback, or -EINVAL. */
-int fake_fail(size_t i, int status);
+ * UPSTREAM_EUNREACH, ...; must be negative) at loop time now_ms. Returns
+ * 0 after the callback, or -EINVAL. upstream_pool_close hands the cbs
+ * the last now_ms given here or to fake_answer. */
+int fake_fail(size_t i, int status, uint64_t now_ms);
 
 /* Make the next n calls of upstream_query fail with -ENOMEM (nothing is
  * recorded, no cb follows), as the real pool's would out of memory. */

@@ -7,23 +7,17 @@
  * rcode, TTL, the client's spelling of the question, the OPT record and
  * its Extended DNS Error), and a cached repeat must cause no out-query.
  *
- * Time. query_handle takes now_ms from its caller, but query.c reads the
- * loop's clock itself (uv_now) where an upstream answer is completed
- * (pending_complete) and in the stale timer. libuv's clock cannot be set:
- * it is the monotonic clock, read when the loop runs. So the loop is never
- * run (one test excepted) and stays at T0, its time at uv_loop_init, and:
- *  - "t + n s" is told to query_handle as T0 + n * 1000;
- *  - every upstream answer is stored in the cache at T0, whatever time
- *    the test has reached (a refresh completed "at t+91 s" is stored as
- *    of T0), which the prefetch test allows for;
- *  - a stale entry (expired at T0 already, as pending_complete must see
- *    it) is put straight into the cache with cache_put at T0 - 2 s, built
- *    and parsed like one from upstream;
- *  - the stale-client-timeout test really runs the loop (UV_RUN_ONCE,
- *    bounded) until the 50 ms stale timer fires: a short real wait on an
- *    event, not a sleep.
- * A clock seam in query.c (e.g. a now function in struct query_ctx that
- * pending_complete and the timer use) would remove all three caveats.
+ * Time is the test's. query.c reads no clock: query_handle takes now_ms
+ * from its caller, pending_complete from the pool (the fake hands it the
+ * time given to fake_answer or fake_fail), and the stale deadlines are
+ * met by query_stale_due(now). T0 is the loop's time at uv_loop_init (the
+ * loop is not run, so the fake's shutdown, which hands over its last
+ * time, agrees with it); "t + n s" is T0 + n * 1000 for queries and
+ * upstream answers alike. A stale entry is put into the cache with
+ * cache_put at T0 - 2 s, built and parsed like one from upstream. One
+ * test (test_stale_timer) runs the loop (UV_RUN_ONCE, bounded) until the
+ * 50 ms stale timer fires, to check that the timer calls query_stale_due
+ * with the loop's time: a short real wait on an event, not a sleep.
  *
  * Built with the fake's object before libdotproxy.a, so the archive's
  * upstream.o (and tls.o, GnuTLS) is never linked.
@@ -509,14 +503,15 @@ ask(struct sc *s, size_t idx, uint64_t at_ms, uint16_t id, const char *name,
 	return r;
 }
 
-/* Answer out-query i with an A record. */
+/* Answer out-query i with an A record at T0 + at_ms. */
 static void
-answer_a(size_t i, const char *name, uint32_t ttl, uint8_t last)
+answer_a(struct sc *s, uint64_t at_ms, size_t i, const char *name,
+    uint32_t ttl, uint8_t last)
 {
 	uint8_t b[512];
 	size_t n = build_a_answer(b, 0x5151, name, ttl, last);
 
-	assert_int_equal(fake_answer(i, b, n), 0);
+	assert_int_equal(fake_answer(i, b, n, s->t0 + at_ms), 0);
 }
 
 /* Out-query i asks name (lowercase) type qtype. */
@@ -556,9 +551,8 @@ seed(struct sc *s, const char *name, int fl, uint32_t ttl, uint8_t last,
 	    0);
 }
 
-/* The stale tests need an entry already expired at the loop's time T0,
- * stored 2 s before it; the monotonic clock is well past that on any
- * running system. */
+/* The stale tests need an entry already expired at T0, stored 2 s before
+ * it; T0, the loop's time, is well past that on any running system. */
 static uint64_t
 before_t0(struct sc *s, uint64_t ms)
 {
@@ -608,7 +602,7 @@ test_coalesce(void **state)
 	assert_int_equal(s->m.cache_misses, 100);
 	assert_int_equal(s->m.queries_coalesced, 99);
 
-	answer_a(0, "example.com", 300, 1);
+	answer_a(s, 0, 0, "example.com", 300, 1);
 	assert_int_equal(s->n_done, 100);
 	for (i = 0; i < 100; i++) {
 		assert_int_equal(s->cl[i].done, 1);
@@ -640,7 +634,7 @@ test_ttl_aging(void **state)
 
 	assert_int_equal(ask(s, 0, 0, 1, "aging.example", DNS_TYPE_A, 0),
 	    QUERY_PENDING);
-	answer_a(0, "aging.example", 300, 2);
+	answer_a(s, 0, 0, "aging.example", 300, 2);
 	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
 	    DNS_RCODE_NOERROR, 300, EDE_NONE, &a);
 
@@ -659,7 +653,7 @@ test_ttl_aging(void **state)
 	    0), QUERY_PENDING);
 	assert_int_equal(fake_count(), 2);
 	check_outq_question(1, "aging.example", DNS_TYPE_A);
-	answer_a(1, "aging.example", 300, 3);
+	answer_a(s, 300 * SEC, 1, "aging.example", 300, 3);
 	assert_int_equal(s->cl[3].done, 1);
 	check_answer(s->cl[3].q, s->cl[3].q_len, s->cl[3].a, s->cl[3].a_len,
 	    DNS_RCODE_NOERROR, 300, EDE_NONE, &a);
@@ -681,7 +675,7 @@ test_prefetch(void **state)
 
 	assert_int_equal(ask(s, 0, 0, 1, "pf.example", DNS_TYPE_A, Q_EDNS),
 	    QUERY_PENDING);
-	answer_a(0, "pf.example", 100, 1);
+	answer_a(s, 0, 0, "pf.example", 100, 1);
 	assert_int_equal(s->cl[0].done, 1);
 
 	assert_int_equal(ask(s, 1, 89 * SEC, 2, "pf.example", DNS_TYPE_A, 0),
@@ -710,13 +704,13 @@ test_prefetch(void **state)
 	assert_int_equal(fake_count(), 2);
 	assert_int_equal(s->m.cache_prefetches, 1);
 
-	/* The refresh has no client waiting: nobody is answered. */
-	answer_a(1, "pf.example", 100, 2);
+	/* The refresh has no client waiting: nobody is answered. It is
+	 * stored at t+92 s: at t+142 s it is fresh and not yet due a
+	 * refresh. */
+	answer_a(s, 92 * SEC, 1, "pf.example", 100, 2);
 	assert_int_equal(s->n_done, 1);
 	assert_int_equal(fake_pending_count(), 0);
-	/* It was stored at the loop's time T0 (see the file header), so
-	 * ask at T0 + 50 s, where it is fresh and not yet due a refresh. */
-	assert_int_equal(ask(s, 4, 50 * SEC, 5, "pf.example", DNS_TYPE_A, 0),
+	assert_int_equal(ask(s, 4, 142 * SEC, 5, "pf.example", DNS_TYPE_A, 0),
 	    QUERY_ANSWER);
 	check_answer(s->cl[4].q, s->cl[4].q_len, s->cl[4].a, s->cl[4].a_len,
 	    DNS_RCODE_NOERROR, 50, EDE_NONE, &a);
@@ -737,7 +731,7 @@ test_negative(void **state)
 	assert_int_equal(ask(s, 0, 0, 0x4e58, "nx.example.com", DNS_TYPE_A,
 	    Q_EDNS), QUERY_PENDING);
 	n = build_nxdomain(b, 7, "nx.example.com", 60, 30);
-	assert_int_equal(fake_answer(0, b, n), 0);
+	assert_int_equal(fake_answer(0, b, n, s->t0), 0);
 	assert_int_equal(s->cl[0].done, 1);
 	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
 	    DNS_RCODE_NXDOMAIN, 30, EDE_NONE, &a);
@@ -772,7 +766,7 @@ test_servfail_cached(void **state)
 	assert_int_equal(ask(s, 0, 0, 0x5f01, "sf.example", DNS_TYPE_A,
 	    Q_EDNS), QUERY_PENDING);
 	n = build_servfail(b, 9, "sf.example");
-	assert_int_equal(fake_answer(0, b, n), 0);
+	assert_int_equal(fake_answer(0, b, n, s->t0), 0);
 	assert_int_equal(s->cl[0].done, 1);
 	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
 	    DNS_RCODE_SERVFAIL, 0, EDE_NONE, &a);
@@ -802,12 +796,12 @@ test_prefetch_servfail_keeps_answer(void **state)
 
 	assert_int_equal(ask(s, 0, 0, 1, "pfsf.example", DNS_TYPE_A, 0),
 	    QUERY_PENDING);
-	answer_a(0, "pfsf.example", 100, 7);
+	answer_a(s, 0, 0, "pfsf.example", 100, 7);
 	assert_int_equal(ask(s, 1, 91 * SEC, 2, "pfsf.example", DNS_TYPE_A,
 	    0), QUERY_ANSWER);
 	assert_int_equal(fake_count(), 2);
 	n = build_servfail(b, 9, "pfsf.example");
-	assert_int_equal(fake_answer(1, b, n), 0);
+	assert_int_equal(fake_answer(1, b, n, s->t0 + 91 * SEC), 0);
 	assert_int_equal(s->m.cache_servfail_cached, 0);
 	assert_int_equal(ask(s, 2, 92 * SEC, 3, "pfsf.example", DNS_TYPE_A,
 	    0), QUERY_ANSWER);
@@ -832,7 +826,7 @@ test_stale_on_failure(void **state)
 	    Q_EDNS), QUERY_PENDING);
 	assert_int_equal(fake_count(), 1);
 	check_outq_question(0, "stale.example", DNS_TYPE_A);
-	assert_int_equal(fake_fail(0, UPSTREAM_EUNREACH), 0);
+	assert_int_equal(fake_fail(0, UPSTREAM_EUNREACH, s->t0), 0);
 	assert_int_equal(s->cl[0].done, 1);
 	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
 	    DNS_RCODE_NOERROR, 30, EDE_STALE_ANSWER, &a);
@@ -852,11 +846,11 @@ test_stale_on_failure(void **state)
 	assert_int_equal(fake_count(), 1);
 	assert_int_equal(s->m.cache_stale_served, 3);
 
-	/* The interval is over (the failure was at the loop's T0). */
+	/* The interval is over (the failure was at t). */
 	assert_int_equal(ask(s, 3, 30 * SEC, 0x5704, "stale.example",
 	    DNS_TYPE_A, Q_EDNS), QUERY_PENDING);
 	assert_int_equal(fake_count(), 2);
-	answer_a(1, "stale.example", 300, 8);
+	answer_a(s, 30 * SEC, 1, "stale.example", 300, 8);
 	assert_int_equal(s->cl[3].done, 1);
 	check_answer(s->cl[3].q, s->cl[3].q_len, s->cl[3].a, s->cl[3].a_len,
 	    DNS_RCODE_NOERROR, 300, EDE_NONE, &a);
@@ -877,7 +871,7 @@ test_stale_on_servfail(void **state)
 	assert_int_equal(ask(s, 0, 0, 0x5801, "stale.example", DNS_TYPE_A,
 	    Q_EDNS), QUERY_PENDING);
 	n = build_servfail(b, 3, "stale.example");
-	assert_int_equal(fake_answer(0, b, n), 0);
+	assert_int_equal(fake_answer(0, b, n, s->t0), 0);
 	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
 	    DNS_RCODE_NOERROR, 30, EDE_STALE_ANSWER, &a);
 	assert_int_equal(s->m.cache_servfail_cached, 0);
@@ -889,14 +883,61 @@ test_stale_on_servfail(void **state)
 	assert_int_equal(fake_count(), 1);
 }
 
-/* 5c. The upstream is slow: after stale-client-timeout (50 ms) the
- * waiting client gets the stale answer, and the late upstream answer
- * still refreshes the cache. The one test that runs the loop. */
+/* 5c. The upstream is slow: stale-client-timeout (50 ms) after its
+ * arrival each waiting client gets the stale answer, not a millisecond
+ * before, and the late upstream answer still refreshes the cache. Time
+ * is the test's, given to query_stale_due as the stale timer would. */
+static void
+test_stale_due(void **state)
+{
+	struct sc *s = *state;
+	struct ans a;
+
+	seed(s, "slow.example", 0, 1, 7, before_t0(s, 2 * SEC));
+	assert_int_equal(ask(s, 0, 0, 0x5901, "slow.EXAMPLE", DNS_TYPE_A,
+	    Q_EDNS), QUERY_PENDING);
+	assert_int_equal(ask(s, 1, 20, 0x5902, "Slow.example", DNS_TYPE_A, 0),
+	    QUERY_PENDING);
+	assert_int_equal(fake_count(), 1);
+
+	query_stale_due(&s->ctx, s->t0 + 49);
+	assert_int_equal(s->n_done, 0);
+	query_stale_due(&s->ctx, s->t0 + 50);
+	assert_int_equal(s->cl[0].done, 1);
+	assert_int_equal(s->cl[1].done, 0);
+	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
+	    DNS_RCODE_NOERROR, 30, EDE_STALE_ANSWER, &a);
+	assert_memory_equal(a.a4, "\300\0\2\7", 4);
+
+	query_stale_due(&s->ctx, s->t0 + 69);
+	assert_int_equal(s->cl[1].done, 0);
+	query_stale_due(&s->ctx, s->t0 + 70);
+	assert_int_equal(s->cl[1].done, 1);
+	check_answer(s->cl[1].q, s->cl[1].q_len, s->cl[1].a, s->cl[1].a_len,
+	    DNS_RCODE_NOERROR, 30, EDE_NONE, &a);
+	assert_int_equal(s->m.cache_stale_served, 2);
+	assert_int_equal(fake_state(0), FAKE_PENDING);
+
+	/* The late answer reaches nobody but the cache. */
+	answer_a(s, 100, 0, "slow.example", 300, 9);
+	assert_int_equal(s->n_done, 2);
+	assert_int_equal(ask(s, 2, 100, 0x5903, "slow.example", DNS_TYPE_A,
+	    0), QUERY_ANSWER);
+	check_answer(s->cl[2].q, s->cl[2].q_len, s->cl[2].a, s->cl[2].a_len,
+	    DNS_RCODE_NOERROR, 300, EDE_NONE, &a);
+	assert_memory_equal(a.a4, "\300\0\2\11", 4);
+	assert_int_equal(fake_count(), 1);
+}
+
+/* 5d. The same through the real stale timer: its callback reads the
+ * loop's clock and calls query_stale_due. The one test that runs the
+ * loop. */
 static void
 test_stale_timer(void **state)
 {
 	struct sc *s = *state;
 	struct ans a;
+	uint64_t late;
 	int turns;
 
 	seed(s, "slow.example", 0, 1, 7, before_t0(s, 2 * SEC));
@@ -916,11 +957,11 @@ test_stale_timer(void **state)
 	assert_int_equal(fake_state(0), FAKE_PENDING);
 
 	/* The late answer reaches nobody but the cache. */
-	answer_a(0, "slow.example", 300, 9);
+	late = uv_now(&s->loop) - s->t0;
+	answer_a(s, late, 0, "slow.example", 300, 9);
 	assert_int_equal(s->n_done, 1);
-	s->t0 = uv_now(&s->loop);
-	assert_int_equal(ask(s, 1, 0, 0x5902, "slow.example", DNS_TYPE_A, 0),
-	    QUERY_ANSWER);
+	assert_int_equal(ask(s, 1, late, 0x5902, "slow.example", DNS_TYPE_A,
+	    0), QUERY_ANSWER);
 	check_answer(s->cl[1].q, s->cl[1].q_len, s->cl[1].a, s->cl[1].a_len,
 	    DNS_RCODE_NOERROR, 300, EDE_NONE, &a);
 	assert_memory_equal(a.a4, "\300\0\2\11", 4);
@@ -943,7 +984,7 @@ test_failure_no_stale(void **state)
 	    Q_EDNS | Q_DO), QUERY_PENDING);
 	assert_int_equal(fake_count(), 2);
 
-	assert_int_equal(fake_fail(0, UPSTREAM_EUNREACH), 0);
+	assert_int_equal(fake_fail(0, UPSTREAM_EUNREACH, s->t0), 0);
 	assert_int_equal(s->n_done, 2);
 	check_answer(s->cl[0].q, s->cl[0].q_len, s->cl[0].a, s->cl[0].a_len,
 	    DNS_RCODE_SERVFAIL, 0, EDE_NO_REACHABLE_AUTHORITY, &a);
@@ -951,7 +992,7 @@ test_failure_no_stale(void **state)
 	check_answer(s->cl[1].q, s->cl[1].q_len, s->cl[1].a, s->cl[1].a_len,
 	    DNS_RCODE_SERVFAIL, 0, EDE_NONE, &a);
 
-	assert_int_equal(fake_fail(1, UPSTREAM_ETIMEDOUT), 0);
+	assert_int_equal(fake_fail(1, UPSTREAM_ETIMEDOUT, s->t0), 0);
 	assert_int_equal(s->cl[2].done, 1);
 	check_answer(s->cl[2].q, s->cl[2].q_len, s->cl[2].a, s->cl[2].a_len,
 	    DNS_RCODE_SERVFAIL, 0, EDE_NETWORK_ERROR, &a);
@@ -1142,7 +1183,7 @@ test_overload(void **state)
 	assert_int_equal(ask(s, 2, 0, 0xa003, "oom.example", DNS_TYPE_A, 0),
 	    QUERY_PENDING);
 	assert_int_equal(fake_count(), 1);
-	answer_a(0, "oom.example", 60, 4);
+	answer_a(s, 0, 0, "oom.example", 60, 4);
 	assert_int_equal(s->cl[2].done, 1);
 	assert_int_equal(s->n_done, 1);
 }
@@ -1195,7 +1236,7 @@ test_pending_cap(void **state)
 	check_answer(s->cl[6].q, s->cl[6].q_len, s->cl[6].a, s->cl[6].a_len,
 	    DNS_RCODE_NOERROR, 300, EDE_NONE, &a);
 	/* One answer frees one slot, which the next miss takes. */
-	answer_a(0, "m0.example", 60, 1);
+	answer_a(s, 0, 0, "m0.example", 60, 1);
 	assert_int_equal(s->cl[0].done, 1);
 	assert_int_equal(query_waiting(&s->ctx), 3);
 	assert_int_equal(query_pending(&s->ctx), 3);
@@ -1230,10 +1271,10 @@ test_pending_cap(void **state)
 	assert_int_equal(fake_count(), 5);
 
 	/* Every query ends; nothing stays charged. */
-	answer_a(1, "m1.example", 60, 2);
-	answer_a(2, "m2.example", 60, 3);
-	answer_a(3, "m3.example", 60, 4);
-	answer_a(4, "m5.example", 60, 5);
+	answer_a(s, 0, 1, "m1.example", 60, 2);
+	answer_a(s, 0, 2, "m2.example", 60, 3);
+	answer_a(s, 0, 3, "m3.example", 60, 4);
+	answer_a(s, 0, 4, "m5.example", 60, 5);
 	assert_int_equal(s->cl[9].done + s->cl[11].done + s->cl[7].done, 3);
 	assert_int_equal(query_waiting(&s->ctx), 0);
 	assert_int_equal(query_pending(&s->ctx), 0);
@@ -1285,28 +1326,29 @@ test_fake_mismatch(void **state)
 	assert_int_equal(ask(s, 0, 0, 0xc001, "one.example", DNS_TYPE_A, 0),
 	    QUERY_PENDING);
 	n = build_a_answer(b, 1, "two.example", 60, 1);
-	assert_int_equal(fake_answer(0, b, n), DNSMSG_EMISMATCH);
+	assert_int_equal(fake_answer(0, b, n, s->t0), DNSMSG_EMISMATCH);
 	assert_int_equal(fake_state(0), FAKE_PENDING);
 	assert_int_equal(s->n_done, 0);
-	assert_int_equal(fake_answer(1, b, n), -EINVAL);
-	answer_a(0, "one.example", 60, 1);
+	assert_int_equal(fake_answer(1, b, n, s->t0), -EINVAL);
+	answer_a(s, 0, 0, "one.example", 60, 1);
 	assert_int_equal(fake_state(0), FAKE_ANSWERED);
-	assert_int_equal(fake_answer(0, b, n), -EINVAL);
-	assert_int_equal(fake_fail(0, UPSTREAM_ETIMEDOUT), -EINVAL);
+	assert_int_equal(fake_answer(0, b, n, s->t0), -EINVAL);
+	assert_int_equal(fake_fail(0, UPSTREAM_ETIMEDOUT, s->t0), -EINVAL);
 	assert_int_equal(s->n_done, 1);
 }
 
-/* Answer out-query i with an A record, AD set as ad (an upstream that
- * validated, or one that sets AD whoever asks). */
+/* Answer out-query i with an A record at T0 + at_ms, AD set as ad (an
+ * upstream that validated, or one that sets AD whoever asks). */
 static void
-answer_a_ad(size_t i, const char *name, uint32_t ttl, uint8_t last, int ad)
+answer_a_ad(struct sc *s, uint64_t at_ms, size_t i, const char *name,
+    uint32_t ttl, uint8_t last, int ad)
 {
 	uint8_t b[512];
 	size_t n = build_a_answer(b, 0x5151, name, ttl, last);
 
 	if (ad)
 		put16(b + 2, (uint16_t)(get16(b + 2) | DNS_FLAG_AD));
-	assert_int_equal(fake_answer(i, b, n), 0);
+	assert_int_equal(fake_answer(i, b, n, s->t0 + at_ms), 0);
 }
 
 /* The header flags of out-query i, and its OPT's DO bit. */
@@ -1355,7 +1397,7 @@ test_ad_upstream_and_key(void **state)
 	assert_int_equal(fake_count(), 1);
 	assert_int_equal(outq_flags(0, &do_bit), DNS_FLAG_RD);
 	assert_int_equal(do_bit, 0);
-	answer_a_ad(0, "sec.example", 300, 1, 0);
+	answer_a_ad(s, 0, 0, "sec.example", 300, 1, 0);
 	assert_false(client_ad(s, 0, 300, 1));
 
 	/* AD=1 without DO: a miss, asked upstream with AD (and CD, RFC 6840
@@ -1370,9 +1412,9 @@ test_ad_upstream_and_key(void **state)
 	    Q_AD), QUERY_PENDING);
 	assert_int_equal(fake_count(), 3);
 	assert_int_equal(outq_flags(2, &do_bit), DNS_FLAG_RD | DNS_FLAG_AD);
-	answer_a_ad(2, "sec.example", 300, 2, 1);
+	answer_a_ad(s, 0, 2, "sec.example", 300, 2, 1);
 	assert_true(client_ad(s, 2, 300, 2));
-	answer_a_ad(1, "sec.example", 300, 3, 1);
+	answer_a_ad(s, 0, 1, "sec.example", 300, 3, 1);
 	assert_true(client_ad(s, 1, 300, 3));
 
 	/* Repeats: hits, each with its own answer. */
@@ -1394,7 +1436,7 @@ test_ad_upstream_and_key(void **state)
 	assert_int_equal(ask(s, 6, 0, 0x1807, "do.example", DNS_TYPE_A,
 	    Q_EDNS | Q_DO | Q_AD), QUERY_PENDING);
 	assert_int_equal(fake_count(), 4);
-	answer_a_ad(3, "do.example", 300, 4, 1);
+	answer_a_ad(s, 0, 3, "do.example", 300, 4, 1);
 	assert_true(client_ad(s, 5, 300, 4));
 	assert_true(client_ad(s, 6, 300, 4));
 	assert_int_equal(s->m.queries_coalesced, 1);
@@ -1413,7 +1455,7 @@ test_ad_cleared(void **state)
 	assert_int_equal(ask(s, 1, 0, 0x1902, "adall.example", DNS_TYPE_A,
 	    0), QUERY_PENDING);
 	assert_int_equal(fake_count(), 1);
-	answer_a_ad(0, "adall.example", 300, 5, 1);
+	answer_a_ad(s, 0, 0, "adall.example", 300, 5, 1);
 	assert_false(client_ad(s, 0, 300, 5));
 	assert_false(client_ad(s, 1, 300, 5));
 	assert_int_equal(ask(s, 2, 2 * SEC, 0x1903, "adall.example",
@@ -1443,7 +1485,7 @@ test_rd0(void **state)
 	/* Cached by an RD=1 asker: an RD=0 asker gets it. */
 	assert_int_equal(ask(s, 1, 0, 0x2002, "nord.example", DNS_TYPE_A, 0),
 	    QUERY_PENDING);
-	answer_a(0, "nord.example", 100, 7);
+	answer_a(s, 0, 0, "nord.example", 100, 7);
 	assert_int_equal(ask(s, 2, 10 * SEC, 0x2003, "NoRd.example",
 	    DNS_TYPE_A, Q_NORD), QUERY_ANSWER);
 	check_answer(s->cl[2].q, s->cl[2].q_len, s->cl[2].a, s->cl[2].a_len,
@@ -1521,6 +1563,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_stale_on_failure, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_stale_on_servfail, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_stale_due, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_stale_timer, setup,
 		    teardown),

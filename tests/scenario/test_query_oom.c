@@ -15,9 +15,9 @@
  * or a done callback without a message) counted in the drop metrics. The
  * sanitizer build checks that nothing crashes or leaks on the way.
  *
- * Time: as in test_query.c, the loop is never run before the shutdown and
- * stays at T0; queries are told T0 + n s, seeded entries are stored
- * before T0.
+ * Time is explicit, as in test_query.c: T0 is the loop's time at the
+ * start (the loop is not run before the shutdown), queries and upstream
+ * replies are told T0 + n s, and seeded entries are stored before T0.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -206,27 +206,27 @@ is_name(size_t i, const char *name)
 	return q != NULL && q->wire_len == n && memcmp(q->wire, want, n) == 0;
 }
 
-/* End out-queries that are pending: by name, an answer, a SERVFAIL or a
- * failure. An answer the fake cannot hand over (its copy failed) stays
- * pending for the shutdown. */
+/* End out-queries that are pending at T0 + at_ms: by name, an answer, a
+ * SERVFAIL or a failure. An answer the fake cannot hand over (its copy
+ * failed) stays pending for the shutdown. */
 static void
-upstream_replies(struct world *w)
+upstream_replies(struct world *w, uint64_t at_ms)
 {
+	uint64_t now = w->t0 + at_ms;
 	uint8_t b[512];
 	size_t i, n;
 
-	(void)w;
 	for (i = 0; i < fake_count(); i++) {
 		if (fake_state(i) != FAKE_PENDING)
 			continue;
 		if (is_name(i, "fail.example")) {
-			assert_int_equal(fake_fail(i, UPSTREAM_EUNREACH), 0);
+			assert_int_equal(fake_fail(i, UPSTREAM_EUNREACH, now), 0);
 		} else if (is_name(i, "stale.example")) {
-			assert_int_equal(fake_fail(i, UPSTREAM_ETIMEDOUT), 0);
+			assert_int_equal(fake_fail(i, UPSTREAM_ETIMEDOUT, now), 0);
 		} else if (is_name(i, "sf.example")) {
 			n = build_answer(b, "sf.example", DNS_RCODE_SERVFAIL,
 			    0);
-			(void)fake_answer(i, b, n);
+			(void)fake_answer(i, b, n, now);
 		} else if (is_name(i, "wait.example")) {
 			continue;      /* until the shutdown */
 		} else if (fake_question(i) != NULL) {
@@ -235,7 +235,7 @@ upstream_replies(struct world *w)
 			dnsmsg_name_str(fake_question(i), name, sizeof(name));
 			name[strlen(name) - 1] = '\0';   /* trailing dot */
 			n = build_answer(b, name, DNS_RCODE_NOERROR, 300);
-			(void)fake_answer(i, b, n);
+			(void)fake_answer(i, b, n, now);
 		}
 	}
 }
@@ -293,14 +293,14 @@ run_mix(long n)
 	else
 		fail_msg("a 5-byte message was not dropped");
 
-	upstream_replies(w);
+	upstream_replies(w, 0);
 	/* Repeats: from the cache where the answers got in, else anew. */
 	ask(w, 11, 1 * SEC, "miss.example", 0);
 	ask(w, 12, 1 * SEC, "stale.example", 1);  /* stale at once */
 	ask(w, 13, 1 * SEC, "sf.example", 1);     /* cached SERVFAIL */
 	ask(w, 14, 1 * SEC, "fail.example", 0);
 	ask(w, 15, 2 * SEC, "pf.example", 1);
-	upstream_replies(w);
+	upstream_replies(w, 2 * SEC);
 	ask(w, 16, 3 * SEC, "new.example", 1);
 
 	/* main.c's order: the pool completes every waiting query. */

@@ -92,7 +92,8 @@ static struct slot slots[N_REQS];
 
 static void
 slot_cb(void *arg, int status, const uint8_t *answer, size_t len,
-    const struct dnsmsg_answer_info *info, const char *upstream)
+    const struct dnsmsg_answer_info *info, const char *upstream,
+    uint64_t now_ms)
 {
 	struct slot *s = arg;
 	struct world *w = s->w;
@@ -103,6 +104,8 @@ slot_cb(void *arg, int status, const uint8_t *answer, size_t len,
 	assert_true(r->accepted);
 	assert_false(r->cancelled);
 	assert_int_equal(r->calls, 0);
+	/* The pool hands over its loop time at the callback. */
+	assert_int_equal(now_ms, uv_now(&w->loop));
 	r->calls++;
 	r->status = status;
 	r->h = NULL;
