@@ -522,7 +522,7 @@ reload_conf(struct server *s, char *err, size_t errlen)
 	}
 	if (nc->cache_size != old->cache_size)
 		cache_resize(s->cache, nc->cache_size);
-	s->qctx.conf = nc;
+	query_ctx_set_conf(&s->qctx, nc);
 	s->admin.conf = nc;
 	s->conf = nc;
 	log_set_level(nc->log_level);

@@ -29,6 +29,8 @@
 
 struct query_pending;
 struct query_waiter;
+
+#define QUERY_ACL_SLOTS 64
 struct ratelimit;
 
 /* Everything a query needs, built once by main.c (no globals), and the
@@ -48,6 +50,14 @@ struct query_ctx {
 	size_t n_pending;                 /* upstream queries in flight */
 	size_t pending_bytes;             /* what waiters and pendings take */
 	struct ratelimit *rl;             /* made when first needed */
+	/* Access-control verdicts of recent clients under conf, direct
+	 * mapped by address: most queries come from a few clients, and
+	 * this spares them the rule walk (query_ctx_set_conf empties it). */
+	struct query_acl_slot {
+		unsigned char addr[16];
+		unsigned char action;     /* enum conf_acl_action */
+		unsigned char used;
+	} acl_cache[QUERY_ACL_SLOTS];
 	int closing;
 };
 
@@ -68,6 +78,10 @@ typedef void (*query_done_cb)(void *arg, const void *origin,
 int query_ctx_init(struct query_ctx *ctx, uv_loop_t *loop,
     const struct conf *conf, struct cache *cache, struct upstream_pool *pool,
     struct metrics *m);
+
+/* Use conf from now on (a reload); conf must outlive ctx or the next
+ * call. Verdicts cached under the old one are forgotten. */
+void query_ctx_set_conf(struct query_ctx *ctx, const struct conf *conf);
 
 /* Clients waiting for an answer now (draining waits for 0). */
 size_t query_waiting(const struct query_ctx *ctx);

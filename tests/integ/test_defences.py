@@ -10,6 +10,7 @@ Prometheus's own parser; the flood test reads dotproxy's peak RSS
 """
 import os
 import random
+import signal
 import socket
 import struct
 import time
@@ -33,6 +34,7 @@ def start(d, c, up, extra):
                 % (port, hport, up.port, c['ca'], extra))
     p = h.start_dotproxy('-c', path, port=port, listen=False)
     p.http = hport
+    p.conf = path
     return p
 
 
@@ -130,6 +132,17 @@ def test_access_control():
                    source='error') == 2
         # Only the allowed client's query went upstream.
         up.expect_count(r'^query .*name=www\.example\.', 1)
+        # A reload that drops the refusal takes effect for a client
+        # whose verdict was remembered: 127.0.0.1 is answered now.
+        with open(p.conf) as f:
+            text = f.read()
+        with open(p.conf, 'w') as f:
+            f.write(text.replace('access-control 127.0.0.0/8 refuse\n', ''))
+        after = p.mark()
+        p.signal(signal.SIGHUP)
+        p.wait_line(r'reloaded', after=after)
+        m = ask('127.0.0.1', p.port, 'www.example', 0x1005)
+        assert m is not None and h.RCODES[m.rcode] == 'NOERROR', m.rcode
 
 
 def test_default_acl_loopback():
