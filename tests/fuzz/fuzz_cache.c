@@ -29,6 +29,8 @@
 #include "cache.h"
 #include "dnsmsg.h"
 #include "mem.h"
+#include "../common/wire.h"
+#include "fuzz_input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -36,11 +38,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define N_KEYS (N_NAMES * 2)
 #define MAX_OPS 300
 #define ANS_MAX 2048
-
-struct input {
-	const uint8_t *p;
-	size_t n;
-};
 
 struct model {
 	int stored;             /* 0: surely absent; 1: maybe present */
@@ -60,44 +57,6 @@ static uint8_t qbytes[N_KEYS][300];
 static size_t qlen[N_KEYS];
 static struct model model[N_KEYS];
 static uint32_t stale_max_s;
-
-static uint8_t
-take8(struct input *in)
-{
-	uint8_t b;
-
-	if (in->n == 0)
-		return 0;
-	b = *in->p++;
-	in->n--;
-	return b;
-}
-
-static uint16_t
-take16(struct input *in)
-{
-	uint16_t hi = take8(in);
-
-	return (uint16_t)(hi << 8 | take8(in));
-}
-
-static size_t
-put_name(uint8_t *p, const char *name)
-{
-	size_t n = 0, lab;
-	const char *dot;
-
-	while (*name != '\0') {
-		dot = strchr(name, '.');
-		lab = dot ? (size_t)(dot - name) : strlen(name);
-		p[n++] = (uint8_t)lab;
-		memcpy(p + n, name, lab);
-		n += lab;
-		name += lab + (dot ? 1 : 0);
-	}
-	p[n++] = 0;
-	return n;
-}
 
 /* Key i: name i / 2, type A, DO set for odd i (a second key per name). */
 static void

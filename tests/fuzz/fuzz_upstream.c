@@ -38,6 +38,8 @@
 #include "mem.h"
 #include "metrics.h"
 #include "upstream.h"
+#include "../common/wire.h"
+#include "fuzz_input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -54,11 +56,6 @@ struct req {
 	int reenter;       /* its callback cancels or asks again */
 };
 
-struct input {
-	const uint8_t *p;
-	size_t n;
-};
-
 struct questions {
 	uint8_t wire[N_QUESTIONS][512];
 	size_t len[N_QUESTIONS];
@@ -71,44 +68,6 @@ static size_t n_reqs;
 static struct upstream_pool *pool;
 static uv_loop_t *cur_loop;   /* the loop of the input being run */
 static int in_query;
-
-static uint8_t
-take8(struct input *in)
-{
-	uint8_t b;
-
-	if (in->n == 0)
-		return 0;
-	b = *in->p++;
-	in->n--;
-	return b;
-}
-
-static uint16_t
-take16(struct input *in)
-{
-	uint16_t hi = take8(in);
-
-	return (uint16_t)(hi << 8 | take8(in));
-}
-
-static size_t
-put_name(uint8_t *p, const char *name)
-{
-	size_t n = 0, lab;
-	const char *dot;
-
-	while (*name != '\0') {
-		dot = strchr(name, '.');
-		lab = dot ? (size_t)(dot - name) : strlen(name);
-		p[n++] = (uint8_t)lab;
-		memcpy(p + n, name, lab);
-		n += lab;
-		name += lab + (dot ? 1 : 0);
-	}
-	p[n++] = 0;
-	return n;
-}
 
 /* The three questions, as query.c would send them upstream. */
 static void

@@ -38,6 +38,7 @@
 #include "metrics.h"
 #include "query.h"
 #include "upstream.h"
+#include "../common/wire.h"
 
 #define N_CLIENTS 32
 #define SEC 1000u
@@ -54,31 +55,6 @@ struct world {
 	int calls[N_CLIENTS];
 	uint16_t id[N_CLIENTS];
 };
-
-static void
-put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static size_t
-put_name(uint8_t *p, const char *name)
-{
-	size_t n = 0, lab;
-	const char *dot;
-
-	while (*name != '\0') {
-		dot = strchr(name, '.');
-		lab = dot ? (size_t)(dot - name) : strlen(name);
-		p[n++] = (uint8_t)lab;
-		memcpy(p + n, name, lab);
-		n += lab;
-		name += lab + (dot ? 1 : 0);
-	}
-	p[n++] = 0;
-	return n;
-}
 
 /* A query for name/A; with edns, an OPT with DO clear. */
 static size_t

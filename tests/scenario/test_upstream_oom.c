@@ -41,6 +41,7 @@
 #include "mem.h"
 #include "metrics.h"
 #include "upstream.h"
+#include "../common/wire.h"
 
 #define N_REQS 16
 
@@ -62,24 +63,6 @@ struct world {
 	size_t n;
 	int in_query;
 };
-
-static size_t
-put_name(uint8_t *p, const char *name)
-{
-	size_t n = 0, lab;
-	const char *dot;
-
-	while (*name != '\0') {
-		dot = strchr(name, '.');
-		lab = dot ? (size_t)(dot - name) : strlen(name);
-		p[n++] = (uint8_t)lab;
-		memcpy(p + n, name, lab);
-		n += lab;
-		name += lab + (dot ? 1 : 0);
-	}
-	p[n++] = 0;
-	return n;
-}
 
 /* Per-request callbacks: one trampoline per slot, as the arg must name
  * the request and the world both. */
