@@ -1,19 +1,60 @@
-/* cache.c: the answer cache: key, insert, lookup with TTL aging, LRU eviction.
+/* cache.c: the answer cache: key, insert, lookup with TTL aging, LRU
+ * eviction, split into locked shards, and the claim records of
+ * cross-worker coalescing.
  *
- * Each entry is one allocation: the struct, then the TTL offsets (uint16),
- * then the key bytes, then the answer bytes. Entries sit in a uthash table
- * (keyed by the key bytes; uthash is used only in this file) and on a
- * doubly-linked LRU list whose head is the most recently used and whose
- * tail (head->prev, utlist's convention) goes first.
+ * Shards. A cache is 2^k shards (k from 0 to 8). A key's shard is picked
+ * by the top byte of its hash (bits 24-31, masked to the shard count);
+ * the table inside the shard picks its bucket by the low bits (uthash
+ * takes hash & (buckets - 1)), so the two choices stay independent until a
+ * shard has 2^24 buckets. Each shard is a small cache of its own: a
+ * table, an LRU list, counters, a share of the byte bound, the claim
+ * records of its keys, and one lock that guards all of these. An
+ * operation on one key takes its shard's lock once; the control
+ * operations (flush, flush by name, dump, stats, resize) take each
+ * shard's lock in turn, never two at a time. The only other lock,
+ * resize_lock, is taken before a shard's and only by cache_resize, so
+ * there is no lock order to get wrong. Shards are cache-line aligned, so
+ * that two shards' locks and counters never share a line. The shard
+ * count, the mask and stale_max_ms never change after cache_new_shards;
+ * everything else in a shard is read and written under its lock only.
  *
- * Invariants, true between calls:
- *   - every entry is in both the table and the list, and nothing else is;
+ * The lock is a uv_mutex_t. A pthread spinlock and a uv_rwlock_t can be
+ * built instead (-DCACHE_LOCK_SPIN, -DCACHE_LOCK_RWLOCK) to measure them;
+ * note that cache_get writes (it moves the entry to the MRU end), so a
+ * rwlock's read side is of no use to the query path.
+ *
+ * The hash. cache_key_make computes it once per key (cache_key_hash), and
+ * every table operation here is a HASH_*_BYHASHVALUE with that value:
+ * uthash never hashes a key (HASH_FUNCTION is defined below to something
+ * that does not compile, so a plain HASH_FIND cannot slip in), and its
+ * bucket expansion reuses the stored hh.hashv. The function is the "mum"
+ * step of wyhash (a 64 x 64 -> 128-bit multiply, the two halves xored),
+ * 16 key bytes per step, keyed with 192 random bits drawn once per
+ * process: clients choose the names, and a fixed function (uthash's
+ * Jenkins hash is unkeyed) would let them aim every key at one bucket
+ * chain of one shard.
+ *
+ * Entries. Each entry is one allocation: the struct, then the TTL offsets
+ * (uint16), then the key bytes, then the answer bytes. Entries sit in the
+ * shard's uthash table (keyed by the key bytes; uthash is used only in
+ * this file) and on a doubly-linked LRU list whose head is the most
+ * recently used and whose tail (head->prev, utlist's convention) goes
+ * first.
+ *
+ * Invariants of each shard, true whenever its lock is free:
+ *   - every entry is in the shard's table, hence on its list, and in no
+ *     other shard; its key's hash picks this shard;
  *   - bytes is the sum of entry_cost() over the entries, and bytes <=
- *     max_bytes (cache_put evicts from the tail until the new entry fits,
- *     and refuses with -E2BIG an entry that could never fit);
+ *     max_bytes (cache_put evicts the least recently used until the new
+ *     entry fits, and refuses with -E2BIG an entry that could never fit
+ *     the shard);
+ *     the shards' max_bytes sum to the cache's bound;
  *   - the stored answer holds the TTLs as received: aging (or the stale
  *     TTL) is applied to the caller's copy only, so reading twice never
- *     ages twice.
+ *     ages twice;
+ *   - every claim record is in the shard's claims table, its owner is
+ *     below CACHE_MAX_WORKERS and its own bit is not among its waiters;
+ *     inflight is the number of records.
  * An entry lives in three phases: fresh until its TTL runs out (served by
  * cache_get), then stale for stale_max_s seconds (kept, served only by
  * cache_get_stale, RFC 8767), then dead: removed when a lookup sees it.
@@ -21,18 +62,29 @@
  * on the LRU list like any other and are evicted by the same rule: a stale
  * answer that is being served keeps its place by being used.
  *
- * The control operations (flush, flush by name, dump, resize) walk the LRU
- * list: linear in the number of entries, which is fine for an operator's
- * request and keeps the table keyed for the query path alone. A name is
- * matched on the key's wire bytes, which cache_key_make has lowercased;
- * cache_name_from_text lowercases an operator's text the same way. The dump
- * only reads: what it reports of an entry follows the same phases and the
- * same aging as the lookups. Resizing evicts as cache_put does, so the
- * invariant bytes <= max_bytes holds across it.
+ * The control operations walk each shard's list: linear in the number of
+ * entries, which is fine for an operator's request and keeps the tables
+ * keyed for the query path alone. A name is matched on the key's wire
+ * bytes, which cache_key_make has lowercased; cache_name_from_text
+ * lowercases an operator's text the same way. The dump only reads: what it
+ * reports of an entry follows the same phases and the same aging as the
+ * lookups. Resizing evicts as cache_put does, so bytes <= max_bytes holds
+ * across it in every shard.
+ *
+ * Claim records ("worker w is fetching this key; these others wait") live
+ * in a second uthash table per shard, keyed and hashed like the entries,
+ * under the same lock, so a worker can look for an answer and claim the
+ * fetch with the same shard. They are not part of the byte bound (a few
+ * dozen bytes each, and one per upstream query in flight, which the
+ * upstream pool bounds), a flush leaves them, and only their owner's
+ * cache_release removes them.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include <uv.h>
 
 #include "cache.h"
 #include "dnsmsg.h"
@@ -40,16 +92,139 @@
 
 /* uthash allocates its table and buckets through our wrapper too, and must
  * report failure instead of exiting: with HASH_NONFATAL_OOM an add that
- * cannot get memory leaves the table as it was and calls this hook. */
+ * cannot get memory leaves the table as it was and calls this hook. Both
+ * kinds of item (entries and claim records) have a hash_oom field. */
 #define uthash_malloc(sz) mem_alloc(sz)
 #define uthash_free(ptr, sz) mem_free(ptr)
 #define HASH_NONFATAL_OOM 1
 #define uthash_nonfatal_oom(elt) ((elt)->hash_oom = 1)
+/* Every key carries its hash: a macro that would hash again is an error. */
+#define HASH_FUNCTION(keyptr, keylen, hashv) CACHE_KEYS_CARRY_THEIR_HASH
 #include <uthash.h>
 #include <utlist.h>
 
+#define CACHE_LINE 64
+
+/* ---- the shard lock ---- */
+
+/* A uv_mutex_t unless a benchmark build asks for another kind. The read
+ * side is for the operations that change nothing (stats, dump); only the
+ * rwlock tells it apart. */
+#if defined(CACHE_LOCK_SPIN)
+#include <pthread.h>
+
+struct shard_lock {
+	pthread_spinlock_t l;
+};
+
+static int
+lock_init(struct shard_lock *k)
+{
+	return -pthread_spin_init(&k->l, PTHREAD_PROCESS_PRIVATE);
+}
+
+static void
+lock_destroy(struct shard_lock *k)
+{
+	pthread_spin_destroy(&k->l);
+}
+
+static void
+lock_take(struct shard_lock *k)
+{
+	pthread_spin_lock(&k->l);
+}
+
+static void
+lock_drop(struct shard_lock *k)
+{
+	pthread_spin_unlock(&k->l);
+}
+
+#define lock_take_read lock_take
+#define lock_drop_read lock_drop
+
+#elif defined(CACHE_LOCK_RWLOCK)
+
+struct shard_lock {
+	uv_rwlock_t l;
+};
+
+static int
+lock_init(struct shard_lock *k)
+{
+	return uv_rwlock_init(&k->l);
+}
+
+static void
+lock_destroy(struct shard_lock *k)
+{
+	uv_rwlock_destroy(&k->l);
+}
+
+static void
+lock_take(struct shard_lock *k)
+{
+	uv_rwlock_wrlock(&k->l);
+}
+
+static void
+lock_drop(struct shard_lock *k)
+{
+	uv_rwlock_wrunlock(&k->l);
+}
+
+static void
+lock_take_read(struct shard_lock *k)
+{
+	uv_rwlock_rdlock(&k->l);
+}
+
+static void
+lock_drop_read(struct shard_lock *k)
+{
+	uv_rwlock_rdunlock(&k->l);
+}
+
+#else
+
+struct shard_lock {
+	uv_mutex_t l;
+};
+
+static int
+lock_init(struct shard_lock *k)
+{
+	return uv_mutex_init(&k->l);
+}
+
+static void
+lock_destroy(struct shard_lock *k)
+{
+	uv_mutex_destroy(&k->l);
+}
+
+static void
+lock_take(struct shard_lock *k)
+{
+	uv_mutex_lock(&k->l);
+}
+
+static void
+lock_drop(struct shard_lock *k)
+{
+	uv_mutex_unlock(&k->l);
+}
+
+#define lock_take_read lock_take
+#define lock_drop_read lock_drop
+
+#endif
+
+/* ---- structures ---- */
+
 struct cache_entry {
-	UT_hash_handle hh;
+	UT_hash_handle hh;             /* hh.hashv: the key's hash */
 	struct cache_entry *prev;      /* LRU list, toward the head (MRU) */
 	struct cache_entry *next;      /* LRU list, toward the tail (LRU) */
 	uint64_t inserted_ms;
@@ -64,16 +239,37 @@ struct cache_entry {
 	uint16_t ttl_off[];            /* then key bytes, then answer bytes */
 };
 
-struct cache {
+/* "worker owns the fetch of this key; waiters wait for it". */
+struct claim {
+	UT_hash_handle hh;             /* keyed and hashed like an entry */
+	uint64_t waiters;              /* bit w: worker w waits */
+	uint8_t owner;
+	uint8_t hash_oom;
+	uint8_t key[];
+};
+
+struct shard {
+	_Alignas(CACHE_LINE) struct shard_lock lock;
 	struct cache_entry *table;     /* uthash head */
 	struct cache_entry *lru;       /* utlist head: most recently used */
+	struct claim *claims;          /* uthash head */
 	size_t entries;
 	size_t bytes;
-	size_t max_bytes;
-	uint64_t stale_max_ms;         /* how long past expiry entries stay */
+	size_t max_bytes;              /* this shard's share of the bound */
+	size_t inflight;               /* claim records */
 	uint64_t evictions;
 	uint64_t expired;
-	uint64_t flushes;
+	uint64_t flushes;              /* counted in shard 0 only, once per
+	                                * flush operation */
+};
+
+struct cache {
+	struct shard *shards;          /* n_shards, cache-line aligned */
+	void *shards_mem;              /* the allocation they are aligned in */
+	unsigned n_shards;             /* a power of two */
+	unsigned mask;                 /* n_shards - 1 */
+	uint64_t stale_max_ms;         /* how long past expiry entries stay */
+	uv_mutex_t resize_lock;        /* one cache_resize at a time */
 };
 
 /* Where an entry found by entry_lookup stands at now. */
@@ -84,11 +280,127 @@ enum entry_phase {
 };
 
 /* What one entry costs beyond its own allocation: the table's share. uthash
- * keeps chains around 10 long but doubles the bucket array as it grows, so
- * one bucket per entry is a conservative round figure, plus an allocator
- * header. It is an estimate; what matters is that it is the same for every
- * entry so that the bound is predictable. */
+ * keeps chains around 10 long but doubles the bucket array as it grows,
+ * which leaves about one bucket per entry, plus an allocator header. It is
+ * an estimate; what matters is that it is the same for every entry so that
+ * the bound is predictable. */
 #define CACHE_HASH_OVERHEAD (sizeof(UT_hash_bucket) + 2 * sizeof(void *))
+
+/* ---- the key hash ---- */
+
+static uv_once_t hash_once = UV_ONCE_INIT;
+static uint64_t hash_secret[3];
+
+static void
+hash_seed(void)
+{
+	if (uv_random(NULL, NULL, hash_secret, sizeof(hash_secret), 0,
+	    NULL) == 0)
+		return;
+	/* No random bytes to be had (a sandbox without getrandom and
+	 * /dev/urandom): what an outsider cannot easily know beats a
+	 * constant. */
+	hash_secret[0] = uv_hrtime() ^ (uint64_t)(uintptr_t)&hash_secret;
+	hash_secret[1] = hash_secret[0] * 0x9e3779b97f4a7c15ULL ^
+	    (uint64_t)uv_os_getpid();
+	hash_secret[2] = hash_secret[1] * 0xbf58476d1ce4e5b9ULL ^
+	    (uint64_t)(uintptr_t)&hash_once;
+}
+
+/* The 128-bit product of a and b, its halves xored. */
+static uint64_t
+hash_mix(uint64_t a, uint64_t b)
+{
+#ifdef __SIZEOF_INT128__
+	__uint128_t r = (__uint128_t)a * b;
+
+	return (uint64_t)r ^ (uint64_t)(r >> 64);
+#else
+	uint64_t ha = a >> 32, la = (uint32_t)a, hb = b >> 32, lb = (uint32_t)b;
+	uint64_t rh = ha * hb, rm0 = ha * lb, rm1 = hb * la, rl = la * lb;
+	uint64_t t = rl + (rm0 << 32), lo, hi, carry;
+
+	carry = t < rl;
+	lo = t + (rm1 << 32);
+	carry += lo < t;
+	hi = rh + (rm0 >> 32) + (rm1 >> 32) + carry;
+	return lo ^ hi;
+#endif
+}
+
+static uint64_t
+load64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+static uint64_t
+load32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+/* wyhash's shape: 16 bytes per multiply, the last 1 to 16 bytes read as
+ * two (possibly overlapping) words, the length mixed in at both ends so
+ * that the overlap cannot make two lengths collide. Both inputs of every
+ * multiply carry a secret, so no chosen input can zero one of them. */
+static uint32_t
+hash_bytes(const uint8_t *p, size_t len)
+{
+	uint64_t h = hash_secret[0] ^ len, a, b;
+	size_t n = len;
+
+	while (n > 16) {
+		h = hash_mix(load64(p) ^ hash_secret[1], load64(p + 8) ^ h);
+		p += 16;
+		n -= 16;
+	}
+	if (n >= 8) {
+		a = load64(p);
+		b = load64(p + n - 8);
+	} else if (n >= 4) {
+		a = load32(p);
+		b = load32(p + n - 4);
+	} else if (n > 0) {
+		a = (uint64_t)p[0] << 16 | (uint64_t)p[n >> 1] << 8 | p[n - 1];
+		b = 0;
+	} else {
+		a = b = 0;
+	}
+	h = hash_mix(a ^ hash_secret[1], b ^ h);
+	h = hash_mix(h ^ hash_secret[2], (uint64_t)len ^ hash_secret[1]);
+	return (uint32_t)(h ^ h >> 32);
+}
+
+void
+cache_key_hash(struct cache_key *key)
+{
+	size_t n = key->len <= CACHE_KEY_MAX ? key->len : CACHE_KEY_MAX;
+
+	uv_once(&hash_once, hash_seed);
+	key->hash = hash_bytes(key->bytes, n);
+}
+
+/* A key the functions below can use: cache_key_make makes no other. */
+static int
+key_ok(const struct cache_key *key)
+{
+	return key->len > 0 && key->len <= CACHE_KEY_MAX;
+}
+
+static struct shard *
+shard_of(const struct cache *c, uint32_t hash)
+{
+	return &c->shards[(hash >> 24) & c->mask];
+}
+
+/* ---- entries; every function here runs under the shard's lock ---- */
 
 static uint8_t *
 entry_key(struct cache_entry *e)
@@ -102,8 +414,8 @@ entry_answer(struct cache_entry *e)
 	return entry_key(e) + e->key_len;
 }
 
-/* The accounted size of an entry; the caller has checked that len is at
- * most max_bytes, so the sum cannot overflow. */
+/* The accounted size of an entry; key_len and len are bounded
+ * (CACHE_KEY_MAX, DNS_MAX_MSG), so the sum cannot overflow. */
 static size_t
 entry_cost(size_t key_len, size_t len, size_t n_ttl)
 {
@@ -113,12 +425,12 @@ entry_cost(size_t key_len, size_t len, size_t n_ttl)
 
 /* Unlink e from the table and the list, uncount and free it. */
 static void
-entry_remove(struct cache *c, struct cache_entry *e)
+entry_remove(struct shard *s, struct cache_entry *e)
 {
-	HASH_DELETE(hh, c->table, e);
-	DL_DELETE(c->lru, e);
-	c->entries--;
-	c->bytes -= entry_cost(e->key_len, e->len, e->n_ttl);
+	HASH_DELETE(hh, s->table, e);
+	DL_DELETE(s->lru, e);
+	s->entries--;
+	s->bytes -= entry_cost(e->key_len, e->len, e->n_ttl);
 	mem_free(e);
 }
 
@@ -126,15 +438,14 @@ entry_remove(struct cache *c, struct cache_entry *e)
  * here and counted as expired, so that both lookups agree on when an entry
  * ends. Sets *ep to the entry unless the phase is PHASE_NONE. */
 static enum entry_phase
-entry_lookup(struct cache *c, const struct cache_key *key, uint64_t now_ms,
-    struct cache_entry **ep)
+entry_lookup(const struct cache *c, struct shard *s,
+    const struct cache_key *key, uint64_t now_ms, struct cache_entry **ep)
 {
 	struct cache_entry *e;
 	enum entry_phase ph = PHASE_NONE;
 
-	if (key->len == 0 || key->len > CACHE_KEY_MAX)
-		goto out;
-	HASH_FIND(hh, c->table, key->bytes, key->len, e);
+	HASH_FIND_BYHASHVALUE(hh, s->table, key->bytes, key->len, key->hash,
+	    e);
 	if (e == NULL)
 		goto out;
 	if (now_ms < e->expiry_ms) {
@@ -142,8 +453,8 @@ entry_lookup(struct cache *c, const struct cache_key *key, uint64_t now_ms,
 	} else if (now_ms - e->expiry_ms < c->stale_max_ms) {
 		ph = PHASE_STALE;
 	} else {
-		entry_remove(c, e);
-		c->expired++;
+		entry_remove(s, e);
+		s->expired++;
 		goto out;
 	}
 	*ep = e;
@@ -152,8 +463,10 @@ out:
 }
 
 /* Whole seconds e has spent in the cache; a clock that went backwards ages
- * nothing rather than wrapping, and a stale entry's age (TTL plus window,
- * both 32-bit) is clamped rather than truncated. */
+ * nothing rather than wrapping (each worker's loop has its own clock, so
+ * another worker's insert may be a little in this one's future), and a
+ * stale entry's age (TTL plus window, both 32-bit) is clamped rather than
+ * truncated. */
 static uint32_t
 entry_age(const struct cache_entry *e, uint64_t now_ms)
 {
@@ -178,50 +491,125 @@ entry_meta(const struct cache_entry *e, uint64_t now_ms, int stale,
 
 /* Serving an entry makes it the most recently used. */
 static void
-entry_touch(struct cache *c, struct cache_entry *e)
+entry_touch(struct shard *s, struct cache_entry *e)
 {
-	if (c->lru != e) {
-		DL_DELETE(c->lru, e);
-		DL_PREPEND(c->lru, e);
+	if (s->lru != e) {
+		DL_DELETE(s->lru, e);
+		DL_PREPEND(s->lru, e);
 	}
 }
 
 /* Evict from the tail until the bytes fit the bound. bytes > 0 means there
  * is an entry, so the tail exists. */
 static void
-evict_to_bound(struct cache *c)
+evict_to_bound(struct shard *s)
 {
-	while (c->bytes > c->max_bytes) {
-		entry_remove(c, c->lru->prev);
-		c->evictions++;
+	while (s->bytes > s->max_bytes) {
+		entry_remove(s, s->lru->prev);
+		s->evictions++;
 	}
+}
+
+/* ---- the cache ---- */
+
+/* Shard i's share of max_bytes: the remainder goes one byte each to the
+ * first shards, so that the shares sum to max_bytes. */
+static size_t
+shard_share(size_t max_bytes, unsigned n, unsigned i)
+{
+	return max_bytes / n + (i < max_bytes % n ? 1 : 0);
+}
+
+static unsigned
+shard_count(size_t max_bytes, unsigned want)
+{
+	unsigned n = 1;
+
+	if (want > CACHE_MAX_SHARDS)
+		want = CACHE_MAX_SHARDS;
+	while (n < want)
+		n <<= 1;
+	while (n > 1 && max_bytes / n < CACHE_MIN_SHARD_BYTES)
+		n >>= 1;
+	return n;
+}
+
+struct cache *
+cache_new_shards(size_t max_bytes, uint32_t stale_max_s, unsigned n_shards)
+{
+	struct cache *c;
+	unsigned n = shard_count(max_bytes, n_shards), i = 0;
+
+	c = mem_calloc(1, sizeof(*c));
+	if (c == NULL)
+		goto fail;
+	c->shards_mem = mem_calloc(1, n * sizeof(struct shard) + CACHE_LINE - 1);
+	if (c->shards_mem == NULL)
+		goto fail;
+	c->shards = (struct shard *)(((uintptr_t)c->shards_mem + CACHE_LINE -
+	    1) & ~(uintptr_t)(CACHE_LINE - 1));
+	c->n_shards = n;
+	c->mask = n - 1;
+	c->stale_max_ms = (uint64_t)stale_max_s * 1000;
+	if (uv_mutex_init(&c->resize_lock) != 0)
+		goto fail;
+	for (i = 0; i < n; i++) {
+		if (lock_init(&c->shards[i].lock) != 0)
+			goto fail_locks;
+		c->shards[i].max_bytes = shard_share(max_bytes, n, i);
+	}
+	/* Seed the hash now rather than at the first key, off the query
+	 * path. */
+	uv_once(&hash_once, hash_seed);
+	return c;
+
+fail_locks:
+	while (i > 0)
+		lock_destroy(&c->shards[--i].lock);
+	uv_mutex_destroy(&c->resize_lock);
+fail:
+	if (c != NULL)
+		mem_free(c->shards_mem);
+	mem_free(c);
+	return NULL;
 }
 
 struct cache *
 cache_new(size_t max_bytes, uint32_t stale_max_s)
 {
-	struct cache *c;
-
-	c = mem_calloc(1, sizeof(*c));
-	if (c == NULL)
-		return NULL;
-	c->max_bytes = max_bytes;
-	c->stale_max_ms = (uint64_t)stale_max_s * 1000;
-	return c;
+	return cache_new_shards(max_bytes, stale_max_s, 1);
 }
 
 void
 cache_free(struct cache *c)
 {
 	struct cache_entry *e, *tmp;
+	struct claim *r, *rnext;
+	struct shard *s;
+	unsigned i;
 
 	if (c == NULL)
 		return;
-	/* The table's memory is reached through the head entry: release it
-	 * while that entry is still alive, then the entries by the list. */
-	HASH_CLEAR(hh, c->table);
-	DL_FOREACH_SAFE(c->lru, e, tmp)
-		mem_free(e);
+	for (i = 0; i < c->n_shards; i++) {
+		s = &c->shards[i];
+		/* The table's memory is reached through the head entry:
+		 * release it while that entry is still alive, then the
+		 * entries by the list. */
+		HASH_CLEAR(hh, s->table);
+		DL_FOREACH_SAFE(s->lru, e, tmp)
+			mem_free(e);
+		/* The same for the claims, whose only list is uthash's:
+		 * take the head first, HASH_CLEAR leaves the links. */
+		r = s->claims;
+		HASH_CLEAR(hh, s->claims);
+		for (; r != NULL; r = rnext) {
+			rnext = r->hh.next;
+			mem_free(r);
+		}
+		lock_destroy(&s->lock);
+	}
+	uv_mutex_destroy(&c->resize_lock);
+	mem_free(c->shards_mem);
 	mem_free(c);
 }
 
@@ -248,6 +636,7 @@ cache_key_make(struct cache_key *key, const struct dnsmsg_query *q)
 	*p++ = (uint8_t)((q->do_bit ? 0x01 : 0) | (q->cd_bit ? 0x02 : 0) |
 	    (!q->do_bit && (q->flags & DNS_FLAG_AD) ? 0x04 : 0));
 	key->len = n + 5;
+	cache_key_hash(key);
 }
 
 int
@@ -255,7 +644,8 @@ cache_put(struct cache *c, const struct cache_key *key,
     const uint8_t *answer, size_t len, const struct dnsmsg_answer_info *info,
     uint64_t now_ms)
 {
-	struct cache_entry *e, *old;
+	struct cache_entry *e = NULL, *old;
+	struct shard *s;
 	size_t n_ttl, cost;
 	int rc = 0;
 
@@ -263,23 +653,21 @@ cache_put(struct cache *c, const struct cache_key *key,
 		goto out;
 	/* Keys come from cache_key_make; a longer one is a caller's bug and
 	 * would be read past the end of key->bytes. */
-	if (key->len == 0 || key->len > CACHE_KEY_MAX) {
+	if (!key_ok(key)) {
 		rc = -EINVAL;
+		goto out;
+	}
+	if (len > DNS_MAX_MSG) {
+		rc = -E2BIG;
 		goto out;
 	}
 	n_ttl = info->n_ttl;
 	if (n_ttl > DNSMSG_MAX_RRS)
 		n_ttl = DNSMSG_MAX_RRS;
-	if (len > c->max_bytes) {
-		rc = -E2BIG;
-		goto out;
-	}
 	cost = entry_cost(key->len, len, n_ttl);
-	if (cost > c->max_bytes) {
-		rc = -E2BIG;
-		goto out;
-	}
 
+	/* The entry is built before the lock is taken: neither the
+	 * allocation nor the copies need it. */
 	e = mem_alloc(cost - CACHE_HASH_OVERHEAD);
 	if (e == NULL) {
 		rc = -ENOMEM;
@@ -299,26 +687,36 @@ cache_put(struct cache *c, const struct cache_key *key,
 	memcpy(entry_key(e), key->bytes, key->len);
 	memcpy(entry_answer(e), answer, len);
 
+	s = shard_of(c, key->hash);
+	lock_take(&s->lock);
+	if (cost > s->max_bytes) {
+		rc = -E2BIG;
+		goto unlock;
+	}
 	/* Find the entry this one replaces before adding, so that the lookup
 	 * cannot return the new one. The add may need memory (the first table,
 	 * a bucket expansion); only once it has succeeded is anything else
 	 * touched, which keeps the cache unchanged on -ENOMEM. */
-	HASH_FIND(hh, c->table, key->bytes, key->len, old);
-	HASH_ADD_KEYPTR(hh, c->table, entry_key(e), e->key_len, e);
+	HASH_FIND_BYHASHVALUE(hh, s->table, key->bytes, key->len, key->hash,
+	    old);
+	HASH_ADD_KEYPTR_BYHASHVALUE(hh, s->table, entry_key(e), key->len,
+	    key->hash, e);
 	if (e->hash_oom) {
-		mem_free(e);
 		rc = -ENOMEM;
-		goto out;
+		goto unlock;
 	}
-	DL_PREPEND(c->lru, e);
-	c->entries++;
-	c->bytes += cost;
+	DL_PREPEND(s->lru, e);
+	s->entries++;
+	s->bytes += cost;
 	if (old != NULL)
-		entry_remove(c, old);
-
+		entry_remove(s, old);
 	/* cost <= max_bytes, so the loop stops before it reaches e (the head)
 	 * at the latest when e is the only entry left. */
-	evict_to_bound(c);
+	evict_to_bound(s);
+	e = NULL;    /* the shard's now */
+unlock:
+	lock_drop(&s->lock);
+	mem_free(e);
 out:
 	return rc;
 }
@@ -328,27 +726,32 @@ cache_get(struct cache *c, const struct cache_key *key, uint64_t now_ms,
     uint8_t *out, size_t cap, size_t *out_len, struct cache_meta *meta)
 {
 	struct cache_entry *e = NULL;
-	uint32_t age;
-	int rc = 0;
+	struct shard *s;
+	int rc = -ENOENT;
 
+	if (!key_ok(key))
+		goto out;
+	s = shard_of(c, key->hash);
+	lock_take(&s->lock);
 	/* A stale entry is a miss here but stays for cache_get_stale, and
 	 * keeps its place in the LRU list: it was not served. */
-	if (entry_lookup(c, key, now_ms, &e) != PHASE_FRESH) {
-		rc = -ENOENT;
-		goto out;
-	}
+	if (entry_lookup(c, s, key, now_ms, &e) != PHASE_FRESH)
+		goto unlock;
 	if (cap < e->len) {
 		rc = -ENOSPC;
-		goto out;
+		goto unlock;
 	}
-
 	memcpy(out, entry_answer(e), e->len);
-	/* The entry is fresh, so its age is below its TTL. */
-	age = entry_age(e, now_ms);
-	dnsmsg_age_ttls(out, e->len, e->ttl_off, e->n_ttl, age);
+	/* The entry is fresh, so its age is below its TTL. Aging needs the
+	 * entry's TTL offsets, so it happens under the lock too. */
+	dnsmsg_age_ttls(out, e->len, e->ttl_off, e->n_ttl,
+	    entry_age(e, now_ms));
 	*out_len = e->len;
 	entry_meta(e, now_ms, 0, meta);
-	entry_touch(c, e);
+	entry_touch(s, e);
+	rc = 0;
+unlock:
+	lock_drop(&s->lock);
 out:
 	return rc;
 }
@@ -359,24 +762,29 @@ cache_get_stale(struct cache *c, const struct cache_key *key,
     size_t *out_len, struct cache_meta *meta)
 {
 	struct cache_entry *e = NULL;
-	int rc = 0;
+	struct shard *s;
+	int rc = -ENOENT;
 
+	if (!key_ok(key))
+		goto out;
+	s = shard_of(c, key->hash);
+	lock_take(&s->lock);
 	/* A fresh entry is the caller's to read with cache_get: it must not
 	 * go out with the stale TTL. */
-	if (entry_lookup(c, key, now_ms, &e) != PHASE_STALE) {
-		rc = -ENOENT;
-		goto out;
-	}
+	if (entry_lookup(c, s, key, now_ms, &e) != PHASE_STALE)
+		goto unlock;
 	if (cap < e->len) {
 		rc = -ENOSPC;
-		goto out;
+		goto unlock;
 	}
-
 	memcpy(out, entry_answer(e), e->len);
 	dnsmsg_set_ttls(out, e->len, e->ttl_off, e->n_ttl, stale_ttl);
 	*out_len = e->len;
 	entry_meta(e, now_ms, 1, meta);
-	entry_touch(c, e);
+	entry_touch(s, e);
+	rc = 0;
+unlock:
+	lock_drop(&s->lock);
 out:
 	return rc;
 }
@@ -386,39 +794,65 @@ cache_refresh_failed(struct cache *c, const struct cache_key *key,
     uint64_t retry_at_ms)
 {
 	struct cache_entry *e;
+	struct shard *s;
 
-	if (key->len == 0 || key->len > CACHE_KEY_MAX)
-		return;
-	HASH_FIND(hh, c->table, key->bytes, key->len, e);
+	if (!key_ok(key))
+		goto out;
+	s = shard_of(c, key->hash);
+	lock_take(&s->lock);
+	HASH_FIND_BYHASHVALUE(hh, s->table, key->bytes, key->len, key->hash,
+	    e);
 	if (e != NULL)
 		e->refresh_after_ms = retry_at_ms;
+	lock_drop(&s->lock);
+out:
+	return;
 }
 
 void
 cache_get_stats(const struct cache *c, struct cache_stats *st)
 {
-	st->entries = c->entries;
-	st->bytes = c->bytes;
-	st->max_bytes = c->max_bytes;
-	st->evictions = c->evictions;
-	st->expired = c->expired;
-	st->flushes = c->flushes;
+	struct shard *s;
+	unsigned i;
+
+	memset(st, 0, sizeof(*st));
+	st->shards = c->n_shards;
+	for (i = 0; i < c->n_shards; i++) {
+		s = &c->shards[i];
+		lock_take_read(&s->lock);
+		st->entries += s->entries;
+		st->bytes += s->bytes;
+		st->max_bytes += s->max_bytes;
+		st->evictions += s->evictions;
+		st->expired += s->expired;
+		st->flushes += s->flushes;
+		st->inflight += s->inflight;
+		lock_drop_read(&s->lock);
+	}
 }
 
 size_t
 cache_flush(struct cache *c)
 {
 	struct cache_entry *e, *tmp;
+	struct shard *s;
 	size_t n = 0;
+	unsigned i;
 
-	/* One by one rather than HASH_CLEAR: entry_remove keeps the table,
-	 * the list and the counts in step, and uthash frees its table with
-	 * the last entry. */
-	DL_FOREACH_SAFE(c->lru, e, tmp) {
-		entry_remove(c, e);
-		n++;
+	for (i = 0; i < c->n_shards; i++) {
+		s = &c->shards[i];
+		lock_take(&s->lock);
+		/* One by one rather than HASH_CLEAR: entry_remove keeps the
+		 * table, the list and the counts in step, and uthash frees its
+		 * table with the last entry. The claims stay. */
+		DL_FOREACH_SAFE(s->lru, e, tmp) {
+			entry_remove(s, e);
+			n++;
+		}
+		if (i == 0)
+			s->flushes++;
+		lock_drop(&s->lock);
 	}
-	c->flushes++;
 	return n;
 }
 
@@ -486,21 +920,30 @@ cache_flush_name(struct cache *c, const uint8_t *name_wire, size_t name_len,
     int subtree)
 {
 	struct cache_entry *e, *tmp;
+	struct shard *s;
 	size_t n = 0;
+	unsigned i;
 
 	if (name_wire == NULL || !wire_valid(name_wire, name_len))
 		goto out;
-	/* A linear walk: this is the control path, and the table is keyed by
-	 * whole keys, which a name (any type, class, flags) is not. Every key
-	 * ends in 5 bytes of type, class and flags after its name. */
-	DL_FOREACH_SAFE(c->lru, e, tmp) {
-		if (name_matches(entry_key(e), (size_t)e->key_len - 5,
-		    name_wire, name_len, subtree)) {
-			entry_remove(c, e);
-			n++;
+	/* A linear walk of every shard: this is the control path, and the
+	 * tables are keyed by whole keys, which a name (any type, class,
+	 * flags) is not. Every key ends in 5 bytes of type, class and flags
+	 * after its name. */
+	for (i = 0; i < c->n_shards; i++) {
+		s = &c->shards[i];
+		lock_take(&s->lock);
+		DL_FOREACH_SAFE(s->lru, e, tmp) {
+			if (name_matches(entry_key(e), (size_t)e->key_len - 5,
+			    name_wire, name_len, subtree)) {
+				entry_remove(s, e);
+				n++;
+			}
 		}
+		if (i == 0)
+			s->flushes++;
+		lock_drop(&s->lock);
 	}
-	c->flushes++;
 out:
 	return n;
 }
@@ -620,14 +1063,18 @@ cache_dump(struct cache *c, uint64_t now_ms,
 {
 	struct cache_entry_info info;
 	struct cache_entry *e;
+	struct shard *s;
+	unsigned i;
 	int rc = 0;
 
-	DL_FOREACH(c->lru, e) {
-		if (entry_info(c, e, now_ms, &info) != 0)
-			continue;
-		rc = fn(arg, &info);
-		if (rc != 0)
-			break;
+	for (i = 0; i < c->n_shards && rc == 0; i++) {
+		s = &c->shards[i];
+		lock_take_read(&s->lock);
+		for (e = s->lru; e != NULL && rc == 0; e = e->next) {
+			if (entry_info(c, e, now_ms, &info) == 0)
+				rc = fn(arg, &info);
+		}
+		lock_drop_read(&s->lock);
 	}
 	return rc;
 }
@@ -635,6 +1082,98 @@ cache_dump(struct cache *c, uint64_t now_ms,
 void
 cache_resize(struct cache *c, size_t max_bytes)
 {
-	c->max_bytes = max_bytes;
-	evict_to_bound(c);
+	struct shard *s;
+	unsigned i;
+
+	uv_mutex_lock(&c->resize_lock);
+	for (i = 0; i < c->n_shards; i++) {
+		s = &c->shards[i];
+		lock_take(&s->lock);
+		s->max_bytes = shard_share(max_bytes, c->n_shards, i);
+		evict_to_bound(s);
+		lock_drop(&s->lock);
+	}
+	uv_mutex_unlock(&c->resize_lock);
+}
+
+/* ---- claim records ---- */
+
+int
+cache_claim(struct cache *c, const struct cache_key *key, unsigned worker,
+    int wait)
+{
+	struct claim *r, *fresh;
+	struct shard *s;
+	int rc = CACHE_CLAIM_OWNER;
+
+	if (worker >= CACHE_MAX_WORKERS || !key_ok(key)) {
+		rc = -EINVAL;
+		goto out;
+	}
+	/* Allocated before the lock, like an entry: most claims find no
+	 * record and use it. NULL is not an error: see below. */
+	fresh = mem_alloc(sizeof(*fresh) + key->len);
+	if (fresh != NULL) {
+		memset(fresh, 0, sizeof(*fresh));
+		fresh->owner = (uint8_t)worker;
+		memcpy(fresh->key, key->bytes, key->len);
+	}
+	s = shard_of(c, key->hash);
+	lock_take(&s->lock);
+	HASH_FIND_BYHASHVALUE(hh, s->claims, key->bytes, key->len, key->hash,
+	    r);
+	if (r != NULL) {
+		if (r->owner == worker) {
+			rc = CACHE_CLAIM_OWNER;    /* again: no change */
+		} else if (wait) {
+			r->waiters |= (uint64_t)1 << worker;
+			rc = CACHE_CLAIM_WAIT;
+		} else {
+			rc = CACHE_CLAIM_BUSY;
+		}
+		goto unlock;
+	}
+	/* Nobody fetches the key: the caller will. Without memory for the
+	 * record it fetches alone, unknown to the others, which at worst
+	 * sends one more query upstream: better than failing the client. */
+	if (fresh == NULL)
+		goto unlock;
+	HASH_ADD_KEYPTR_BYHASHVALUE(hh, s->claims, fresh->key, key->len,
+	    key->hash, fresh);
+	if (fresh->hash_oom)
+		goto unlock;
+	s->inflight++;
+	fresh = NULL;    /* the shard's now */
+unlock:
+	lock_drop(&s->lock);
+	mem_free(fresh);
+out:
+	return rc;
+}
+
+uint64_t
+cache_release(struct cache *c, const struct cache_key *key, unsigned worker)
+{
+	struct claim *r;
+	struct shard *s;
+	uint64_t mask = 0;
+
+	if (worker >= CACHE_MAX_WORKERS || !key_ok(key))
+		goto out;
+	s = shard_of(c, key->hash);
+	lock_take(&s->lock);
+	HASH_FIND_BYHASHVALUE(hh, s->claims, key->bytes, key->len, key->hash,
+	    r);
+	if (r == NULL || r->owner != worker) {
+		r = NULL;
+		goto unlock;
+	}
+	mask = r->waiters & ~((uint64_t)1 << worker);
+	HASH_DELETE(hh, s->claims, r);
+	s->inflight--;
+unlock:
+	lock_drop(&s->lock);
+	mem_free(r);
+out:
+	return mask;
 }

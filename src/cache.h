@@ -14,9 +14,20 @@
  * cached, and change the byte bound without emptying the cache. They walk
  * every entry and are meant for an operator's request, not per query.
  *
- * The interface is small on purpose: when workers arrive it will be sharded
- * by key hash with a lock per shard behind these same calls (the control
- * operations visiting every shard in turn).
+ * One cache is shared by every worker thread: every function here may be
+ * called from any thread at any time. The cache is split into shards by
+ * the key's hash, each with its own lock, table, LRU list and share of the
+ * byte bound, so that workers asking for different keys rarely wait for
+ * each other. A lock is held only to find an entry and copy bytes in or
+ * out. What sharding changes for a caller: "least recently used" is
+ * within a shard (an entry is evicted to make room in its own shard), and
+ * the control operations visit the shards one after another, so they are
+ * not one atomic step against concurrent puts (an entry put into a shard
+ * already flushed survives the flush; stats are summed shard by shard).
+ *
+ * Besides answers, each shard holds the claim records of cross-worker
+ * coalescing: which worker is fetching a key from upstream right now, and
+ * which others wait for that fetch (cache_claim, cache_release).
  */
 #ifndef DOTPROXY_CACHE_H
 #define DOTPROXY_CACHE_H
@@ -30,9 +41,14 @@
  * when DO is clear: RFC 6840 5.7) */
 #define CACHE_KEY_MAX (DNS_MAX_NAME_WIRE + 5)
 
+/* A key is built by cache_key_make, which also computes its hash. Code
+ * that writes bytes or len itself must call cache_key_hash afterwards: the
+ * cache trusts hash to pick the shard and the table bucket and never
+ * recomputes it. A key may be copied as a whole (struct assignment). */
 struct cache_key {
 	uint8_t bytes[CACHE_KEY_MAX];
 	size_t len;
+	uint32_t hash;         /* of bytes[0, len), by cache_key_hash */
 };
 
 struct cache_stats {
@@ -45,6 +61,8 @@ struct cache_stats {
 	                      * cache_flush_name with a well-formed name), each
 	                      * counted once however many entries it removed;
 	                      * flushed entries are neither evictions nor expired */
+	size_t inflight;     /* claim records now (cache_claim), not in bytes */
+	unsigned shards;     /* how many shards the cache was made with */
 };
 
 /* What a lookup tells about the entry besides its bytes. */
@@ -61,20 +79,42 @@ struct cache;
 /* A cache that holds at most max_bytes (answers, keys and per-entry
  * overhead together). Entries are kept stale_max_s seconds past their
  * lifetime for cache_get_stale (RFC 8767); 0 removes them at expiry.
- * Returns NULL when out of memory. */
+ * The cache has n_shards shards: rounded up to a power of two and to the
+ * range 1 to CACHE_MAX_SHARDS, then halved while a shard's share of
+ * max_bytes would be under CACHE_MIN_SHARD_BYTES (but never below one
+ * shard), so that a small cache stays one plain LRU. Each shard holds at
+ * most max_bytes / n (the remainder spread over the first shards: the
+ * shares sum to max_bytes). Returns NULL when out of memory (or when a
+ * lock cannot be made). Free with cache_free. */
+#define CACHE_MAX_SHARDS 256
+#define CACHE_MIN_SHARD_BYTES (256 * 1024)
+struct cache *cache_new_shards(size_t max_bytes, uint32_t stale_max_s,
+    unsigned n_shards);
+
+/* cache_new_shards with one shard. */
 struct cache *cache_new(size_t max_bytes, uint32_t stale_max_s);
 
-/* Free the cache and every entry. NULL is allowed. */
+/* Free the cache, every entry and every claim record. NULL is allowed.
+ * No other thread may be using the cache. */
 void cache_free(struct cache *c);
 
-/* Build the key of a parsed query (which must have a question). */
+/* Build the key of a parsed query (which must have a question), hash
+ * included. */
 void cache_key_make(struct cache_key *key, const struct dnsmsg_query *q);
+
+/* (Re)compute key->hash from key->bytes and key->len, for a key whose
+ * bytes were written by hand. The hash is seeded once per process with
+ * random bytes (hash flooding: the names are chosen by clients), so it
+ * differs from one run to the next: never store it. */
+void cache_key_hash(struct cache_key *key);
 
 /* Store a copy of an answer under key for info->ttl seconds from now_ms,
  * replacing any older entry. info comes from dnsmsg_parse_answer on these
  * bytes. Does nothing and returns 0 when !info->cacheable or ttl is 0.
  * Returns 0, or -ENOMEM (the cache is unchanged), or -E2BIG when the one
- * answer is larger than the whole bound. */
+ * answer is larger than its shard's share of the bound (or than a DNS
+ * message can be), or -EINVAL for a key of length 0 or over
+ * CACHE_KEY_MAX. */
 int cache_put(struct cache *c, const struct cache_key *key,
     const uint8_t *answer, size_t len, const struct dnsmsg_answer_info *info,
     uint64_t now_ms);
@@ -105,7 +145,8 @@ void cache_refresh_failed(struct cache *c, const struct cache_key *key,
 void cache_get_stats(const struct cache *c, struct cache_stats *st);
 
 /* Remove every entry. The byte bound and the counters other than entries
- * and bytes stay; flushes counts one. Returns how many entries were
+ * and bytes stay; flushes counts one. Claim records stay: they describe
+ * fetches in flight, not cached data. Returns how many entries were
  * removed. Never fails. */
 size_t cache_flush(struct cache *c);
 
@@ -149,20 +190,64 @@ struct cache_entry_info {
 };
 
 /* Call fn(arg, info) for each entry that a lookup at now_ms could still
- * serve (fresh, or stale within the window), most recently used first.
- * Stops at the first non-zero value fn returns and returns it; returns 0
- * when every entry was visited. The dump changes nothing: not the LRU
- * order, not the counters, and dead entries (past the stale window) are
- * skipped but left for a lookup or eviction to remove. fn must not call
- * into this cache. */
+ * serve (fresh, or stale within the window): shard after shard, and
+ * within a shard most recently used first (with one shard, that is most
+ * recently used first overall). Stops at the first non-zero value fn
+ * returns and returns it; returns 0 when every entry was visited. The dump
+ * changes nothing: not the LRU order, not the counters, and dead entries
+ * (past the stale window) are skipped but left for a lookup or eviction to
+ * remove. fn is called with a shard's lock held: it must not call into
+ * this cache (that would deadlock), and it holds up the workers whose keys
+ * fall in that shard while it runs, so it should only copy or format. */
 int cache_dump(struct cache *c, uint64_t now_ms,
     int (*fn)(void *arg, const struct cache_entry_info *e), void *arg);
 
-/* Make max_bytes the byte bound. When it is smaller than what is held, the
- * least recently used entries are removed until the rest fits, counted as
- * evictions (max_bytes 0 empties the cache); a larger bound keeps
- * everything. Entries are never cut, and later puts obey the new bound.
- * Never fails. */
+/* Make max_bytes the byte bound, shared out over the shards as
+ * cache_new_shards does (their number does not change). When a shard holds
+ * more than its new share, its least recently used entries are removed
+ * until the rest fits, counted as evictions (max_bytes 0 empties the
+ * cache); a larger bound keeps everything. Entries are never cut, and
+ * later puts obey the new bound. Never fails. */
 void cache_resize(struct cache *c, size_t max_bytes);
+
+/* Cross-worker coalescing: "who is fetching this key right now". When a
+ * worker misses and would ask upstream, it claims the key first; if
+ * another worker is already fetching it, the first can wait for that
+ * fetch (its bit is recorded) instead of sending the same question again.
+ * The owner calls cache_release when its fetch ends, whatever the
+ * outcome, and wakes the workers in the mask returned (how it wakes them
+ * is the caller's business; the cache only keeps the record). Records
+ * sit in the key's shard under the same lock as its entries, are small,
+ * are not counted in the byte bound and survive cache_flush. A worker is
+ * a number from 0 to CACHE_MAX_WORKERS - 1. */
+#define CACHE_MAX_WORKERS 64
+
+enum cache_claim_result {
+	/* Nobody was fetching key: the caller now is, and must call
+	 * cache_release when its fetch ends (whatever the outcome). */
+	CACHE_CLAIM_OWNER = 0,
+	/* Another worker is fetching it; the caller's bit is recorded and
+	 * will be in the mask the owner's cache_release returns. */
+	CACHE_CLAIM_WAIT = 1,
+	/* Another worker is fetching it and wait was 0: nothing recorded. */
+	CACHE_CLAIM_BUSY = 2,
+};
+
+/* Claim key for worker. Returns a cache_claim_result: OWNER when no record
+ * existed (one is made) or when worker already owns the record (claiming
+ * again changes nothing); WAIT or BUSY when another worker owns it, as wait
+ * asks. When no memory can be had for a new record the result is OWNER
+ * without a record: the caller fetches alone, and its cache_release
+ * returns 0. Returns -EINVAL for a worker out of range or a key of length
+ * 0 or over CACHE_KEY_MAX. */
+int cache_claim(struct cache *c, const struct cache_key *key, unsigned worker,
+    int wait);
+
+/* End worker's claim on key: when worker owns the record, remove it and
+ * return the mask of the workers that wait (bit w for worker w; never the
+ * owner's own bit; 0 when nobody waits). Returns 0 and changes nothing
+ * when there is no record or another worker owns it. */
+uint64_t cache_release(struct cache *c, const struct cache_key *key,
+    unsigned worker);
 
 #endif

@@ -36,7 +36,7 @@ build() {  # build NAME SOURCES... -- LIBS...
 
 build fuzz_dnsmsg "$f/fuzz_dnsmsg.c" "$s/dnsmsg.c" $cares
 build fuzz_cache "$f/fuzz_cache.c" "$s/cache.c" "$s/dnsmsg.c" "$s/mem.c" \
-	$cares
+	$uv $cares
 build fuzz_conf "$f/fuzz_conf.c" "$s/conf.c" "$s/acl.c" "$s/log.c" "$s/mem.c"
 build fuzz_upstream $gnutls_cflags "$f/fuzz_upstream.c" "$f/fake_tls.c" \
 	"$s/upstream.c" "$s/upselect.c" "$s/conf.c" "$s/acl.c" "$s/dnsmsg.c" \

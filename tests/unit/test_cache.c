@@ -8,6 +8,14 @@
  * being measured once from a real entry. The stale window (RFC 8767) is
  * checked at its edges with literal times and, in the randomized test,
  * against the model's idea of each entry's phase.
+ *
+ * Every test of the first list runs twice: on caches of one shard and on
+ * caches asked for 16 (test_shards). A cache whose bound does not matter
+ * to the test is made BIG, which is enough for 16 shards; one whose bound
+ * is a few entries gets one shard either way (cache_new_shards keeps a
+ * shard at CACHE_MIN_SHARD_BYTES or more), so the exact LRU expectations
+ * hold in both runs. The second list is about shards, the key hash and the
+ * claim records.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +31,17 @@
 #include "mem.h"
 
 #define NAME_EXAMPLE "\7example\3com" /* the literal's NUL is the root label */
+
+/* A bound that gives 16 shards their minimum share each. */
+#define BIG (16 * CACHE_MIN_SHARD_BYTES)
+
+static unsigned test_shards = 1;
+
+static struct cache *
+new_cache(size_t max_bytes, uint32_t stale_max_s)
+{
+	return cache_new_shards(max_bytes, stale_max_s, test_shards);
+}
 
 static void
 put_u32(uint8_t *p, uint32_t v)
@@ -175,10 +194,11 @@ test_new_free(void **state)
 {
 	struct cache_stats st;
 	struct cache *c;
+	long n;
 
 	(void)state;
 	cache_free(NULL);
-	c = cache_new(12345, 0);
+	c = new_cache(12345, 0);
 	assert_non_null(c);
 	stats(c, &st);
 	assert_int_equal(st.entries, 0);
@@ -189,10 +209,20 @@ test_new_free(void **state)
 	assert_int_equal(st.flushes, 0);
 	cache_free(c);
 
-	mem_fail_after(0);
-	c = cache_new(100, 0);
-	mem_fail_after(-1);
-	assert_null(c);
+	/* The cache, then its shards: either failing fails it all. */
+	for (n = 0; n < 2; n++) {
+		mem_fail_after(n);
+		c = new_cache(BIG, 0);
+		mem_fail_after(-1);
+		assert_null(c);
+	}
+	c = new_cache(BIG, 0);
+	assert_non_null(c);
+	stats(c, &st);
+	assert_int_equal(st.shards, test_shards);
+	assert_int_equal(st.max_bytes, BIG);
+	assert_int_equal(st.inflight, 0);
+	cache_free(c);
 }
 
 static void
@@ -224,7 +254,7 @@ test_hit_miss(void **state)
 	size_t out_len = 99;
 
 	(void)state;
-	c = cache_new(1 << 20, 0);
+	c = new_cache(BIG, 0);
 	assert_non_null(c);
 	key_for(&ka, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_A, 0, 0);
 	key_for(&kb, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_AAAA, 0, 0);
@@ -255,7 +285,7 @@ test_ttl_aging(void **state)
 	size_t out_len;
 
 	(void)state;
-	c = cache_new(1 << 20, 0);
+	c = new_cache(BIG, 0);
 	assert_non_null(c);
 	key_for(&k, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_A, 0, 0);
 	fill(ans, sizeof(ans), 7);
@@ -309,7 +339,7 @@ test_expiry_at_ttl(void **state)
 	size_t out_len;
 
 	(void)state;
-	c = cache_new(1 << 20, 0);
+	c = new_cache(BIG, 0);
 	assert_non_null(c);
 	key_for(&k, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_A, 0, 0);
 	fill(ans, sizeof(ans), 3);
@@ -352,7 +382,7 @@ test_negative_ttl(void **state)
 	size_t out_len;
 
 	(void)state;
-	c = cache_new(1 << 20, 0);
+	c = new_cache(BIG, 0);
 	assert_non_null(c);
 	key_for(&k, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_AAAA, 1, 0);
 	fill(ans, sizeof(ans), 9);
@@ -418,7 +448,7 @@ test_key_make(void **state)
 	q2.q.qtype = DNS_TYPE_A;
 	cache_key_make(&ktype, &q2);
 
-	c = cache_new(1 << 20, 0);
+	c = new_cache(BIG, 0);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &k1, 50, 1, 60, 0), 0);
 	assert_true(has_plain(c, &k2, 50, 1, 0));
@@ -454,7 +484,7 @@ test_replace(void **state)
 
 	(void)state;
 	key_idx(&k, 3);
-	c = cache_new(1 << 20, 0);
+	c = new_cache(BIG, 0);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &k, 100, 1, 10, 0), 0);
 	assert_int_equal(put_plain(c, &k, 200, 2, 10, 5000), 0);
@@ -488,7 +518,7 @@ test_eviction_lru(void **state)
 	key_idx(&kc, 120);
 	key_idx(&kd, 160);
 	cost = measure_cost(&ka, 300, 0);
-	c = cache_new(3 * cost, 0);
+	c = new_cache(3 * cost, 0);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &ka, 300, 1, 60, 0), 0);
 	assert_int_equal(put_plain(c, &kb, 300, 2, 60, 0), 0);
@@ -510,7 +540,7 @@ test_eviction_lru(void **state)
 
 	/* Room for ten. One key is read after every put and so survives
 	 * 200 puts of others; the rest go oldest first. */
-	c = cache_new(10 * cost, 0);
+	c = new_cache(10 * cost, 0);
 	assert_non_null(c);
 	key_idx(&kk, 40000);    /* apart from the 40 * (i + 1) below */
 	assert_int_equal(put_plain(c, &kk, 300, 99, 3600, 0), 0);
@@ -532,7 +562,7 @@ test_eviction_lru(void **state)
 	cache_free(c);
 
 	/* A big entry pushes out as many as it needs, oldest first. */
-	c = cache_new(10 * cost, 0);
+	c = new_cache(10 * cost, 0);
 	assert_non_null(c);
 	for (i = 0; i < 10; i++) {
 		key_idx(&ki, 40 * (i + 1));
@@ -561,7 +591,7 @@ test_e2big(void **state)
 	(void)state;
 	key_idx(&k, 1);
 	key_idx(&kbig, 2);
-	c = cache_new(4096, 0);
+	c = new_cache(4096, 0);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &k, 100, 1, 60, 0), 0);
 	stats(c, &st);
@@ -585,7 +615,7 @@ test_e2big(void **state)
 	assert_true(has_plain(c, &kbig, 4096 - base, 2, 0));
 	cache_free(c);
 
-	c = cache_new(0, 0);
+	c = new_cache(0, 0);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &k, 1, 1, 60, 0), -E2BIG);
 	cache_free(c);
@@ -604,7 +634,7 @@ test_uncacheable(void **state)
 	key_idx(&k, 1);
 	key_idx(&k2, 2);
 	fill(ans, sizeof(ans), 1);
-	c = cache_new(1 << 20, 0);
+	c = new_cache(BIG, 0);
 	assert_non_null(c);
 
 	info_init(&info, 60, NULL, 0);
@@ -638,7 +668,7 @@ test_enospc(void **state)
 
 	(void)state;
 	key_idx(&k, 1);
-	c = cache_new(1 << 20, 0);
+	c = new_cache(BIG, 0);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &k, 200, 1, 60, 0), 0);
 	assert_int_equal(cache_get(c, &k, 0, out, 199, &out_len, NULL), -ENOSPC);
@@ -664,7 +694,7 @@ test_enomem(void **state)
 	(void)state;
 	key_idx(&ka, 40);
 	key_idx(&kb, 80);
-	c = cache_new(1 << 20, 0);
+	c = new_cache(BIG, 0);
 	assert_non_null(c);
 	/* On the empty cache the entry, the table and its buckets are the
 	 * first three allocations: each failing leaves the cache empty. */
@@ -698,7 +728,7 @@ test_enomem(void **state)
 
 	/* A full cache: a failed put evicts nothing. */
 	cost = measure_cost(&ka, 100, 0);
-	c = cache_new(2 * cost, 0);
+	c = new_cache(2 * cost, 0);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &ka, 100, 1, 60, 0), 0);
 	assert_int_equal(put_plain(c, &kb, 100, 2, 60, 0), 0);
@@ -716,7 +746,7 @@ test_enomem(void **state)
 	/* The table grows its bucket array as it fills; make the second
 	 * allocation of every put fail, which is that growth when it happens:
 	 * the put fails cleanly and succeeds when retried. */
-	c = cache_new(1 << 24, 0);
+	c = new_cache(1 << 24, 0);
 	assert_non_null(c);
 	n = 0;
 	for (i = 0; i < 3000; i++) {
@@ -785,7 +815,7 @@ test_meta_fresh(void **state)
 	size_t out_len;
 
 	(void)state;
-	c = cache_new(1 << 20, 600);
+	c = new_cache(BIG, 600);
 	assert_non_null(c);
 	key_for(&k, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_A, 0, 0);
 	key_for(&k2, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_AAAA, 0, 0);
@@ -862,7 +892,7 @@ test_stale_window(void **state)
 	std_answer(ans, 0x82, &info, 300);    /* SERVFAIL bits, to see them */
 	/* Round 0 ends the entry by cache_get_stale, round 1 by cache_get. */
 	for (round = 0; round < 2; round++) {
-		c = cache_new(1 << 20, 120);
+		c = new_cache(BIG, 120);
 		assert_non_null(c);
 		assert_int_equal(cache_put(c, &k, ans, sizeof(ans), &info,
 		    1000), 0);
@@ -958,7 +988,7 @@ test_stale_on_fresh(void **state)
 	key_idx(&kc, 120);
 	key_idx(&kx, 160);
 	cost = measure_cost(&ka, 300, 0);
-	c = cache_new(2 * cost, 3600);
+	c = new_cache(2 * cost, 3600);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &ka, 300, 1, 60, 0), 0);
 	assert_int_equal(put_plain(c, &kb, 300, 2, 60, 0), 0);
@@ -1012,7 +1042,7 @@ test_stale_zero(void **state)
 	(void)state;
 	key_idx(&k, 9);
 	std_answer(ans, 0x80, &info, 300);
-	c = cache_new(1 << 20, 0);
+	c = new_cache(BIG, 0);
 	assert_non_null(c);
 	assert_int_equal(cache_put(c, &k, ans, sizeof(ans), &info, 0), 0);
 	assert_int_equal(cache_get_stale(c, &k, 299999, 30, out, sizeof(out),
@@ -1032,7 +1062,7 @@ test_stale_zero(void **state)
 	cache_free(c);
 
 	/* A one-second window is the smallest: [T, T + 1 s). */
-	c = cache_new(1 << 20, 1);
+	c = new_cache(BIG, 1);
 	assert_non_null(c);
 	assert_int_equal(cache_put(c, &k, ans, sizeof(ans), &info, 0), 0);
 	assert_int_equal(cache_get_stale(c, &k, 300999, 30, out, sizeof(out),
@@ -1060,7 +1090,7 @@ test_refresh_failed(void **state)
 	key_idx(&k, 11);
 	key_idx(&kx, 12);
 	std_answer(ans, 0x80, &info, 60);
-	c = cache_new(1 << 20, 600);
+	c = new_cache(BIG, 600);
 	assert_non_null(c);
 
 	/* Not cached: no effect, nothing created. */
@@ -1125,7 +1155,7 @@ test_eviction_stale(void **state)
 	key_idx(&kd, 160);
 	key_idx(&ke, 200);
 	cost = measure_cost(&ka, 300, 0);
-	c = cache_new(3 * cost, 3600);
+	c = new_cache(3 * cost, 3600);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &ka, 300, 1, 3600, 0), 0);
 	assert_int_equal(put_plain(c, &kb, 300, 2, 10, 0), 0);
@@ -1228,7 +1258,7 @@ test_random_bound(void **state)
 	rnd_state = 0x9e3779b97f4a7c15ULL;
 	key_idx(&k, 0);
 	fixed = measure_cost(&k, 100, 0) - k.len - 100;
-	c = cache_new(RND_BOUND, RND_STALE_S);
+	c = new_cache(RND_BOUND, RND_STALE_S);
 	assert_non_null(c);
 
 	for (i = 0; i < RND_PUTS; i++) {
@@ -1420,7 +1450,7 @@ test_flush_all(void **state)
 	key_idx(&ka, 1);
 	key_idx(&kb, 2);
 	key_idx(&kc, 3);
-	c = cache_new(1 << 20, 600);
+	c = new_cache(BIG, 600);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &ka, 100, 1, 60, 0), 0);
 	assert_int_equal(put_plain(c, &kb, 200, 2, 60, 0), 0);
@@ -1431,7 +1461,7 @@ test_flush_all(void **state)
 	stats(c, &st);
 	assert_int_equal(st.entries, 0);
 	assert_int_equal(st.bytes, 0);
-	assert_int_equal(st.max_bytes, 1 << 20);
+	assert_int_equal(st.max_bytes, BIG);
 	assert_int_equal(st.flushes, 1);
 	assert_int_equal(st.evictions, 0);
 	assert_int_equal(st.expired, 0);
@@ -1522,7 +1552,7 @@ test_flush_name(void **state)
 	size_t len, bytes;
 
 	(void)state;
-	c = cache_new(1 << 20, 0);
+	c = new_cache(BIG, 0);
 	assert_non_null(c);
 	flush_fill(c);
 
@@ -1591,7 +1621,7 @@ test_flush_subtree(void **state)
 	size_t len;
 
 	(void)state;
-	c = cache_new(1 << 20, 0);
+	c = new_cache(BIG, 0);
 	assert_non_null(c);
 	flush_fill(c);
 
@@ -1659,6 +1689,31 @@ dump_cb(void *arg, const struct cache_entry_info *e)
 	return d->stop_after != 0 && d->n == d->stop_after ? 7 : 0;
 }
 
+/* With more than one shard the dump goes shard by shard: most recently
+ * used first holds only within a shard. Put what it reported in the order
+ * of names (each must be there exactly once), so that the checks of the
+ * entries' contents apply to both. */
+static void
+dump_order(struct dump_seen *d, const char *const *names, size_t n)
+{
+	struct cache_entry_info sorted[DUMP_MAX];
+	size_t i, j, found;
+
+	assert_int_equal(d->n, n);
+	for (i = 0; i < n; i++) {
+		found = n;
+		for (j = 0; j < n; j++) {
+			if (strcmp(d->e[j].name, names[i]) != 0)
+				continue;
+			assert_int_equal(found, n);
+			found = j;
+		}
+		assert_true(found < n);
+		sorted[i] = d->e[found];
+	}
+	memcpy(d->e, sorted, n * sizeof(sorted[0]));
+}
+
 static int
 dump_unreached_cb(void *arg, const struct cache_entry_info *e)
 {
@@ -1673,6 +1728,10 @@ test_dump(void **state)
 {
 	/* A '.' and an unprintable byte inside labels. */
 	static const char odd[] = "\3a.b\2\001z";
+	static const char *const order1[] = { "a\\.b.\\001z.",
+	    "www.example.com.", "example.com." };
+	static const char *const order2[] = { "k00005xxxxx.",
+	    "example.com.", "www.example.com." };
 	struct dnsmsg_answer_info info;
 	struct cache_key kex, kwww, kodd, klong;
 	struct cache_stats st, st2;
@@ -1682,7 +1741,7 @@ test_dump(void **state)
 	size_t i, sum;
 
 	(void)state;
-	c = cache_new(1 << 20, 600);
+	c = new_cache(BIG, 600);
 	assert_non_null(c);
 	assert_int_equal(cache_dump(c, 0, dump_unreached_cb, NULL), 0);
 
@@ -1690,6 +1749,7 @@ test_dump(void **state)
 	key_for(&kwww, W_WWW, sizeof(W_WWW), DNS_TYPE_AAAA, 1, 0);
 	key_class(&kodd, odd, sizeof(odd), DNS_TYPE_TXT, 3);
 	kodd.bytes[kodd.len - 1] = 0x02;    /* CD */
+	cache_key_hash(&kodd);
 	key_idx(&klong, 5);
 	std_answer(ans, 0x83, &info, 300);   /* NXDOMAIN */
 	assert_int_equal(cache_put(c, &kex, ans, sizeof(ans), &info, 0), 0);
@@ -1702,6 +1762,9 @@ test_dump(void **state)
 	memset(&d, 0, sizeof(d));
 	assert_int_equal(cache_dump(c, 30500, dump_cb, &d), 0);
 	assert_int_equal(d.n, 3);
+	stats(c, &st);
+	if (st.shards > 1)
+		dump_order(&d, order1, 3);
 
 	assert_string_equal(d.e[0].name, "a\\.b.\\001z.");
 	assert_int_equal(d.e[0].qtype, DNS_TYPE_TXT);
@@ -1742,6 +1805,8 @@ test_dump(void **state)
 	/* A dump changes nothing: the same again, the same counters. */
 	memset(&d2, 0, sizeof(d2));
 	assert_int_equal(cache_dump(c, 30500, dump_cb, &d2), 0);
+	if (st.shards > 1)
+		dump_order(&d2, order1, 3);
 	assert_memory_equal(&d, &d2, sizeof(d));
 	stats(c, &st2);
 	assert_memory_equal(&st, &st2, sizeof(st));
@@ -1752,8 +1817,10 @@ test_dump(void **state)
 	d.stop_after = 2;
 	assert_int_equal(cache_dump(c, 31000, dump_cb, &d), 7);
 	assert_int_equal(d.n, 2);
-	assert_string_equal(d.e[0].name, "example.com.");
-	assert_string_equal(d.e[1].name, "a\\.b.\\001z.");
+	if (st.shards == 1) {
+		assert_string_equal(d.e[0].name, "example.com.");
+		assert_string_equal(d.e[1].name, "a\\.b.\\001z.");
+	}
 
 	/* At 611 s the odd one is past its window: not listed, and not
 	 * removed either; example.com. is stale, www too. A long-lived
@@ -1762,6 +1829,8 @@ test_dump(void **state)
 	memset(&d, 0, sizeof(d));
 	assert_int_equal(cache_dump(c, 611000, dump_cb, &d), 0);
 	assert_int_equal(d.n, 3);
+	if (st.shards > 1)
+		dump_order(&d, order2, 3);
 	assert_string_equal(d.e[1].name, "example.com.");
 	assert_int_equal(d.e[1].stale, 1);
 	assert_int_equal(d.e[1].stale_for, 311);
@@ -1792,7 +1861,7 @@ test_resize(void **state)
 	key_idx(&ke, 200);
 	key_idx(&kf, 240);
 	cost = measure_cost(&ka, 300, 0);
-	c = cache_new(4 * cost, 0);
+	c = new_cache(4 * cost, 0);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &ka, 300, 1, 60, 0), 0);
 	assert_int_equal(put_plain(c, &kb, 300, 2, 60, 1), 0);
@@ -1972,7 +2041,7 @@ test_name_from_text(void **state)
 	assert_int_equal(cache_name_from_text("A\\.b.\\001z.", wire,
 	    sizeof(wire), &len), 0);
 	key_for(&k, (const char *)wire, len, DNS_TYPE_A, 0, 0);
-	c = cache_new(1 << 20, 0);
+	c = new_cache(BIG, 0);
 	assert_non_null(c);
 	assert_int_equal(put_plain(c, &k, 20, 1, 60, 0), 0);
 	memset(&d, 0, sizeof(d));
@@ -1983,6 +2052,373 @@ test_name_from_text(void **state)
 	assert_int_equal(len, k.len - 5);
 	assert_memory_equal(wire, k.bytes, len);
 	cache_free(c);
+}
+
+/* ---- shards, the key hash, claim records ---- */
+
+static void
+test_shard_count(void **state)
+{
+	static const struct {
+		size_t max;
+		unsigned want, got;
+	} cases[] = {
+		{ BIG, 16, 16 },
+		{ BIG, 9, 16 },          /* rounded up to a power of two */
+		{ BIG, 3, 4 },
+		{ BIG, 17, 16 },         /* 32 would be 128 KiB each */
+		{ BIG, 1, 1 },
+		{ BIG, 0, 1 },
+		{ BIG + 7, 16, 16 },     /* the 7 bytes go to shards 0-6 */
+		{ BIG - 1, 16, 8 },
+		{ 64 << 20, 17, 32 },
+		{ (size_t)1 << 30, 256, 256 },
+		{ (size_t)1 << 30, 1000, 256 },
+		{ (size_t)1 << 30, 1u << 31, 256 },
+		{ 1 << 20, 16, 4 },
+		{ 2 * CACHE_MIN_SHARD_BYTES, 2, 2 },
+		{ 2 * CACHE_MIN_SHARD_BYTES - 1, 2, 1 },
+		{ 0, 16, 1 },
+		{ 12345, 64, 1 },
+	};
+	struct cache_stats st;
+	struct cache *c;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		c = cache_new_shards(cases[i].max, 0, cases[i].want);
+		assert_non_null(c);
+		stats(c, &st);
+		assert_int_equal(st.shards, cases[i].got);
+		/* The shares sum to the bound, whatever the remainder. */
+		assert_int_equal(st.max_bytes, cases[i].max);
+		/* A resize shares out the same way and keeps the count. */
+		cache_resize(c, 12345);
+		stats(c, &st);
+		assert_int_equal(st.shards, cases[i].got);
+		assert_int_equal(st.max_bytes, 12345);
+		cache_free(c);
+	}
+	c = cache_new(BIG, 0);
+	assert_non_null(c);
+	stats(c, &st);
+	assert_int_equal(st.shards, 1);
+	cache_free(c);
+}
+
+/* What a dump saw, in sum. */
+struct dump_sum {
+	size_t n;
+	size_t bytes;
+};
+
+static int
+dump_sum_cb(void *arg, const struct cache_entry_info *e)
+{
+	struct dump_sum *d = arg;
+
+	d->n++;
+	d->bytes += e->bytes;
+	return 0;
+}
+
+/* 16 shards of a 4 MiB bound, filled with far more: every shard evicts
+ * on its own, the bound holds for the whole, the stats are the sums of the
+ * shards (a dump agrees), and each shard keeps its most recent entries:
+ * the last puts all hit. */
+#define SB_PUTS 30000
+#define SB_LEN 300
+
+static void
+test_shard_bound(void **state)
+{
+	struct cache_stats st, st2;
+	struct dump_sum d;
+	struct cache_key k;
+	struct cache *c;
+	size_t cost_max;
+	unsigned i;
+
+	(void)state;
+	key_idx(&k, 39);    /* the longest name key_idx makes */
+	cost_max = measure_cost(&k, SB_LEN, 0);
+	c = cache_new_shards(BIG, 600, 16);
+	assert_non_null(c);
+	for (i = 0; i < SB_PUTS; i++) {
+		key_idx(&k, i);
+		assert_int_equal(put_plain(c, &k, SB_LEN, i, 3600, i), 0);
+		if (i % 1000 == 0) {
+			stats(c, &st);
+			assert_true(st.bytes <= BIG);
+		}
+	}
+	stats(c, &st);
+	assert_int_equal(st.shards, 16);
+	assert_int_equal(st.max_bytes, BIG);
+	assert_true(st.bytes <= BIG);
+	assert_int_equal(st.entries + st.evictions, SB_PUTS);
+	/* Every shard had to evict, and stopped as soon as the entry fit:
+	 * none is short of its share by as much as one entry. */
+	assert_true(st.bytes > BIG - 16 * cost_max);
+	memset(&d, 0, sizeof(d));
+	assert_int_equal(cache_dump(c, SB_PUTS, dump_sum_cb, &d), 0);
+	assert_int_equal(d.n, st.entries);
+	assert_int_equal(d.bytes, st.bytes);
+	/* 1000 entries are about 30 KiB a shard, far below 256 KiB. */
+	for (i = SB_PUTS - 1000; i < SB_PUTS; i++) {
+		key_idx(&k, i);
+		assert_true(has_plain(c, &k, SB_LEN, i, SB_PUTS));
+	}
+	/* The first, never read again, was the LRU of its shard long ago. */
+	key_idx(&k, 0);
+	assert_false(has_plain(c, &k, SB_LEN, 0, SB_PUTS));
+
+	/* Shrinking evicts in every shard; the count is unchanged. */
+	cache_resize(c, 1 << 20);
+	stats(c, &st2);
+	assert_int_equal(st2.shards, 16);
+	assert_int_equal(st2.max_bytes, 1 << 20);
+	assert_true(st2.bytes <= 1 << 20);
+	assert_true(st2.bytes > (1 << 20) - 16 * cost_max);
+	assert_int_equal(st.entries - st2.entries, st2.evictions - st.evictions);
+	for (i = SB_PUTS - 100; i < SB_PUTS; i++) {
+		key_idx(&k, i);
+		assert_true(has_plain(c, &k, SB_LEN, i, SB_PUTS));
+	}
+	memset(&d, 0, sizeof(d));
+	assert_int_equal(cache_dump(c, SB_PUTS, dump_sum_cb, &d), 0);
+	assert_int_equal(d.n, st2.entries);
+	assert_int_equal(d.bytes, st2.bytes);
+
+	/* A flush empties every shard and counts once. */
+	assert_int_equal(cache_flush(c), st2.entries);
+	stats(c, &st);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.bytes, 0);
+	assert_int_equal(st.flushes, 1);
+	cache_resize(c, 0);
+	key_idx(&k, 1);
+	assert_int_equal(put_plain(c, &k, SB_LEN, 1, 60, 0), -E2BIG);
+	cache_resize(c, BIG);
+	assert_int_equal(put_plain(c, &k, SB_LEN, 1, 60, 0), 0);
+	assert_true(has_plain(c, &k, SB_LEN, 1, 0));
+	cache_free(c);
+}
+
+/* cache_key_make hashes; cache_key_hash agrees and must follow a change
+ * by hand; the hash spreads names that differ in a digit or two evenly
+ * over both the shards (top bits) and the buckets (low bits). */
+static void
+test_key_hash(void **state)
+{
+	static unsigned shard[16], bucket[1024];
+	struct cache_key k, k2;
+	struct cache *c;
+	uint32_t h;
+	unsigned i;
+
+	(void)state;
+	key_idx(&k, 1);
+	h = k.hash;
+	cache_key_hash(&k);
+	assert_int_equal(k.hash, h);
+	k2 = k;
+	k2.bytes[1] = 'K';
+	cache_key_hash(&k2);
+	assert_int_not_equal(k2.hash, h);
+	k2.bytes[1] = 'k';
+	k2.len--;
+	cache_key_hash(&k2);
+	assert_int_not_equal(k2.hash, h);
+
+	/* 65536 keys: 4096 a shard (sd 62) and 64 a bucket (sd 8) expected;
+	 * the bounds are more than 6 sd away. */
+	for (i = 0; i < 65536; i++) {
+		key_idx(&k, i);
+		shard[k.hash >> 28]++;
+		bucket[k.hash & 1023]++;
+	}
+	for (i = 0; i < 16; i++)
+		assert_true(shard[i] > 4096 - 400 && shard[i] < 4096 + 400);
+	for (i = 0; i < 1024; i++)
+		assert_true(bucket[i] > 64 - 50 && bucket[i] < 64 + 50);
+
+	/* A key changed by hand and not rehashed is looked for with the old
+	 * hash, and misses; rehashed, it hits. */
+	c = cache_new_shards(BIG, 0, 16);
+	assert_non_null(c);
+	key_for(&k, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_A, 0, 1);
+	assert_int_equal(put_plain(c, &k, 50, 1, 60, 0), 0);
+	key_for(&k2, NAME_EXAMPLE, sizeof(NAME_EXAMPLE), DNS_TYPE_A, 0, 0);
+	k2.bytes[k2.len - 1] = 0x02;    /* CD, as k */
+	assert_memory_equal(k2.bytes, k.bytes, k.len);
+	assert_false(has_plain(c, &k2, 50, 1, 0));
+	cache_key_hash(&k2);
+	assert_int_equal(k2.hash, k.hash);
+	assert_true(has_plain(c, &k2, 50, 1, 0));
+	cache_free(c);
+}
+
+static size_t
+inflight(struct cache *c)
+{
+	struct cache_stats st;
+
+	stats(c, &st);
+	return st.inflight;
+}
+
+static void
+test_claim(void **state)
+{
+	struct cache_key ka, kb, kbad;
+	struct cache_stats st;
+	struct cache *c;
+
+	(void)state;
+	key_idx(&ka, 1);
+	key_idx(&kb, 2);
+	c = cache_new_shards(BIG, 0, 16);
+	assert_non_null(c);
+
+	/* Nobody fetches a: worker 3 owns it. Claiming again, with or
+	 * without wait, changes nothing. */
+	assert_int_equal(cache_claim(c, &ka, 3, 1), CACHE_CLAIM_OWNER);
+	assert_int_equal(inflight(c), 1);
+	assert_int_equal(cache_claim(c, &ka, 3, 0), CACHE_CLAIM_OWNER);
+	assert_int_equal(cache_claim(c, &ka, 3, 1), CACHE_CLAIM_OWNER);
+	assert_int_equal(inflight(c), 1);
+
+	/* The others: busy without wait (nothing recorded), recorded with
+	 * it; waiting twice is one bit. Workers 0 and 63 are the edges. */
+	assert_int_equal(cache_claim(c, &ka, 5, 0), CACHE_CLAIM_BUSY);
+	assert_int_equal(cache_claim(c, &ka, 0, 1), CACHE_CLAIM_WAIT);
+	assert_int_equal(cache_claim(c, &ka, 63, 1), CACHE_CLAIM_WAIT);
+	assert_int_equal(cache_claim(c, &ka, 0, 1), CACHE_CLAIM_WAIT);
+	assert_int_equal(cache_claim(c, &ka, 0, 0), CACHE_CLAIM_BUSY);
+	assert_int_equal(inflight(c), 1);
+
+	/* Another key, another record. */
+	assert_int_equal(cache_claim(c, &kb, 5, 0), CACHE_CLAIM_OWNER);
+	assert_int_equal(inflight(c), 2);
+
+	/* Only the owner's release removes: a waiter's, a busy worker's, an
+	 * unknown worker's return 0 and leave the record as it was. */
+	assert_int_equal(cache_release(c, &ka, 0), 0);
+	assert_int_equal(cache_release(c, &ka, 5), 0);
+	assert_int_equal(cache_release(c, &ka, 9), 0);
+	assert_int_equal(inflight(c), 2);
+	assert_int_equal(cache_claim(c, &ka, 7, 0), CACHE_CLAIM_BUSY);
+
+	/* The owner's gives the waiters, not the busy one, never itself. */
+	assert_true(cache_release(c, &ka, 3) ==
+	    ((uint64_t)1 << 0 | (uint64_t)1 << 63));
+	assert_int_equal(inflight(c), 1);
+	assert_int_equal(cache_release(c, &ka, 3), 0);    /* gone */
+
+	/* A new record for the next claimer: a former waiter may own it,
+	 * the former owner wait on it. */
+	assert_int_equal(cache_claim(c, &ka, 0, 1), CACHE_CLAIM_OWNER);
+	assert_int_equal(cache_claim(c, &ka, 3, 1), CACHE_CLAIM_WAIT);
+
+	/* Records and entries of the same key live side by side, and a
+	 * flush leaves the records: they are fetches in flight. */
+	assert_int_equal(put_plain(c, &ka, 50, 1, 60, 0), 0);
+	assert_true(has_plain(c, &ka, 50, 1, 0));
+	assert_int_equal(cache_flush(c), 1);
+	stats(c, &st);
+	assert_int_equal(st.inflight, 2);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.bytes, 0);
+	assert_int_equal(cache_release(c, &kb, 5), 0);    /* no waiters */
+	assert_true(cache_release(c, &ka, 0) == (uint64_t)1 << 3);
+	assert_int_equal(inflight(c), 0);
+
+	/* Out of range: a worker past 63, a key of length 0 or too long. */
+	assert_int_equal(cache_claim(c, &ka, CACHE_MAX_WORKERS, 1), -EINVAL);
+	assert_int_equal(cache_release(c, &ka, CACHE_MAX_WORKERS), 0);
+	kbad = ka;
+	kbad.len = 0;
+	assert_int_equal(cache_claim(c, &kbad, 1, 1), -EINVAL);
+	assert_int_equal(cache_release(c, &kbad, 1), 0);
+	kbad.len = CACHE_KEY_MAX + 1;
+	assert_int_equal(cache_claim(c, &kbad, 1, 1), -EINVAL);
+	assert_int_equal(inflight(c), 0);
+
+	/* Records still there at cache_free go with it (run under valgrind
+	 * or ASan to see). */
+	assert_int_equal(cache_claim(c, &ka, 1, 0), CACHE_CLAIM_OWNER);
+	assert_int_equal(cache_claim(c, &kb, 2, 0), CACHE_CLAIM_OWNER);
+	assert_int_equal(cache_claim(c, &kb, 4, 1), CACHE_CLAIM_WAIT);
+	cache_free(c);
+}
+
+/* No memory for a record: the claimer owns the fetch without one, so
+ * nobody learns of it and its release returns 0. */
+static void
+test_claim_oom(void **state)
+{
+	struct cache_key ka, kb;
+	struct cache *c;
+	unsigned long failed;
+	long n;
+
+	(void)state;
+	key_idx(&ka, 1);
+	key_idx(&kb, 2);
+	c = cache_new(BIG, 0);    /* one shard: a and b share the table */
+	assert_non_null(c);
+	/* On an empty shard the record, the claims table and its buckets
+	 * are the three allocations. */
+	for (n = 0; n < 3; n++) {
+		failed = mem_failures();
+		mem_fail_after(n);
+		assert_int_equal(cache_claim(c, &ka, 1, 1), CACHE_CLAIM_OWNER);
+		mem_fail_after(-1);
+		assert_int_equal(mem_failures(), failed + 1);
+		assert_int_equal(inflight(c), 0);
+		/* So another worker owns it too, with a record this time. */
+		assert_int_equal(cache_claim(c, &ka, 2, 1), CACHE_CLAIM_OWNER);
+		assert_int_equal(cache_claim(c, &ka, 1, 1), CACHE_CLAIM_WAIT);
+		assert_int_equal(inflight(c), 1);
+		assert_int_equal(cache_release(c, &ka, 2), (uint64_t)1 << 1);
+		assert_int_equal(cache_release(c, &ka, 1), 0);
+		assert_int_equal(inflight(c), 0);
+	}
+	/* With a table in place only the record is allocated. */
+	assert_int_equal(cache_claim(c, &ka, 1, 1), CACHE_CLAIM_OWNER);
+	failed = mem_failures();
+	mem_fail_after(0);
+	assert_int_equal(cache_claim(c, &kb, 2, 1), CACHE_CLAIM_OWNER);
+	mem_fail_after(-1);
+	assert_int_equal(mem_failures(), failed + 1);
+	assert_int_equal(inflight(c), 1);
+	assert_int_equal(cache_release(c, &kb, 2), 0);
+	/* A claim that finds a record needs no memory: an allocation
+	 * failure does not turn a WAIT into an OWNER. */
+	mem_fail_after(0);
+	assert_int_equal(cache_claim(c, &ka, 2, 1), CACHE_CLAIM_WAIT);
+	mem_fail_after(-1);
+	assert_int_equal(cache_release(c, &ka, 1), (uint64_t)1 << 2);
+	assert_int_equal(inflight(c), 0);
+	cache_free(c);
+}
+
+static int
+shards_1(void **state)
+{
+	(void)state;
+	test_shards = 1;
+	return 0;
+}
+
+static int
+shards_16(void **state)
+{
+	(void)state;
+	test_shards = 16;
+	return 0;
 }
 
 int
@@ -2016,6 +2452,20 @@ main(void)
 		cmocka_unit_test(test_resize),
 		cmocka_unit_test(test_name_from_text),
 	};
+	const struct CMUnitTest shard_tests[] = {
+		cmocka_unit_test(test_shard_count),
+		cmocka_unit_test(test_shard_bound),
+		cmocka_unit_test(test_key_hash),
+		cmocka_unit_test(test_claim),
+		cmocka_unit_test(test_claim_oom),
+	};
+	int failed;
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	failed = cmocka_run_group_tests_name("one shard", tests, shards_1,
+	    NULL);
+	failed += cmocka_run_group_tests_name("16 shards", tests, shards_16,
+	    NULL);
+	failed += cmocka_run_group_tests_name("shards and claims",
+	    shard_tests, NULL, NULL);
+	return failed;
 }
