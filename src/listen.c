@@ -818,7 +818,7 @@ tcp_sock_close_cb(uv_handle_t *h)
 	listen_maybe_free(l);
 }
 
-/* A handed-over socket that no handle took (fd -1: none). */
+/* A socket of ours that no handle took (fd -1: none). */
 static void
 close_unowned(int fd)
 {
@@ -842,9 +842,10 @@ slot_close(struct lslot *sl)
 	sl->tcp = NULL;
 }
 
-/* fd >= 0 is a socket handed over by systemd, already bound to a: it is
- * opened instead of binding. bind_udp owns it from the call on: its handle
- * closes it, or it is closed here when it cannot become the handle's. */
+/* fd >= 0 is a socket already bound to a (a duplicate of one handed over
+ * by systemd): it is opened instead of binding. bind_udp owns it from the
+ * call on: its handle closes it, or it is closed here when it cannot
+ * become the handle's. */
 static int
 bind_udp(struct listen *l, const struct conf_addr *a, int fd,
     struct udp_sock **out, char *err, size_t errlen)
@@ -931,41 +932,59 @@ bind_tcp(struct listen *l, const struct conf_addr *a, int fd,
 
 /* " from systemd fd N" for a handed-over socket, "" for one bound here. */
 static const char *
-fd_origin(int fd, char *buf, size_t cap)
+fd_origin(int from, char *buf, size_t cap)
 {
-	if (fd < 0)
+	if (from < 0)
 		return "";
-	snprintf(buf, cap, " from systemd fd %d", fd);
+	snprintf(buf, cap, " from systemd fd %d", from);
 	return buf;
 }
 
-/* Bind UDP and TCP on a into sl, or open the sockets fds hands over for
- * it (fds may be NULL). Returns 0, or a libuv error with the reason in
- * why and nothing left open. */
+/* The descriptor for a's socket of type socktype that slot_bind opens
+ * instead of binding: *fd a duplicate of the one systemd handed over for
+ * it (*from its number), else -1 (libuv binds). Returns 0, or a libuv
+ * error with the reason in why and nothing open. */
 static int
-slot_bind(struct listen *l, const struct conf_addr *a, struct sysd_fds *fds,
-    struct lslot *sl, char *why, size_t whylen)
+slot_fd(const struct conf_addr *a, const struct sysd_fds *fds, int socktype,
+    int *fd, int *from, char *why, size_t whylen)
+{
+	const char *proto = socktype == SOCK_DGRAM ? "udp" : "tcp";
+	int rc;
+
+	rc = sysd_fds_dup(fds, a, socktype, fd, from);
+	if (rc != 0)
+		snprintf(why, whylen, "%s: systemd fd %d: %s", proto, *from,
+		    uv_strerror(rc));
+	return rc;
+}
+
+/* Bind UDP and TCP on a into sl, or open duplicates of the sockets fds
+ * hands over for it (fds may be NULL). Returns 0, or a libuv error with
+ * the reason in why and nothing left open. */
+static int
+slot_bind(struct listen *l, const struct conf_addr *a,
+    const struct sysd_fds *fds, struct lslot *sl, char *why, size_t whylen)
 {
 	char addr[64], uorig[32], torig[32];
-	int rc, ufd, tfd;
+	int rc, ufd, tfd = -1, ufrom, tfrom = -1;
 
 	memset(sl, 0, sizeof(*sl));
 	sl->addr = *a;
-	ufd = sysd_fds_take(fds, a, SOCK_DGRAM);
-	tfd = sysd_fds_take(fds, a, SOCK_STREAM);
-	rc = bind_udp(l, a, ufd, &sl->udp, why, whylen);
+	rc = slot_fd(a, fds, SOCK_DGRAM, &ufd, &ufrom, why, whylen);
+	if (rc == 0)
+		rc = bind_udp(l, a, ufd, &sl->udp, why, whylen);
+	if (rc == 0)
+		rc = slot_fd(a, fds, SOCK_STREAM, &tfd, &tfrom, why, whylen);
 	if (rc == 0)
 		rc = bind_tcp(l, a, tfd, &sl->tcp, why, whylen);
-	else
-		close_unowned(tfd);
 	if (rc != 0) {
 		slot_close(sl);
 		return rc;
 	}
 	conf_addr_str(a, addr, sizeof(addr));
 	log_info("listening on %s (udp%s, tcp%s)", addr,
-	    fd_origin(ufd, uorig, sizeof(uorig)),
-	    fd_origin(tfd, torig, sizeof(torig)));
+	    fd_origin(ufrom, uorig, sizeof(uorig)),
+	    fd_origin(tfrom, torig, sizeof(torig)));
 	return 0;
 }
 
@@ -990,8 +1009,9 @@ slot_find(struct listen *l, const struct conf_addr *a)
  * Returns 0 and *n_fresh, or -1 with "listen ADDR: reason" in err and
  * nothing left open. A default address the host lacks is skipped. */
 static int
-bind_new(struct listen *l, const struct conf *conf, struct sysd_fds *fds,
-    struct lslot *fresh, size_t *n_fresh, char *err, size_t errlen)
+bind_new(struct listen *l, const struct conf *conf,
+    const struct sysd_fds *fds, struct lslot *fresh, size_t *n_fresh,
+    char *err, size_t errlen)
 {
 	char addr[64], why[256];
 	size_t i, n = 0;

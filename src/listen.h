@@ -22,10 +22,12 @@ struct listen;
 
 /* Bind UDP and TCP on every conf->listen address and start serving into
  * qctx. An address and type for which fds holds a socket handed over by
- * systemd (sysd_fds_take) uses that socket instead of binding; fds may be
- * NULL. Returns 0 and *out, or -1 with "listen ADDR: reason" in err (and
- * nothing left open, the sockets taken from fds included). conf and qctx
- * must outlive the listeners. */
+ * systemd uses a duplicate of that socket (sysd_fds_dup) instead of
+ * binding, so that listeners on several loops, one per worker, can each
+ * call this with the same fds; the originals stay in fds until
+ * sysd_fds_close. fds may be NULL. Returns 0 and *out, or -1 with "listen
+ * ADDR: reason" in err (and nothing left open, the duplicates included).
+ * conf and qctx must outlive the listeners. */
 int listen_start(uv_loop_t *loop, const struct conf *conf,
     struct sysd_fds *fds, struct query_ctx *qctx, struct metrics *m,
     struct listen **out, char *err, size_t errlen);

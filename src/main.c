@@ -744,6 +744,7 @@ run(struct server *s)
 		log_err("%s", err);
 		return 1;
 	}
+	sysd_fds_close(&fds);
 	s->admin.listen = s->listen;
 	/* The control socket stays usable by the user we become. */
 	if (pd.enabled && s->conf->control_socket[0] != '\0' &&
