@@ -739,7 +739,7 @@ run(struct server *s)
 		log_err("%s", err);
 		return 1;
 	}
-	if (listen_start(&s->loop, s->conf, &fds, &s->qctx, &s->metrics,
+	if (listen_start(&s->loop, s->conf, &fds, 0, &s->qctx, &s->metrics,
 	    &s->listen, err, sizeof(err)) != 0) {
 		log_err("%s", err);
 		return 1;

@@ -13,8 +13,10 @@
  * every wait (a turn with nothing else to do ends when it fires, and the
  * test fails); nothing sleeps.
  *
- * Covered: several listeners on one socket handed over by systemd (each a
- * duplicate, the originals closed by sysd_fds_close).
+ * Covered: several listeners on one address with SO_REUSEPORT (both serve,
+ * without it the second is refused, IPv6 sockets stay IPv6-only), and on
+ * one socket handed over by systemd (each a duplicate, the originals
+ * closed by sysd_fds_close).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -59,6 +61,8 @@ struct world {
 	uv_timer_t guard;
 	int expired;
 	uint16_t port;
+	struct listen *ls[8];      /* started and not stopped yet */
+	size_t n_ls;
 	/* Answers the clients read, by DNS ID. */
 	unsigned got[MAX_IDS];
 	size_t n_got;
@@ -167,8 +171,9 @@ setup(void **state)
 }
 
 /* main.c's order: the pool (it completes every pending query), the query
- * context; the listeners are closed by each test; then the loop runs the
- * close callbacks and must end with nothing open. */
+ * context, the listeners (each test stops its own; a failed one leaves
+ * some); then the loop runs the close callbacks and must end with nothing
+ * open. */
 static int
 teardown(void **state)
 {
@@ -176,6 +181,8 @@ teardown(void **state)
 
 	mem_fail_after(-1);
 	upstream_pool_close(w->pool);
+	while (w->n_ls > 0)
+		listen_close(w->ls[--w->n_ls]);
 	query_ctx_close(&w->ctx);
 	uv_close((uv_handle_t *)&w->guard, NULL);
 	assert_int_equal(uv_run(&w->loop, UV_RUN_DEFAULT), 0);
@@ -186,15 +193,45 @@ teardown(void **state)
 }
 
 static struct listen *
-start(struct world *w, struct sysd_fds *fds, struct metrics *m)
+start_conf(struct world *w, const struct conf *c, struct sysd_fds *fds,
+    int reuseport, struct metrics *m)
 {
 	struct listen *l = NULL;
 	char err[256];
 
-	if (listen_start(&w->loop, &w->conf, fds, &w->ctx, m, &l, err,
+	if (listen_start(&w->loop, c, fds, reuseport, &w->ctx, m, &l, err,
 	    sizeof(err)) != 0)
 		fail_msg("listen_start: %s", err);
+	assert_true(w->n_ls < sizeof(w->ls) / sizeof(w->ls[0]));
+	w->ls[w->n_ls++] = l;
 	return l;
+}
+
+static struct listen *
+start(struct world *w, struct sysd_fds *fds, int reuseport,
+    struct metrics *m)
+{
+	return start_conf(w, &w->conf, fds, reuseport, m);
+}
+
+/* listen_start on c must fail with "listen 127.0.0.1@port: udp: address
+ * already in use", and leave nothing open. */
+static void
+start_fails_in_use(struct world *w, const struct conf *c, uint16_t port,
+    int reuseport)
+{
+	struct listen *l = NULL;
+	struct metrics m;
+	char err[256], want[256];
+
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(listen_start(&w->loop, c, NULL, reuseport, &w->ctx,
+	    &m, &l, err, sizeof(err)), -1);
+	assert_null(l);
+	snprintf(want, sizeof(want), "listen 127.0.0.1@%u: udp: address "
+	    "already in use", port);
+	assert_string_equal(err, want);
+	(void)uv_run(&w->loop, UV_RUN_NOWAIT);
 }
 
 /* ---- clients ---- */
@@ -346,8 +383,150 @@ tcp_query(struct world *w, uint16_t id, const char *name)
 static void
 stop(struct world *w, struct listen *l)
 {
+	size_t i;
+
+	for (i = 0; i < w->n_ls && w->ls[i] != l; i++)
+		continue;
+	assert_true(i < w->n_ls);
+	w->ls[i] = w->ls[--w->n_ls];
 	listen_close(l);
 	(void)uv_run(&w->loop, UV_RUN_NOWAIT);
+}
+
+/* ---- SO_REUSEPORT ---- */
+
+/* Queries from new client sockets (new source ports), one at a time, until
+ * both listeners have read some: the kernel spreads the 4-tuples over the
+ * sockets of a reuseport group, so 64 ports all landing on one of two
+ * sockets would take odds of 2^-63. TCP connections the same way. */
+static void
+spread(struct world *w, const struct metrics *m1, const struct metrics *m2,
+    uint16_t *id)
+{
+	int i, c;
+
+	for (i = 0; i < 64 && (m1->queries_udp == 0 || m2->queries_udp == 0);
+	    i++) {
+		c = client_udp();
+		send_query(w, c, *id, "localhost");
+		pump(w, c, &w->n_got, w->n_got + 1);
+		assert_int_equal(w->got[*id], 1);
+		(*id)++;
+		close(c);
+	}
+	assert_true(m1->queries_udp > 0 && m2->queries_udp > 0);
+	assert_int_equal(m1->queries_udp + m2->queries_udp, (uint64_t)i);
+	for (i = 0; i < 64 && (m1->tcp_accepted == 0 ||
+	    m2->tcp_accepted == 0); i++)
+		tcp_query(w, (*id)++, "localhost");
+	assert_true(m1->tcp_accepted > 0 && m2->tcp_accepted > 0);
+}
+
+/* Two listeners on the same address with reuseport both bind and both
+ * serve; one without it is refused with today's message; a reload that
+ * adds an address binds it with SO_REUSEPORT too. */
+static void
+test_reuseport(void **state)
+{
+	struct world *w = *state;
+	struct metrics m1, m2, m3;
+	struct listen *l1, *l2, *l3;
+	struct conf both, second;
+	char err[CONF_ERR_MAX];
+	uint16_t id = 1, port2;
+
+	memset(&m1, 0, sizeof(m1));
+	memset(&m2, 0, sizeof(m2));
+	memset(&m3, 0, sizeof(m3));
+	l1 = start(w, NULL, 1, &m1);
+	l2 = start(w, NULL, 1, &m2);
+	start_fails_in_use(w, &w->conf, w->port, 0);
+	spread(w, &m1, &m2, &id);
+
+	/* l1 reloads with a second address: bound with SO_REUSEPORT, so
+	 * another reuseport listener can join it there, and a plain one
+	 * cannot. */
+	port2 = free_port();
+	conf_init(&both);
+	conf_listen(&both, w->port);
+	conf_listen(&both, port2);
+	conf_init(&second);
+	conf_listen(&second, port2);
+	assert_int_equal(conf_set(&both, "upstream", "127.0.0.1@853#dns.test",
+	    "test", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(&both, err, sizeof(err)), 0);
+	assert_int_equal(conf_set(&second, "upstream",
+	    "127.0.0.1@853#dns.test", "test", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(&second, err, sizeof(err)), 0);
+	assert_int_equal(listen_update(l1, &both, err, sizeof(err)), 0);
+	start_fails_in_use(w, &second, port2, 0);
+	l3 = start_conf(w, &second, NULL, 1, &m3);
+	stop(w, l3);
+	stop(w, l2);
+	stop(w, l1);
+}
+
+/* Without reuseport a second listener on an address is refused, with
+ * reuseport or without, and the first goes on serving. */
+static void
+test_no_reuseport(void **state)
+{
+	struct world *w = *state;
+	struct metrics m1;
+	struct listen *l1;
+	int c;
+
+	memset(&m1, 0, sizeof(m1));
+	l1 = start(w, NULL, 0, &m1);
+	start_fails_in_use(w, &w->conf, w->port, 0);
+	start_fails_in_use(w, &w->conf, w->port, 1);
+	c = client_udp();
+	send_query(w, c, 1, "localhost");
+	pump(w, c, &w->n_got, 1);
+	tcp_query(w, 2, "localhost");
+	assert_int_equal(m1.queries_udp, 1);
+	assert_int_equal(m1.tcp_accepted, 1);
+	close(c);
+	stop(w, l1);
+}
+
+/* Listeners on :: are IPv6-only with reuseport as without (libuv binds
+ * with UV_*_IPV6ONLY): 127.0.0.1 on the same port stays free for another
+ * socket, UDP and TCP. */
+static void
+test_v6only(void **state)
+{
+	struct world *w = *state;
+	struct sockaddr_in sa;
+	struct metrics m;
+	struct listen *l;
+	struct conf any;
+	char err[CONF_ERR_MAX], addr[64];
+	int reuseport, u, t;
+
+	snprintf(addr, sizeof(addr), "::@%u", w->port);
+	conf_init(&any);
+	assert_int_equal(conf_set(&any, "listen", addr, "test", err,
+	    sizeof(err)), 0);
+	assert_int_equal(conf_set(&any, "upstream", "127.0.0.1@853#dns.test",
+	    "test", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(&any, err, sizeof(err)), 0);
+	server_addr(w, &sa);
+	for (reuseport = 0; reuseport <= 1; reuseport++) {
+		memset(&m, 0, sizeof(m));
+		l = start_conf(w, &any, NULL, reuseport, &m);
+		u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		t = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		assert_true(u >= 0 && t >= 0);
+		assert_int_equal(bind(u, (struct sockaddr *)&sa, sizeof(sa)),
+		    0);
+		assert_int_equal(bind(t, (struct sockaddr *)&sa, sizeof(sa)),
+		    0);
+		assert_int_equal(listen(t, 1), 0);
+		close(u);
+		close(t);
+		stop(w, l);
+	}
 }
 
 /* ---- socket activation ---- */
@@ -395,8 +574,8 @@ test_sysd_two_listeners(void **state)
 	handed_over(w, &fds, &ufd, &tfd);
 	assert_int_equal(sysd_fds_check_conf(&fds, &w->conf, err,
 	    sizeof(err)), 0);
-	l1 = start(w, &fds, &m1);
-	l2 = start(w, &fds, &m2);
+	l1 = start(w, &fds, 0, &m1);
+	l2 = start(w, &fds, 0, &m2);
 	/* Neither took the originals: they are still open, and still ours
 	 * to close. */
 	assert_int_equal(fds.n, 2);
@@ -454,6 +633,11 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_reuseport, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_no_reuseport, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_v6only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sysd_two_listeners, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_sysd_unmatched, setup,
