@@ -127,6 +127,7 @@ struct listen {
 	unsigned max_conns;    /* tcp-max-clients, clamped to the fd limit */
 	uint64_t emfile_logged_ms;
 	unsigned open_handles; /* listening sockets not yet freed */
+	int reuseport;         /* bind every address with SO_REUSEPORT */
 	int closing;
 	int quiesced;          /* draining: reading and accepting stopped */
 	uint64_t drop_logged_ms; /* last drop logged: at most one a second */
@@ -818,7 +819,7 @@ tcp_sock_close_cb(uv_handle_t *h)
 	listen_maybe_free(l);
 }
 
-/* A handed-over socket that no handle took (fd -1: none). */
+/* A socket of ours that no handle took (fd -1: none). */
 static void
 close_unowned(int fd)
 {
@@ -842,9 +843,10 @@ slot_close(struct lslot *sl)
 	sl->tcp = NULL;
 }
 
-/* fd >= 0 is a socket handed over by systemd, already bound to a: it is
- * opened instead of binding. bind_udp owns it from the call on: its handle
- * closes it, or it is closed here when it cannot become the handle's. */
+/* fd >= 0 is a socket already bound to a (a duplicate of one handed over
+ * by systemd, or one with SO_REUSEPORT): it is opened instead of binding. bind_udp owns it from the
+ * call on: its handle closes it, or it is closed here when it cannot
+ * become the handle's. */
 static int
 bind_udp(struct listen *l, const struct conf_addr *a, int fd,
     struct udp_sock **out, char *err, size_t errlen)
@@ -931,41 +933,108 @@ bind_tcp(struct listen *l, const struct conf_addr *a, int fd,
 
 /* " from systemd fd N" for a handed-over socket, "" for one bound here. */
 static const char *
-fd_origin(int fd, char *buf, size_t cap)
+fd_origin(int from, char *buf, size_t cap)
 {
-	if (fd < 0)
+	if (from < 0)
 		return "";
-	snprintf(buf, cap, " from systemd fd %d", fd);
+	snprintf(buf, cap, " from systemd fd %d", from);
 	return buf;
 }
 
-/* Bind UDP and TCP on a into sl, or open the sockets fds hands over for
- * it (fds may be NULL). Returns 0, or a libuv error with the reason in
- * why and nothing left open. */
+/* A socket of type socktype bound to a with SO_REUSEPORT, so that the
+ * listeners of several loops (one per worker) each have a socket of their
+ * own on the same address and the kernel spreads the clients over them.
+ * libuv 1.44 has no flag for it, so the socket is made here as
+ * uv_udp_bind and uv_tcp_bind would make it: non-blocking, close-on-exec,
+ * IPV6_V6ONLY for IPv6 (they are given UV_*_IPV6ONLY), SO_REUSEADDR for
+ * TCP only (uv_udp_open sets it on the UDP one afterwards). Returns the
+ * fd, or a libuv error. */
 static int
-slot_bind(struct listen *l, const struct conf_addr *a, struct sysd_fds *fds,
-    struct lslot *sl, char *why, size_t whylen)
+reuseport_socket(const struct conf_addr *a, int socktype)
+{
+	int fd, on = 1, rc;
+
+	fd = socket(a->ss.ss_family, socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0);
+	if (fd < 0)
+		return uv_translate_sys_error(errno);
+	if (socktype == SOCK_STREAM && setsockopt(fd, SOL_SOCKET,
+	    SO_REUSEADDR, &on, sizeof(on)) != 0)
+		goto fail;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0)
+		goto fail;
+	if (a->ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6,
+	    IPV6_V6ONLY, &on, sizeof(on)) != 0)
+		goto fail;
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) != 0)
+		goto fail;
+	return fd;
+
+fail:
+	rc = uv_translate_sys_error(errno);
+	close(fd);
+	return rc;
+}
+
+/* The descriptor for a's socket of type socktype that slot_bind opens
+ * instead of binding: a duplicate of the one systemd handed over for it
+ * (*from its number), else with reuseport one made here, else -1 (libuv
+ * binds). Returns 0, or a libuv error with the reason in why and nothing
+ * open. */
+static int
+slot_fd(struct listen *l, const struct conf_addr *a,
+    const struct sysd_fds *fds, int socktype, int *fd, int *from,
+    char *why, size_t whylen)
+{
+	const char *proto = socktype == SOCK_DGRAM ? "udp" : "tcp";
+	int rc;
+
+	rc = sysd_fds_dup(fds, a, socktype, fd, from);
+	if (rc != 0) {
+		snprintf(why, whylen, "%s: systemd fd %d: %s", proto, *from,
+		    uv_strerror(rc));
+		return rc;
+	}
+	if (*fd >= 0 || !l->reuseport)
+		return 0;
+	rc = reuseport_socket(a, socktype);
+	if (rc < 0) {
+		snprintf(why, whylen, "%s: %s", proto, uv_strerror(rc));
+		return rc;
+	}
+	*fd = rc;
+	return 0;
+}
+
+/* Bind UDP and TCP on a into sl (with SO_REUSEPORT when l says so), or
+ * open duplicates of the sockets fds hands over for it (fds may be NULL).
+ * Returns 0, or a libuv error with the reason in why and nothing left
+ * open. */
+static int
+slot_bind(struct listen *l, const struct conf_addr *a,
+    const struct sysd_fds *fds, struct lslot *sl, char *why, size_t whylen)
 {
 	char addr[64], uorig[32], torig[32];
-	int rc, ufd, tfd;
+	int rc, ufd, tfd = -1, ufrom, tfrom = -1;
 
 	memset(sl, 0, sizeof(*sl));
 	sl->addr = *a;
-	ufd = sysd_fds_take(fds, a, SOCK_DGRAM);
-	tfd = sysd_fds_take(fds, a, SOCK_STREAM);
-	rc = bind_udp(l, a, ufd, &sl->udp, why, whylen);
+	rc = slot_fd(l, a, fds, SOCK_DGRAM, &ufd, &ufrom, why, whylen);
+	if (rc == 0)
+		rc = bind_udp(l, a, ufd, &sl->udp, why, whylen);
+	if (rc == 0)
+		rc = slot_fd(l, a, fds, SOCK_STREAM, &tfd, &tfrom, why,
+		    whylen);
 	if (rc == 0)
 		rc = bind_tcp(l, a, tfd, &sl->tcp, why, whylen);
-	else
-		close_unowned(tfd);
 	if (rc != 0) {
 		slot_close(sl);
 		return rc;
 	}
 	conf_addr_str(a, addr, sizeof(addr));
 	log_info("listening on %s (udp%s, tcp%s)", addr,
-	    fd_origin(ufd, uorig, sizeof(uorig)),
-	    fd_origin(tfd, torig, sizeof(torig)));
+	    fd_origin(ufrom, uorig, sizeof(uorig)),
+	    fd_origin(tfrom, torig, sizeof(torig)));
 	return 0;
 }
 
@@ -990,8 +1059,9 @@ slot_find(struct listen *l, const struct conf_addr *a)
  * Returns 0 and *n_fresh, or -1 with "listen ADDR: reason" in err and
  * nothing left open. A default address the host lacks is skipped. */
 static int
-bind_new(struct listen *l, const struct conf *conf, struct sysd_fds *fds,
-    struct lslot *fresh, size_t *n_fresh, char *err, size_t errlen)
+bind_new(struct listen *l, const struct conf *conf,
+    const struct sysd_fds *fds, struct lslot *fresh, size_t *n_fresh,
+    char *err, size_t errlen)
 {
 	char addr[64], why[256];
 	size_t i, n = 0;
@@ -1026,8 +1096,8 @@ bind_new(struct listen *l, const struct conf *conf, struct sysd_fds *fds,
 
 int
 listen_start(uv_loop_t *loop, const struct conf *conf,
-    struct sysd_fds *fds, struct query_ctx *qctx, struct metrics *m,
-    struct listen **out, char *err, size_t errlen)
+    struct sysd_fds *fds, int reuseport, struct query_ctx *qctx,
+    struct metrics *m, struct listen **out, char *err, size_t errlen)
 {
 	struct listen *l;
 
@@ -1043,6 +1113,7 @@ listen_start(uv_loop_t *loop, const struct conf *conf,
 	l->conf = conf;
 	l->qctx = qctx;
 	l->m = m;
+	l->reuseport = reuseport;
 	set_max_conns(l, conf);
 	if (bind_new(l, conf, fds, l->slot, &l->n_slots, err,
 	    errlen) != 0) {

@@ -6,6 +6,11 @@
  * answered as they become ready (out of order), an idle timeout, and a cap
  * on connections at which the least recently active idle one is closed to
  * admit a new one.
+ *
+ * A struct listen belongs to one loop and is used on that loop's thread
+ * only. Several (one per worker loop) can serve the same addresses: with
+ * SO_REUSEPORT sockets of their own, or duplicates of one socket handed
+ * over by systemd.
  */
 #ifndef DOTPROXY_LISTEN_H
 #define DOTPROXY_LISTEN_H
@@ -21,20 +26,31 @@
 struct listen;
 
 /* Bind UDP and TCP on every conf->listen address and start serving into
- * qctx. An address and type for which fds holds a socket handed over by
- * systemd (sysd_fds_take) uses that socket instead of binding; fds may be
- * NULL. Returns 0 and *out, or -1 with "listen ADDR: reason" in err (and
- * nothing left open, the sockets taken from fds included). conf and qctx
- * must outlive the listeners. */
+ * qctx on loop. With reuseport, each socket is bound with SO_REUSEPORT, so that
+ * listen_start can be called once per worker loop for the same addresses:
+ * every call gets sockets of its own and the kernel spreads clients over
+ * them (every socket on an address must have it: one bound without it,
+ * ours or another program's, makes the bind fail). The flag holds for
+ * the addresses listen_update binds later too. Without it, a second
+ * listener on an address fails ("address already in use").
+ * An address and type for which fds holds a socket handed over by
+ * systemd uses a duplicate of that socket (sysd_fds_dup) instead of
+ * binding, with or without reuseport, so that listeners on several loops
+ * can each call this with the same fds and serve the one socket; the
+ * originals stay in fds until sysd_fds_close. fds may be NULL. Returns 0
+ * and *out, or -1 with "listen ADDR: reason" in err (and nothing left
+ * open, the duplicates included). conf and qctx must outlive the
+ * listeners. */
 int listen_start(uv_loop_t *loop, const struct conf *conf,
-    struct sysd_fds *fds, struct query_ctx *qctx, struct metrics *m,
-    struct listen **out, char *err, size_t errlen);
+    struct sysd_fds *fds, int reuseport, struct query_ctx *qctx,
+    struct metrics *m, struct listen **out, char *err, size_t errlen);
 
 /* Serve conf's listen addresses from now on (a reload): addresses still
- * listed keep their sockets (no query is lost), new ones are bound, and
- * sockets of addresses no longer listed close (their pending answers are
- * still sent). conf replaces the old one for every setting. Returns 0, or
- * -1 with "listen ADDR: reason" in err when a new address cannot be bound:
+ * listed keep their sockets (no query is lost), new ones are bound (with
+ * SO_REUSEPORT when listen_start was given reuseport), and sockets of
+ * addresses no longer listed close (their pending answers are still
+ * sent). conf replaces the old one for every setting. Returns 0, or -1
+ * with "listen ADDR: reason" in err when a new address cannot be bound:
  * then nothing changed. */
 int listen_update(struct listen *l, const struct conf *conf, char *err,
     size_t errlen);

@@ -739,11 +739,12 @@ run(struct server *s)
 		log_err("%s", err);
 		return 1;
 	}
-	if (listen_start(&s->loop, s->conf, &fds, &s->qctx, &s->metrics,
+	if (listen_start(&s->loop, s->conf, &fds, 0, &s->qctx, &s->metrics,
 	    &s->listen, err, sizeof(err)) != 0) {
 		log_err("%s", err);
 		return 1;
 	}
+	sysd_fds_close(&fds);
 	s->admin.listen = s->listen;
 	/* The control socket stays usable by the user we become. */
 	if (pd.enabled && s->conf->control_socket[0] != '\0' &&

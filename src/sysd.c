@@ -11,12 +11,14 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <systemd/sd-daemon.h>
 
@@ -183,8 +185,16 @@ sysd_fds_init(struct sysd_fds *f, char *err, size_t errlen)
 		return -1;
 	}
 	for (i = 0; i < n; i++)
-		describe_fd(&f->fd[i], SD_LISTEN_FDS_START + i);
-	f->n = (size_t)n;
+		(void)sysd_fds_add(f, SD_LISTEN_FDS_START + i);
+	return 0;
+}
+
+int
+sysd_fds_add(struct sysd_fds *f, int fd)
+{
+	if (f->n >= SYSD_MAX_FDS)
+		return -ENOSPC;
+	describe_fd(&f->fd[f->n++], fd);
 	return 0;
 }
 
@@ -212,25 +222,54 @@ same_addr(const struct sockaddr_storage *s, const struct conf_addr *a)
 	return 0;
 }
 
-int
-sysd_fds_take(struct sysd_fds *f, const struct conf_addr *a, int socktype)
+/* The index of the first socket in f of type socktype bound to exactly
+ * a, or f->n when there is none. */
+static size_t
+find(const struct sysd_fds *f, const struct conf_addr *a, int socktype)
 {
 	size_t i;
 
-	if (f == NULL)
-		return -1;
-	for (i = 0; i < f->n; i++) {
-		if (!f->fd[i].taken && f->fd[i].socktype == socktype &&
-		    same_addr(&f->fd[i].ss, a)) {
-			f->fd[i].taken = 1;
-			return f->fd[i].fd;
-		}
-	}
-	return -1;
+	for (i = 0; i < f->n; i++)
+		if (f->fd[i].socktype == socktype && same_addr(&f->fd[i].ss, a))
+			break;
+	return i;
 }
 
 int
-sysd_fds_check_unused(const struct sysd_fds *f, char *err, size_t errlen)
+sysd_fds_dup(const struct sysd_fds *f, const struct conf_addr *a,
+    int socktype, int *fd, int *from)
+{
+	size_t i;
+
+	*fd = *from = -1;
+	if (f == NULL)
+		return 0;
+	i = find(f, a, socktype);
+	if (i == f->n)
+		return 0;
+	*from = f->fd[i].fd;
+	*fd = fcntl(*from, F_DUPFD_CLOEXEC, 0);
+	if (*fd < 0) {
+		*fd = -1;
+		return -errno;
+	}
+	return 0;
+}
+
+void
+sysd_fds_close(struct sysd_fds *f)
+{
+	size_t i;
+
+	for (i = 0; i < f->n; i++)
+		close(f->fd[i].fd);
+	f->n = 0;
+}
+
+/* 0 when a listen address matched every socket in f; else -1 with the
+ * message for the first that none did. */
+static int
+check_unmatched(const struct sysd_fds *f, char *err, size_t errlen)
 {
 	const struct sysd_fd *d;
 	struct conf_addr a;
@@ -239,7 +278,7 @@ sysd_fds_check_unused(const struct sysd_fds *f, char *err, size_t errlen)
 
 	for (i = 0; i < f->n; i++) {
 		d = &f->fd[i];
-		if (d->taken)
+		if (d->matched)
 			continue;
 		if (d->socktype < 0) {
 			snprintf(err, errlen, "socket activation: fd %d is not "
@@ -262,15 +301,18 @@ int
 sysd_fds_check_conf(const struct sysd_fds *f, const struct conf *c,
     char *err, size_t errlen)
 {
+	static const int types[2] = { SOCK_DGRAM, SOCK_STREAM };
 	struct sysd_fds copy;
-	size_t i;
+	size_t i, j, k;
 
 	if (f->n == 0)
 		return 0;
 	copy = *f;
-	for (i = 0; i < c->n_listen; i++) {
-		(void)sysd_fds_take(&copy, &c->listen[i], SOCK_DGRAM);
-		(void)sysd_fds_take(&copy, &c->listen[i], SOCK_STREAM);
-	}
-	return sysd_fds_check_unused(&copy, err, errlen);
+	for (i = 0; i < c->n_listen; i++)
+		for (k = 0; k < 2; k++) {
+			j = find(&copy, &c->listen[i], types[k]);
+			if (j < copy.n)
+				copy.fd[j].matched = 1;
+		}
+	return check_unmatched(&copy, err, errlen);
 }

@@ -11,13 +11,17 @@
  * is the point of it.
  *
  * Socket activation (sd_listen_fds(3)): the handed-over sockets are read once
- * at start into a struct sysd_fds. A listener takes the one that matches its
+ * at start into a struct sysd_fds. A listener uses the one that matches its
  * address and type exactly (family, address, port; UDP or TCP) instead of
- * binding; addresses without one are bound as usual. A handed-over socket
- * that no listen address takes is a configuration error: dotproxy refuses to
+ * binding; addresses without one are bound as usual. Each listener gets a
+ * descriptor of its own for the socket (a duplicate), so that with several
+ * workers every worker's loop serves the same socket; the originals are
+ * closed once every listener has started. A handed-over socket that no
+ * listen address matches is a configuration error: dotproxy refuses to
  * start rather than leave a socket systemd thinks is served unread.
  *
- * Everything here runs on the loop's thread.
+ * Everything here runs on the main loop's thread, except sysd_fds_dup, which
+ * only reads its struct sysd_fds and may run on several threads at once.
  */
 #ifndef DOTPROXY_SYSD_H
 #define DOTPROXY_SYSD_H
@@ -37,7 +41,8 @@ struct sysd_fd {
 	                               * not an IPv4/IPv6 socket */
 	struct sockaddr_storage ss;   /* its bound address (getsockname) */
 	socklen_t len;
-	int taken;                    /* handed to a listener */
+	int matched;                  /* a listen address matches it (set on
+	                               * sysd_fds_check_conf's copy) */
 };
 
 struct sysd_fds {
@@ -49,26 +54,41 @@ struct sysd_fds {
  * the LISTEN_* variables are unset so they are not inherited). Call before
  * anything forks. f->n is 0 when there are none. Returns 0, or -1 with
  * "socket activation: reason" in err (LISTEN_FDS unreadable, more than
- * SYSD_MAX_FDS sockets). The fds stay open and belong to f until taken. */
+ * SYSD_MAX_FDS sockets). The fds stay open and belong to f until
+ * sysd_fds_close. */
 int sysd_fds_init(struct sysd_fds *f, char *err, size_t errlen);
 
-/* The first untaken socket of type socktype (SOCK_DGRAM or SOCK_STREAM)
- * bound to exactly a's family, address and port; it is marked taken and
- * from then on belongs to the caller (a libuv handle, which closes it).
- * Returns the fd, or -1 when none matches. f may be NULL (returns -1). */
-int sysd_fds_take(struct sysd_fds *f, const struct conf_addr *a,
-    int socktype);
+/* Describe fd (its type and bound address, as sysd_fds_init does for each
+ * handed-over socket) and add it to f, which owns it from then on. For
+ * sockets that reach us another way than LISTEN_FDS, such as a test's.
+ * Returns 0, or -ENOSPC when f holds SYSD_MAX_FDS already (fd is then
+ * left to the caller). */
+int sysd_fds_add(struct sysd_fds *f, int fd);
 
-/* 0 when every socket in f was taken; else -1 with "socket activation:
- * fd N (udp ADDR@PORT) matches no listen address" for the first one that
- * was not. Closes nothing. */
-int sysd_fds_check_unused(const struct sysd_fds *f, char *err,
-    size_t errlen);
+/* A descriptor of the caller's own for the socket of type socktype
+ * (SOCK_DGRAM or SOCK_STREAM) bound to exactly a's family, address and
+ * port: a duplicate (F_DUPFD_CLOEXEC) that the caller owns (a libuv
+ * handle, which closes it), while the original stays in f until
+ * sysd_fds_close. So every listener that asks for the same address, one
+ * per worker, serves the same socket. f is only read: threads may call
+ * this at once with the same f. Returns 0 with *fd the duplicate and
+ * *from the handed-over descriptor's number (for logs); 0 with *fd and
+ * *from -1 when no socket matches (f may be NULL); or a negative errno
+ * (-EMFILE, ...) when the duplicate cannot be made: then *fd is -1,
+ * nothing is open, and *from names the socket that matched. */
+int sysd_fds_dup(const struct sysd_fds *f, const struct conf_addr *a,
+    int socktype, int *fd, int *from);
 
-/* Checks, before anything is bound, that the listen addresses of c would
- * take every socket in f (takes on a copy, then sysd_fds_check_unused).
- * Returns 0, or -1 with the message of sysd_fds_check_unused. f itself is
- * not changed. */
+/* Close every handed-over socket in f: call once every listener that
+ * uses them has started (each holds its duplicate). f holds no socket
+ * afterwards (f->n is 0), as without socket activation. */
+void sysd_fds_close(struct sysd_fds *f);
+
+/* Checks, before anything is bound, that the listen addresses of c match
+ * every socket in f (on a copy of f). Returns 0, or -1 with "socket
+ * activation: fd N (udp ADDR@PORT) matches no listen address" (or "fd N
+ * is not a UDP or TCP socket over IPv4 or IPv6") in err for the first
+ * that no address matches. f itself is not changed. */
 int sysd_fds_check_conf(const struct sysd_fds *f, const struct conf *c,
     char *err, size_t errlen);
 
