@@ -318,13 +318,15 @@ udp_done_cb(void *arg, const void *origin, const uint8_t *msg, size_t len)
 	struct sockaddr_storage to;
 
 	u->pending--;
-	if (msg == NULL)
-		return;
 	if (u->closing) {
-		u->l->m->drops_client_gone++;
+		/* The socket waits for its last pending query to go. */
+		if (msg != NULL)
+			u->l->m->drops_client_gone++;
 		udp_sock_maybe_free(u);
 		return;
 	}
+	if (msg == NULL)
+		return;
 	memcpy(&to, origin, sizeof(to));
 	udp_send(u, (const struct sockaddr *)&to, msg, len);
 }
