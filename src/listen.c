@@ -1,20 +1,35 @@
 /* listen.c: UDP and TCP listeners, the client side of dotproxy.
  *
- * Every message read is handed to query_handle(). An answer that is ready
- * at once (cache hit, error) is sent from the shared out buffer before the
- * read callback returns; a pending one comes back through a done callback.
- * UDP needs no allocation per query: the client's address travels inside
- * the pending query as its origin bytes. A TCP connection is freed only
- * when its handles are closed and no query still points at it (pending),
- * so an answer for a client that left is dropped and counted, never sent
- * to freed memory.
+ * Every message read is handed to query_handle(). A pending answer comes
+ * back through a done callback and is sent on its own. An answer that is
+ * ready at once (cache hit, local name, refusal, error) is sent before
+ * the read callback returns over TCP (from the shared out buffer), and
+ * over UDP when the read batch it came in ends: libuv reads up to
+ * UDP_SLOTS datagrams with one recvmmsg, query_handle writes each
+ * answer straight into the socket's arena (a slot per datagram of the
+ * batch, preallocated), and the batch leaves with one sendmmsg. What the
+ * socket does not take then goes through the same bounded send queue as
+ * a single answer that finds the socket full. So a UDP hit allocates
+ * nothing, and the client's address travels inside a pending query as
+ * its origin bytes. A TCP connection is freed only when its handles are
+ * closed and no query still points at it (pending), so an answer for a
+ * client that left is dropped and counted, never sent to freed memory.
  *
  * TCP connections sit on a list in order of last activity (head = least
  * recently active), which gives both the idle sweep and the victim when the
  * connection cap is reached: the least recently active connection with no
  * query in flight.
+ *
+ * A struct listen belongs to one loop. With workers, one per worker loop
+ * serves the same addresses: each with sockets of its own bound with
+ * SO_REUSEPORT (made here, since libuv 1.44 cannot), or each with its own
+ * duplicate of a socket systemd handed over.
  */
+/* sendmmsg(2) and struct mmsghdr are GNU extensions. */
+#define _GNU_SOURCE
+
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,7 +44,8 @@
 #include "mem.h"
 #include "sysd.h"
 
-/* libuv splits a recvmmsg buffer into 64 KiB datagram slots. */
+/* libuv splits a recvmmsg buffer into 64 KiB datagram slots: UDP_SLOTS
+ * datagrams a read batch, and as many answers a send batch. */
 #define UDP_SLOT 65536
 #define UDP_SLOTS 8
 #define TCP_FRAME_MAX (2 + DNS_MAX_MSG)
@@ -68,6 +84,16 @@ struct udp_sock {
 	unsigned pending;
 	int closing;
 	int handle_closed;
+	/* Answers ready at once during a read batch, sent with one sendmmsg
+	 * when it ends. Answer i is written by query_handle into arena slot
+	 * i (DNS_MAX_MSG bytes, what query_handle may write), its client's
+	 * address into peer[i] (which is also the origin a pending query
+	 * keeps); msg[i] points at both from the start. */
+	unsigned n_out;
+	uint8_t *arena;
+	struct mmsghdr msg[UDP_SLOTS];
+	struct iovec iov[UDP_SLOTS];
+	struct sockaddr_storage peer[UDP_SLOTS];
 };
 
 struct tcp_sock {
@@ -181,31 +207,30 @@ udp_send_cb(uv_udp_send_t *req, int status)
 	mem_free(sr);
 }
 
+/* The socket buffer is full: queue a copy, within the bound, for libuv to
+ * send when there is room. */
 static void
-udp_send(struct udp_sock *u, const struct sockaddr *to, const uint8_t *msg,
+udp_queue(struct udp_sock *u, const struct sockaddr *to, const uint8_t *msg,
     size_t len)
 {
-	uv_buf_t buf = uv_buf_init((char *)msg, (unsigned)len);
+	uv_buf_t buf;
 	struct send_req *sr;
 	int rc;
 
-	rc = uv_udp_try_send(&u->handle, &buf, 1, to);
-	if (rc >= 0)
-		return;
-	if (rc != UV_EAGAIN)
-		goto fail;
-	/* The socket buffer is full: queue a copy, within the bound. */
 	if (u->l->udp_queued + sizeof(*sr) + len > UDP_MAX_SEND_QUEUE) {
 		u->l->m->drops_send_queue_full++;
 		return;
 	}
 	sr = mem_alloc(sizeof(*sr) + len);
-	if (sr == NULL)
+	if (sr == NULL) {
+		rc = UV_ENOMEM;
 		goto fail;
+	}
 	sr->len = len;
 	memcpy(sr->data, msg, len);
 	buf = uv_buf_init((char *)sr->data, (unsigned)len);
-	if (uv_udp_send(&sr->req, &u->handle, &buf, 1, to, udp_send_cb) != 0) {
+	rc = uv_udp_send(&sr->req, &u->handle, &buf, 1, to, udp_send_cb);
+	if (rc != 0) {
 		mem_free(sr);
 		goto fail;
 	}
@@ -217,6 +242,73 @@ fail:
 	log_debug("udp send: %s", uv_strerror(rc));
 }
 
+/* One answer now: straight to the socket when it takes it, else queued.
+ * (libuv's try_send says EAGAIN while answers are queued, so they leave
+ * in order.) */
+static void
+udp_send(struct udp_sock *u, const struct sockaddr *to, const uint8_t *msg,
+    size_t len)
+{
+	uv_buf_t buf = uv_buf_init((char *)msg, (unsigned)len);
+	int rc;
+
+	rc = uv_udp_try_send(&u->handle, &buf, 1, to);
+	if (rc >= 0)
+		return;
+	if (rc == UV_EAGAIN) {
+		udp_queue(u, to, msg, len);
+		return;
+	}
+	u->l->m->drops_send_failed++;
+	log_debug("udp send: %s", uv_strerror(rc));
+}
+
+/* Send the batch: one sendmmsg for all of it. What the socket does not
+ * take (EAGAIN, ENOBUFS) is queued as udp_send would queue it; a
+ * datagram the kernel refuses (sendmmsg fails on it first) is counted
+ * and skipped, and the rest still go. With answers queued already the
+ * batch goes behind them, as through udp_send. */
+static void
+udp_flush(struct udp_sock *u)
+{
+	unsigned i = 0, n = u->n_out;
+	uv_os_fd_t fd;
+	int sent;
+
+	if (n == 0)
+		return;
+	u->n_out = 0;
+	/* No descriptor: the handle was closed under a read batch. Nothing
+	 * can be sent (nor queued: libuv would bind a new socket for it). */
+	if (uv_fileno((const uv_handle_t *)&u->handle, &fd) != 0) {
+		u->l->m->drops_send_failed += n;
+		return;
+	}
+	if (uv_udp_get_send_queue_count(&u->handle) != 0)
+		goto queue;
+	while (i < n) {
+		sent = sendmmsg(fd, u->msg + i, n - i, 0);
+		if (sent > 0) {
+			i += (unsigned)sent;
+			continue;
+		}
+		if (sent < 0 && errno == EINTR)
+			continue;
+		if (sent == 0 || errno == EAGAIN || errno == EWOULDBLOCK ||
+		    errno == ENOBUFS)
+			break;
+		u->l->m->drops_send_failed++;
+		log_debug("udp send: %s",
+		    uv_strerror(uv_translate_sys_error(errno)));
+		i++;
+	}
+
+queue:
+	for (; i < n; i++)
+		udp_queue(u, (const struct sockaddr *)&u->peer[i],
+		    u->arena + (size_t)i * DNS_MAX_MSG, u->iov[i].iov_len);
+}
+
 static void udp_sock_maybe_free(struct udp_sock *u);
 
 static void
@@ -226,47 +318,61 @@ udp_done_cb(void *arg, const void *origin, const uint8_t *msg, size_t len)
 	struct sockaddr_storage to;
 
 	u->pending--;
-	if (msg == NULL)
-		return;
 	if (u->closing) {
-		u->l->m->drops_client_gone++;
+		/* The socket waits for its last pending query to go. */
+		if (msg != NULL)
+			u->l->m->drops_client_gone++;
 		udp_sock_maybe_free(u);
 		return;
 	}
+	if (msg == NULL)
+		return;
 	memcpy(&to, origin, sizeof(to));
 	udp_send(u, (const struct sockaddr *)&to, msg, len);
 }
 
+/* libuv reads with recvmmsg: one callback per datagram (flagged
+ * UV_UDP_MMSG_CHUNK), then one with UV_UDP_MMSG_FREE and no address when
+ * the batch is done; a callback with neither flag is a read on its own
+ * (no recvmmsg), nothing read, or an error. Answers ready at once go into
+ * the send batch, which leaves when the read batch ends (or is full). */
 static void
 udp_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     const struct sockaddr *addr, unsigned flags)
 {
 	struct udp_sock *u = h->data;
 	struct listen *l = u->l;
-	struct sockaddr_storage from;
+	struct sockaddr_storage *peer;
+	unsigned i = u->n_out;
 	size_t out_len = 0;
 
 	if (nread < 0) {
 		log_debug("udp recv: %s", uv_strerror((int)nread));
-		return;
+		goto end;
 	}
-	/* nread 0 with no address: nothing read, or the end of a batch. */
 	if (addr == NULL)
-		return;
+		goto end;
 	l->m->queries_udp++;
 	if (flags & UV_UDP_PARTIAL) {
 		l->m->drops_malformed++;
 		log_drop(l, addr, "udp");
-		return;
+		goto end;
 	}
-	memset(&from, 0, sizeof(from));
-	memcpy(&from, addr, addr->sa_family == AF_INET6 ?
-	    sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+	peer = &u->peer[i];
+	if (addr->sa_family == AF_INET6) {
+		memcpy(peer, addr, sizeof(struct sockaddr_in6));
+		u->msg[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
+	} else {
+		memcpy(peer, addr, sizeof(struct sockaddr_in));
+		u->msg[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
+	}
 	switch (query_handle(l->qctx, (const uint8_t *)buf->base,
-	    (size_t)nread, 1, addr, uv_now(l->loop), l->out, &out_len, udp_done_cb, u,
-	    &from, sizeof(from))) {
+	    (size_t)nread, 1, addr, uv_now(l->loop),
+	    u->arena + (size_t)i * DNS_MAX_MSG, &out_len, udp_done_cb, u,
+	    peer, sizeof(*peer))) {
 	case QUERY_ANSWER:
-		udp_send(u, addr, l->out, out_len);
+		u->iov[i].iov_len = out_len;
+		u->n_out++;
 		break;
 	case QUERY_DROP:
 		log_drop(l, addr, "udp");
@@ -275,6 +381,10 @@ udp_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
 		u->pending++;
 		break;
 	}
+
+end:
+	if (!(flags & UV_UDP_MMSG_CHUNK) || u->n_out == UDP_SLOTS)
+		udp_flush(u);
 }
 
 /* ---- TCP connections ---- */
@@ -785,6 +895,7 @@ udp_sock_maybe_free(struct udp_sock *u)
 
 	if (!u->handle_closed || u->pending != 0)
 		return;
+	mem_free(u->arena);
 	mem_free(u);
 	l->open_handles--;
 	listen_maybe_free(l);
@@ -804,6 +915,7 @@ udp_sock_close(struct udp_sock *u)
 {
 	if (u == NULL || u->closing)
 		return;
+	udp_flush(u);
 	u->closing = 1;
 	uv_close((uv_handle_t *)&u->handle, udp_sock_close_cb);
 }
@@ -853,19 +965,37 @@ bind_udp(struct listen *l, const struct conf_addr *a, int fd,
 {
 	struct udp_sock *u;
 	unsigned flags = a->ss.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0;
+	unsigned i;
 	int rc;
 
 	u = mem_calloc(1, sizeof(*u));
+	if (u != NULL) {
+		/* Only the bytes answers are written to are touched: most
+		 * answers are short, so most pages of each slot are never
+		 * faulted in (glibc maps an allocation this large). */
+		u->arena = mem_alloc((size_t)UDP_SLOTS * DNS_MAX_MSG);
+		if (u->arena == NULL) {
+			mem_free(u);
+			u = NULL;
+		}
+	}
 	if (u == NULL) {
 		close_unowned(fd);
 		snprintf(err, errlen, "out of memory");
 		return UV_ENOMEM;
 	}
 	u->l = l;
+	for (i = 0; i < UDP_SLOTS; i++) {
+		u->iov[i].iov_base = u->arena + (size_t)i * DNS_MAX_MSG;
+		u->msg[i].msg_hdr.msg_iov = &u->iov[i];
+		u->msg[i].msg_hdr.msg_iovlen = 1;
+		u->msg[i].msg_hdr.msg_name = &u->peer[i];
+	}
 	/* AF_UNSPEC for a handed-over socket: libuv must not make one. */
 	rc = uv_udp_init_ex(l->loop, &u->handle,
 	    (fd >= 0 ? AF_UNSPEC : a->ss.ss_family) | UV_UDP_RECVMMSG);
 	if (rc != 0) {
+		mem_free(u->arena);
 		mem_free(u);
 		close_unowned(fd);
 		snprintf(err, errlen, "udp: %s", uv_strerror(rc));
@@ -1172,8 +1302,12 @@ listen_quiesce(struct listen *l)
 	size_t i;
 
 	for (i = 0; i < l->n_slots; i++) {
-		if (l->slot[i].udp != NULL)
+		if (l->slot[i].udp != NULL) {
+			/* Stopped inside a read batch, libuv would not call
+			 * back at its end: send what it has made so far. */
+			udp_flush(l->slot[i].udp);
 			uv_udp_recv_stop(&l->slot[i].udp->handle);
+		}
 		tcp_sock_close(l->slot[i].tcp);
 		l->slot[i].tcp = NULL;
 	}

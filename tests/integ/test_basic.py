@@ -135,6 +135,44 @@ def test_thousand_queries_one_connection():
         up.expect_count(r'^accept', 1)
 
 
+def test_burst_of_hits_one_socket():
+    """200 queries for cached names sent back to back from one socket:
+    they reach dotproxy in recvmmsg batches, and the answers leave in
+    sendmmsg batches; each is answered once, with its ID and question,
+    and none goes upstream."""
+    c = h.certs()
+    with h.tmpdir() as d, h.start_dotserver(c) as up, start(d, up, c) as px:
+        names = ['b%d.example' % i for i in range(20)]
+        for i, name in enumerate(names):
+            m = h.Message(h.udp_query(px.port, h.make_query(name, 'A',
+                                                           qid=i)))
+            assert m.rcode == 0 and len(m.answers) == 1
+        up.expect_count(r'^query ', 20)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        s.settimeout(5)
+        got = {}
+        try:
+            for i in range(200):
+                s.sendto(h.make_query(names[i % 20].upper(), 'A',
+                                      qid=1000 + i), ('127.0.0.1', px.port))
+            while len(got) < 200:
+                raw = s.recvfrom(65535)[0]
+                m = h.Message(raw)
+                assert m.id not in got, 'answered twice: %d' % m.id
+                got[m.id] = raw
+        finally:
+            s.close()
+        for i in range(200):
+            raw = got[1000 + i]
+            m = h.Message(raw)
+            assert m.rcode == 0 and len(m.answers) == 1, m.answers
+            # The question as the client spelled it (upper case).
+            q = h.encode_name(names[i % 20].upper())
+            assert raw[12:12 + len(q)] == q, (i, raw[12:12 + len(q)])
+        up.expect_count(r'^query ', 20)
+
+
 def test_out_of_order_answers_reach_right_clients():
     c = h.certs()
     with h.tmpdir() as d, \
@@ -313,6 +351,7 @@ h.run([
     test_client_spelling_and_id,
     test_negative_answers_cached,
     test_thousand_queries_one_connection,
+    test_burst_of_hits_one_socket,
     test_out_of_order_answers_reach_right_clients,
     test_tcp_pipelining_out_of_order,
     test_truncation_then_tcp,

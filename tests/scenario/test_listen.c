@@ -13,11 +13,17 @@
  * every wait (a turn with nothing else to do ends when it fires, and the
  * test fails); nothing sleeps.
  *
- * Covered: several listeners on one address with SO_REUSEPORT (both serve,
- * without it the second is refused, IPv6 sockets stay IPv6-only), and on
- * one socket handed over by systemd (each a duplicate, the originals
- * closed by sysd_fds_close).
+ * Covered: answers to a burst of cache hits leave in batches (sendmmsg),
+ * without allocation, each once with its ID and question, also when
+ * sendmmsg takes only part of a batch or refuses an answer (a link-time
+ * hook below plays the kernel's side); several listeners on one address
+ * with SO_REUSEPORT (both serve, without it the second is refused, IPv6
+ * sockets stay IPv6-only), and on one socket handed over by systemd (each
+ * a duplicate, the originals closed by sysd_fds_close).
  */
+/* struct mmsghdr, for the sendmmsg hook. */
+#define _GNU_SOURCE
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -78,6 +84,15 @@ get16(const uint8_t *p)
 	return (uint16_t)(p[0] << 8 | p[1]);
 }
 
+static void
+put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
 /* A query for name type A, RD set, no EDNS. */
 static size_t
 build_query(uint8_t *b, uint16_t id, const char *name)
@@ -92,6 +107,115 @@ build_query(uint8_t *b, uint16_t id, const char *name)
 	put16(b + n, DNS_TYPE_A);
 	put16(b + n + 2, 1);
 	return n + 4;
+}
+
+/* An upstream's NOERROR answer to name/A: one A record 192.0.2.1, TTL
+ * 300 s. */
+static size_t
+build_a_answer(uint8_t *b, const char *name)
+{
+	size_t n = build_query(b, 0x5151, name);
+
+	put16(b + 2, (uint16_t)(DNS_FLAG_QR | DNS_FLAG_RD | DNS_FLAG_RA));
+	put16(b + 6, 1);
+	put16(b + n, 0xc00c);
+	put16(b + n + 2, DNS_TYPE_A);
+	put16(b + n + 4, 1);
+	put32(b + n + 6, 300);
+	put16(b + n + 10, 4);
+	b[n + 12] = 192;
+	b[n + 13] = 0;
+	b[n + 14] = 2;
+	b[n + 15] = 1;
+	return n + 16;
+}
+
+/* The dotted form of an uncompressed wire name ("www.example"). */
+static void
+wire_to_name(const uint8_t *wire, char *name, size_t cap)
+{
+	size_t n = 0, lab;
+
+	while (*wire != 0) {
+		lab = *wire++;
+		assert_true(n + lab + 2 <= cap);
+		if (n != 0)
+			name[n++] = '.';
+		memcpy(name + n, wire, lab);
+		n += lab;
+		wire += lab;
+	}
+	name[n] = '\0';
+}
+
+/* ---- sendmmsg, wrapped ----
+ *
+ * The program is linked with -Wl,--wrap=sendmmsg, so listen.c's calls
+ * come here (libuv's own sends, from its shared library, do not): every
+ * batch is counted, and a test can make the socket look full after a
+ * number of datagrams (EAGAIN or ENOBUFS, as the kernel says it), stop
+ * short without an error (as the kernel does when a later datagram would
+ * fail), or refuse one answer for good (EPERM, as a firewall rule would). */
+enum fault {
+	FAULT_NONE = 0,
+	FAULT_EAGAIN,   /* after sm.pass datagrams */
+	FAULT_ENOBUFS,  /* the same, with ENOBUFS */
+	FAULT_SHORT,    /* at most 2 datagrams a call, no error */
+	FAULT_REFUSE,   /* the answer with ID sm.refuse_id: EPERM */
+};
+
+static struct {
+	enum fault fault;
+	unsigned pass;
+	uint16_t refuse_id;
+	unsigned calls, datagrams, max_vlen, faults;
+} sm;
+
+int __real_sendmmsg(int fd, struct mmsghdr *msg, unsigned vlen, int flags);
+int __wrap_sendmmsg(int fd, struct mmsghdr *msg, unsigned vlen, int flags);
+
+int
+__wrap_sendmmsg(int fd, struct mmsghdr *msg, unsigned vlen, int flags)
+{
+	unsigned n = vlen, i;
+	int r;
+
+	sm.calls++;
+	if (vlen > sm.max_vlen)
+		sm.max_vlen = vlen;
+	switch (sm.fault) {
+	case FAULT_NONE:
+		break;
+	case FAULT_EAGAIN:
+	case FAULT_ENOBUFS:
+		if (n > sm.pass)
+			n = sm.pass;
+		break;
+	case FAULT_SHORT:
+		if (n > 2)
+			n = 2;
+		break;
+	case FAULT_REFUSE:
+		for (i = 0; i < n; i++)
+			if (get16(msg[i].msg_hdr.msg_iov[0].iov_base) ==
+			    sm.refuse_id)
+				break;
+		n = i;
+		break;
+	}
+	if (n == 0) {
+		sm.faults++;
+		errno = sm.fault == FAULT_ENOBUFS ? ENOBUFS :
+		    sm.fault == FAULT_REFUSE ? EPERM : EAGAIN;
+		return -1;
+	}
+	r = __real_sendmmsg(fd, msg, n, flags);
+	if (r > 0) {
+		sm.datagrams += (unsigned)r;
+		if (sm.fault == FAULT_EAGAIN || sm.fault == FAULT_ENOBUFS)
+			sm.pass -= (unsigned)r;
+	}
+	return r;
 }
 
 /* ---- the world ---- */
@@ -180,6 +304,7 @@ teardown(void **state)
 	struct world *w = *state;
 
 	mem_fail_after(-1);
+	memset(&sm, 0, sizeof(sm));
 	upstream_pool_close(w->pool);
 	while (w->n_ls > 0)
 		listen_close(w->ls[--w->n_ls]);
@@ -336,6 +461,22 @@ pump(struct world *w, int fd, const size_t *counter, size_t want)
 	uv_timer_stop(&w->guard);
 }
 
+/* The same for a counter of the metrics. */
+static void
+pump64(struct world *w, const uint64_t *counter, uint64_t want)
+{
+	w->expired = 0;
+	assert_int_equal(uv_timer_start(&w->guard, guard_cb, GUARD_MS, 0), 0);
+	while (*counter < want) {
+		if (w->expired)
+			fail_msg("waited %d ms: %llu of %llu", GUARD_MS,
+			    (unsigned long long)*counter,
+			    (unsigned long long)want);
+		(void)uv_run(&w->loop, UV_RUN_ONCE);
+	}
+	uv_timer_stop(&w->guard);
+}
+
 /* One query over TCP on a new connection; returns once it is answered
  * (the loop runs meanwhile). */
 static void
@@ -391,6 +532,155 @@ stop(struct world *w, struct listen *l)
 	w->ls[i] = w->ls[--w->n_ls];
 	listen_close(l);
 	(void)uv_run(&w->loop, UV_RUN_NOWAIT);
+}
+
+/* ---- answers in batches ---- */
+
+#define N_NAMES 20
+#define BURST 200
+#define WARM_ID 900     /* IDs of the warm-up queries; the burst's: 1.. */
+
+/* Put n<i>.burst.test into the cache through the miss path: the queries
+ * (from c), their out-queries answered by the fake, the answers sent from
+ * the done callback. */
+static void
+warm(struct world *w, const struct metrics *lm, int c)
+{
+	uint8_t b[512];
+	char name[64];
+	size_t i, n, before = w->n_got, outq = fake_count();
+
+	for (i = 0; i < N_NAMES; i++) {
+		snprintf(name, sizeof(name), "n%zu.burst.test", i);
+		send_query(w, c, (uint16_t)(WARM_ID + i), name);
+	}
+	pump64(w, &lm->queries_udp, N_NAMES);
+	assert_int_equal(fake_count(), outq + N_NAMES);
+	for (i = 0; i < N_NAMES; i++) {
+		wire_to_name(fake_question(outq + i)->wire, name,
+		    sizeof(name));
+		n = build_a_answer(b, name);
+		assert_int_equal(fake_answer(outq + i, b, n,
+		    uv_now(&w->loop)), 0);
+	}
+	pump(w, c, &w->n_got, before + N_NAMES);
+}
+
+/* BURST queries for the cached names, back to back from one socket, all
+ * in the listener's socket buffer before it reads any; then the loop runs
+ * until expect more answers have come. */
+static void
+burst(struct world *w, int c, size_t expect)
+{
+	char name[64];
+	uint16_t id;
+
+	for (id = 1; id <= BURST; id++) {
+		snprintf(name, sizeof(name), "n%u.burst.test",
+		    (unsigned)(id % N_NAMES));
+		send_query(w, c, id, name);
+	}
+	pump(w, c, &w->n_got, w->n_got + expect);
+}
+
+/* Every hit of a burst is answered once, with its ID and question, from
+ * the cache, and without any allocation; the answers leave in batches
+ * (sendmmsg with more than one datagram). */
+static void
+test_burst(void **state)
+{
+	struct world *w = *state;
+	struct metrics lm;
+	struct listen *l;
+	size_t outq;
+	unsigned long failures;
+	uint64_t hits;
+	uint16_t id;
+	int c;
+
+	memset(&lm, 0, sizeof(lm));
+	l = start(w, NULL, 0, &lm);
+	c = client_udp();
+	warm(w, &lm, c);
+	memset(&sm, 0, sizeof(sm));
+	outq = fake_count();
+	hits = w->m.cache_hits;
+	failures = mem_failures();
+	mem_fail_after(0);
+	burst(w, c, BURST);
+	assert_int_equal(mem_failures(), failures);
+	mem_fail_after(-1);
+	for (id = 1; id <= BURST; id++)
+		assert_int_equal(w->got[id], 1);
+	assert_int_equal(w->n_got, N_NAMES + BURST);
+	assert_int_equal(fake_count(), outq);
+	assert_int_equal(w->m.cache_hits, hits + BURST);
+	assert_int_equal(lm.queries_udp, N_NAMES + BURST);
+	assert_int_equal(sm.datagrams, BURST);
+	assert_true(sm.max_vlen > 1);
+	assert_true(sm.calls < BURST);
+	assert_int_equal(lm.drops_send_failed + lm.drops_send_queue_full, 0);
+	close(c);
+	stop(w, l);
+}
+
+/* A burst while sendmmsg fails as told: what it does not send goes
+ * through the send queue (nothing lost, nothing counted as dropped),
+ * except an answer refused for good, which alone is counted and lost. */
+static void
+burst_fault(struct world *w, enum fault fault)
+{
+	struct metrics lm;
+	struct listen *l;
+	uint16_t id;
+	int c;
+
+	memset(&lm, 0, sizeof(lm));
+	l = start(w, NULL, 0, &lm);
+	c = client_udp();
+	warm(w, &lm, c);
+	memset(&sm, 0, sizeof(sm));
+	sm.fault = fault;
+	sm.pass = 3;
+	sm.refuse_id = 77;
+	burst(w, c, fault == FAULT_REFUSE ? BURST - 1 : BURST);
+	for (id = 1; id <= BURST; id++)
+		assert_int_equal(w->got[id], fault == FAULT_REFUSE &&
+		    id == sm.refuse_id ? 0 : 1);
+	assert_int_equal(lm.drops_send_queue_full, 0);
+	assert_int_equal(lm.drops_send_failed, fault == FAULT_REFUSE ? 1 : 0);
+	if (fault == FAULT_SHORT)
+		assert_int_equal(sm.datagrams, BURST);
+	else
+		assert_true(sm.faults > 0);
+	if (fault == FAULT_EAGAIN || fault == FAULT_ENOBUFS)
+		assert_int_equal(sm.datagrams, 3);
+	close(c);
+	stop(w, l);
+}
+
+static void
+test_burst_eagain(void **state)
+{
+	burst_fault(*state, FAULT_EAGAIN);
+}
+
+static void
+test_burst_enobufs(void **state)
+{
+	burst_fault(*state, FAULT_ENOBUFS);
+}
+
+static void
+test_burst_short(void **state)
+{
+	burst_fault(*state, FAULT_SHORT);
+}
+
+static void
+test_burst_refused(void **state)
+{
+	burst_fault(*state, FAULT_REFUSE);
 }
 
 /* ---- SO_REUSEPORT ---- */
@@ -633,6 +923,15 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_burst, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_burst_eagain, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_burst_enobufs, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_burst_short, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_burst_refused, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_reuseport, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_no_reuseport, setup,
