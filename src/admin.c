@@ -214,21 +214,19 @@ upstream_hist(const struct upstream_status *st, struct metrics_hist *h)
 
 /* One family over every upstream: fn writes the samples of one. */
 static void
-upstream_family(struct admin *a, FILE *f, const char *name,
+upstream_family(const struct workers_view *v, FILE *f, const char *name,
     const char *type, const char *help,
     void (*fn)(FILE *, const char *, const char *,
     const struct upstream_status *))
 {
-	struct upstream_status st;
 	char esc[400], label[420];
-	size_t i, n = upstream_count(a->pool);
+	size_t i;
 
 	prom_family(f, name, type, help);
-	for (i = 0; i < n; i++) {
-		upstream_get_status(a->pool, i, &st);
-		prom_escape(st.name, esc, sizeof(esc));
+	for (i = 0; i < v->n_upstream; i++) {
+		prom_escape(v->up[i].name, esc, sizeof(esc));
 		snprintf(label, sizeof(label), "upstream=\"%s\"", esc);
-		fn(f, name, label, &st);
+		fn(f, name, label, &v->up[i]);
 	}
 }
 
@@ -307,7 +305,14 @@ up_inflight(FILE *f, const char *name, const char *label,
 }
 
 static void
-write_upstream_metrics(struct admin *a, FILE *f)
+up_connections(FILE *f, const char *name, const char *label,
+    const struct upstream_status *st)
+{
+	prom_u64(f, name, label, st->connections);
+}
+
+static void
+write_upstream_metrics(const struct workers_view *a, FILE *f)
 {
 	upstream_family(a, f, "dotproxy_upstream_healthy", "gauge",
 	    "1 when the upstream is usable (not backing off).", up_healthy);
@@ -329,16 +334,24 @@ write_upstream_metrics(struct admin *a, FILE *f)
 	upstream_family(a, f, "dotproxy_upstream_inflight_queries", "gauge",
 	    "Queries written to the upstream and not answered yet.",
 	    up_inflight);
+	upstream_family(a, f, "dotproxy_upstream_connections", "gauge",
+	    "Verified TLS connections open (at most one per worker, plus "
+	    "retiring ones).", up_connections);
 }
 
 void
 admin_write_metrics(struct admin *a, FILE *f)
 {
+	struct workers_view *v = mem_alloc(sizeof(*v));
 	struct cache_stats cs;
 	struct proc_info pi;
 	char label[64];
+	unsigned i;
 
-	metrics_write_prom(a->metrics, f);
+	if (v == NULL)
+		return;
+	workers_collect(a->workers, v);
+	metrics_write_prom(&v->metrics, f);
 	cache_get_stats(a->cache, &cs);
 	prom_family(f, "dotproxy_cache_evictions_total", "counter",
 	    "Entries removed to make room (least recently used first).");
@@ -353,7 +366,17 @@ admin_write_metrics(struct admin *a, FILE *f)
 	    (double)cs.bytes);
 	gauge(f, "dotproxy_cache_capacity_bytes", "The cache's byte bound.",
 	    (double)cs.max_bytes);
-	write_upstream_metrics(a, f);
+	write_upstream_metrics(v, f);
+	gauge(f, "dotproxy_workers", "Worker threads serving DNS.",
+	    (double)workers_count(a->workers));
+	prom_family(f, "dotproxy_worker_queries_total", "counter",
+	    "Queries read by each worker (the kernel spreads clients over "
+	    "them).");
+	for (i = 0; i < v->n_workers; i++) {
+		snprintf(label, sizeof(label), "worker=\"%u\"", i);
+		prom_u64(f, "dotproxy_worker_queries_total", label,
+		    v->worker_queries[i]);
+	}
 
 	prom_family(f, "dotproxy_build_info", "gauge",
 	    "Always 1; the version is a label.");
@@ -372,7 +395,8 @@ admin_write_metrics(struct admin *a, FILE *f)
 	prom_u64(f, "dotproxy_config_reloads_total", "result=\"error\"",
 	    a->reloads_failed);
 	gauge(f, "dotproxy_tcp_connections", "Client TCP connections open.",
-	    (double)listen_tcp_connections(a->listen));
+	    (double)v->tcp_connections);
+	mem_free(v);
 
 	proc_read(&pi);
 	prom_family(f, "process_cpu_seconds_total", "counter",
@@ -408,14 +432,17 @@ get_health(void *arg, const struct http_request *req,
     struct http_response *resp)
 {
 	struct admin *a = arg;
-	uint64_t now;
+	uint64_t now, beat;
 
 	(void)req;
 	uv_update_time(a->loop);
 	now = uv_now(a->loop);
-	if (now - a->heartbeat_ms > ADMIN_HEARTBEAT_MAX_MS) {
+	beat = workers_oldest_beat(a->workers);
+	if (a->heartbeat_ms < beat)
+		beat = a->heartbeat_ms;
+	if (now > beat && now - beat > ADMIN_HEARTBEAT_MAX_MS) {
 		reply_text(resp, 503, "loop stalled: no heartbeat for %llu ms\n",
-		    (unsigned long long)(now - a->heartbeat_ms));
+		    (unsigned long long)(now - beat));
 		return;
 	}
 	reply_text(resp, 200, "OK\n");
@@ -477,6 +504,7 @@ status_upstream(struct admin *a, FILE *f, const struct upstream_status *st,
 	json_time(f, !st->healthy && st->retry_at_ms > loop_now ?
 	    wall_now + (int64_t)((st->retry_at_ms - loop_now + 999) / 1000) :
 	    0);
+	fprintf(f, ",\"connections\":%u", st->connections);
 	fprintf(f, ",\"consecutive_failures\":%u,\"srtt_ms\":%u,"
 	    "\"inflight\":%u,\"queries\":%llu,\"answers\":%llu,"
 	    "\"timeouts\":%llu", st->fail_count, st->srtt_ms, st->inflight,
@@ -511,16 +539,22 @@ get_status(void *arg, const struct http_request *req,
     struct http_response *resp)
 {
 	struct admin *a = arg;
-	struct upstream_status st;
+	struct workers_view *v = mem_alloc(sizeof(*v));
 	struct cache_stats cs;
 	int64_t wall = (int64_t)time(NULL);
 	uint64_t now = uv_now(a->loop);
-	size_t i, n = upstream_count(a->pool);
+	size_t i;
 	struct body b;
 
 	(void)req;
 	if (body_open(&b) != 0)
 		goto out;
+	if (v == NULL) {
+		fclose(b.f);
+		b.f = NULL;
+		goto out;
+	}
+	workers_collect(a->workers, v);
 	fprintf(b.f, "{\"version\":\"%s\",\"uptime_seconds\":%lld,"
 	    "\"state\":\"%s\",\"config\":{\"file\":", PACKAGE_VERSION,
 	    (long long)(wall - a->start_time), a->phase == ADMIN_READY ?
@@ -539,18 +573,18 @@ get_status(void *arg, const struct http_request *req,
 	    "\"capacity_bytes\":%zu,\"hits\":%llu,\"misses\":%llu,"
 	    "\"evictions\":%llu},\"tcp_connections\":%u,\"upstreams\":[",
 	    cs.entries, cs.bytes, cs.max_bytes,
-	    (unsigned long long)a->metrics->cache_hits,
-	    (unsigned long long)a->metrics->cache_misses,
+	    (unsigned long long)v->metrics.cache_hits,
+	    (unsigned long long)v->metrics.cache_misses,
 	    (unsigned long long)cs.evictions,
-	    listen_tcp_connections(a->listen));
-	for (i = 0; i < n; i++) {
-		upstream_get_status(a->pool, i, &st);
+	    v->tcp_connections);
+	for (i = 0; i < v->n_upstream; i++) {
 		if (i > 0)
 			fputc(',', b.f);
-		status_upstream(a, b.f, &st, wall, now);
+		status_upstream(a, b.f, &v->up[i], wall, now);
 	}
-	fputs("]}\n", b.f);
+	fprintf(b.f, "],\"workers\":%u}\n", workers_count(a->workers));
 out:
+	mem_free(v);
 	body_send(&b, resp, 200, JSON_TYPE);
 }
 

@@ -21,6 +21,7 @@
 #include "listen.h"
 #include "metrics.h"
 #include "upstream.h"
+#include "worker.h"
 
 /* A loop that has not stamped its heartbeat for this long is stalled:
  * /health says 503. */
@@ -38,10 +39,8 @@ struct admin {
 	const struct conf *conf;
 	const char *config_file;      /* "" when running on defaults */
 	char config_hash[65];         /* SHA-256 of the file's bytes, hex; "" none */
-	struct metrics *metrics;
 	struct cache *cache;
-	struct upstream_pool *pool;
-	struct listen *listen;
+	struct workers *workers;      /* counters, upstreams, connections */
 	enum admin_phase phase;
 	const char *phase_reason;     /* for /ready while STARTING */
 	uint64_t heartbeat_ms;        /* uv_now of the loop's last heartbeat */

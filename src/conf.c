@@ -629,6 +629,8 @@ static const struct key_def keys[] = {
 	 * version.server answer; unset, they are REFUSED. */
 	TEXT_KEY("identity", identity),
 	TEXT_KEY("version", version),
+	/* 0: one per CPU this process may run on (main.c decides). */
+	{ "workers", KEY_COUNT, FIELD(workers), 0, 64, "0-64" },
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))

@@ -127,6 +127,8 @@ struct conf {
 	char group[CONF_MAX_NAME];    /* "" = the user's primary group */
 
 	/* defences (issue 7) */
+	unsigned workers;             /* event loops serving DNS; 0: one per
+	                               * CPU; read at start only */
 	unsigned max_pending;         /* clients waiting for an upstream, and
 	                               * upstream queries in flight, each at
 	                               * most this many; default 10000 */

@@ -154,6 +154,8 @@ struct listen {
 	uint64_t emfile_logged_ms;
 	unsigned open_handles; /* listening sockets not yet freed */
 	int reuseport;         /* bind every address with SO_REUSEPORT */
+	unsigned workers;      /* listeners sharing the addresses: each holds
+	                        * 1/workers of the process-wide bounds */
 	int closing;
 	int quiesced;          /* draining: reading and accepting stopped */
 	uint64_t drop_logged_ms; /* last drop logged: at most one a second */
@@ -217,7 +219,8 @@ udp_queue(struct udp_sock *u, const struct sockaddr *to, const uint8_t *msg,
 	struct send_req *sr;
 	int rc;
 
-	if (u->l->udp_queued + sizeof(*sr) + len > UDP_MAX_SEND_QUEUE) {
+	if (u->l->udp_queued + sizeof(*sr) + len >
+	    UDP_MAX_SEND_QUEUE / u->l->workers) {
 		u->l->m->drops_send_queue_full++;
 		return;
 	}
@@ -507,7 +510,7 @@ evict_slow_reader(struct listen *l, size_t need)
 {
 	struct tcp_conn *c, *worst = NULL;
 
-	if (l->tcp_queued + need <= TCP_MAX_WRITE_TOTAL)
+	if (l->tcp_queued + need <= TCP_MAX_WRITE_TOTAL / l->workers)
 		return 0;
 	for (c = l->head; c != NULL; c = c->next)
 		if (worst == NULL || c->queued > worst->queued)
@@ -804,15 +807,26 @@ static void
 set_max_conns(struct listen *l, const struct conf *conf)
 {
 	struct rlimit rl;
-	unsigned max = conf->tcp_max_clients;
-	rlim_t reserve = FD_RESERVE_FIXED + 2 * (rlim_t)conf->n_listen +
-	    FD_RESERVE_PER_UPSTREAM * (rlim_t)conf->n_upstream;
+	unsigned n = l->workers;
+	/* Every worker's share of tcp-max-clients, rounded up. */
+	unsigned max = (conf->tcp_max_clients + n - 1) / n;
+	/* Each worker has its own listeners and upstream connections. */
+	rlim_t reserve = FD_RESERVE_FIXED + n * (2 * (rlim_t)conf->n_listen +
+	    FD_RESERVE_PER_UPSTREAM * (rlim_t)conf->n_upstream);
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur !=
-	    RLIM_INFINITY && rl.rlim_cur < reserve + max) {
-		max = rl.rlim_cur > reserve + 1 ? (unsigned)(rl.rlim_cur -
-		    reserve) : 1;
-		if (max != l->max_conns)
+	    RLIM_INFINITY && rl.rlim_cur < reserve + (rlim_t)max * n) {
+		max = rl.rlim_cur > reserve + n ? (unsigned)((rl.rlim_cur -
+		    reserve) / n) : 1;
+		if (max != l->max_conns && n > 1)
+			log_warn("tcp-max-clients %u is more than the open-file "
+			    "limit of %llu allows with %llu kept for listeners, "
+			    "upstreams, HTTP and logs: at most %u client "
+			    "connections per worker (%u workers)",
+			    conf->tcp_max_clients,
+			    (unsigned long long)rl.rlim_cur,
+			    (unsigned long long)reserve, max, n);
+		else if (max != l->max_conns)
 			log_warn("tcp-max-clients %u is more than the open-file "
 			    "limit of %llu allows with %llu kept for listeners, "
 			    "upstreams, HTTP and logs: at most %u client "
@@ -1226,7 +1240,7 @@ bind_new(struct listen *l, const struct conf *conf,
 
 int
 listen_start(uv_loop_t *loop, const struct conf *conf,
-    struct sysd_fds *fds, int reuseport, struct query_ctx *qctx,
+    struct sysd_fds *fds, unsigned workers, struct query_ctx *qctx,
     struct metrics *m, struct listen **out, char *err, size_t errlen)
 {
 	struct listen *l;
@@ -1243,7 +1257,8 @@ listen_start(uv_loop_t *loop, const struct conf *conf,
 	l->conf = conf;
 	l->qctx = qctx;
 	l->m = m;
-	l->reuseport = reuseport;
+	l->workers = workers > 0 ? workers : 1;
+	l->reuseport = workers > 1;
 	set_max_conns(l, conf);
 	if (bind_new(l, conf, fds, l->slot, &l->n_slots, err,
 	    errlen) != 0) {

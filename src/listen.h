@@ -26,7 +26,11 @@
 struct listen;
 
 /* Bind UDP and TCP on every conf->listen address and start serving into
- * qctx on loop. With reuseport, each socket is bound with SO_REUSEPORT, so that
+ * qctx on loop, as one of workers listeners on the same addresses (1: the
+ * only one). Each holds 1/workers of the process-wide bounds (queued TCP
+ * and UDP answers, tcp-max-clients, the open-file limit's share for
+ * client connections). With workers > 1 ("reuseport" below), each socket
+ * is bound with SO_REUSEPORT, so that
  * listen_start can be called once per worker loop for the same addresses:
  * every call gets sockets of its own and the kernel spreads clients over
  * them (every socket on an address must have it: one bound without it,
@@ -42,7 +46,7 @@ struct listen;
  * open, the duplicates included). conf and qctx must outlive the
  * listeners. */
 int listen_start(uv_loop_t *loop, const struct conf *conf,
-    struct sysd_fds *fds, int reuseport, struct query_ctx *qctx,
+    struct sysd_fds *fds, unsigned workers, struct query_ctx *qctx,
     struct metrics *m, struct listen **out, char *err, size_t errlen);
 
 /* Serve conf's listen addresses from now on (a reload): addresses still

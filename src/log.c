@@ -22,7 +22,7 @@ static const int level_prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 void
 log_open(enum log_level level, int to_stderr)
 {
-	cur_level = level;
+	__atomic_store_n(&cur_level, level, __ATOMIC_RELAXED);
 	use_stderr = to_stderr;
 	if (!to_stderr)
 		openlog("dotproxy", LOG_PID | LOG_NDELAY, LOG_DAEMON);
@@ -31,13 +31,14 @@ log_open(enum log_level level, int to_stderr)
 void
 log_set_level(enum log_level level)
 {
-	cur_level = level;
+	__atomic_store_n(&cur_level, level, __ATOMIC_RELAXED);
 }
 
 int
 log_enabled(enum log_level level)
 {
-	return level <= cur_level;
+	/* Read by every worker's thread, set by the main one on reload. */
+	return level <= __atomic_load_n(&cur_level, __ATOMIC_RELAXED);
 }
 
 static void

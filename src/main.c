@@ -50,6 +50,7 @@
 #include "sysd.h"
 #include "tls.h"
 #include "upstream.h"
+#include "worker.h"
 
 #define EXIT_CONFIG 2
 
@@ -59,8 +60,11 @@
 #define DRAIN_POLL_MS 20
 /* Address and route changes come in bursts: one back-off reset each. */
 #define NETWATCH_DEBOUNCE_MS 200
+/* Cache shards per worker: few enough that each holds a useful share of
+ * the byte bound, enough that two workers rarely want the same lock. */
+#define CACHE_SHARDS_PER_WORKER 8
 
-enum { OPT_CA_FILE = 256, OPT_HTTP_LISTEN };
+enum { OPT_CA_FILE = 256, OPT_HTTP_LISTEN, OPT_WORKERS };
 
 static const struct option longopts[] = {
 	{ "config", required_argument, NULL, 'c' },
@@ -73,6 +77,7 @@ static const struct option longopts[] = {
 	{ "version", no_argument, NULL, 'V' },
 	{ "ca-file", required_argument, NULL, OPT_CA_FILE },
 	{ "http-listen", required_argument, NULL, OPT_HTTP_LISTEN },
+	{ "workers", required_argument, NULL, OPT_WORKERS },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -85,6 +90,7 @@ struct options {
 	int verbose;
 	const char *ca_file;
 	const char *http_listen;
+	const char *workers;
 	const char *listen[CONF_MAX_LISTEN + 1];
 	size_t n_listen;
 	const char *upstream[CONF_MAX_UPSTREAM + 1];
@@ -93,16 +99,13 @@ struct options {
 
 /* The running program: built in run(), torn down by shutdown_server. */
 struct server {
-	uv_loop_t loop;
+	uv_loop_t loop;                /* main: signals, HTTP, worker 0 */
 	const struct options *opts;
 	struct conf *conf;             /* current; replaced whole on reload */
-	struct metrics metrics;
 	struct tls_ctx *tls;           /* the trust store of every upstream connection */
-	struct cache *cache;
-	struct upstream_pool *pool;
+	struct cache *cache;           /* one, shared by every worker */
+	struct workers *workers;
 	struct netwatch *netwatch;     /* NULL when netlink is unavailable */
-	struct query_ctx qctx;
-	struct listen *listen;
 	struct sysd_watchdog watchdog;
 	struct http_server *http;      /* http-listen, or NULL */
 	struct http_server *control;   /* control-socket, or NULL */
@@ -121,7 +124,8 @@ usage(FILE *out)
 	fprintf(out,
 	    "usage: dotproxy [-dhnvV] [-c file] [-l addr[@port]]... "
 	    "[-u addr[@port][#name]]...\n"
-	    "                [--ca-file file] [--http-listen addr[@port]]\n"
+	    "                [--ca-file file] [--http-listen addr[@port]] "
+	    "[--workers N]\n"
 	    "\n"
 	    "A caching DNS forwarder: plain DNS in over UDP and TCP, cache "
 	    "misses out\nover DNS-over-TLS with the certificate always "
@@ -154,6 +158,10 @@ usage(FILE *out)
 	    "                        the system trust store)\n"
 	    "  -v, --verbose         log at debug level\n"
 	    "  -V, --version         print the version and exit\n"
+	    "      --workers N       threads serving DNS, each with its own "
+	    "sockets and\n"
+	    "                        upstream connections (default 0: one "
+	    "per CPU; max 64)\n"
 	    "\n"
 	    "Example: dotproxy -d -l 127.0.0.1@5300 "
 	    "-u 127.0.0.1@8853#dns.example --ca-file ca.pem\n"
@@ -211,6 +219,9 @@ parse_args(int argc, char **argv, struct options *o)
 		case OPT_HTTP_LISTEN:
 			o->http_listen = optarg;
 			break;
+		case OPT_WORKERS:
+			o->workers = optarg;
+			break;
 		default:
 			usage(stderr);
 			exit(EXIT_CONFIG);
@@ -254,6 +265,10 @@ build_conf(const struct options *o, struct conf *c, char *err, size_t errlen)
 		return -1;
 	if (o->http_listen != NULL &&
 	    conf_set(c, "http-listen", o->http_listen, "command line", err,
+	    errlen) != 0)
+		return -1;
+	if (o->workers != NULL &&
+	    conf_set(c, "workers", o->workers, "command line", err,
 	    errlen) != 0)
 		return -1;
 	if (o->verbose)
@@ -369,10 +384,26 @@ network_changed_cb(void *arg, const struct netwatch_events *ev)
 
 	log_info("network changed (%u link, %u address, %u route events%s)",
 	    ev->links, ev->addrs, ev->routes, ev->lost ? ", some lost" : "");
-	upstream_pool_reset_backoff(s->pool);
+	workers_reset_backoff(s->workers);
 }
 
 /* ---- shutdown and drain ---- */
+
+static void log_upstream_status(const struct workers_view *v);
+
+/* SIGUSR1, and the last lines at exit: every worker's counters summed. */
+static void
+log_totals(struct server *s)
+{
+	struct workers_view *v = mem_alloc(sizeof(*v));
+
+	if (v == NULL)
+		return;
+	workers_collect(s->workers, v);
+	metrics_log(&v->metrics);
+	log_upstream_status(v);
+	mem_free(v);
+}
 
 static void
 shutdown_server(struct server *s)
@@ -381,13 +412,13 @@ shutdown_server(struct server *s)
 		return;
 	s->stopping = 1;
 	log_info("shutting down");
-	/* Upstreams first: each pending query gets its answer or SERVFAIL
-	 * while the listeners can still send it. */
-	upstream_pool_close(s->pool);
+	log_totals(s);
+	/* Every worker closes its upstreams first (each pending query gets
+	 * its answer or SERVFAIL while the listeners can still send it),
+	 * then its queries and listeners; their loops then end. */
+	workers_stop(s->workers);
 	netwatch_close(s->netwatch);
 	s->netwatch = NULL;
-	query_ctx_close(&s->qctx);
-	listen_close(s->listen);
 	if (s->http != NULL)
 		http_server_close(s->http);
 	if (s->control != NULL)
@@ -407,7 +438,7 @@ static void
 drain_wait_cb(uv_timer_t *t)
 {
 	struct server *s = t->data;
-	size_t left = query_waiting(&s->qctx);
+	size_t left = workers_waiting(s->workers);
 
 	if (left != 0 && uv_now(&s->loop) < s->drain_deadline)
 		return;
@@ -423,9 +454,9 @@ lameduck_cb(uv_timer_t *t)
 {
 	struct server *s = t->data;
 
+	workers_quiesce(s->workers);
 	log_info("draining: listeners closed, %zu queries in flight",
-	    query_waiting(&s->qctx));
-	listen_quiesce(s->listen);
+	    workers_waiting(s->workers));
 	s->drain_deadline = uv_now(&s->loop) + s->conf->query_timeout_ms +
 	    1000;
 	uv_timer_start(t, drain_wait_cb, 0, DRAIN_POLL_MS);
@@ -490,8 +521,6 @@ reload_conf(struct server *s, char *err, size_t errlen)
 	struct http_server *http = NULL, *control = NULL;
 	struct tls_ctx *tls = NULL;
 	struct conf *nc, *old = s->conf;
-	char again[CONF_ERR_MAX];
-
 	nc = mem_alloc(sizeof(*nc));
 	if (nc == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -502,14 +531,14 @@ reload_conf(struct server *s, char *err, size_t errlen)
 		goto fail;
 	if (http_prepare(s, old, nc, &http, &control, err, errlen) != 0)
 		goto fail;
-	if (listen_update(s->listen, nc, err, errlen) != 0)
+	/* Listeners on every worker first, then the pools: a worker
+	 * failing either puts every worker back on old. */
+	if (workers_reload(s->workers, old, s->tls, nc, tls, err,
+	    errlen) != 0)
 		goto fail_http;
-	if (upstream_pool_reconfigure(s->pool, nc, tls) != 0) {
-		/* Only -ENOMEM: the old addresses were bound a moment ago. */
-		(void)listen_update(s->listen, old, again, sizeof(again));
-		snprintf(err, errlen, "out of memory reconfiguring upstreams");
-		goto fail_http;
-	}
+	if (nc->workers != old->workers)
+		log_warn("workers: the new count takes effect at the next "
+		    "start; %u keep running", workers_count(s->workers));
 	http_drop(s->http, http);
 	http_drop(s->control, control);
 	s->http = http;
@@ -522,7 +551,6 @@ reload_conf(struct server *s, char *err, size_t errlen)
 	}
 	if (nc->cache_size != old->cache_size)
 		cache_resize(s->cache, nc->cache_size);
-	query_ctx_set_conf(&s->qctx, nc);
 	s->admin.conf = nc;
 	s->conf = nc;
 	log_set_level(nc->log_level);
@@ -576,23 +604,23 @@ reload(void *arg, char *err, size_t errlen)
 
 /* One line per upstream: health, RTT, and its certificate's state. */
 static void
-log_upstream_status(const struct upstream_pool *pool)
+log_upstream_status(const struct workers_view *v)
 {
-	struct upstream_status st;
-	size_t i, n = upstream_count(pool);
+	const struct upstream_status *st;
+	size_t i;
 
-	for (i = 0; i < n; i++) {
-		upstream_get_status(pool, i, &st);
+	for (i = 0; i < v->n_upstream; i++) {
+		st = &v->up[i];
 		log_info("upstream %s: %s, %s, srtt %u ms, %llu queries, "
 		    "%llu answers, %llu timeouts, certificate %s, expires "
-		    "%lld%s%s", st.name, st.healthy ? "up" : "down",
-		    st.connected ? "connected" : "not connected", st.srtt_ms,
-		    (unsigned long long)st.queries,
-		    (unsigned long long)st.answers,
-		    (unsigned long long)st.timeouts,
-		    st.verified == 1 ? "verified" : st.verified == 0 ?
-		    "NOT verified" : "not seen yet", (long long)st.cert_expiry,
-		    st.last_error[0] ? ", last error: " : "", st.last_error);
+		    "%lld%s%s", st->name, st->healthy ? "up" : "down",
+		    st->connected ? "connected" : "not connected", st->srtt_ms,
+		    (unsigned long long)st->queries,
+		    (unsigned long long)st->answers,
+		    (unsigned long long)st->timeouts,
+		    st->verified == 1 ? "verified" : st->verified == 0 ?
+		    "NOT verified" : "not seen yet", (long long)st->cert_expiry,
+		    st->last_error[0] ? ", last error: " : "", st->last_error);
 	}
 }
 
@@ -604,8 +632,7 @@ signal_cb(uv_signal_t *h, int signum)
 
 	switch (signum) {
 	case SIGUSR1:
-		metrics_log(&s->metrics);
-		log_upstream_status(s->pool);
+		log_totals(s);
 		break;
 	case SIGHUP:
 		(void)reload(s, err, sizeof(err));
@@ -614,6 +641,19 @@ signal_cb(uv_signal_t *h, int signum)
 		start_drain(s);
 		break;
 	}
+}
+
+/* The watchdog's question: has every worker's loop turned lately? */
+static int
+workers_alive(void *arg)
+{
+	struct server *s = arg;
+	uint64_t now, beat;
+
+	uv_update_time(&s->loop);
+	now = uv_now(&s->loop);
+	beat = workers_oldest_beat(s->workers);
+	return now <= beat || now - beat <= ADMIN_HEARTBEAT_MAX_MS;
 }
 
 static void
@@ -691,9 +731,8 @@ admin_init(struct server *s)
 	a->conf = s->conf;
 	a->config_file = config_source(s->opts);
 	file_sha256(a->config_file, a->config_hash);
-	a->metrics = &s->metrics;
 	a->cache = s->cache;
-	a->pool = s->pool;
+	a->workers = s->workers;
 	a->phase = ADMIN_STARTING;
 	a->phase_reason = "starting: binding listeners";
 	a->start_time = (int64_t)time(NULL);
@@ -703,12 +742,27 @@ admin_init(struct server *s)
 	a->heartbeat_ms = uv_now(&s->loop);
 }
 
+/* workers N, or one per CPU this process may run on (its affinity mask,
+ * which a container's cpuset narrows). */
+static unsigned
+worker_count(const struct conf *c)
+{
+	unsigned n = c->workers;
+
+	if (n == 0)
+		n = uv_available_parallelism();
+	if (n < 1)
+		n = 1;
+	return n > WORKERS_MAX ? WORKERS_MAX : n;
+}
+
 static int
 run(struct server *s)
 {
 	char err[CONF_ERR_MAX];
 	struct sysd_fds fds;
 	struct privdrop pd;
+	unsigned n;
 	int rc;
 
 	if (check_system(s->conf, &fds, &pd) != 0)
@@ -718,34 +772,35 @@ run(struct server *s)
 		log_err("%s", err);
 		return 1;
 	}
-	s->cache = cache_new(s->conf->cache_size,
-	    s->conf->serve_stale ? s->conf->stale_max_age : 0);
+	n = worker_count(s->conf);
+	/* One shard serves one loop best; several loops take a lock per
+	 * shard, so more shards than workers keep them apart. */
+	s->cache = cache_new_shards(s->conf->cache_size,
+	    s->conf->serve_stale ? s->conf->stale_max_age : 0,
+	    n > 1 ? CACHE_SHARDS_PER_WORKER * n : 1);
 	if (s->cache == NULL || uv_loop_init(&s->loop) != 0)
 		fatal("out of memory");
-	s->pool = upstream_pool_new(&s->loop, s->conf, s->tls, &s->metrics);
-	if (s->pool == NULL)
+	if (workers_new(&s->loop, n, s->conf, s->cache, s->tls,
+	    &s->workers) != 0)
 		fatal("out of memory");
 	rc = netwatch_new(&s->loop, NETWATCH_DEBOUNCE_MS,
 	    network_changed_cb, s, &s->netwatch);
 	if (rc != 0)
 		log_warn("netlink: %s; back-off is not reset on network "
 		    "changes", strerror(-rc));
-	if (query_ctx_init(&s->qctx, &s->loop, s->conf, s->cache, s->pool,
-	    &s->metrics) != 0)
-		fatal("cannot set up the query timer");
 	admin_init(s);
 	if (http_prepare(s, NULL, s->conf, &s->http, &s->control, err,
 	    sizeof(err)) != 0) {
 		log_err("%s", err);
 		return 1;
 	}
-	if (listen_start(&s->loop, s->conf, &fds, 0, &s->qctx, &s->metrics,
-	    &s->listen, err, sizeof(err)) != 0) {
+	if (workers_listen(s->workers, s->conf, &fds, err,
+	    sizeof(err)) != 0) {
 		log_err("%s", err);
 		return 1;
 	}
+	/* Every worker has its own duplicate of a handed-over socket. */
 	sysd_fds_close(&fds);
-	s->admin.listen = s->listen;
 	/* The control socket stays usable by the user we become. */
 	if (pd.enabled && s->conf->control_socket[0] != '\0' &&
 	    chown(s->conf->control_socket, pd.uid, pd.gid) != 0)
@@ -764,6 +819,10 @@ run(struct server *s)
 		if (rc != 0)
 			fatal("uv_loop_fork: %s", uv_strerror(rc));
 	}
+	/* Threads after daemon(), which keeps only the calling one. */
+	rc = workers_start(s->workers);
+	if (rc != 0)
+		fatal("cannot start the workers: %s", uv_strerror(rc));
 	if (start_signal(s, &s->sig_int, SIGINT) != 0 ||
 	    start_signal(s, &s->sig_term, SIGTERM) != 0 ||
 	    start_signal(s, &s->sig_usr1, SIGUSR1) != 0 ||
@@ -776,9 +835,11 @@ run(struct server *s)
 	    HEARTBEAT_MS);
 	log_upstreams(s->conf);
 	s->admin.phase = ADMIN_READY;
-	log_info("ready: dotproxy %s serving %zu listen address(es)",
-	    PACKAGE_VERSION, s->conf->n_listen);
+	log_info("ready: dotproxy %s serving %zu listen address(es) with %u "
+	    "worker(s)", PACKAGE_VERSION, s->conf->n_listen, n);
 	/* After daemon(): the watchdog is for this PID. */
+	s->watchdog.alive = workers_alive;
+	s->watchdog.alive_arg = s;
 	rc = sysd_watchdog_start(&s->watchdog, &s->loop);
 	if (rc != 0)
 		fatal("systemd watchdog timer: %s", uv_strerror(rc));
@@ -788,10 +849,12 @@ run(struct server *s)
 	 * uv_loop_close can succeed. */
 	uv_walk(&s->loop, close_walk_cb, NULL);
 	uv_run(&s->loop, UV_RUN_DEFAULT);
+	/* Every worker's loop has ended too: join them. */
+	workers_free(s->workers);
+	s->workers = NULL;
 	rc = uv_loop_close(&s->loop);
 	if (rc != 0)
 		log_warn("loop close: %s", uv_strerror(rc));
-	metrics_log(&s->metrics);
 	cache_free(s->cache);
 	tls_ctx_free(s->tls);
 	log_info("stopped");

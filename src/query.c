@@ -15,6 +15,19 @@
  * all of which are in the cache key, so sharing it is exact. A hit in
  * the last tenth of its TTL starts a pending with no waiter (prefetch).
  *
+ * Across workers (worker.c, when there are several): a new pending first
+ * claims its key in the shared cache (cache_claim). The first worker to
+ * claim it fetches; a pending on another worker is parked instead (no
+ * out-query, on ctx->parked in deadline order) and its waiters are
+ * answered when the fetcher's cache_release names this worker and the
+ * outcome arrives through query_remote_done: the answer exactly as the
+ * fetcher's own clients got it (already checked, clamped and cached), or
+ * its failure, after which stale answers are tried as for a local one. A
+ * parked pending that hears nothing by query-timeout + 1 s (a message
+ * lost for memory) ends as an upstream timeout would; one parked at
+ * close ends with the close. A prefetch never parks: another worker's
+ * fetch refreshes the entry for all.
+ *
  * DNSSEC bits (RFC 6840 5.7, 5.8): the client's AD, DO and CD go upstream
  * and into the cache key (AD only without DO), so a coalesced miss shares
  * an out-query only with askers of the same bits; the upstream's AD
@@ -34,7 +47,8 @@
  *
  * Bounds: every waiter and every pending is charged its cost
  * (query_waiter_cost, query_pending_cost) in ctx->pending_bytes while it
- * lives. A miss that would make the clients waiting more than
+ * lives, and in the workers' shared struct query_budget (atomic adds, on
+ * misses only) when there are several: the bounds are the process's. A miss that would make the clients waiting more than
  * max-pending, the pendings more than max-pending, or the bytes more than
  * max-pending-bytes is answered SERVFAIL with EDE 0 at once and counted
  * (pending_full); a prefetch beyond them is skipped. The new query is the
@@ -93,7 +107,11 @@ struct query_pending {
 	struct cache_key key;
 	struct dnsmsg_question q;
 	struct query_waiter *waiters; /* DL list through prev/next */
+	struct query_pending *pprev, *pnext; /* on ctx->parked */
+	uint64_t park_deadline_ms;    /* parked: give up waiting then */
 	uint8_t hash_oom;             /* set by uthash when the add failed */
+	uint8_t parked;               /* another worker fetches key for it */
+	uint8_t claimed;              /* this one fetches key for others */
 };
 
 struct query_waiter {
@@ -215,6 +233,46 @@ waiter_src(const struct query_waiter *w, enum metrics_source src,
 	return a;
 }
 
+/* ---- the bounds ---- */
+
+/* What counts against max-pending and max-pending-bytes: this loop's
+ * figures when it is alone, else every worker's together (a snapshot of
+ * the shared atomics: two workers may pass the check at once, so the
+ * bound can be exceeded by one query per worker at most). */
+static struct query_budget
+budget_now(const struct query_ctx *ctx)
+{
+	struct query_budget b;
+	const struct query_budget *g;
+
+	if (ctx->share == NULL || ctx->share->budget == NULL) {
+		b.waiting = ctx->n_waiting;
+		b.pending = ctx->n_pending;
+		b.bytes = ctx->pending_bytes;
+		return b;
+	}
+	g = ctx->share->budget;
+	b.waiting = __atomic_load_n(&g->waiting, __ATOMIC_RELAXED);
+	b.pending = __atomic_load_n(&g->pending, __ATOMIC_RELAXED);
+	b.bytes = __atomic_load_n(&g->bytes, __ATOMIC_RELAXED);
+	return b;
+}
+
+static void
+budget_add(struct query_ctx *ctx, long dwait, long dpend, long long dbytes)
+{
+	struct query_budget *g;
+
+	ctx->n_waiting += (size_t)dwait;
+	ctx->n_pending += (size_t)dpend;
+	ctx->pending_bytes += (size_t)dbytes;
+	if (ctx->share == NULL || (g = ctx->share->budget) == NULL)
+		return;
+	__atomic_add_fetch(&g->waiting, (size_t)dwait, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&g->pending, (size_t)dpend, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&g->bytes, (size_t)dbytes, __ATOMIC_RELAXED);
+}
+
 /* ---- waiters ---- */
 
 static void
@@ -236,8 +294,8 @@ waiter_finish(struct query_ctx *ctx, struct query_waiter *w,
     const uint8_t *msg, size_t len)
 {
 	waiter_detach(ctx, w);
-	ctx->n_waiting--;
-	ctx->pending_bytes -= query_waiter_cost(w->len, w->origin_len);
+	budget_add(ctx, -1, 0,
+	    -(long long)query_waiter_cost(w->len, w->origin_len));
 	w->done_cb(w->arg, w->msg + ORIGIN_OFF(w->len), msg, len);
 	mem_free(w);
 }
@@ -406,9 +464,75 @@ stale_exists(struct query_ctx *ctx, const struct cache_key *key,
 static void
 pending_free(struct query_ctx *ctx, struct query_pending *p)
 {
-	ctx->n_pending--;
-	ctx->pending_bytes -= query_pending_cost();
+	budget_add(ctx, 0, -1, -(long long)query_pending_cost());
 	mem_free(p);
+}
+
+/* Tell the workers parked on p's key how its fetch ended (p was the
+ * fetch: claimed), and let the key go. */
+static void
+pending_release(struct query_ctx *ctx, struct query_pending *p, int status,
+    const uint8_t *answer, size_t len, const struct dnsmsg_answer_info *info,
+    const char *upstream)
+{
+	uint64_t mask;
+
+	if (!p->claimed)
+		return;
+	p->claimed = 0;
+	mask = cache_release(ctx->cache, &p->key, ctx->share->worker);
+	if (mask != 0)
+		ctx->share->notify(ctx->share->arg, mask, &p->key, status,
+		    answer, len, info, upstream);
+}
+
+/* The outcome of p's fetch, for its waiters. owner: p fetched it itself
+ * (and so caches it and tells the parked workers); otherwise another
+ * worker did all that and only the waiters here are left to answer. */
+static void
+pending_finish(struct query_ctx *ctx, struct query_pending *p, int status,
+    uint8_t *buf, size_t len, struct dnsmsg_answer_info *info,
+    const char *upstream, uint64_t now, int owner)
+{
+	struct query_waiter *w;
+	int servfail, stale_left = 0;
+
+	servfail = status != 0 || info->rcode == DNS_RCODE_SERVFAIL;
+	if (!servfail) {
+		if (owner)
+			store_answer(ctx, &p->key, buf, len, info, now);
+		while (p->waiters != NULL)
+			waiter_answer(ctx, p->waiters, buf, len, EDE_NONE,
+			    METRICS_SRC_UPSTREAM, upstream);
+		goto out;
+	}
+	/* The upstream failed or said SERVFAIL: stale beats SERVFAIL. */
+	while (p->waiters != NULL) {
+		w = p->waiters;
+		if (waiter_serve_stale(ctx, w, &p->key, now) == 0) {
+			stale_left = 1;
+			continue;
+		}
+		if (status == 0)
+			waiter_answer(ctx, w, buf, len, EDE_NONE,
+			    METRICS_SRC_UPSTREAM, upstream);
+		else
+			waiter_fail(ctx, w, upstream_ede(status));
+	}
+	if (!owner)
+		goto out;
+	if (!stale_left)
+		stale_left = stale_exists(ctx, &p->key, now);
+	if (stale_left)
+		cache_refresh_failed(ctx->cache, &p->key,
+		    now + (uint64_t)ctx->conf->stale_refresh_interval * 1000);
+	else if (status == 0)
+		store_servfail(ctx, &p->key, buf, len, info, now);
+out:
+	if (owner)
+		pending_release(ctx, p, status, status == 0 ? buf : NULL,
+		    status == 0 ? len : 0, info, upstream);
+	pending_free(ctx, p);
 }
 
 static void
@@ -419,11 +543,10 @@ pending_complete(void *arg, int status, const uint8_t *answer, size_t len,
 	struct query_pending *p = arg;
 	struct query_ctx *ctx = p->ctx;
 	struct dnsmsg_answer_info info, check;
-	struct query_waiter *w;
 	uint8_t buf[DNS_MAX_MSG];
-	int servfail, stale_left = 0;
 
 	HASH_DEL(ctx->inflight, p);
+	memset(&info, 0, sizeof(info));
 	info.rcode = DNS_RCODE_SERVFAIL;
 	if (status == 0) {
 		info = *uinfo;
@@ -439,46 +562,122 @@ pending_complete(void *arg, int status, const uint8_t *answer, size_t len,
 			upstream = NULL;
 		}
 	}
-	servfail = status != 0 || info.rcode == DNS_RCODE_SERVFAIL;
-	if (!servfail) {
-		store_answer(ctx, &p->key, buf, len, &info, now);
-		while (p->waiters != NULL)
-			waiter_answer(ctx, p->waiters, buf, len, EDE_NONE,
-			    METRICS_SRC_UPSTREAM, upstream);
-		pending_free(ctx, p);
-		return;
-	}
-	/* The upstream failed or said SERVFAIL: stale beats SERVFAIL. */
-	while (p->waiters != NULL) {
-		w = p->waiters;
-		if (waiter_serve_stale(ctx, w, &p->key, now) == 0) {
-			stale_left = 1;
-			continue;
-		}
-		if (status == 0)
-			waiter_answer(ctx, w, buf, len, EDE_NONE,
-			    METRICS_SRC_UPSTREAM, upstream);
-		else
-			waiter_fail(ctx, w, upstream_ede(status));
-	}
-	if (!stale_left)
-		stale_left = stale_exists(ctx, &p->key, now);
-	if (stale_left)
-		cache_refresh_failed(ctx->cache, &p->key,
-		    now + (uint64_t)ctx->conf->stale_refresh_interval * 1000);
-	else if (status == 0)
-		store_servfail(ctx, &p->key, buf, len, &info, now);
-	pending_free(ctx, p);
+	pending_finish(ctx, p, status, buf, len, &info, upstream, now, 1);
 }
 
-/* Start the one upstream query for key. Returns it, or NULL. */
+/* ---- pendings parked on another worker's fetch ---- */
+
+static void park_timer_cb(uv_timer_t *t);
+
+static void
+park_arm(struct query_ctx *ctx, uint64_t now)
+{
+	if (ctx->parked == NULL)
+		uv_timer_stop(&ctx->park_timer);
+	else
+		(void)uv_timer_start(&ctx->park_timer, park_timer_cb,
+		    ctx->parked->park_deadline_ms > now ?
+		    ctx->parked->park_deadline_ms - now : 0, 0);
+}
+
+static void
+park_end(struct query_ctx *ctx, struct query_pending *p, int status,
+    const uint8_t *answer, size_t len, const struct dnsmsg_answer_info *ai,
+    const char *upstream, uint64_t now)
+{
+	struct dnsmsg_answer_info info;
+	uint8_t buf[DNS_MAX_MSG];
+
+	HASH_DEL(ctx->inflight, p);
+	DL_DELETE2(ctx->parked, p, pprev, pnext);
+	memset(&info, 0, sizeof(info));
+	info.rcode = DNS_RCODE_SERVFAIL;
+	if (status == 0) {
+		info = *ai;
+		memcpy(buf, answer, len);
+	} else {
+		len = 0;
+	}
+	pending_finish(ctx, p, status, buf, len, &info, upstream, now, 0);
+}
+
+/* The fetcher's word never came (it cannot fail to come but for a lost
+ * message when memory ran out): answer as for a timeout, so that no
+ * client waits past the query deadline. */
+void
+query_park_due(struct query_ctx *ctx, uint64_t now)
+{
+	while (ctx->parked != NULL && ctx->parked->park_deadline_ms <= now)
+		park_end(ctx, ctx->parked, UPSTREAM_ETIMEDOUT, NULL, 0, NULL,
+		    NULL, now);
+	park_arm(ctx, now);
+}
+
+static void
+park_timer_cb(uv_timer_t *t)
+{
+	struct query_ctx *ctx = t->data;
+
+	query_park_due(ctx, uv_now(ctx->loop));
+}
+
+void
+query_remote_done(struct query_ctx *ctx, const struct cache_key *key,
+    int status, const uint8_t *answer, size_t len,
+    const struct dnsmsg_answer_info *info, const char *upstream,
+    uint64_t now_ms)
+{
+	struct query_pending *p;
+
+	HASH_FIND_BYHASHVALUE(hh, ctx->inflight, key->bytes, key->len,
+	    key->hash, p);
+	/* Gone (it timed out) or fetched here after all: nothing to do. */
+	if (p == NULL || !p->parked)
+		return;
+	if (status == 0 && (answer == NULL || len > DNS_MAX_MSG))
+		status = UPSTREAM_EBADANSWER;
+	park_end(ctx, p, status, answer, len, info, upstream, now_ms);
+	park_arm(ctx, now_ms);
+}
+
+/* Join the fetch another worker has under way for p's key, if there is
+ * one. Returns 1 when p is parked on it, 0 when p is to fetch (and has
+ * claimed the key), -1 when wait is 0 and another worker fetches. */
+static int
+pending_claim(struct query_ctx *ctx, struct query_pending *p, int wait,
+    uint64_t now)
+{
+	int rc;
+
+	if (ctx->share == NULL)
+		return 0;
+	rc = cache_claim(ctx->cache, &p->key, ctx->share->worker, wait);
+	if (rc == CACHE_CLAIM_OWNER) {
+		p->claimed = 1;
+		return 0;
+	}
+	if (rc == CACHE_CLAIM_BUSY)
+		return -1;
+	p->parked = 1;
+	p->park_deadline_ms = now + ctx->conf->query_timeout_ms + 1000;
+	DL_APPEND2(ctx->parked, p, pprev, pnext);
+	if (ctx->parked == p)
+		park_arm(ctx, now);
+	return 1;
+}
+
+/* Start the one upstream query for key, or park on another worker's
+ * (wait: a prefetch does not). Returns it, or NULL. */
 static struct query_pending *
 pending_new(struct query_ctx *ctx, const struct dnsmsg_query *q,
-    const struct cache_key *key)
+    const struct cache_key *key, int wait, uint64_t now)
 {
+	static const struct dnsmsg_answer_info none = {
+		.rcode = DNS_RCODE_SERVFAIL };
 	struct query_pending *p;
 	uint8_t wire[UPSTREAM_QUERY_MAX];
 	size_t len;
+	int rc;
 
 	if (ctx->closing ||
 	    dnsmsg_upstream_query(q, wire, sizeof(wire), &len) != 0)
@@ -491,21 +690,26 @@ pending_new(struct query_ctx *ctx, const struct dnsmsg_query *q,
 	p->q = q->q;
 	/* Listed first: the add may fail for memory, and upstream_query
 	 * calls no callback, so there is nothing to undo but the add. */
-	HASH_ADD_KEYPTR(hh, ctx->inflight, p->key.bytes, p->key.len, p);
+	HASH_ADD_KEYPTR_BYHASHVALUE(hh, ctx->inflight, p->key.bytes,
+	    p->key.len, p->key.hash, p);
 	if (p->hash_oom) {
 		mem_free(p);
 		return NULL;
 	}
-	if (upstream_query(ctx->pool, wire, len, &p->q, pending_complete, p,
-	    NULL) != 0) {
+	rc = pending_claim(ctx, p, wait, now);
+	if (rc < 0 || (rc == 0 && upstream_query(ctx->pool, wire, len, &p->q,
+	    pending_complete, p, NULL) != 0)) {
 		HASH_DEL(ctx->inflight, p);
+		/* Workers that parked on it meanwhile must not wait. */
+		pending_release(ctx, p, UPSTREAM_ECLOSED, NULL, 0, &none,
+		    NULL);
 		mem_free(p);
 		return NULL;
 	}
-	ctx->n_pending++;
-	ctx->pending_bytes += query_pending_cost();
+	budget_add(ctx, 0, 1, (long long)query_pending_cost());
 	return p;
 }
+
 
 /* Is there room for one more waiter of cost bytes (and a new pending when
  * new_pending)? */
@@ -515,18 +719,19 @@ pending_room(const struct query_ctx *ctx, size_t cost, int new_pending)
 	const struct conf *cf = ctx->conf;
 
 	if (new_pending) {
-		if (ctx->n_pending >= cf->max_pending)
+		if (budget_now(ctx).pending >= cf->max_pending)
 			return 0;
 		cost += query_pending_cost();
 	}
-	return ctx->pending_bytes + cost <= cf->max_pending_bytes;
+	return budget_now(ctx).bytes + cost <= cf->max_pending_bytes;
 }
 
 /* A hit in the last tenth of its TTL: refresh it now, once, so that
  * popular names never expire for clients. */
 static void
 maybe_prefetch(struct query_ctx *ctx, const struct dnsmsg_query *q,
-    const struct cache_key *key, const struct cache_meta *meta)
+    const struct cache_key *key, const struct cache_meta *meta,
+    uint64_t now)
 {
 	struct query_pending *p;
 	uint32_t left;
@@ -537,10 +742,11 @@ maybe_prefetch(struct query_ctx *ctx, const struct dnsmsg_query *q,
 	left = meta->age < meta->ttl ? meta->ttl - meta->age : 0;
 	if ((uint64_t)left * PREFETCH_FRACTION > meta->ttl)
 		return;
-	HASH_FIND(hh, ctx->inflight, key->bytes, key->len, p);
+	HASH_FIND_BYHASHVALUE(hh, ctx->inflight, key->bytes, key->len,
+	    key->hash, p);
 	if (p != NULL || !pending_room(ctx, 0, 1))
 		return;
-	if (pending_new(ctx, q, key) != NULL)
+	if (pending_new(ctx, q, key, 0, now) != NULL)
 		ctx->metrics->cache_prefetches++;
 }
 
@@ -558,8 +764,9 @@ query_wait(struct query_ctx *ctx, const uint8_t *msg, size_t len,
 	struct query_waiter *w;
 	size_t cost = query_waiter_cost(len, origin_len);
 
-	HASH_FIND(hh, ctx->inflight, key->bytes, key->len, p);
-	if (ctx->n_waiting >= ctx->conf->max_pending ||
+	HASH_FIND_BYHASHVALUE(hh, ctx->inflight, key->bytes, key->len,
+	    key->hash, p);
+	if (budget_now(ctx).waiting >= ctx->conf->max_pending ||
 	    !pending_room(ctx, cost, p == NULL))
 		goto full;
 	w = mem_alloc(sizeof(*w) + ORIGIN_OFF(len) + origin_len);
@@ -567,8 +774,9 @@ query_wait(struct query_ctx *ctx, const uint8_t *msg, size_t len,
 		goto overload;
 	if (p != NULL)
 		ctx->metrics->queries_coalesced++;
-	else
-		p = pending_new(ctx, q, key);
+	else if ((p = pending_new(ctx, q, key, 1, now_ms)) != NULL &&
+	    p->parked)
+		ctx->metrics->queries_coalesced++;
 	if (p == NULL) {
 		mem_free(w);
 		goto overload;
@@ -589,8 +797,7 @@ query_wait(struct query_ctx *ctx, const uint8_t *msg, size_t len,
 	if (origin_len != 0)
 		memcpy(w->msg + ORIGIN_OFF(len), origin, origin_len);
 	DL_APPEND(p->waiters, w);
-	ctx->n_waiting++;
-	ctx->pending_bytes += cost;
+	budget_add(ctx, 1, 0, (long long)cost);
 	if (stale_ok) {
 		/* Every waiter gets the same delay, so appending keeps the
 		 * list in deadline order. */
@@ -741,7 +948,7 @@ query_handle(struct query_ctx *ctx, const uint8_t *msg, size_t len, int udp,
 		    &a);
 		/* A query without RD causes no upstream traffic. */
 		if (q.flags & DNS_FLAG_RD)
-			maybe_prefetch(ctx, &q, &key, &meta);
+			maybe_prefetch(ctx, &q, &key, &meta, now_ms);
 		return QUERY_ANSWER;
 	}
 	ctx->metrics->cache_misses++;
@@ -784,7 +991,16 @@ query_ctx_init(struct query_ctx *ctx, uv_loop_t *loop,
 	ctx->pool = pool;
 	ctx->metrics = m;
 	ctx->stale_timer.data = ctx;
-	return uv_timer_init(loop, &ctx->stale_timer);
+	ctx->park_timer.data = ctx;
+	if (uv_timer_init(loop, &ctx->stale_timer) != 0)
+		return -1;
+	return uv_timer_init(loop, &ctx->park_timer);
+}
+
+void
+query_ctx_share(struct query_ctx *ctx, const struct query_share *share)
+{
+	ctx->share = share;
 }
 
 void
@@ -829,9 +1045,18 @@ query_pending_cost(void)
 void
 query_ctx_close(struct query_ctx *ctx)
 {
+	uint64_t now = uv_now(ctx->loop);
+
 	ctx->closing = 1;
+	/* Parked waiters would hear from another worker that is closing
+	 * too: they get their SERVFAIL (or stale answer) now. */
+	while (ctx->parked != NULL)
+		park_end(ctx, ctx->parked, UPSTREAM_ECLOSED, NULL, 0, NULL,
+		    NULL, now);
 	ratelimit_free(ctx->rl);
 	ctx->rl = NULL;
 	uv_timer_stop(&ctx->stale_timer);
 	uv_close((uv_handle_t *)&ctx->stale_timer, NULL);
+	uv_timer_stop(&ctx->park_timer);
+	uv_close((uv_handle_t *)&ctx->park_timer, NULL);
 }

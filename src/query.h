@@ -30,6 +30,31 @@
 struct query_pending;
 struct query_waiter;
 
+/* How a worker's queries join misses fetched by other workers (worker.c
+ * sets it when there are several; NULL: this loop is alone). A miss first
+ * claims its key in the shared cache (cache_claim): the first worker
+ * fetches it, the others park a pending on it, and the fetcher's
+ * cache_release names the workers to tell. notify(arg, mask, ...) hands
+ * them the outcome (the answer as the fetcher's own clients got it, or a
+ * failure status); each calls query_remote_done on its own loop. */
+/* Clients waiting, upstream queries in flight and the bytes they take,
+ * over every worker: what max-pending and max-pending-bytes bound.
+ * Updated with atomic adds (misses only; hits never touch it). */
+struct query_budget {
+	size_t waiting;
+	size_t pending;
+	size_t bytes;
+};
+
+struct query_share {
+	unsigned worker;                  /* this loop's index, < 64 */
+	struct query_budget *budget;      /* shared; NULL: this loop's own */
+	void (*notify)(void *arg, uint64_t mask, const struct cache_key *key,
+	    int status, const uint8_t *answer, size_t len,
+	    const struct dnsmsg_answer_info *info, const char *upstream);
+	void *arg;
+};
+
 #define QUERY_ACL_SLOTS 64
 struct ratelimit;
 
@@ -46,6 +71,10 @@ struct query_ctx {
 	struct query_waiter *stale_head;  /* waiters that may get a stale
 	                                   * answer, in deadline order */
 	uv_timer_t stale_timer;
+	const struct query_share *share;  /* NULL: no other workers */
+	struct query_pending *parked;     /* pendings another worker fetches
+	                                   * for, in deadline order */
+	uv_timer_t park_timer;
 	size_t n_waiting;                 /* clients waiting for an answer */
 	size_t n_pending;                 /* upstream queries in flight */
 	size_t pending_bytes;             /* what waiters and pendings take */
@@ -83,6 +112,19 @@ int query_ctx_init(struct query_ctx *ctx, uv_loop_t *loop,
  * call. Verdicts cached under the old one are forgotten. */
 void query_ctx_set_conf(struct query_ctx *ctx, const struct conf *conf);
 
+/* Join other workers' fetches through share (NULL: stop); share must
+ * outlive ctx. */
+void query_ctx_share(struct query_ctx *ctx, const struct query_share *share);
+
+/* Another worker's fetch of key ended (share->notify): give its outcome
+ * (status 0 and the answer, or an UPSTREAM_E* failure) to the waiters of
+ * the pending parked on key, if there still is one. answer is already
+ * checked, cached and clamped by that worker; nothing is stored again. */
+void query_remote_done(struct query_ctx *ctx, const struct cache_key *key,
+    int status, const uint8_t *answer, size_t len,
+    const struct dnsmsg_answer_info *info, const char *upstream,
+    uint64_t now_ms);
+
 /* Clients waiting for an answer now (draining waits for 0). */
 size_t query_waiting(const struct query_ctx *ctx);
 
@@ -106,6 +148,11 @@ size_t query_pending_cost(void);
  * whose stale entry is gone meanwhile goes on waiting for the upstream.
  * Answered waiters get their done_cb from within this call. */
 void query_stale_due(struct query_ctx *ctx, uint64_t now_ms);
+
+/* Give up on pendings parked on another worker's fetch whose deadline
+ * (query-timeout + 1 s) is past at now_ms: their waiters are answered as
+ * for an upstream timeout. The park timer calls it; a test may too. */
+void query_park_due(struct query_ctx *ctx, uint64_t now_ms);
 
 /* Stop: close the stale timer, free the rate limit table. Call after
  * upstream_pool_close, which has completed every pending query. */

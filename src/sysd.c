@@ -82,9 +82,13 @@ sysd_status(const char *fmt, ...)
 static void
 watchdog_cb(uv_timer_t *t)
 {
+	struct sysd_watchdog *w = t->data;
 	int rc;
 
-	(void)t;
+	if (w->alive != NULL && !w->alive(w->alive_arg)) {
+		log_warn("systemd: not sending WATCHDOG=1: a worker is stalled");
+		return;
+	}
 	/* Every half period: a failure is logged at debug level only, or a
 	 * broken socket would log twice a period forever. */
 	rc = sd_notify(0, "WATCHDOG=1");
@@ -111,6 +115,7 @@ sysd_watchdog_start(struct sysd_watchdog *w, uv_loop_t *loop)
 	rc = uv_timer_init(loop, &w->timer);
 	if (rc != 0)
 		return rc;
+	w->timer.data = w;
 	rc = uv_timer_start(&w->timer, watchdog_cb, ms, ms);
 	if (rc != 0) {
 		uv_close((uv_handle_t *)&w->timer, NULL);

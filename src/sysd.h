@@ -98,6 +98,11 @@ int sysd_fds_check_conf(const struct sysd_fds *f, const struct conf *c,
 struct sysd_watchdog {
 	uv_timer_t timer;
 	int running;
+	/* Set before start, or NULL: a ping goes out only while alive(arg)
+	 * says 1, so that a stuck worker thread, not only a stuck main loop,
+	 * gets the service restarted. */
+	int (*alive)(void *arg);
+	void *alive_arg;
 };
 
 /* Starts pinging when the watchdog is enabled; otherwise does nothing.

@@ -158,6 +158,7 @@ upstream_mark_down(struct upstream_pool *p, struct upstream *up, uint64_t now,
 	lo = ms / 2;
 	wait = lo + pool_rnd32(p) % (ms - lo + 1);
 	up->retry_at = now + wait;
+	up->health_ms = now;
 	/* Its old speed says nothing about the server that comes back:
 	 * without a sample it is probed like a new one. */
 	up->has_rtt = 0;
@@ -174,8 +175,9 @@ upstream_mark_down(struct upstream_pool *p, struct upstream *up, uint64_t now,
 
 /* up answered: its failures are over. */
 void
-upstream_mark_up(struct upstream *up)
+upstream_mark_up(struct upstream *up, uint64_t now)
 {
+	up->health_ms = now;
 	if (up->down)
 		log_info("upstream %s: up again", up->label);
 	up->down = 0;
@@ -538,6 +540,7 @@ upstream_get_status(const struct upstream_pool *p, size_t i,
 	    up->retiring != NULL;
 	st->healthy = up->retry_at <= uv_now(p->loop);
 	st->fail_count = up->fail_count;
+	st->health_ms = up->health_ms;
 	st->retry_at_ms = st->healthy ? 0 : up->retry_at;
 	st->srtt_ms = up->srtt8 / 8;
 	st->verified = up->verified;
@@ -550,8 +553,12 @@ upstream_get_status(const struct upstream_pool *p, size_t i,
 
 	if (up->conn != NULL)
 		st->inflight += (unsigned)up->conn->n_live;
-	DL_FOREACH2(up->retiring, uc, unext)
+	if (up->conn != NULL && up->conn->state == UC_READY)
+		st->connections++;
+	DL_FOREACH2(up->retiring, uc, unext) {
 		st->inflight += (unsigned)uc->n_live;
+		st->connections++;
+	}
 	st->handshakes = up->n_handshakes;
 	st->handshakes_resumed = up->n_resumed;
 	st->err_connect = up->err_connect;
@@ -575,4 +582,58 @@ upstream_get_status(const struct upstream_pool *p, size_t i,
 	memcpy(st->rtt_bucket, up->rtt_bucket, sizeof(st->rtt_bucket));
 	st->rtt_count = up->rtt_count;
 	st->rtt_sum_s = (double)up->rtt_sum_ms / 1000.0;
+}
+
+void
+upstream_status_merge(struct upstream_status *dst,
+    const struct upstream_status *src)
+{
+	unsigned i;
+
+	dst->connected |= src->connected;
+	dst->connections += src->connections;
+	/* Health as the latest evidence anywhere says: the worker that
+	 * last saw it fail or answer. */
+	if (src->health_ms > dst->health_ms) {
+		dst->health_ms = src->health_ms;
+		dst->healthy = src->healthy;
+		dst->fail_count = src->fail_count;
+		dst->retry_at_ms = src->retry_at_ms;
+		memcpy(dst->last_error, src->last_error,
+		    sizeof(dst->last_error));
+	}
+	if (src->srtt_ms > dst->srtt_ms)
+		dst->srtt_ms = src->srtt_ms;
+	dst->queries += src->queries;
+	dst->answers += src->answers;
+	dst->timeouts += src->timeouts;
+	dst->inflight += src->inflight;
+	dst->handshakes += src->handshakes;
+	dst->handshakes_resumed += src->handshakes_resumed;
+	dst->err_connect += src->err_connect;
+	dst->err_handshake += src->err_handshake;
+	dst->err_verify += src->err_verify;
+	dst->err_pin += src->err_pin;
+	dst->err_timeout += src->err_timeout;
+	dst->err_reset += src->err_reset;
+	dst->err_bad_answer += src->err_bad_answer;
+	for (i = 0; i < UPSTREAM_RTT_BUCKETS; i++)
+		dst->rtt_bucket[i] += src->rtt_bucket[i];
+	dst->rtt_count += src->rtt_count;
+	dst->rtt_sum_s += src->rtt_sum_s;
+	if (src->last_verify_ok > dst->last_verify_ok)
+		dst->last_verify_ok = src->last_verify_ok;
+	/* What the server presented: as of the latest handshake anywhere. */
+	if (src->last_handshake <= dst->last_handshake)
+		return;
+	dst->last_handshake = src->last_handshake;
+	dst->verified = src->verified;
+	dst->cert_expiry = src->cert_expiry;
+	memcpy(dst->tls_version, src->tls_version, sizeof(dst->tls_version));
+	dst->resumed = src->resumed;
+	dst->chain_min_not_after = src->chain_min_not_after;
+	memcpy(dst->pin_sha256, src->pin_sha256, sizeof(dst->pin_sha256));
+	dst->pin_state = src->pin_state;
+	memcpy(dst->last_verify_error, src->last_verify_error,
+	    sizeof(dst->last_verify_error));
 }

@@ -38,7 +38,7 @@ void upstream_mark_down(struct upstream_pool *p, struct upstream *up,
 
 /* up answered: its failures and back-off are over; "up again" is logged
  * if it was down. */
-void upstream_mark_up(struct upstream *up);
+void upstream_mark_up(struct upstream *up, uint64_t now);
 
 /* An answer's RTT in whole loop-time milliseconds: into the smoothed RTT
  * that selection uses, and into the status histogram. */

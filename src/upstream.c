@@ -1196,7 +1196,7 @@ uconn_frame(struct uconn *uc, const uint8_t *msg, size_t len)
 		return;
 	}
 	if (uc->n_answers++ == 0)
-		upstream_mark_up(uc->up);
+		upstream_mark_up(uc->up, now);
 	if (rc == 0) {
 		uconn_answered(uc, r, &info, now);
 		uc->junk = 0;

@@ -136,8 +136,12 @@ int upstream_pool_reconfigure(struct upstream_pool *p,
 struct upstream_status {
 	char name[320];          /* "addr@port#auth_name" */
 	int connected;           /* a verified connection is open */
+	unsigned connections;    /* verified connections open (retiring
+	                          * ones included) */
 	int healthy;             /* not backing off */
 	unsigned fail_count;     /* consecutive failures */
+	uint64_t health_ms;      /* loop time of the last failure, or of the
+	                          * first answer on a connection; 0 none */
 	uint64_t retry_at_ms;    /* loop time of the next probe when backing off */
 	uint32_t srtt_ms;        /* smoothed answer RTT; 0 before the first */
 	int verified;            /* last handshake: 1 verified, 0 failed, -1 none yet */
@@ -199,6 +203,14 @@ void upstream_pool_reset_backoff(struct upstream_pool *p);
 size_t upstream_count(const struct upstream_pool *p);
 void upstream_get_status(const struct upstream_pool *p, size_t i,
     struct upstream_status *st);
+
+/* Add src, the same upstream's status in another worker's pool, into
+ * dst: counters and histograms sum; health (healthy, failures, back-off,
+ * last error) is that of the pool with the latest evidence (health_ms),
+ * connected where any is; the TLS facts are those of the later
+ * handshake. */
+void upstream_status_merge(struct upstream_status *dst,
+    const struct upstream_status *src);
 
 /* Shut down: every pending query gets cb with UPSTREAM_ECLOSED, every
  * connection is closed. The pool's memory is freed once the loop has run

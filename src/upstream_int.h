@@ -131,6 +131,8 @@ struct upstream {
 	unsigned fail_count;
 	int down;                   /* "down" logged, "up again" not yet */
 	uint64_t retry_at;
+	uint64_t health_ms;         /* loop time of the last failure or
+	                             * first answer on a connection */
 	struct uconn *conn;         /* active: connecting or ready */
 	struct uconn *retiring;     /* ready, past their lifetime, draining */
 	int has_rtt;                /* srtt8 counts for selection */

@@ -387,6 +387,44 @@ def dotserver_up(p, timeout=DEFAULT_TIMEOUT):
     _dotserver_state(p, signal.SIGUSR2, 'up', timeout)
 
 
+TEST_WORKERS = os.environ.get('DOTPROXY_TEST_WORKERS', '2')
+
+
+def _built_with(symbol):
+    try:
+        with open(DOTPROXY, 'rb') as f:
+            return symbol in f.read()
+    except OSError:
+        return False
+
+
+# A ThreadSanitizer build runs several times slower and its shadow memory
+# makes RSS say nothing: the few tests that measure time spans or memory
+# widen their bounds or skip the memory check when this is true.
+TSAN = _built_with(b'__tsan_init')
+
+
+def sanitized(pid):
+    """Is process pid built with a sanitizer (AddressSanitizer's shadow
+    memory and quarantine, ThreadSanitizer's shadow) so that its RSS is no
+    measure of what it holds?"""
+    with open('/proc/%d/maps' % pid) as f:
+        return any('libasan' in line or 'libtsan' in line for line in f)
+
+
+def _conf_sets_workers(args):
+    """Whether the -c file in args has a workers line: a test that is
+    about one loop's behaviour (one upstream connection, say) pins it."""
+    args = list(args)
+    if '-c' not in args or args.index('-c') + 1 >= len(args):
+        return False
+    try:
+        with open(args[args.index('-c') + 1]) as f:
+            return any(l.split()[:1] == ['workers'] for l in f)
+    except OSError:
+        return False
+
+
 def start_dotproxy(*args, port=None, env=None, timeout=DEFAULT_TIMEOUT,
                    listen=True):
     """Starts DOTPROXY -d -l 127.0.0.1@PORT ARGS... and waits for a stderr
@@ -403,6 +441,10 @@ def start_dotproxy(*args, port=None, env=None, timeout=DEFAULT_TIMEOUT,
             argv += ['-c', os.devnull]
         if listen:
             argv += ['-l', '127.0.0.1@%d' % p_port]
+        # Two workers unless a test says otherwise: every behaviour is
+        # checked with a query path spread over threads.
+        if '--workers' not in args and not _conf_sets_workers(args):
+            argv += ['--workers', TEST_WORKERS]
         p = Proc(argv + list(args), name='dotproxy', env=env)
         p.port = p_port
         try:

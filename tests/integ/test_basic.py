@@ -26,6 +26,11 @@ def write_conf(d, up, c, extra=''):
     return path
 
 
+# For tests of one upstream connection's behaviour (each worker has its
+# own connection): one worker.
+ONE_CONNECTION = 'workers 1\n'
+
+
 def start(d, up, c, extra=''):
     return h.start_dotproxy('-c', write_conf(d, up, c, extra))
 
@@ -177,7 +182,7 @@ def test_out_of_order_answers_reach_right_clients():
     c = h.certs()
     with h.tmpdir() as d, \
             h.start_dotserver(c, '--reverse', '10') as up, \
-            start(d, up, c) as px:
+            start(d, up, c, ONE_CONNECTION) as px:
         socks = []
         try:
             for i in range(10):
@@ -321,7 +326,10 @@ def test_ipv6_listener():
 def test_tcp_idle_timeout_and_cap():
     c = h.certs()
     with h.tmpdir() as d, h.start_dotserver(c) as up, \
-            start(d, up, c, 'tcp-idle-timeout 300ms\ntcp-max-clients 2\n') as px:
+            start(d, up, c, 'tcp-idle-timeout 300ms\ntcp-max-clients 2\n'
+                  # The cap and its eviction, as one worker applies them
+                  # (each has its share of tcp-max-clients).
+                  + ONE_CONNECTION) as px:
         t1 = h.TcpConn(px.port)
         t1.send(h.make_query('idle.example', 'A', qid=7))
         assert h.Message(t1.recv()).id == 7

@@ -169,7 +169,9 @@ def test_udp_send_queue_is_bounded():
             assert sent >= 20000, sent
             assert drops > 0, drops
             # 4 MiB of queue, plus the allocator's slack.
-            assert peak - base < 16 * 1024, (base, peak)
+            # A sanitizer's shadow memory is not dotproxy's.
+            assert h.sanitized(px.pid) or peak - base < 16 * 1024, \
+                (base, peak)
 
 
 def test_tcp_clients_that_never_read():
@@ -216,7 +218,8 @@ def slow_readers(px, hport):
                   % (base, peak, peak - base, closed))
             assert closed > 0, closed
             # 16 MiB of queued answers, plus the allocator's slack.
-            assert peak - base < 24 * 1024, (base, peak)
+            assert h.sanitized(px.pid) or peak - base < 24 * 1024, \
+                (base, peak)
         finally:
             for s in slow:
                 s.close()
@@ -237,8 +240,10 @@ def test_descriptor_limit_below_max_clients():
             px.wait_line(r'ready', stream='stderr')
             m = px.wait_line(r'tcp-max-clients 5000 is more than the '
                              r'open-file limit of 512 allows .*: at most '
-                             r'(\d+) client connections', stream='stderr')
-            cap = int(m.group(1))
+                             r'(\d+) client connections( per worker '
+                             r'\((\d+) workers\))?', stream='stderr')
+            # The workers share the limit: each gets its part.
+            cap = int(m.group(1)) * int(m.group(3) or 1)
             assert 256 < cap < 512, cap
             # 600 connections that never send a thing: more than the
             # cap, more than the descriptors.

@@ -196,10 +196,7 @@ def test_ratelimit():
         assert dropped(metrics(p), 'ratelimit') == drops
 
 
-def sanitized(pid):
-    """Is the process built with AddressSanitizer?"""
-    with open('/proc/%d/maps' % pid) as f:
-        return any('libasan' in line for line in f)
+sanitized = h.sanitized
 
 
 def vmhwm(pid):
@@ -273,7 +270,7 @@ def test_pending_flood():
         if sanitized(p.pid):
             # ASan's shadow memory, redzones and quarantine are not
             # dotproxy's: the bound is checked in the plain build only.
-            print('flood: AddressSanitizer build, RSS bound not checked')
+            print('flood: sanitizer build, RSS bound not checked')
         else:
             assert peak <= bound, (peak, bound)
         # The cap was reached, so the bound was what held memory.

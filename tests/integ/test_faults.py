@@ -27,6 +27,11 @@ def until_noerror(port, name, within):
         time.sleep(0.1)
 
 
+# For tests of one upstream connection's behaviour (each worker has its
+# own connection): one worker.
+ONE_CONNECTION = 'workers 1\n'
+
+
 def conf(d, ports, c, extra=''):
     path = os.path.join(d, 'dotproxy.conf')
     with open(path, 'w') as f:
@@ -60,7 +65,8 @@ def test_backend_down_then_back():
 def test_deadline_servfail():
     c = h.certs()
     with h.tmpdir() as d, h.start_dotserver(c) as up, \
-            h.start_dotproxy('-c', conf(d, [up.port], c)) as px:
+            h.start_dotproxy('-c', conf(d, [up.port], c,
+                                        ONE_CONNECTION)) as px:
         t0 = time.monotonic()
         r = h.dig(px.port, 'drop1.example')
         took = time.monotonic() - t0
@@ -150,7 +156,8 @@ def test_half_open_connection_replaced():
     with h.tmpdir() as d, h.start_dotserver(c, '--stall-after', '2') as up, \
             h.start_dotproxy('-c', conf(d, [up.port], c,
                                         'answer-timeout 400ms\n'
-                                        'query-timeout 3s\n')) as px:
+                                        'query-timeout 3s\n' +
+                                        ONE_CONNECTION)) as px:
         for i in range(2):
             assert h.dig(px.port, 'ok%d.example' % i).rcode == 'NOERROR'
         # The connection now swallows queries: dotproxy notices, opens a

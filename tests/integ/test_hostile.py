@@ -101,7 +101,7 @@ def test_silent_drops_do_not_wedge():
             # server has seen; it stops seeing new queries when the
             # connection is wedged (the defect), which ends the flood.
             while seen.n < want and sent < 60000 and \
-                    time.monotonic() - t0 < 40:
+                    time.monotonic() - t0 < (120 if h.TSAN else 40):
                 # Paced to RATE a second: a flood of unanswered queries,
                 # not a burst that fills the ID space with live ones.
                 time.sleep(max(0.0, t0 + sent / RATE - time.monotonic()))
@@ -185,7 +185,9 @@ def test_slow_answer_reaches_client():
     c = h.certs()
     with h.tmpdir() as d, h.start_dotserver(c) as up, \
             h.start_dotproxy('-c', conf(d, up.port, c,
-                                        'query-timeout 3s\n')) as px:
+                                        'query-timeout 3s\n'
+                                        # One connection: one worker.
+                                        'workers 1\n')) as px:
         assert h.dig(px.port, 'quiet.example').rcode == 'NOERROR'
         t0 = time.monotonic()
         r = h.dig(px.port, 'delay2000.example')

@@ -114,6 +114,9 @@ FAMILIES = {
     'dotproxy_upstream_tls_cert_not_after_timestamp_seconds': 'gauge',
     'dotproxy_upstream_tls_last_verify_success_timestamp_seconds': 'gauge',
     'dotproxy_upstream_inflight_queries': 'gauge',
+    'dotproxy_upstream_connections': 'gauge',
+    'dotproxy_workers': 'gauge',
+    'dotproxy_worker_queries': 'counter',
     'dotproxy_build_info': 'gauge',
     'dotproxy_ready': 'gauge',
     'dotproxy_draining': 'gauge',
@@ -186,8 +189,14 @@ def test_metrics_count_what_clients_did():
         assert val(s, 'dotproxy_upstream_healthy', upstream=ups[1]) == 1
         assert histogram_ok(s, 'dotproxy_upstream_request_duration_seconds',
                             upstream=ups[1]) == 5
+        # One connection per worker that had a miss to send, each with
+        # its handshake: what the server saw.
+        shakes = up.count(r'^handshake ok')
+        assert 1 <= shakes <= 2, shakes
         assert total(s, 'dotproxy_upstream_tls_handshakes_total',
-                     upstream=ups[1]) == 1
+                     upstream=ups[1]) == shakes
+        assert val(s, 'dotproxy_upstream_connections',
+                   upstream=ups[1]) == shakes
         assert val(s, 'dotproxy_upstream_tls_cert_not_after_'
                    'timestamp_seconds', upstream=ups[1]) == \
             cert_not_after(c['server'])
@@ -203,7 +212,8 @@ def test_metrics_count_what_clients_did():
         # No label carries a query name or a client address.
         labels = {k for (_, ls) in s for k, _ in ls}
         assert labels <= {'proto', 'type', 'rcode', 'source', 'reason', 'le',
-                          'upstream', 'resumed', 'version', 'result'}, labels
+                          'upstream', 'resumed', 'version', 'result',
+                          'worker'}, labels
         assert 'm1.example' not in get(px.http, '/metrics')[1]
 
 
@@ -369,6 +379,23 @@ class Load(threading.Thread):
         s.close()
 
 
+def spread_misses(port, pattern, n=16):
+    """n misses (pattern % i), each from its own socket and so from its
+    own source port: with several workers, every one gets some."""
+    socks = []
+    try:
+        for i in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(5)
+            s.sendto(h.make_query(pattern % i, qid=i), ('127.0.0.1', port))
+            socks.append(s)
+        for i, s in enumerate(socks):
+            assert h.Message(s.recvfrom(65535)[0]).rcode == 0
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_sighup_reload_under_load():
     c = h.certs()
     with h.tmpdir() as d, h.start_dotserver(c) as a, \
@@ -395,13 +422,16 @@ def test_sighup_reload_under_load():
         b.wait_line(r'^query .*name=fresh\.example\.', stream='stdout')
         assert a.count(r'name=fresh\.example\.', stream='stdout') == 0
         assert h.dig(extra, 'kept.example', extra=('+noadflag',)).rcode == 'NOERROR'
-        # Reloading the same file again keeps b's connection.
+        # Reloading the same file again keeps b's connections (one per
+        # worker: misses from many source ports reach every worker).
+        spread_misses(px.port, 'warm%d.example')
         accepts = b.count(r'^accept$', stream='stdout')
+        assert 1 <= accepts <= int(h.TEST_WORKERS), accepts
         after = px.mark()
         px.signal(signal.SIGHUP)
         px.wait_line(r'reloaded', after=after)
-        assert h.dig(px.port, 'fresh2.example').rcode == 'NOERROR'
-        b.wait_line(r'name=fresh2\.example\.', stream='stdout')
+        spread_misses(px.port, 'fresh2.%d.example')
+        b.wait_line(r'name=fresh2\.15\.example\.', stream='stdout')
         assert b.count(r'^accept$', stream='stdout') == accepts
         # A bad file is refused with file:line; the old one keeps going.
         with open(px.conf, 'a') as f:
@@ -587,15 +617,16 @@ def test_http_abuse_does_not_slow_dns():
         assert px.running()
 
 
-h.run([
-    test_metrics_count_what_clients_did,
-    test_metrics_count_stale_and_failures,
-    test_health_ready_and_lameduck_drain,
-    test_sigterm_waits_for_queries_in_flight,
-    test_status_reports_tls_and_health,
-    test_sighup_reload_under_load,
-    test_sighup_never_kills,
-    test_control_socket_cache,
-    test_query_log,
-    test_http_abuse_does_not_slow_dns,
-])
+if __name__ == '__main__':
+    h.run([
+        test_metrics_count_what_clients_did,
+        test_metrics_count_stale_and_failures,
+        test_health_ready_and_lameduck_drain,
+        test_sigterm_waits_for_queries_in_flight,
+        test_status_reports_tls_and_health,
+        test_sighup_reload_under_load,
+        test_sighup_never_kills,
+        test_control_socket_cache,
+        test_query_log,
+        test_http_abuse_does_not_slow_dns,
+    ])

@@ -42,7 +42,10 @@ def test_lifetime_renewal_verifies_again():
     c = h.certs()
     with h.tmpdir() as d, start_swappable(c) as up, \
             h.start_dotproxy('-c', conf(d, up.port, c,
-                                        'max-connection-lifetime 1s\n')) \
+                                        'max-connection-lifetime 1s\n'
+                                        # One connection's life: one
+                                        # worker.
+                                        'workers 1\n')) \
             as px:
         assert h.dig(px.port, 'first.example').rcode == 'NOERROR'
         up.expect_count(r'^handshake ok resumed=0$', 1)
@@ -71,7 +74,9 @@ def test_reconnect_within_lifetime_resumes():
     with h.tmpdir() as d, start_swappable(c) as up, \
             h.start_dotproxy('-c', conf(d, up.port, c,
                                         'max-connection-lifetime 1h\n'
-                                        'idle-timeout 300ms\n')) as px:
+                                        'idle-timeout 300ms\n'
+                                        # Sessions are per worker's pool.
+                                        'workers 1\n')) as px:
         assert h.dig(px.port, 'one.example').rcode == 'NOERROR'
         px.wait_line(r'idle for \d+ ms, closing', stream='stderr')
         mark = up.mark()

@@ -1548,11 +1548,194 @@ test_chaos(void **state)
 	assert_int_equal(s->m.cache_misses, 0);
 }
 
+/* ---- two workers over one cache (query_share) ----
+ *
+ * A second query context on the same loop and cache plays worker 1. The
+ * notify hook records what the fetcher says; the test delivers it to the
+ * parked worker with query_remote_done, as worker.c's inbox would. */
+
+#define NOTES_MAX 8
+
+struct note {
+	uint64_t mask;
+	struct cache_key key;
+	int status;
+	uint8_t answer[ANS_MAX];
+	size_t len;
+	struct dnsmsg_answer_info info;
+};
+
+struct notes {
+	size_t n;
+	struct note note[NOTES_MAX];
+};
+
+static void
+note_cb(void *arg, uint64_t mask, const struct cache_key *key, int status,
+    const uint8_t *answer, size_t len, const struct dnsmsg_answer_info *info,
+    const char *upstream)
+{
+	struct notes *ns = arg;
+	struct note *n;
+
+	(void)upstream;
+	assert_true(ns->n < NOTES_MAX);
+	n = &ns->note[ns->n++];
+	n->mask = mask;
+	n->key = *key;
+	n->status = status;
+	n->len = status == 0 ? len : 0;
+	if (status == 0) {
+		assert_true(len <= sizeof(n->answer));
+		memcpy(n->answer, answer, len);
+	}
+	n->info = *info;
+}
+
+struct two {
+	struct query_ctx ctx2;
+	struct metrics m2;
+	struct notes notes;
+	struct query_share sh1, sh2;
+};
+
+static void
+two_open(struct sc *s, struct two *t)
+{
+	memset(t, 0, sizeof(*t));
+	assert_int_equal(query_ctx_init(&t->ctx2, &s->loop, &s->conf,
+	    s->cache, s->pool, &t->m2), 0);
+	t->sh1.worker = 0;
+	t->sh2.worker = 1;
+	t->sh1.notify = t->sh2.notify = note_cb;
+	t->sh1.arg = t->sh2.arg = &t->notes;
+	query_ctx_share(&s->ctx, &t->sh1);
+	query_ctx_share(&t->ctx2, &t->sh2);
+}
+
+/* Client idx asks worker 1 at T0 + at_ms. */
+static enum query_result
+ask2(struct sc *s, struct two *t, size_t idx, uint64_t at_ms, uint16_t id,
+    const char *name)
+{
+	struct client *c = &s->cl[idx];
+	uint8_t out[DNS_MAX_MSG];
+	size_t out_len = 0;
+	enum query_result r;
+
+	memset(c, 0, sizeof(*c));
+	c->q_len = build_query(c->q, id, name, DNS_TYPE_A, Q_EDNS);
+	r = query_handle(&t->ctx2, c->q, c->q_len, 1, NULL, s->t0 + at_ms,
+	    out, &out_len, done_cb, s, &idx, sizeof(idx));
+	if (r == QUERY_ANSWER) {
+		memcpy(c->a, out, out_len);
+		c->a_len = out_len;
+	}
+	return r;
+}
+
+static void
+deliver(struct sc *s, struct two *t, size_t i, uint64_t at_ms)
+{
+	struct note *n = &t->notes.note[i];
+
+	assert_true(i < t->notes.n);
+	query_remote_done(&t->ctx2, &n->key, n->status,
+	    n->status == 0 ? n->answer : NULL, n->len, &n->info, NULL,
+	    s->t0 + at_ms);
+}
+
+/* A miss on worker 0 then the same name on worker 1: one out-query; the
+ * answer reaches worker 1's client, personalized, through the note; a
+ * failure likewise becomes SERVFAIL there. */
+static void
+test_share_across_workers(void **state)
+{
+	struct sc *s = *state;
+	struct two t;
+	struct ans a;
+
+	two_open(s, &t);
+	assert_int_equal(ask(s, 0, 0, 0x1000, "example.com", DNS_TYPE_A, 0),
+	    QUERY_PENDING);
+	assert_int_equal(ask2(s, &t, 1, 0, 0x1001, "EXAMPLE.com"),
+	    QUERY_PENDING);
+	assert_int_equal(fake_count(), 1);
+	assert_int_equal(t.m2.queries_coalesced, 1);
+	assert_int_equal(query_pending(&t.ctx2), 1);
+	answer_a(s, 1 * SEC, 0, "example.com", 300, 7);
+	assert_int_equal(s->cl[0].done, 1);
+	assert_int_equal(s->cl[1].done, 0);
+	assert_int_equal(t.notes.n, 1);
+	assert_int_equal(t.notes.note[0].mask, 2);
+	assert_int_equal(t.notes.note[0].status, 0);
+	deliver(s, &t, 0, 1 * SEC);
+	assert_int_equal(s->cl[1].done, 1);
+	check_answer(s->cl[1].q, s->cl[1].q_len, s->cl[1].a, s->cl[1].a_len,
+	    DNS_RCODE_NOERROR, 300, EDE_NONE, &a);
+	assert_memory_equal(a.a4, "\300\0\2\7", 4);
+	assert_int_equal(query_pending(&t.ctx2), 0);
+	/* Now cached for both: a hit on worker 1, no out-query. */
+	assert_int_equal(ask2(s, &t, 2, 2 * SEC, 0x1002, "example.COM"),
+	    QUERY_ANSWER);
+	assert_int_equal(fake_count(), 1);
+	assert_int_equal(t.m2.cache_hits, 1);
+
+	/* The fetch fails: worker 1's client gets SERVFAIL, once. */
+	assert_int_equal(ask(s, 3, 3 * SEC, 0x2000, "fail.example.com",
+	    DNS_TYPE_A, 0), QUERY_PENDING);
+	assert_int_equal(ask2(s, &t, 4, 3 * SEC, 0x2001, "fail.example.com"),
+	    QUERY_PENDING);
+	assert_int_equal(fake_count(), 2);
+	assert_int_equal(fake_fail(1, UPSTREAM_ETIMEDOUT, s->t0 + 4 * SEC),
+	    0);
+	assert_int_equal(t.notes.n, 2);
+	assert_int_equal(t.notes.note[1].status, UPSTREAM_ETIMEDOUT);
+	deliver(s, &t, 1, 4 * SEC);
+	assert_int_equal(s->cl[4].done, 1);
+	parse_ans(s->cl[4].a, s->cl[4].a_len, &a);
+	assert_int_equal(a.rcode, DNS_RCODE_SERVFAIL);
+	assert_int_equal(a.id, 0x2001);
+
+	/* A note that never comes: the park deadline answers SERVFAIL; the
+	 * late note then finds nothing and answers nobody twice. */
+	assert_int_equal(ask(s, 5, 5 * SEC, 0x3000, "lost.example.com",
+	    DNS_TYPE_A, 0), QUERY_PENDING);
+	assert_int_equal(ask2(s, &t, 6, 5 * SEC, 0x3001, "lost.example.com"),
+	    QUERY_PENDING);
+	query_park_due(&t.ctx2, s->t0 + 5 * SEC + s->conf.query_timeout_ms);
+	assert_int_equal(s->cl[6].done, 0);
+	query_park_due(&t.ctx2, s->t0 + 6 * SEC + s->conf.query_timeout_ms);
+	assert_int_equal(s->cl[6].done, 1);
+	parse_ans(s->cl[6].a, s->cl[6].a_len, &a);
+	assert_int_equal(a.rcode, DNS_RCODE_SERVFAIL);
+	answer_a(s, 9 * SEC, 2, "lost.example.com", 300, 9);
+	assert_int_equal(t.notes.n, 3);
+	deliver(s, &t, 2, 9 * SEC);
+	assert_int_equal(s->cl[6].done, 1);
+
+	/* Parked at close: answered SERVFAIL by query_ctx_close. */
+	assert_int_equal(ask(s, 7, 10 * SEC, 0x4000, "close.example.com",
+	    DNS_TYPE_A, 0), QUERY_PENDING);
+	assert_int_equal(ask2(s, &t, 8, 10 * SEC, 0x4001,
+	    "close.example.com"), QUERY_PENDING);
+	query_ctx_close(&t.ctx2);
+	assert_int_equal(s->cl[8].done, 1);
+	parse_ans(s->cl[8].a, s->cl[8].a_len, &a);
+	assert_int_equal(a.rcode, DNS_RCODE_SERVFAIL);
+	assert_int_equal(query_waiting(&t.ctx2), 0);
+	shutdown_world(s);
+	assert_int_equal(s->cl[7].done, 1);
+	assert_int_equal(cache_release(s->cache, &t.notes.note[0].key, 0), 0);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_coalesce, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_share_across_workers, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_ttl_aging, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
 		cmocka_unit_test_setup_teardown(

@@ -246,7 +246,8 @@ test_finish_defaults(void **state)
 	    "log-queries no\n"
 	    "max-pending 10000\n"
 	    "max-pending-bytes 32M\n"
-	    "ratelimit-per-client 0\n");
+	    "ratelimit-per-client 0\n"
+	    "workers 0\n");
 	free(out);
 	assert_int_equal(c.upstream[0].n_pins, 0);
 	assert_int_equal(c.upstream[1].n_pins, 0);
@@ -1621,6 +1622,7 @@ test_print_forms(void **state)
 	set_ok(&c, "access-control", "127.0.0.0/8 refuse");
 	set_ok(&c, "access-control", "::ffff:127.0.0.2/128 allow");
 	set_ok(&c, "access-control", "fd00::/8 deny");
+	set_ok(&c, "workers", "3");
 	out = print_str(&c);
 	assert_string_equal(out,
 	    "listen ::1@5300\n"
@@ -1660,7 +1662,8 @@ test_print_forms(void **state)
 	    "ratelimit-per-client 50\n"
 	    "access-control 127.0.0.0/8 refuse\n"
 	    "access-control 127.0.0.2/32 allow\n"
-	    "access-control fd00::/8 deny\n");
+	    "access-control fd00::/8 deny\n"
+	    "workers 3\n");
 	free(out);
 	round_trip(&c);
 
