@@ -163,8 +163,10 @@ notify_cb(void *arg, uint64_t mask, const struct cache_key *key,
 		else
 			w->head = m;
 		w->tail = m;
-		uv_mutex_unlock(&w->mu);
+		/* Under the lock: stop_fn marks the inbox closed under it
+		 * before it closes the handle. */
 		uv_async_send(&w->wake);
+		uv_mutex_unlock(&w->mu);
 	}
 }
 
