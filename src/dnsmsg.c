@@ -16,7 +16,10 @@
  *
  * A question name is never compressed: it is the first name of the message,
  * so a pointer in it could only point forward or into the header. Both query
- * and answer parsing reject it.
+ * and answer parsing reject it. So the question has a walker of its own,
+ * qname_len(), with name_walk()'s checks less the pointers, and is
+ * lowercased in one pass after it (every client query and every cached
+ * answer sent to a client passes here: it is the hot path's name walk).
  *
  * EDNS: cached answers are kept without the upstream's OPT and each client
  * gets its own (payload, DO, Extended DNS Error), so dnsmsg_strip_opt()
@@ -178,21 +181,99 @@ name_skip_checked(const uint8_t *msg, size_t len, size_t off, size_t *next)
 	return 0;
 }
 
-/* Parse the question at offset 12 into *qn. */
+/* The wire length of the question name at offset 12, or 0 when it is no
+ * name inside len. The checks are name_walk()'s without pointers (a
+ * question name cannot hold one): labels of at most 63 bytes, at most
+ * DNS_MAX_NAME_WIRE bytes with the root label. Every client query and
+ * every cached answer sent passes here, so it only walks; question_parse()
+ * lowercases the bytes it has vouched for. */
+static size_t
+qname_len(const uint8_t *msg, size_t len)
+{
+	size_t pos = DNS_HDR_LEN, end;
+	uint8_t c;
+
+	end = len < DNS_HDR_LEN + DNS_MAX_NAME_WIRE ? len :
+	    DNS_HDR_LEN + DNS_MAX_NAME_WIRE;
+	for (;;) {
+		if (pos >= end)
+			return 0;
+		c = msg[pos];
+		if (c > 63)
+			return 0;
+		pos += 1 + (size_t)c;
+		if (c == 0)
+			return pos - DNS_HDR_LEN;
+	}
+}
+
+/* Copy n bytes of a wire name from src to dst with A-Z lowercased, eight
+ * bytes at a time (SWAR): a length byte is at most 63, below 'A', so the
+ * whole name can be lowercased as one string. In each byte whose top bit
+ * is clear, adding 0x80 - 'A' sets the top bit from 'A' up and adding
+ * 0x80 - 'Z' - 1 from past 'Z' up; neither sum carries into the next
+ * byte. Where the first is set and the second not, the byte is A-Z and
+ * gets 0x20. The last eight bytes may overlap bytes already done; src and
+ * dst do not overlap, and nothing outside [0, n) is read or written. */
+static void
+lower_copy(uint8_t *dst, const uint8_t *src, size_t n)
+{
+	const uint64_t ones = 0x0101010101010101ull;
+	const uint64_t tops = 0x8080808080808080ull;
+	uint64_t x, low7, ge_a, gt_z;
+	size_t i;
+
+	if (n < 8) {
+		for (i = 0; i < n; i++)
+			dst[i] = lower(src[i]);
+		return;
+	}
+	for (i = 0;; i += 8) {
+		if (i + 8 > n)
+			i = n - 8;
+		memcpy(&x, src + i, 8);
+		low7 = x & ~tops;
+		ge_a = low7 + ones * (0x80 - 'A');
+		gt_z = low7 + ones * (0x80 - 'Z' - 1);
+		x |= (ge_a & ~gt_z & ~x & tops) >> 2;
+		memcpy(dst + i, &x, 8);
+		if (i + 8 == n)
+			break;
+	}
+}
+
+/* Parse the question at offset 12 into *qn: the name lowercased into
+ * qn->wire (qname_len()'s checks), type, class and the end. Returns 0, or
+ * -1 with *qn unchanged. */
 static int
 question_parse(const uint8_t *msg, size_t len, struct dnsmsg_question *qn)
 {
-	size_t pos;
+	size_t n, pos;
 
-	if (name_walk(msg, len, DNS_HDR_LEN, 0, qn->wire, &qn->wire_len,
-	    &pos) != 0)
+	n = qname_len(msg, len);
+	if (n == 0)
 		return -1;
+	pos = DNS_HDR_LEN + n;
 	if (len - pos < 4)
 		return -1;
+	lower_copy(qn->wire, msg + DNS_HDR_LEN, n);
+	qn->wire_len = n;
 	qn->qtype = get16(msg + pos);
 	qn->qclass = get16(msg + pos + 2);
 	qn->end = pos + 4;
 	return 0;
+}
+
+/* The offset just past the question at offset 12 (checked as
+ * question_parse() does, without copying the name), or 0. */
+static size_t
+question_end(const uint8_t *msg, size_t len)
+{
+	size_t n = qname_len(msg, len);
+
+	if (n == 0 || len - DNS_HDR_LEN - n < 4)
+		return 0;
+	return DNS_HDR_LEN + n + 4;
 }
 
 uint16_t
@@ -884,7 +965,6 @@ static int
 opt_find(const uint8_t *msg, size_t len, size_t *idx, size_t *s, size_t *e,
     size_t *first)
 {
-	struct dnsmsg_question qn;
 	size_t nrr, pos, fixed, at, rdlen, i;
 	int ret = -1;
 
@@ -892,9 +972,9 @@ opt_find(const uint8_t *msg, size_t len, size_t *idx, size_t *s, size_t *e,
 		goto out;
 	pos = DNS_HDR_LEN;
 	if (get16(msg + 4) == 1) {
-		if (question_parse(msg, len, &qn) != 0)
+		pos = question_end(msg, len);
+		if (pos == 0)
 			goto out;
-		pos = qn.end;
 	} else if (get16(msg + 4) != 0) {
 		goto out;
 	}
@@ -1089,16 +1169,18 @@ dnsmsg_set_ttls(uint8_t *msg, size_t len, const uint16_t *offs,
 size_t
 dnsmsg_truncate(uint8_t *msg, size_t len)
 {
-	struct dnsmsg_question qn;
+	size_t end;
 
-	if (len < DNS_HDR_LEN || get16(msg + 4) != 1 ||
-	    question_parse(msg, len, &qn) != 0)
+	if (len < DNS_HDR_LEN || get16(msg + 4) != 1)
+		return 0;
+	end = question_end(msg, len);
+	if (end == 0)
 		return 0;
 	put16(msg + 2, get16(msg + 2) | DNS_FLAG_TC);
 	put16(msg + 6, 0);
 	put16(msg + 8, 0);
 	put16(msg + 10, 0);
-	return qn.end;
+	return end;
 }
 
 void

@@ -387,6 +387,150 @@ test_query_name_limits(void **state)
 	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), DNS_RCODE_FORMERR);
 }
 
+/* The question's lowercase form, for every name length from the root to
+ * 255 bytes (the copy goes eight bytes at a time, then a last eight that
+ * overlap) and every byte value in a label: only A-Z change, and none of
+ * the neighbours '@', '[', '`', '{' or the same letters with the top bit
+ * set. The question as spelled stays in the message. */
+static void
+test_query_lowercase(void **state)
+{
+	struct mb m;
+	struct dnsmsg_query q;
+	uint8_t want[DNS_MAX_NAME_WIRE], c;
+	size_t total, left, lab, i, n;
+
+	(void)state;
+	for (total = 1; total <= DNS_MAX_NAME_WIRE; total++) {
+		if (total == 2)
+			continue;       /* no name is 2 bytes long */
+		mb_hdr(&m, 7, 0, 1, 0, 0, 0);
+		n = 0;
+		/* Labels of up to 63 bytes, the root label last. */
+		for (left = total - 1; left > 0; left -= 1 + lab) {
+			lab = left - 1 > 63 ? 63 : left - 1;
+			if (left - 1 - lab == 1)
+				lab--;  /* no room for a label of 0 bytes */
+			mb_u8(&m, (uint8_t)lab);
+			want[n++] = (uint8_t)lab;
+			for (i = 0; i < lab; i++) {
+				c = (uint8_t)((total * 7 + n * 13 + i) & 0xff);
+				mb_u8(&m, c);
+				want[n++] = c >= 'A' && c <= 'Z' ?
+				    (uint8_t)(c + 32) : c;
+			}
+		}
+		mb_u8(&m, 0);
+		want[n++] = 0;
+		assert_int_equal(n, total);
+		mb_u16(&m, 1);
+		mb_u16(&m, 1);
+		assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), 0);
+		assert_int_equal(q.q.wire_len, total);
+		assert_memory_equal(q.q.wire, want, total);
+		assert_int_equal(q.q.end, 12 + total + 4);
+	}
+
+	/* Every byte value once, in labels of 63. */
+	mb_hdr(&m, 7, 0, 1, 0, 0, 0);
+	n = 0;
+	for (i = 0; i < 4 * 63; i++) {
+		if (i % 63 == 0) {
+			mb_u8(&m, 63);
+			want[n++] = 63;
+		}
+		c = (uint8_t)(i < 256 ? i : 0);
+		mb_u8(&m, c);
+		want[n++] = c >= 'A' && c <= 'Z' ? (uint8_t)(c + 32) : c;
+	}
+	/* 4 x 64 + root is 257 bytes: too long, FORMERR. */
+	mb_u8(&m, 0);
+	mb_u16(&m, 1);
+	mb_u16(&m, 1);
+	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), DNS_RCODE_FORMERR);
+	assert_int_equal(q.has_question, 0);
+	/* Three labels of 63 and the rest of the byte values. */
+	mb_hdr(&m, 7, 0, 1, 0, 0, 0);
+	mb_bytes(&m, want, 3 * 64);
+	mb_u8(&m, 0);
+	mb_u16(&m, 1);
+	mb_u16(&m, 1);
+	for (i = 0; i < 3 * 63; i++) {
+		c = (uint8_t)i;
+		m.b[12 + 1 + i + i / 63] = c;
+	}
+	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), 0);
+	for (i = 0; i < 3 * 63; i++) {
+		c = (uint8_t)i;
+		assert_int_equal(q.q.wire[1 + i + i / 63],
+		    c >= 'A' && c <= 'Z' ? c + 32 : c);
+	}
+	mb_hdr(&m, 7, 0, 1, 0, 0, 0);
+	mb_u8(&m, 8);
+	mb_bytes(&m, "@[`{\xc1\xda\xe1Z", 8);
+	mb_u8(&m, 0);
+	mb_u16(&m, 1);
+	mb_u16(&m, 1);
+	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), 0);
+	assert_memory_equal(q.q.wire, "\010@[`{\xc1\xda\xe1z", 10);
+	assert_memory_equal(m.b + 12, "\010@[`{\xc1\xda\xe1Z", 10);
+}
+
+/* An answer's question is checked the same way when it is only skipped
+ * (truncation, OPT append): a name that runs out, or is one byte too
+ * long, or lacks its type and class, is no question. */
+static void
+test_question_skip_limits(void **state)
+{
+	struct mb m;
+	struct dnsmsg_query plain;
+	uint8_t lab[63];
+	size_t n, i;
+
+	(void)state;
+	memset(&plain, 0, sizeof(plain));
+	memset(lab, 'A', sizeof(lab));
+	/* 255 bytes: 3 x (1+63) + (1+61) + root. */
+	mb_hdr(&m, 7, DNS_FLAG_QR, 1, 0, 0, 0);
+	for (i = 0; i < 3; i++) {
+		mb_u8(&m, 63);
+		mb_bytes(&m, lab, 63);
+	}
+	mb_u8(&m, 61);
+	mb_bytes(&m, lab, 61);
+	mb_u8(&m, 0);
+	mb_u16(&m, 1);
+	mb_u16(&m, 1);
+	assert_int_equal(dnsmsg_append_opt(m.b, m.n, sizeof(m.b), &plain,
+	    EDE_NONE, &n), 0);
+	assert_int_equal(n, 12 + 255 + 4);
+	assert_int_equal(dnsmsg_truncate(m.b, m.n), 12 + 255 + 4);
+	/* Without its class. */
+	assert_int_equal(dnsmsg_truncate(m.b, m.n - 2), 0);
+	assert_int_equal(dnsmsg_append_opt(m.b, m.n - 2, sizeof(m.b), &plain,
+	    EDE_NONE, &n), DNSMSG_EMALFORMED);
+	/* 256 bytes. */
+	m.b[12 + 3 * 64] = 62;
+	m.b[12 + 3 * 64 + 62] = 'A';
+	assert_int_equal(dnsmsg_truncate(m.b, m.n), 0);
+	assert_int_equal(dnsmsg_append_opt(m.b, m.n, sizeof(m.b), &plain,
+	    EDE_NONE, &n), DNSMSG_EMALFORMED);
+	/* A label running past the end, and a pointer. */
+	mb_hdr(&m, 7, DNS_FLAG_QR, 1, 0, 0, 0);
+	mb_u8(&m, 5);
+	mb_bytes(&m, "ab", 2);
+	assert_int_equal(dnsmsg_truncate(m.b, m.n), 0);
+	mb_hdr(&m, 7, DNS_FLAG_QR, 1, 0, 0, 0);
+	mb_u8(&m, 1);
+	mb_u8(&m, 'a');
+	mb_ptr(&m, 12);
+	mb_u16(&m, 1);
+	mb_u16(&m, 1);
+	assert_int_equal(dnsmsg_truncate(m.b, m.n), 0);
+	assert_int_equal(dnsmsg_append_opt(m.b, m.n, sizeof(m.b), &plain,
+	    EDE_NONE, &n), DNSMSG_EMALFORMED);
+}
+
 static void
 test_query_sections(void **state)
 {
@@ -1840,6 +1984,8 @@ main(void)
 		cmocka_unit_test(test_query_notimp),
 		cmocka_unit_test(test_query_qdcount),
 		cmocka_unit_test(test_query_name_limits),
+		cmocka_unit_test(test_query_lowercase),
+		cmocka_unit_test(test_question_skip_limits),
 		cmocka_unit_test(test_query_sections),
 		cmocka_unit_test(test_error_reply_question),
 		cmocka_unit_test(test_error_reply_noquestion),
