@@ -301,9 +301,20 @@ dnsmsg_parse_query(const uint8_t *msg, size_t len, struct dnsmsg_query *q)
 	uint16_t type;
 	int ret, badvers = 0;
 
-	memset(q, 0, sizeof(*q));
+	/* Field by field rather than memset: the name buffer is most of
+	 * *q, and only its first q->q.wire_len bytes mean anything. */
+	q->id = 0;
+	q->flags = 0;
+	q->has_question = 0;
+	q->q.wire_len = 0;
+	q->q.qtype = 0;
+	q->q.qclass = 0;
+	q->q.end = 0;
+	q->edns = 0;
 	q->udp_size = DNS_DEFAULT_UDP;
 	q->udp_adv = DNS_EDNS_UDP;
+	q->do_bit = 0;
+	q->cd_bit = 0;
 	if (len < DNS_HDR_LEN) {
 		ret = DNSMSG_EMALFORMED;
 		goto out;
@@ -333,7 +344,11 @@ dnsmsg_parse_query(const uint8_t *msg, size_t len, struct dnsmsg_query *q)
 	pos = q->q.end;
 	nrr = (size_t)get16(msg + 6) + get16(msg + 8) + get16(msg + 10);
 	for (i = 0; i < nrr; i++) {
-		if (name_walk(msg, len, pos, 1, NULL, NULL, &next) != 0)
+		/* The OPT's owner, the root, is the name there: a byte
+		 * tells, without the walk. */
+		if (pos < len && msg[pos] == 0)
+			next = pos + 1;
+		else if (name_walk(msg, len, pos, 1, NULL, NULL, &next) != 0)
 			goto formerr;
 		if (len - next < RR_FIXED_LEN)
 			goto formerr;

@@ -74,7 +74,8 @@ enum {
 /* The one question of a message. */
 struct dnsmsg_question {
 	/* The name in uncompressed wire form, lowercased (A-Z only): the
-	 * cache key and the comparison form. */
+	 * cache key and the comparison form. Only its first wire_len bytes
+	 * are set. */
 	uint8_t wire[DNS_MAX_NAME_WIRE];
 	size_t wire_len;
 	uint16_t qtype;
@@ -84,7 +85,9 @@ struct dnsmsg_question {
 	size_t end;
 };
 
-/* What a query says about itself. */
+/* What a query says about itself. dnsmsg_parse_query sets each field
+ * by name (no memset, for the hot path): a field added here must be set
+ * there too. */
 struct dnsmsg_query {
 	uint16_t id;
 	uint16_t flags;        /* header flags word, host order */
@@ -130,7 +133,8 @@ uint16_t dnsmsg_get_flags(const uint8_t *msg);
  * Otherwise
  * DNSMSG_EMALFORMED when no answer is possible (shorter than a header, QR
  * set) and the packet must be dropped and counted. *q is filled as far as
- * parsing got. */
+ * parsing got: every field is set (0 where parsing did not get to it), but
+ * of q->q.wire only the first q->q.wire_len bytes. */
 int dnsmsg_parse_query(const uint8_t *msg, size_t len, struct dnsmsg_query *q);
 
 /* Cap a parsed query's UDP payload size at max (RFC 6891 6.2.5, RFC 9715:

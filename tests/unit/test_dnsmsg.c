@@ -476,6 +476,76 @@ test_query_lowercase(void **state)
 	assert_memory_equal(m.b + 12, "\010@[`{\xc1\xda\xe1Z", 10);
 }
 
+/* dnsmsg_parse_query sets every field of its result (but the name bytes
+ * past wire_len), whatever the struct held before and however far the
+ * parse got: two parses into structs filled with different garbage agree. */
+static void
+parse_both(const uint8_t *msg, size_t len)
+{
+	struct dnsmsg_query a, b;
+	int ra, rb;
+
+	memset(&a, 0x00, sizeof(a));
+	memset(&b, 0xa5, sizeof(b));
+	ra = dnsmsg_parse_query(msg, len, &a);
+	rb = dnsmsg_parse_query(msg, len, &b);
+	assert_int_equal(ra, rb);
+	assert_int_equal(a.id, b.id);
+	assert_int_equal(a.flags, b.flags);
+	assert_int_equal(a.has_question, b.has_question);
+	assert_int_equal(a.q.wire_len, b.q.wire_len);
+	assert_memory_equal(a.q.wire, b.q.wire, a.q.wire_len);
+	assert_int_equal(a.q.qtype, b.q.qtype);
+	assert_int_equal(a.q.qclass, b.q.qclass);
+	assert_int_equal(a.q.end, b.q.end);
+	assert_int_equal(a.edns, b.edns);
+	assert_int_equal(a.udp_size, b.udp_size);
+	assert_int_equal(a.udp_adv, b.udp_adv);
+	assert_int_equal(a.do_bit, b.do_bit);
+	assert_int_equal(a.cd_bit, b.cd_bit);
+	if (!a.has_question)
+		assert_int_equal(a.q.wire_len, 0);
+}
+
+static void
+test_query_fields_set(void **state)
+{
+	struct mb m;
+	size_t n;
+
+	(void)state;
+	/* A query with EDNS, DO and CD. */
+	mb_hdr(&m, 7, DNS_FLAG_RD | DNS_FLAG_CD, 1, 0, 0, 1);
+	mb_q(&m, "Example.COM", DNS_TYPE_A, 1);
+	mb_opt(&m, 4096, 0x8000);
+	parse_both(m.b, m.n);
+	/* Every shorter prefix of it: each way of falling short. */
+	for (n = 0; n < m.n; n++)
+		parse_both(m.b, n);
+	/* BADVERS, NOTIMP, QR set, two questions, an OPT not owned by
+	 * the root. */
+	m.b[m.n - 6] = 1;
+	parse_both(m.b, m.n);
+	m.b[m.n - 6] = 0;
+	m.b[2] |= 0x28;
+	parse_both(m.b, m.n);
+	m.b[2] = 0x81;
+	parse_both(m.b, m.n);
+	m.b[2] = 0x01;
+	m.b[5] = 2;
+	parse_both(m.b, m.n);
+	mb_hdr(&m, 7, 0, 1, 0, 0, 1);
+	mb_q(&m, "example.com", DNS_TYPE_A, 1);
+	mb_u8(&m, 1);
+	mb_u8(&m, 'x');
+	mb_u8(&m, 0);
+	mb_u16(&m, DNS_TYPE_OPT);
+	mb_u16(&m, 4096);
+	mb_u32(&m, 0);
+	mb_u16(&m, 0);
+	parse_both(m.b, m.n);
+}
+
 /* An answer's question is checked the same way when it is only skipped
  * (truncation, OPT append): a name that runs out, or is one byte too
  * long, or lacks its type and class, is no question. */
@@ -1985,6 +2055,7 @@ main(void)
 		cmocka_unit_test(test_query_qdcount),
 		cmocka_unit_test(test_query_name_limits),
 		cmocka_unit_test(test_query_lowercase),
+		cmocka_unit_test(test_query_fields_set),
 		cmocka_unit_test(test_question_skip_limits),
 		cmocka_unit_test(test_query_sections),
 		cmocka_unit_test(test_error_reply_question),
