@@ -970,34 +970,42 @@ dnsmsg_age_ttls(uint8_t *msg, size_t len, const uint16_t *offs,
 	}
 }
 
-/* Find the first OPT record, in any section, of a message with at most
- * one question. Returns 1 and sets *idx to its index among all records
- * and [*s, *e) to its bytes; 0 when there is none, with *s and *e both
- * the end of the last record; -1 when the records do not parse. *first
- * is the offset of the first record. Pointers are not followed: callers
- * hold checked messages. */
-static int
-opt_find(const uint8_t *msg, size_t len, size_t *idx, size_t *s, size_t *e,
-    size_t *first)
+/* Where the records of a message with at most one question start: past
+ * the question (checked as question_parse() does) or, without one, past
+ * the header. 0 when there is no such place. */
+static size_t
+records_start(const uint8_t *msg, size_t len)
 {
-	size_t nrr, pos, fixed, at, rdlen, i;
+	if (len < DNS_HDR_LEN)
+		return 0;
+	if (get16(msg + 4) == 0)
+		return DNS_HDR_LEN;
+	if (get16(msg + 4) != 1)
+		return 0;
+	return question_end(msg, len);
+}
+
+/* Find the first OPT record, in any section, among the records that start
+ * at pos (records_start()). Returns 1 and sets *idx to its index among
+ * all records and [*s, *e) to its bytes; 0 when there is none, with *s
+ * and *e both the end of the last record; -1 when the records do not
+ * parse. Pointers are not followed: callers hold checked messages. */
+static int
+opt_find_from(const uint8_t *msg, size_t len, size_t pos, size_t *idx,
+    size_t *s, size_t *e)
+{
+	size_t nrr, fixed, at, rdlen, i;
 	int ret = -1;
 
-	if (len < DNS_HDR_LEN)
-		goto out;
-	pos = DNS_HDR_LEN;
-	if (get16(msg + 4) == 1) {
-		pos = question_end(msg, len);
-		if (pos == 0)
-			goto out;
-	} else if (get16(msg + 4) != 0) {
-		goto out;
-	}
-	*first = pos;
 	nrr = (size_t)get16(msg + 6) + get16(msg + 8) + get16(msg + 10);
 	for (i = 0; i < nrr; i++) {
-		if (name_stored(msg, len, pos, &at, &fixed) < 0 ||
-		    len - fixed < RR_FIXED_LEN)
+		/* Most owners are one pointer (to the question): that
+		 * much of name_stored() without the call. */
+		if (pos + 2 <= len && (msg[pos] & 0xc0) == 0xc0)
+			fixed = pos + 2;
+		else if (name_stored(msg, len, pos, &at, &fixed) < 0)
+			goto out;
+		if (len - fixed < RR_FIXED_LEN)
 			goto out;
 		rdlen = get16(msg + fixed + 8);
 		if (len - fixed - RR_FIXED_LEN < rdlen)
@@ -1015,6 +1023,20 @@ opt_find(const uint8_t *msg, size_t len, size_t *idx, size_t *s, size_t *e,
 	ret = 0;
 out:
 	return ret;
+}
+
+/* opt_find_from() for a whole message with at most one question; *first
+ * is set to the offset of the first record. */
+static int
+opt_find(const uint8_t *msg, size_t len, size_t *idx, size_t *s, size_t *e,
+    size_t *first)
+{
+	size_t pos = records_start(msg, len);
+
+	if (pos == 0)
+		return -1;
+	*first = pos;
+	return opt_find_from(msg, len, pos, idx, s, e);
 }
 
 /* Cut the first OPT record out of *len bytes of msg when it is in the
@@ -1102,19 +1124,25 @@ dnsmsg_strip_opt(uint8_t *msg, size_t len, struct dnsmsg_answer_info *info)
 	return e + OPT_FIXED_LEN + n;
 }
 
-int
-dnsmsg_append_opt(uint8_t *msg, size_t len, size_t cap,
+/* dnsmsg_append_opt() for a message whose records start at first
+ * (records_start(); 0 for none). */
+static int
+opt_append(uint8_t *msg, size_t len, size_t first, size_t cap,
     const struct dnsmsg_query *q, int ede, size_t *out_len)
 {
-	size_t idx, s, e, first, n, kept = 0, nrr, rdlen;
+	size_t idx, s, e, n, kept = 0, nrr, rdlen;
 	int found, ret;
 
 	/* The records must parse to find where they end (the OPT goes
 	 * there, dropping any trailing bytes) and whether the last is an
 	 * OPT carrying the upstream's Extended DNS Errors. */
-	found = opt_find(msg, len, &idx, &s, &e, &first);
+	found = first == 0 ? -1 : opt_find_from(msg, len, first, &idx, &s, &e);
+	if (found < 0) {
+		ret = DNSMSG_EMALFORMED;
+		goto out;
+	}
 	nrr = (size_t)get16(msg + 6) + get16(msg + 8) + get16(msg + 10);
-	if (found < 0 || (found == 1 && idx + 1 != nrr) ||
+	if ((found == 1 && idx + 1 != nrr) ||
 	    (found == 0 && get16(msg + 10) == 0xffff)) {
 		ret = DNSMSG_EMALFORMED;
 		goto out;
@@ -1149,6 +1177,32 @@ dnsmsg_append_opt(uint8_t *msg, size_t len, size_t cap,
 	ret = 0;
 out:
 	return ret;
+}
+
+int
+dnsmsg_append_opt(uint8_t *msg, size_t len, size_t cap,
+    const struct dnsmsg_query *q, int ede, size_t *out_len)
+{
+	return opt_append(msg, len, records_start(msg, len), cap, q, ede,
+	    out_len);
+}
+
+int
+dnsmsg_personalize_opt(uint8_t *answer, size_t *lenp, size_t cap,
+    const uint8_t *query, const struct dnsmsg_query *q, int ede)
+{
+	size_t first, len = *lenp;
+
+	dnsmsg_personalize(answer, len, query, q);
+	/* Where dnsmsg_personalize wrote the client's question over the
+	 * answer's, the question is bytes dnsmsg_parse_query has checked,
+	 * so records_start() would find them ending at q->q.end. */
+	if (len >= DNS_HDR_LEN && get16(answer + 4) == 1 && q->has_question &&
+	    q->q.end >= DNS_HDR_LEN && q->q.end <= len)
+		first = q->q.end;
+	else
+		first = records_start(answer, len);
+	return opt_append(answer, len, first, cap, q, ede, lenp);
 }
 
 void

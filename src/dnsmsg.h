@@ -224,6 +224,17 @@ int dnsmsg_parse_answer(const uint8_t *msg, size_t len,
 void dnsmsg_personalize(uint8_t *answer, size_t answer_len,
     const uint8_t *query, const struct dnsmsg_query *q);
 
+/* dnsmsg_personalize, then dnsmsg_append_opt on the result, in one call
+ * and with the same effect, for the hot path (a cache hit): the question
+ * it writes is the client's, which dnsmsg_parse_query has checked, so the
+ * records are found from q->q.end without walking the question again. q
+ * must be dnsmsg_parse_query's result for query (as for
+ * dnsmsg_personalize). *len is the answer's length in and, when 0 is
+ * returned, its new length out; the errors are dnsmsg_append_opt's, and
+ * leave *len as it was and the answer personalized, without its OPT. */
+int dnsmsg_personalize_opt(uint8_t *answer, size_t *len, size_t cap,
+    const uint8_t *query, const struct dnsmsg_query *q, int ede);
+
 /* Lower every TTL field listed in offs by age seconds (not below 0), in
  * place. Offsets beyond len are ignored. */
 void dnsmsg_age_ttls(uint8_t *msg, size_t len, const uint16_t *offs,

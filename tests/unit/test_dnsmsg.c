@@ -1555,6 +1555,111 @@ test_personalize(void **state)
 	assert_int_equal(a.b[1], 0x5a);
 }
 
+/* dnsmsg_personalize_opt against the two calls it stands for, on one
+ * answer and the same answer: the bytes, the length and the return value
+ * must agree. */
+static void
+personalize_opt_check(const struct mb *ans, const struct mb *client,
+    size_t cap, int ede, int want)
+{
+	struct dnsmsg_query q;
+	uint8_t one[512], two[512];
+	size_t n1 = ans->n, n2 = 0;
+	int r1, r2;
+
+	assert_true(ans->n <= sizeof(one) && cap <= sizeof(one));
+	assert_true(dnsmsg_parse_query(client->b, client->n, &q) >= 0);
+	memset(one, 0xee, sizeof(one));
+	memcpy(one, ans->b, ans->n);
+	memcpy(two, one, sizeof(two));
+	r1 = dnsmsg_personalize_opt(one, &n1, cap, client->b, &q, ede);
+	dnsmsg_personalize(two, ans->n, client->b, &q);
+	r2 = dnsmsg_append_opt(two, ans->n, cap, &q, ede, &n2);
+	assert_int_equal(r1, want);
+	assert_int_equal(r2, want);
+	assert_int_equal(n1, want == 0 ? n2 : ans->n);
+	assert_memory_equal(one, two, sizeof(one));
+	if (want == 0 && q.has_question && q.q.end <= ans->n)
+		assert_memory_equal(one + 12, client->b + 12, q.q.end - 12);
+}
+
+static void
+test_personalize_opt(void **state)
+{
+	static const uint8_t ede_opt[] = { 0, 15, 0, 2, 0, 22 };
+	struct mb a, c, e;
+	size_t i;
+
+	(void)state;
+	mb_hdr(&c, 0x4242, DNS_FLAG_RD, 1, 0, 0, 0);
+	mb_q(&c, "ExAmPle.COM", DNS_TYPE_A, 1);
+	mb_hdr(&e, 0x4343, DNS_FLAG_RD | DNS_FLAG_CD, 1, 0, 0, 1);
+	mb_q(&e, "EXAMPLE.com", DNS_TYPE_A, 1);
+	mb_opt(&e, 4096, 0x8000);
+
+	/* A plain answer, to a client without EDNS and one with. */
+	answer_start(&a, 0, 2, 0, 0);
+	mb_rr_ptr(&a, DNS_TYPE_A, 60, A_RD, 4);
+	mb_rr_ptr(&a, DNS_TYPE_A, 60, A_RD, 4);
+	personalize_opt_check(&a, &c, 512, EDE_NONE, 0);
+	personalize_opt_check(&a, &e, 512, EDE_NONE, 0);
+	personalize_opt_check(&a, &e, 512, EDE_STALE_ANSWER, 0);
+	/* No room for the OPT: ENOSPC, the answer personalized. */
+	personalize_opt_check(&a, &e, a.n + 10, EDE_NONE, DNSMSG_ENOSPC);
+	/* The upstream's Extended DNS Error carried in a last OPT: cut for
+	 * the one, made its own for the other. Trailing bytes go. */
+	answer_start(&a, 0, 1, 0, 1);
+	mb_rr_ptr(&a, DNS_TYPE_A, 60, A_RD, 4);
+	mb_opt_rd(&a, 0, 0, ede_opt, sizeof(ede_opt));
+	personalize_opt_check(&a, &c, 512, EDE_NONE, 0);
+	personalize_opt_check(&a, &e, 512, EDE_NONE, 0);
+	mb_bytes(&a, "junk", 4);
+	personalize_opt_check(&a, &c, 512, EDE_NONE, 0);
+	personalize_opt_check(&a, &e, 512, EDE_STALE_ANSWER, 0);
+	/* An OPT that is not the last record, and records that run past
+	 * the end: EMALFORMED, the answer still personalized. */
+	answer_start(&a, 0, 1, 0, 2);
+	mb_rr_ptr(&a, DNS_TYPE_A, 60, A_RD, 4);
+	mb_opt(&a, 1232, 0);
+	mb_rr_ptr(&a, DNS_TYPE_A, 60, A_RD, 4);
+	personalize_opt_check(&a, &c, 512, EDE_NONE, DNSMSG_EMALFORMED);
+	answer_start(&a, 0, 2, 0, 0);
+	mb_rr_ptr(&a, DNS_TYPE_A, 60, A_RD, 4);
+	personalize_opt_check(&a, &e, 512, EDE_NONE, DNSMSG_EMALFORMED);
+	/* Every prefix of an answer: too short for the client's question
+	 * (not personalized, and the question walked after all), or cut
+	 * inside its records. */
+	answer_start(&a, 0, 1, 0, 0);
+	mb_rr_ptr(&a, DNS_TYPE_A, 60, A_RD, 4);
+	for (i = 0; i < a.n; i++) {
+		struct mb p = a;
+
+		p.n = i;
+		personalize_opt_check(&p, &c, 512, EDE_NONE,
+		    DNSMSG_EMALFORMED);
+	}
+	personalize_opt_check(&a, &c, 512, EDE_NONE, 0);
+	/* No question in the answer (QDCOUNT 0): the records start at
+	 * the header's end, as dnsmsg_append_opt finds them, whatever was
+	 * written over them. Here the question's bytes read as a record
+	 * owned by example.com, with type 1, class 1, a TTL, RDLENGTH 4. */
+	a.b[5] = 0;
+	personalize_opt_check(&a, &c, 512, EDE_NONE, 0);
+	mb_hdr(&a, 1, DNS_FLAG_QR, 0, 1, 0, 0);
+	mb_u8(&a, 0);
+	mb_u16(&a, DNS_TYPE_A);
+	mb_u16(&a, 1);
+	mb_u32(&a, 60);
+	mb_u16(&a, 4);
+	mb_bytes(&a, A_RD, 4);
+	personalize_opt_check(&a, &c, 512, EDE_NONE, 0);
+	/* Two questions. */
+	answer_start(&a, 0, 0, 0, 0);
+	a.b[5] = 2;
+	mb_q(&a, "example.com", DNS_TYPE_A, 1);
+	personalize_opt_check(&a, &c, 512, EDE_NONE, DNSMSG_EMALFORMED);
+}
+
 static void
 test_age_ttls(void **state)
 {
@@ -2073,6 +2178,7 @@ main(void)
 		cmocka_unit_test(test_answer_keepalive),
 		cmocka_unit_test(test_answer_opt_malformed),
 		cmocka_unit_test(test_personalize),
+		cmocka_unit_test(test_personalize_opt),
 		cmocka_unit_test(test_query_edns_version),
 		cmocka_unit_test(test_query_cap_udp),
 		cmocka_unit_test(test_strip_opt_ede),
