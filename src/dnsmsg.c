@@ -344,8 +344,8 @@ dnsmsg_parse_query(const uint8_t *msg, size_t len, struct dnsmsg_query *q)
 	pos = q->q.end;
 	nrr = (size_t)get16(msg + 6) + get16(msg + 8) + get16(msg + 10);
 	for (i = 0; i < nrr; i++) {
-		/* The OPT's owner, the root, is the name there: a byte
-		 * tells, without the walk. */
+		/* An OPT record is owned by the root, one zero byte,
+		 * which needs no walk. */
 		if (pos < len && msg[pos] == 0)
 			next = pos + 1;
 		else if (name_walk(msg, len, pos, 1, NULL, NULL, &next) != 0)
@@ -1195,8 +1195,8 @@ dnsmsg_personalize_opt(uint8_t *answer, size_t *lenp, size_t cap,
 
 	dnsmsg_personalize(answer, len, query, q);
 	/* Where dnsmsg_personalize wrote the client's question over the
-	 * answer's, the question is bytes dnsmsg_parse_query has checked,
-	 * so records_start() would find them ending at q->q.end. */
+	 * answer's, those are bytes dnsmsg_parse_query has checked as a
+	 * question: records_start() would find it ending at q->q.end. */
 	if (len >= DNS_HDR_LEN && get16(answer + 4) == 1 && q->has_question &&
 	    q->q.end >= DNS_HDR_LEN && q->q.end <= len)
 		first = q->q.end;

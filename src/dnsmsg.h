@@ -230,8 +230,9 @@ void dnsmsg_personalize(uint8_t *answer, size_t answer_len,
  * records are found from q->q.end without walking the question again. q
  * must be dnsmsg_parse_query's result for query (as for
  * dnsmsg_personalize). *len is the answer's length in and, when 0 is
- * returned, its new length out; the errors are dnsmsg_append_opt's, and
- * leave *len as it was and the answer personalized, without its OPT. */
+ * returned, its new length out. The errors are dnsmsg_append_opt's; the
+ * answer is then personalized but otherwise as it was, and *len is
+ * unchanged. */
 int dnsmsg_personalize_opt(uint8_t *answer, size_t *len, size_t cap,
     const uint8_t *query, const struct dnsmsg_query *q, int ede);
 
