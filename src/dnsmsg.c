@@ -16,7 +16,10 @@
  *
  * A question name is never compressed: it is the first name of the message,
  * so a pointer in it could only point forward or into the header. Both query
- * and answer parsing reject it.
+ * and answer parsing reject it. So the question has a walker of its own,
+ * qname_len(), with name_walk()'s checks less the pointers, and is
+ * lowercased in one pass after it (every client query and every cached
+ * answer sent to a client passes here: it is the hot path's name walk).
  *
  * EDNS: cached answers are kept without the upstream's OPT and each client
  * gets its own (payload, DO, Extended DNS Error), so dnsmsg_strip_opt()
@@ -178,21 +181,99 @@ name_skip_checked(const uint8_t *msg, size_t len, size_t off, size_t *next)
 	return 0;
 }
 
-/* Parse the question at offset 12 into *qn. */
+/* The wire length of the question name at offset 12, or 0 when it is no
+ * name inside len. The checks are name_walk()'s without pointers (a
+ * question name cannot hold one): labels of at most 63 bytes, at most
+ * DNS_MAX_NAME_WIRE bytes with the root label. Every client query and
+ * every cached answer sent passes here, so it only walks; question_parse()
+ * lowercases the bytes it has vouched for. */
+static size_t
+qname_len(const uint8_t *msg, size_t len)
+{
+	size_t pos = DNS_HDR_LEN, end;
+	uint8_t c;
+
+	end = len < DNS_HDR_LEN + DNS_MAX_NAME_WIRE ? len :
+	    DNS_HDR_LEN + DNS_MAX_NAME_WIRE;
+	for (;;) {
+		if (pos >= end)
+			return 0;
+		c = msg[pos];
+		if (c > 63)
+			return 0;
+		pos += 1 + (size_t)c;
+		if (c == 0)
+			return pos - DNS_HDR_LEN;
+	}
+}
+
+/* Copy n bytes of a wire name from src to dst with A-Z lowercased, eight
+ * bytes at a time (SWAR): a length byte is at most 63, below 'A', so the
+ * whole name can be lowercased as one string. In each byte whose top bit
+ * is clear, adding 0x80 - 'A' sets the top bit from 'A' up and adding
+ * 0x80 - 'Z' - 1 from past 'Z' up; neither sum carries into the next
+ * byte. Where the first is set and the second not, the byte is A-Z and
+ * gets 0x20. The last eight bytes may overlap bytes already done; src and
+ * dst do not overlap, and nothing outside [0, n) is read or written. */
+static void
+lower_copy(uint8_t *dst, const uint8_t *src, size_t n)
+{
+	const uint64_t ones = 0x0101010101010101ull;
+	const uint64_t tops = 0x8080808080808080ull;
+	uint64_t x, low7, ge_a, gt_z;
+	size_t i;
+
+	if (n < 8) {
+		for (i = 0; i < n; i++)
+			dst[i] = lower(src[i]);
+		return;
+	}
+	for (i = 0;; i += 8) {
+		if (i + 8 > n)
+			i = n - 8;
+		memcpy(&x, src + i, 8);
+		low7 = x & ~tops;
+		ge_a = low7 + ones * (0x80 - 'A');
+		gt_z = low7 + ones * (0x80 - 'Z' - 1);
+		x |= (ge_a & ~gt_z & ~x & tops) >> 2;
+		memcpy(dst + i, &x, 8);
+		if (i + 8 == n)
+			break;
+	}
+}
+
+/* Parse the question at offset 12 into *qn: the name lowercased into
+ * qn->wire (qname_len()'s checks), type, class and the end. Returns 0, or
+ * -1 with *qn unchanged. */
 static int
 question_parse(const uint8_t *msg, size_t len, struct dnsmsg_question *qn)
 {
-	size_t pos;
+	size_t n, pos;
 
-	if (name_walk(msg, len, DNS_HDR_LEN, 0, qn->wire, &qn->wire_len,
-	    &pos) != 0)
+	n = qname_len(msg, len);
+	if (n == 0)
 		return -1;
+	pos = DNS_HDR_LEN + n;
 	if (len - pos < 4)
 		return -1;
+	lower_copy(qn->wire, msg + DNS_HDR_LEN, n);
+	qn->wire_len = n;
 	qn->qtype = get16(msg + pos);
 	qn->qclass = get16(msg + pos + 2);
 	qn->end = pos + 4;
 	return 0;
+}
+
+/* The offset just past the question at offset 12 (checked as
+ * question_parse() does, without copying the name), or 0. */
+static size_t
+question_end(const uint8_t *msg, size_t len)
+{
+	size_t n = qname_len(msg, len);
+
+	if (n == 0 || len - DNS_HDR_LEN - n < 4)
+		return 0;
+	return DNS_HDR_LEN + n + 4;
 }
 
 uint16_t
@@ -220,9 +301,20 @@ dnsmsg_parse_query(const uint8_t *msg, size_t len, struct dnsmsg_query *q)
 	uint16_t type;
 	int ret, badvers = 0;
 
-	memset(q, 0, sizeof(*q));
+	/* Field by field rather than memset: the name buffer is most of
+	 * *q, and only its first q->q.wire_len bytes mean anything. */
+	q->id = 0;
+	q->flags = 0;
+	q->has_question = 0;
+	q->q.wire_len = 0;
+	q->q.qtype = 0;
+	q->q.qclass = 0;
+	q->q.end = 0;
+	q->edns = 0;
 	q->udp_size = DNS_DEFAULT_UDP;
 	q->udp_adv = DNS_EDNS_UDP;
+	q->do_bit = 0;
+	q->cd_bit = 0;
 	if (len < DNS_HDR_LEN) {
 		ret = DNSMSG_EMALFORMED;
 		goto out;
@@ -252,7 +344,11 @@ dnsmsg_parse_query(const uint8_t *msg, size_t len, struct dnsmsg_query *q)
 	pos = q->q.end;
 	nrr = (size_t)get16(msg + 6) + get16(msg + 8) + get16(msg + 10);
 	for (i = 0; i < nrr; i++) {
-		if (name_walk(msg, len, pos, 1, NULL, NULL, &next) != 0)
+		/* An OPT record is owned by the root, one zero byte,
+		 * which needs no walk. */
+		if (pos < len && msg[pos] == 0)
+			next = pos + 1;
+		else if (name_walk(msg, len, pos, 1, NULL, NULL, &next) != 0)
 			goto formerr;
 		if (len - next < RR_FIXED_LEN)
 			goto formerr;
@@ -874,35 +970,42 @@ dnsmsg_age_ttls(uint8_t *msg, size_t len, const uint16_t *offs,
 	}
 }
 
-/* Find the first OPT record, in any section, of a message with at most
- * one question. Returns 1 and sets *idx to its index among all records
- * and [*s, *e) to its bytes; 0 when there is none, with *s and *e both
- * the end of the last record; -1 when the records do not parse. *first
- * is the offset of the first record. Pointers are not followed: callers
- * hold checked messages. */
-static int
-opt_find(const uint8_t *msg, size_t len, size_t *idx, size_t *s, size_t *e,
-    size_t *first)
+/* Where the records of a message with at most one question start: past
+ * the question (checked as question_parse() does) or, without one, past
+ * the header. 0 when there is no such place. */
+static size_t
+records_start(const uint8_t *msg, size_t len)
 {
-	struct dnsmsg_question qn;
-	size_t nrr, pos, fixed, at, rdlen, i;
+	if (len < DNS_HDR_LEN)
+		return 0;
+	if (get16(msg + 4) == 0)
+		return DNS_HDR_LEN;
+	if (get16(msg + 4) != 1)
+		return 0;
+	return question_end(msg, len);
+}
+
+/* Find the first OPT record, in any section, among the records that start
+ * at pos (records_start()). Returns 1 and sets *idx to its index among
+ * all records and [*s, *e) to its bytes; 0 when there is none, with *s
+ * and *e both the end of the last record; -1 when the records do not
+ * parse. Pointers are not followed: callers hold checked messages. */
+static int
+opt_find_from(const uint8_t *msg, size_t len, size_t pos, size_t *idx,
+    size_t *s, size_t *e)
+{
+	size_t nrr, fixed, at, rdlen, i;
 	int ret = -1;
 
-	if (len < DNS_HDR_LEN)
-		goto out;
-	pos = DNS_HDR_LEN;
-	if (get16(msg + 4) == 1) {
-		if (question_parse(msg, len, &qn) != 0)
-			goto out;
-		pos = qn.end;
-	} else if (get16(msg + 4) != 0) {
-		goto out;
-	}
-	*first = pos;
 	nrr = (size_t)get16(msg + 6) + get16(msg + 8) + get16(msg + 10);
 	for (i = 0; i < nrr; i++) {
-		if (name_stored(msg, len, pos, &at, &fixed) < 0 ||
-		    len - fixed < RR_FIXED_LEN)
+		/* Most owners are one pointer (to the question): that
+		 * much of name_stored() without the call. */
+		if (pos + 2 <= len && (msg[pos] & 0xc0) == 0xc0)
+			fixed = pos + 2;
+		else if (name_stored(msg, len, pos, &at, &fixed) < 0)
+			goto out;
+		if (len - fixed < RR_FIXED_LEN)
 			goto out;
 		rdlen = get16(msg + fixed + 8);
 		if (len - fixed - RR_FIXED_LEN < rdlen)
@@ -920,6 +1023,20 @@ opt_find(const uint8_t *msg, size_t len, size_t *idx, size_t *s, size_t *e,
 	ret = 0;
 out:
 	return ret;
+}
+
+/* opt_find_from() for a whole message with at most one question; *first
+ * is set to the offset of the first record. */
+static int
+opt_find(const uint8_t *msg, size_t len, size_t *idx, size_t *s, size_t *e,
+    size_t *first)
+{
+	size_t pos = records_start(msg, len);
+
+	if (pos == 0)
+		return -1;
+	*first = pos;
+	return opt_find_from(msg, len, pos, idx, s, e);
 }
 
 /* Cut the first OPT record out of *len bytes of msg when it is in the
@@ -1007,19 +1124,25 @@ dnsmsg_strip_opt(uint8_t *msg, size_t len, struct dnsmsg_answer_info *info)
 	return e + OPT_FIXED_LEN + n;
 }
 
-int
-dnsmsg_append_opt(uint8_t *msg, size_t len, size_t cap,
+/* dnsmsg_append_opt() for a message whose records start at first
+ * (records_start(); 0 for none). */
+static int
+opt_append(uint8_t *msg, size_t len, size_t first, size_t cap,
     const struct dnsmsg_query *q, int ede, size_t *out_len)
 {
-	size_t idx, s, e, first, n, kept = 0, nrr, rdlen;
+	size_t idx, s, e, n, kept = 0, nrr, rdlen;
 	int found, ret;
 
 	/* The records must parse to find where they end (the OPT goes
 	 * there, dropping any trailing bytes) and whether the last is an
 	 * OPT carrying the upstream's Extended DNS Errors. */
-	found = opt_find(msg, len, &idx, &s, &e, &first);
+	found = first == 0 ? -1 : opt_find_from(msg, len, first, &idx, &s, &e);
+	if (found < 0) {
+		ret = DNSMSG_EMALFORMED;
+		goto out;
+	}
 	nrr = (size_t)get16(msg + 6) + get16(msg + 8) + get16(msg + 10);
-	if (found < 0 || (found == 1 && idx + 1 != nrr) ||
+	if ((found == 1 && idx + 1 != nrr) ||
 	    (found == 0 && get16(msg + 10) == 0xffff)) {
 		ret = DNSMSG_EMALFORMED;
 		goto out;
@@ -1056,6 +1179,32 @@ out:
 	return ret;
 }
 
+int
+dnsmsg_append_opt(uint8_t *msg, size_t len, size_t cap,
+    const struct dnsmsg_query *q, int ede, size_t *out_len)
+{
+	return opt_append(msg, len, records_start(msg, len), cap, q, ede,
+	    out_len);
+}
+
+int
+dnsmsg_personalize_opt(uint8_t *answer, size_t *lenp, size_t cap,
+    const uint8_t *query, const struct dnsmsg_query *q, int ede)
+{
+	size_t first, len = *lenp;
+
+	dnsmsg_personalize(answer, len, query, q);
+	/* Where dnsmsg_personalize wrote the client's question over the
+	 * answer's, those are bytes dnsmsg_parse_query has checked as a
+	 * question: records_start() would find it ending at q->q.end. */
+	if (len >= DNS_HDR_LEN && get16(answer + 4) == 1 && q->has_question &&
+	    q->q.end >= DNS_HDR_LEN && q->q.end <= len)
+		first = q->q.end;
+	else
+		first = records_start(answer, len);
+	return opt_append(answer, len, first, cap, q, ede, lenp);
+}
+
 void
 dnsmsg_clamp_ttls(uint8_t *msg, size_t len, const uint16_t *offs,
     size_t n_offs, uint32_t lo, uint32_t hi)
@@ -1089,16 +1238,18 @@ dnsmsg_set_ttls(uint8_t *msg, size_t len, const uint16_t *offs,
 size_t
 dnsmsg_truncate(uint8_t *msg, size_t len)
 {
-	struct dnsmsg_question qn;
+	size_t end;
 
-	if (len < DNS_HDR_LEN || get16(msg + 4) != 1 ||
-	    question_parse(msg, len, &qn) != 0)
+	if (len < DNS_HDR_LEN || get16(msg + 4) != 1)
+		return 0;
+	end = question_end(msg, len);
+	if (end == 0)
 		return 0;
 	put16(msg + 2, get16(msg + 2) | DNS_FLAG_TC);
 	put16(msg + 6, 0);
 	put16(msg + 8, 0);
 	put16(msg + 10, 0);
-	return qn.end;
+	return end;
 }
 
 void

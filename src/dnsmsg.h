@@ -74,7 +74,8 @@ enum {
 /* The one question of a message. */
 struct dnsmsg_question {
 	/* The name in uncompressed wire form, lowercased (A-Z only): the
-	 * cache key and the comparison form. */
+	 * cache key and the comparison form. Only its first wire_len bytes
+	 * are set. */
 	uint8_t wire[DNS_MAX_NAME_WIRE];
 	size_t wire_len;
 	uint16_t qtype;
@@ -84,7 +85,9 @@ struct dnsmsg_question {
 	size_t end;
 };
 
-/* What a query says about itself. */
+/* What a query says about itself. dnsmsg_parse_query sets each field
+ * by name (no memset, for the hot path): a field added here must be set
+ * there too. */
 struct dnsmsg_query {
 	uint16_t id;
 	uint16_t flags;        /* header flags word, host order */
@@ -130,7 +133,8 @@ uint16_t dnsmsg_get_flags(const uint8_t *msg);
  * Otherwise
  * DNSMSG_EMALFORMED when no answer is possible (shorter than a header, QR
  * set) and the packet must be dropped and counted. *q is filled as far as
- * parsing got. */
+ * parsing got: every field is set (0 where parsing did not get to it), but
+ * of q->q.wire only the first q->q.wire_len bytes. */
 int dnsmsg_parse_query(const uint8_t *msg, size_t len, struct dnsmsg_query *q);
 
 /* Cap a parsed query's UDP payload size at max (RFC 6891 6.2.5, RFC 9715:
@@ -219,6 +223,18 @@ int dnsmsg_parse_answer(const uint8_t *msg, size_t len,
  * passed through only to a client that asked for it. */
 void dnsmsg_personalize(uint8_t *answer, size_t answer_len,
     const uint8_t *query, const struct dnsmsg_query *q);
+
+/* dnsmsg_personalize, then dnsmsg_append_opt on the result, in one call
+ * and with the same effect, for the hot path (a cache hit): the question
+ * it writes is the client's, which dnsmsg_parse_query has checked, so the
+ * records are found from q->q.end without walking the question again. q
+ * must be dnsmsg_parse_query's result for query (as for
+ * dnsmsg_personalize). *len is the answer's length in and, when 0 is
+ * returned, its new length out. The errors are dnsmsg_append_opt's; the
+ * answer is then personalized but otherwise as it was, and *len is
+ * unchanged. */
+int dnsmsg_personalize_opt(uint8_t *answer, size_t *len, size_t cap,
+    const uint8_t *query, const struct dnsmsg_query *q, int ede);
 
 /* Lower every TTL field listed in offs by age seconds (not below 0), in
  * place. Offsets beyond len are ignored. */

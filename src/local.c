@@ -5,8 +5,10 @@
  * (compared label by label, so "notlocalhost." and "xinvalid." are not
  * local); the longest such zone wins. The comparison runs on the question's
  * lowercased wire form against lowercase table text, so it is
- * case-insensitive, and it walks from the top label down, which rejects an
- * ordinary name at its first label.
+ * case-insensitive. Every query asks, so before any of that local_tld()
+ * looks at the bytes that end the name: a name whose last label is none of
+ * the four top-level labels the zones live under (most names) costs a
+ * switch on one byte and a comparison of a few.
  *
  * Each zone is either like localhost. (every name in it exists, with A
  * 127.0.0.1 and AAAA ::1) or empty like invalid.: only the apex exists,
@@ -252,25 +254,63 @@ match_tail(const char *text, const uint8_t *name, const size_t *lab,
 	return matched;
 }
 
-/* Is this wire label (length byte first) a top-level label under which a
- * local zone lives? */
-static int
-local_tld(const uint8_t *label)
-{
-	static const char *const tlds[] = { "arpa", "localhost", "invalid",
-	    "onion" };
-	size_t i, n;
+/* The top-level labels the zones live under, in wire form (length byte
+ * first, no root label): every apex in zones[] ends in one of them. Their
+ * last letters differ, which local_tld() relies on. */
+static const uint8_t tld_arpa[] = "\004arpa";
+static const uint8_t tld_localhost[] = "\011localhost";
+static const uint8_t tld_invalid[] = "\007invalid";
+static const uint8_t tld_onion[] = "\005onion";
 
-	for (i = 0; i < sizeof(tlds) / sizeof(tlds[0]); i++) {
-		n = strlen(tlds[i]);
-		if (label[0] == n && memcmp(label + 1, tlds[i], n) == 0)
-			return 1;
+/* Could the wire name (len bytes, the root label last) be in a local
+ * zone? Every query asks, and most names are not, so this looks at the
+ * name's tail only, without walking its labels: the bytes before the root
+ * label must be one of the top-level labels above, length byte and all.
+ * The last letter picks the one candidate. A name whose last label is one
+ * of them always passes. One that only ends in the same bytes (a longer
+ * last label such as "x\004arpa") passes too, and the label-wise zone
+ * match turns it away. A byte loop rather than memcmp: the labels are
+ * short, and without a call the caller's fast path stays small. */
+static int
+local_tld(const uint8_t *name, size_t len)
+{
+	const uint8_t *t, *p;
+	size_t n, k;
+
+	if (len < 2)
+		return 0;
+	switch (name[len - 2]) {
+	case 'a':
+		t = tld_arpa;
+		n = sizeof(tld_arpa) - 1;
+		break;
+	case 't':
+		t = tld_localhost;
+		n = sizeof(tld_localhost) - 1;
+		break;
+	case 'd':
+		t = tld_invalid;
+		n = sizeof(tld_invalid) - 1;
+		break;
+	case 'n':
+		t = tld_onion;
+		n = sizeof(tld_onion) - 1;
+		break;
+	default:
+		return 0;
 	}
-	return 0;
+	if (len <= n)
+		return 0;
+	p = name + len - 1 - n;
+	for (k = 0; k < n; k++)
+		if (p[k] != t[k])
+			return 0;
+	return 1;
 }
 
-int
-local_answer(const uint8_t *query, size_t query_len,
+/* local_answer() for a name that local_tld() lets through. */
+static int
+zone_answer(const uint8_t *query, size_t query_len,
     const struct dnsmsg_query *q, uint8_t *out, size_t cap, size_t *out_len)
 {
 	struct wbuf w;
@@ -292,10 +332,7 @@ local_answer(const uint8_t *query, size_t query_len,
 	for (off = 0; off < q->q.wire_len && name[off] != 0 &&
 	    nlab < MAX_LABELS; off += 1 + (size_t)name[off])
 		lab[nlab++] = off;
-
-	/* Every query passes here: most names end in none of the four
-	 * top-level labels the zones live under, so look at that first. */
-	if (nlab == 0 || !local_tld(name + lab[nlab - 1])) {
+	if (nlab == 0) {
 		ret = 0;
 		goto out;
 	}
@@ -400,6 +437,19 @@ out:
 	return ret;
 }
 
+int
+local_answer(const uint8_t *query, size_t query_len,
+    const struct dnsmsg_query *q, uint8_t *out, size_t cap, size_t *out_len)
+{
+	/* Every query passes here: most names end in none of the four
+	 * top-level labels the zones live under, so that is looked at
+	 * first, before zone_answer() sets up its label table and reply
+	 * buffer. */
+	if (!q->has_question || !local_tld(q->q.wire, q->q.wire_len))
+		return 0;
+	return zone_answer(query, query_len, q, out, cap, out_len);
+}
+
 /* The CH TXT names, in lowercase wire form: which string each gives. */
 enum chaos_kind {
 	CHAOS_VERSION,
@@ -420,8 +470,9 @@ static const struct {
 #undef CHAOS_NAME
 };
 
-int
-local_chaos_answer(const uint8_t *query, size_t query_len,
+/* local_chaos_answer() for a query in class CH or HS. */
+static int
+chaos_answer(const uint8_t *query, size_t query_len,
     const struct dnsmsg_query *q, const char *identity, const char *version,
     uint8_t *out, size_t cap, size_t *out_len)
 {
@@ -496,4 +547,17 @@ local_chaos_answer(const uint8_t *query, size_t query_len,
 	ret = 1;
 out:
 	return ret;
+}
+
+int
+local_chaos_answer(const uint8_t *query, size_t query_len,
+    const struct dnsmsg_query *q, const char *identity, const char *version,
+    uint8_t *out, size_t cap, size_t *out_len)
+{
+	/* Every query passes here, nearly all in class IN: as in
+	 * local_answer(), the test that turns them away comes first. */
+	if (q->q.qclass != CLASS_CH && q->q.qclass != CLASS_HS)
+		return 0;
+	return chaos_answer(query, query_len, q, identity, version, out, cap,
+	    out_len);
 }

@@ -943,8 +943,11 @@ query_handle(struct query_ctx *ctx, const uint8_t *msg, size_t len, int udp,
 	    &meta) == 0) {
 		ctx->metrics->cache_hits++;
 		a.src = METRICS_SRC_CACHE;
-		dnsmsg_personalize(out, n, msg, &q);
-		*out_len = finish_answer(ctx, &q, udp, out, n, 1, EDE_NONE,
+		/* Personalized with its OPT in one: finish_answer's add_opt
+		 * would walk the question again. */
+		(void)dnsmsg_personalize_opt(out, &n, DNS_MAX_MSG, msg, &q,
+		    EDE_NONE);
+		*out_len = finish_answer(ctx, &q, udp, out, n, 0, EDE_NONE,
 		    &a);
 		/* A query without RD causes no upstream traffic. */
 		if (q.flags & DNS_FLAG_RD)

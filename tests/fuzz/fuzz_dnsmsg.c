@@ -4,7 +4,9 @@
  * One input is read as a client query (parse, then build the error reply,
  * the upstream query and the personalized copy), as an upstream answer to
  * a fixed question (parse, age, clamp; strip its OPT and append ours, as
- * the cache does), and is truncated on a copy. The copies are exactly as
+ * the cache does; made a client's reply by dnsmsg_personalize_opt, which
+ * must do what dnsmsg_personalize and dnsmsg_append_opt do), and is
+ * truncated on a copy. The copies are exactly as
  * long as the input (or as the output may grow) so that AddressSanitizer
  * sees any read or write past the message. Invariants of the contract are
  * checked with __builtin_trap() so that a logic error crashes like a
@@ -49,6 +51,39 @@ check_upstream(const struct dnsmsg_query *q)
 		__builtin_trap();
 }
 
+/* dnsmsg_personalize_opt on msg (len bytes) for the client query cq
+ * (parsed into cq_q) does what dnsmsg_personalize and then
+ * dnsmsg_append_opt do: the same bytes, length and return value, with
+ * room for an OPT and with one byte less than the input. */
+static void
+check_personalize_opt(const uint8_t *msg, size_t len, const uint8_t *cq,
+    const struct dnsmsg_query *cq_q, int ede)
+{
+	uint8_t *one, *two;
+	size_t cap, n1, n2 = 0, k;
+	int r1, r2;
+
+	one = malloc(len + OPT_MAX);
+	two = malloc(len + OPT_MAX);
+	if (one == NULL || two == NULL)
+		goto out;
+	for (k = 0; k < 2; k++) {
+		cap = k == 0 ? len + OPT_MAX : (len ? len - 1 : 0);
+		memcpy(one, msg, len);
+		memcpy(two, msg, len);
+		n1 = len;
+		r1 = dnsmsg_personalize_opt(one, &n1, cap, cq, cq_q, ede);
+		dnsmsg_personalize(two, len, cq, cq_q);
+		r2 = dnsmsg_append_opt(two, len, cap, cq_q, ede, &n2);
+		if (r1 != r2 || (r1 == 0 ? n1 != n2 : n1 != len) ||
+		    memcmp(one, two, r1 == 0 && n1 > len ? n1 : len) != 0)
+			__builtin_trap();
+	}
+out:
+	free(one);
+	free(two);
+}
+
 /* What the cache does with an accepted answer: strip its OPT, clamp,
  * append a client's OPT into a buffer with exactly the room for it. */
 static void
@@ -58,7 +93,11 @@ check_strip_append(const uint8_t *data, size_t size,
 {
 	struct dnsmsg_answer_info info = *in, again;
 	uint32_t ttls[DNSMSG_MAX_RRS];
-	struct dnsmsg_query client, plain;
+	/* A query for EXAMPLE.com A, RD set. */
+	static const uint8_t cq[] = { 0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0,
+	    0, 7, 'E', 'X', 'A', 'M', 'P', 'L', 'E', 3, 'c', 'o', 'm', 0, 0,
+	    1, 0, 1 };
+	struct dnsmsg_query client, plain, cq_q;
 	int carried;
 	uint8_t *buf, *stripped;
 	size_t n, out_len = 0, i;
@@ -97,6 +136,14 @@ check_strip_append(const uint8_t *data, size_t size,
 	    info.n_ttl * sizeof(info.ttl_off[0])) != 0)
 		__builtin_trap();
 	carried = again.has_opt;
+	/* Made a client's reply, as a cache hit does: to a client that
+	 * spells the question in capitals, with and without EDNS. */
+	if (dnsmsg_parse_query(cq, sizeof(cq), &cq_q) != 0)
+		__builtin_trap();
+	check_personalize_opt(buf, n, cq, &cq_q, ede);
+	cq_q.edns = 1;
+	cq_q.do_bit = 1;
+	check_personalize_opt(buf, n, cq, &cq_q, ede);
 	memcpy(stripped, buf, n);
 	if (dnsmsg_append_opt(buf, n, n + OPT_MAX, &client, ede,
 	    &out_len) != 0 || out_len > n + OPT_MAX)
@@ -165,6 +212,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			/* Its own question is a valid answer question. */
 			memcpy(copy, data, size);
 			dnsmsg_personalize(copy, size, data, &q);
+			check_personalize_opt(data, size, data, &q, ede);
 		}
 	} else if (rc != DNSMSG_EMALFORMED) {
 		__builtin_trap();

@@ -387,6 +387,220 @@ test_query_name_limits(void **state)
 	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), DNS_RCODE_FORMERR);
 }
 
+/* The question's lowercase form, for every name length from the root to
+ * 255 bytes (the copy goes eight bytes at a time, then a last eight that
+ * overlap) and every byte value in a label: only A-Z change, and none of
+ * the neighbours '@', '[', '`', '{' or the same letters with the top bit
+ * set. The question as spelled stays in the message. */
+static void
+test_query_lowercase(void **state)
+{
+	struct mb m;
+	struct dnsmsg_query q;
+	uint8_t want[DNS_MAX_NAME_WIRE], c;
+	size_t total, left, lab, i, n;
+
+	(void)state;
+	for (total = 1; total <= DNS_MAX_NAME_WIRE; total++) {
+		if (total == 2)
+			continue;       /* no name is 2 bytes long */
+		mb_hdr(&m, 7, 0, 1, 0, 0, 0);
+		n = 0;
+		/* Labels of up to 63 bytes, the root label last. */
+		for (left = total - 1; left > 0; left -= 1 + lab) {
+			lab = left - 1 > 63 ? 63 : left - 1;
+			if (left - 1 - lab == 1)
+				lab--;  /* no room for a label of 0 bytes */
+			mb_u8(&m, (uint8_t)lab);
+			want[n++] = (uint8_t)lab;
+			for (i = 0; i < lab; i++) {
+				c = (uint8_t)((total * 7 + n * 13 + i) & 0xff);
+				mb_u8(&m, c);
+				want[n++] = c >= 'A' && c <= 'Z' ?
+				    (uint8_t)(c + 32) : c;
+			}
+		}
+		mb_u8(&m, 0);
+		want[n++] = 0;
+		assert_int_equal(n, total);
+		mb_u16(&m, 1);
+		mb_u16(&m, 1);
+		assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), 0);
+		assert_int_equal(q.q.wire_len, total);
+		assert_memory_equal(q.q.wire, want, total);
+		assert_int_equal(q.q.end, 12 + total + 4);
+	}
+
+	/* Every byte value once, in labels of 63. */
+	mb_hdr(&m, 7, 0, 1, 0, 0, 0);
+	n = 0;
+	for (i = 0; i < 4 * 63; i++) {
+		if (i % 63 == 0) {
+			mb_u8(&m, 63);
+			want[n++] = 63;
+		}
+		c = (uint8_t)(i < 256 ? i : 0);
+		mb_u8(&m, c);
+		want[n++] = c >= 'A' && c <= 'Z' ? (uint8_t)(c + 32) : c;
+	}
+	/* 4 x 64 + root is 257 bytes: too long, FORMERR. */
+	mb_u8(&m, 0);
+	mb_u16(&m, 1);
+	mb_u16(&m, 1);
+	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), DNS_RCODE_FORMERR);
+	assert_int_equal(q.has_question, 0);
+	/* Three labels of 63 and the rest of the byte values. */
+	mb_hdr(&m, 7, 0, 1, 0, 0, 0);
+	mb_bytes(&m, want, 3 * 64);
+	mb_u8(&m, 0);
+	mb_u16(&m, 1);
+	mb_u16(&m, 1);
+	for (i = 0; i < 3 * 63; i++) {
+		c = (uint8_t)i;
+		m.b[12 + 1 + i + i / 63] = c;
+	}
+	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), 0);
+	for (i = 0; i < 3 * 63; i++) {
+		c = (uint8_t)i;
+		assert_int_equal(q.q.wire[1 + i + i / 63],
+		    c >= 'A' && c <= 'Z' ? c + 32 : c);
+	}
+	mb_hdr(&m, 7, 0, 1, 0, 0, 0);
+	mb_u8(&m, 8);
+	mb_bytes(&m, "@[`{\xc1\xda\xe1Z", 8);
+	mb_u8(&m, 0);
+	mb_u16(&m, 1);
+	mb_u16(&m, 1);
+	assert_int_equal(dnsmsg_parse_query(m.b, m.n, &q), 0);
+	assert_memory_equal(q.q.wire, "\010@[`{\xc1\xda\xe1z", 10);
+	assert_memory_equal(m.b + 12, "\010@[`{\xc1\xda\xe1Z", 10);
+}
+
+/* dnsmsg_parse_query sets every field of its result (but the name bytes
+ * past wire_len), whatever the struct held before and however far the
+ * parse got: two parses into structs filled with different garbage agree. */
+static void
+parse_both(const uint8_t *msg, size_t len)
+{
+	struct dnsmsg_query a, b;
+	int ra, rb;
+
+	memset(&a, 0x00, sizeof(a));
+	memset(&b, 0xa5, sizeof(b));
+	ra = dnsmsg_parse_query(msg, len, &a);
+	rb = dnsmsg_parse_query(msg, len, &b);
+	assert_int_equal(ra, rb);
+	assert_int_equal(a.id, b.id);
+	assert_int_equal(a.flags, b.flags);
+	assert_int_equal(a.has_question, b.has_question);
+	assert_int_equal(a.q.wire_len, b.q.wire_len);
+	assert_memory_equal(a.q.wire, b.q.wire, a.q.wire_len);
+	assert_int_equal(a.q.qtype, b.q.qtype);
+	assert_int_equal(a.q.qclass, b.q.qclass);
+	assert_int_equal(a.q.end, b.q.end);
+	assert_int_equal(a.edns, b.edns);
+	assert_int_equal(a.udp_size, b.udp_size);
+	assert_int_equal(a.udp_adv, b.udp_adv);
+	assert_int_equal(a.do_bit, b.do_bit);
+	assert_int_equal(a.cd_bit, b.cd_bit);
+	if (!a.has_question)
+		assert_int_equal(a.q.wire_len, 0);
+}
+
+static void
+test_query_fields_set(void **state)
+{
+	struct mb m;
+	size_t n;
+
+	(void)state;
+	/* A query with EDNS, DO and CD. */
+	mb_hdr(&m, 7, DNS_FLAG_RD | DNS_FLAG_CD, 1, 0, 0, 1);
+	mb_q(&m, "Example.COM", DNS_TYPE_A, 1);
+	mb_opt(&m, 4096, 0x8000);
+	parse_both(m.b, m.n);
+	/* Every shorter prefix of it: each way of falling short. */
+	for (n = 0; n < m.n; n++)
+		parse_both(m.b, n);
+	/* BADVERS, NOTIMP, QR set, two questions, an OPT not owned by
+	 * the root. */
+	m.b[m.n - 6] = 1;
+	parse_both(m.b, m.n);
+	m.b[m.n - 6] = 0;
+	m.b[2] |= 0x28;
+	parse_both(m.b, m.n);
+	m.b[2] = 0x81;
+	parse_both(m.b, m.n);
+	m.b[2] = 0x01;
+	m.b[5] = 2;
+	parse_both(m.b, m.n);
+	mb_hdr(&m, 7, 0, 1, 0, 0, 1);
+	mb_q(&m, "example.com", DNS_TYPE_A, 1);
+	mb_u8(&m, 1);
+	mb_u8(&m, 'x');
+	mb_u8(&m, 0);
+	mb_u16(&m, DNS_TYPE_OPT);
+	mb_u16(&m, 4096);
+	mb_u32(&m, 0);
+	mb_u16(&m, 0);
+	parse_both(m.b, m.n);
+}
+
+/* An answer's question is checked the same way when it is only skipped
+ * (truncation, OPT append): a name that runs out, or is one byte too
+ * long, or lacks its type and class, is no question. */
+static void
+test_question_skip_limits(void **state)
+{
+	struct mb m;
+	struct dnsmsg_query plain;
+	uint8_t lab[63];
+	size_t n, i;
+
+	(void)state;
+	memset(&plain, 0, sizeof(plain));
+	memset(lab, 'A', sizeof(lab));
+	/* 255 bytes: 3 x (1+63) + (1+61) + root. */
+	mb_hdr(&m, 7, DNS_FLAG_QR, 1, 0, 0, 0);
+	for (i = 0; i < 3; i++) {
+		mb_u8(&m, 63);
+		mb_bytes(&m, lab, 63);
+	}
+	mb_u8(&m, 61);
+	mb_bytes(&m, lab, 61);
+	mb_u8(&m, 0);
+	mb_u16(&m, 1);
+	mb_u16(&m, 1);
+	assert_int_equal(dnsmsg_append_opt(m.b, m.n, sizeof(m.b), &plain,
+	    EDE_NONE, &n), 0);
+	assert_int_equal(n, 12 + 255 + 4);
+	assert_int_equal(dnsmsg_truncate(m.b, m.n), 12 + 255 + 4);
+	/* Without its class. */
+	assert_int_equal(dnsmsg_truncate(m.b, m.n - 2), 0);
+	assert_int_equal(dnsmsg_append_opt(m.b, m.n - 2, sizeof(m.b), &plain,
+	    EDE_NONE, &n), DNSMSG_EMALFORMED);
+	/* 256 bytes. */
+	m.b[12 + 3 * 64] = 62;
+	m.b[12 + 3 * 64 + 62] = 'A';
+	assert_int_equal(dnsmsg_truncate(m.b, m.n), 0);
+	assert_int_equal(dnsmsg_append_opt(m.b, m.n, sizeof(m.b), &plain,
+	    EDE_NONE, &n), DNSMSG_EMALFORMED);
+	/* A label running past the end, and a pointer. */
+	mb_hdr(&m, 7, DNS_FLAG_QR, 1, 0, 0, 0);
+	mb_u8(&m, 5);
+	mb_bytes(&m, "ab", 2);
+	assert_int_equal(dnsmsg_truncate(m.b, m.n), 0);
+	mb_hdr(&m, 7, DNS_FLAG_QR, 1, 0, 0, 0);
+	mb_u8(&m, 1);
+	mb_u8(&m, 'a');
+	mb_ptr(&m, 12);
+	mb_u16(&m, 1);
+	mb_u16(&m, 1);
+	assert_int_equal(dnsmsg_truncate(m.b, m.n), 0);
+	assert_int_equal(dnsmsg_append_opt(m.b, m.n, sizeof(m.b), &plain,
+	    EDE_NONE, &n), DNSMSG_EMALFORMED);
+}
+
 static void
 test_query_sections(void **state)
 {
@@ -1341,6 +1555,111 @@ test_personalize(void **state)
 	assert_int_equal(a.b[1], 0x5a);
 }
 
+/* dnsmsg_personalize_opt against the two calls it stands for, on one
+ * answer and the same answer: the bytes, the length and the return value
+ * must agree. */
+static void
+personalize_opt_check(const struct mb *ans, const struct mb *client,
+    size_t cap, int ede, int want)
+{
+	struct dnsmsg_query q;
+	uint8_t one[512], two[512];
+	size_t n1 = ans->n, n2 = 0;
+	int r1, r2;
+
+	assert_true(ans->n <= sizeof(one) && cap <= sizeof(one));
+	assert_true(dnsmsg_parse_query(client->b, client->n, &q) >= 0);
+	memset(one, 0xee, sizeof(one));
+	memcpy(one, ans->b, ans->n);
+	memcpy(two, one, sizeof(two));
+	r1 = dnsmsg_personalize_opt(one, &n1, cap, client->b, &q, ede);
+	dnsmsg_personalize(two, ans->n, client->b, &q);
+	r2 = dnsmsg_append_opt(two, ans->n, cap, &q, ede, &n2);
+	assert_int_equal(r1, want);
+	assert_int_equal(r2, want);
+	assert_int_equal(n1, want == 0 ? n2 : ans->n);
+	assert_memory_equal(one, two, sizeof(one));
+	if (want == 0 && q.has_question && q.q.end <= ans->n)
+		assert_memory_equal(one + 12, client->b + 12, q.q.end - 12);
+}
+
+static void
+test_personalize_opt(void **state)
+{
+	static const uint8_t ede_opt[] = { 0, 15, 0, 2, 0, 22 };
+	struct mb a, c, e;
+	size_t i;
+
+	(void)state;
+	mb_hdr(&c, 0x4242, DNS_FLAG_RD, 1, 0, 0, 0);
+	mb_q(&c, "ExAmPle.COM", DNS_TYPE_A, 1);
+	mb_hdr(&e, 0x4343, DNS_FLAG_RD | DNS_FLAG_CD, 1, 0, 0, 1);
+	mb_q(&e, "EXAMPLE.com", DNS_TYPE_A, 1);
+	mb_opt(&e, 4096, 0x8000);
+
+	/* A plain answer, to a client without EDNS and one with. */
+	answer_start(&a, 0, 2, 0, 0);
+	mb_rr_ptr(&a, DNS_TYPE_A, 60, A_RD, 4);
+	mb_rr_ptr(&a, DNS_TYPE_A, 60, A_RD, 4);
+	personalize_opt_check(&a, &c, 512, EDE_NONE, 0);
+	personalize_opt_check(&a, &e, 512, EDE_NONE, 0);
+	personalize_opt_check(&a, &e, 512, EDE_STALE_ANSWER, 0);
+	/* No room for the OPT: ENOSPC, the answer personalized. */
+	personalize_opt_check(&a, &e, a.n + 10, EDE_NONE, DNSMSG_ENOSPC);
+	/* The upstream's Extended DNS Error carried in a last OPT: cut for
+	 * the one, made its own for the other. Trailing bytes go. */
+	answer_start(&a, 0, 1, 0, 1);
+	mb_rr_ptr(&a, DNS_TYPE_A, 60, A_RD, 4);
+	mb_opt_rd(&a, 0, 0, ede_opt, sizeof(ede_opt));
+	personalize_opt_check(&a, &c, 512, EDE_NONE, 0);
+	personalize_opt_check(&a, &e, 512, EDE_NONE, 0);
+	mb_bytes(&a, "junk", 4);
+	personalize_opt_check(&a, &c, 512, EDE_NONE, 0);
+	personalize_opt_check(&a, &e, 512, EDE_STALE_ANSWER, 0);
+	/* An OPT that is not the last record, and records that run past
+	 * the end: EMALFORMED, the answer still personalized. */
+	answer_start(&a, 0, 1, 0, 2);
+	mb_rr_ptr(&a, DNS_TYPE_A, 60, A_RD, 4);
+	mb_opt(&a, 1232, 0);
+	mb_rr_ptr(&a, DNS_TYPE_A, 60, A_RD, 4);
+	personalize_opt_check(&a, &c, 512, EDE_NONE, DNSMSG_EMALFORMED);
+	answer_start(&a, 0, 2, 0, 0);
+	mb_rr_ptr(&a, DNS_TYPE_A, 60, A_RD, 4);
+	personalize_opt_check(&a, &e, 512, EDE_NONE, DNSMSG_EMALFORMED);
+	/* Every prefix of an answer: too short for the client's question
+	 * (not personalized, and the question walked after all), or cut
+	 * inside its records. */
+	answer_start(&a, 0, 1, 0, 0);
+	mb_rr_ptr(&a, DNS_TYPE_A, 60, A_RD, 4);
+	for (i = 0; i < a.n; i++) {
+		struct mb p = a;
+
+		p.n = i;
+		personalize_opt_check(&p, &c, 512, EDE_NONE,
+		    DNSMSG_EMALFORMED);
+	}
+	personalize_opt_check(&a, &c, 512, EDE_NONE, 0);
+	/* No question in the answer (QDCOUNT 0): the records start at
+	 * the header's end, as dnsmsg_append_opt finds them, whatever was
+	 * written over them. Here the question's bytes read as a record
+	 * owned by example.com, with type 1, class 1, a TTL, RDLENGTH 4. */
+	a.b[5] = 0;
+	personalize_opt_check(&a, &c, 512, EDE_NONE, 0);
+	mb_hdr(&a, 1, DNS_FLAG_QR, 0, 1, 0, 0);
+	mb_u8(&a, 0);
+	mb_u16(&a, DNS_TYPE_A);
+	mb_u16(&a, 1);
+	mb_u32(&a, 60);
+	mb_u16(&a, 4);
+	mb_bytes(&a, A_RD, 4);
+	personalize_opt_check(&a, &c, 512, EDE_NONE, 0);
+	/* Two questions. */
+	answer_start(&a, 0, 0, 0, 0);
+	a.b[5] = 2;
+	mb_q(&a, "example.com", DNS_TYPE_A, 1);
+	personalize_opt_check(&a, &c, 512, EDE_NONE, DNSMSG_EMALFORMED);
+}
+
 static void
 test_age_ttls(void **state)
 {
@@ -1840,6 +2159,9 @@ main(void)
 		cmocka_unit_test(test_query_notimp),
 		cmocka_unit_test(test_query_qdcount),
 		cmocka_unit_test(test_query_name_limits),
+		cmocka_unit_test(test_query_lowercase),
+		cmocka_unit_test(test_query_fields_set),
+		cmocka_unit_test(test_question_skip_limits),
 		cmocka_unit_test(test_query_sections),
 		cmocka_unit_test(test_error_reply_question),
 		cmocka_unit_test(test_error_reply_noquestion),
@@ -1856,6 +2178,7 @@ main(void)
 		cmocka_unit_test(test_answer_keepalive),
 		cmocka_unit_test(test_answer_opt_malformed),
 		cmocka_unit_test(test_personalize),
+		cmocka_unit_test(test_personalize_opt),
 		cmocka_unit_test(test_query_edns_version),
 		cmocka_unit_test(test_query_cap_udp),
 		cmocka_unit_test(test_strip_opt_ede),

@@ -524,6 +524,14 @@ test_not_local(void **state)
 		"localhost.example.com", "invalid.example", "local",
 		"host", "10.in-addr.arpa.example", "x10.in-addr.arpa",
 		"arpa", "ip6.arpa", "localhos", "",
+		/* Names too short for the top-level label their last
+		 * letter suggests, and last labels whose tail looks like
+		 * one, length byte and all (local_tld's quick test lets
+		 * them through; the label-wise match must not). */
+		"a", "t", "d", "n", "xa", "in-addr.arpa",
+		"x\004arpa", "10.x\004arpa", "127.in-addr.x\004arpa",
+		"x\011localhost", "a.x\011localhost", "x\007invalid",
+		"x\005onion", "nion", "alid", "host.localhost.x",
 	};
 	struct run r;
 	size_t i;
