@@ -2054,6 +2054,122 @@ test_name_from_text(void **state)
 	cache_free(c);
 }
 
+/* What a dump saw, in sum. */
+struct dump_sum {
+	size_t n;
+	size_t bytes;
+};
+
+static int
+dump_sum_cb(void *arg, const struct cache_entry_info *e)
+{
+	struct dump_sum *d = arg;
+
+	d->n++;
+	d->bytes += e->bytes;
+	return 0;
+}
+
+/* An answer as an upstream sends it: the header, the question as the key
+ * has it (name, type A, class IN), then rest_len more bytes with a TTL
+ * field (300) at their start. Returns its length. */
+static size_t
+echo_answer(uint8_t *ans, const struct cache_key *k, size_t rest_len,
+    struct dnsmsg_answer_info *info)
+{
+	size_t q = k->len - 1;
+	uint16_t off = (uint16_t)(DNS_HDR_LEN + q);
+
+	fill(ans, DNS_HDR_LEN + q + rest_len, 5);
+	ans[2] = 0x81;
+	ans[3] = 0x80;
+	memcpy(ans + DNS_HDR_LEN, k->bytes, q);
+	put_u32(ans + off, 300);
+	info_init(info, 300, &off, 1);
+	return DNS_HDR_LEN + q + rest_len;
+}
+
+/* The question of an answer is the key's name, type and class: it is kept
+ * once (cost smaller by that much), and every copy out is still byte for
+ * byte the answer put, aged or stale. An answer whose question differs
+ * (here by the case of one letter), or that is too short to hold it, is
+ * kept whole and comes back unchanged too. */
+static void
+test_question_once(void **state)
+{
+	struct dnsmsg_answer_info info;
+	struct dump_sum sum;
+	struct cache_stats st;
+	struct cache_key k, k2;
+	struct cache *c;
+	uint8_t ans[200], out[200], want[200];
+	size_t len, q, out_len, whole, once;
+
+	(void)state;
+	key_for(&k, W_WWW, sizeof(W_WWW), DNS_TYPE_A, 1, 0);
+	key_for(&k2, W_EXAMPLE, sizeof(W_EXAMPLE), DNS_TYPE_A, 0, 0);
+	q = k.len - 1;
+	whole = measure_cost(&k, 100, 1);
+	c = new_cache(BIG, 600);
+	assert_non_null(c);
+
+	len = echo_answer(ans, &k, 60, &info);
+	assert_int_equal(cache_put(c, &k, ans, len, &info, 1000), 0);
+	stats(c, &st);
+	once = st.bytes;
+	assert_int_equal(once, measure_cost(&k, len, 1) - q);
+	assert_int_equal(measure_cost(&k, len, 1), whole + len - 100);
+	assert_int_equal(cache_get(c, &k, 1000, out, sizeof(out), &out_len,
+	    NULL), 0);
+	assert_int_equal(out_len, len);
+	assert_memory_equal(out, ans, len);
+	/* Aged 10 s: only the TTL field differs. */
+	assert_int_equal(cache_get(c, &k, 11000, out, sizeof(out), &out_len,
+	    NULL), 0);
+	memcpy(want, ans, len);
+	put_u32(want + DNS_HDR_LEN + q, 290);
+	assert_memory_equal(out, want, len);
+	/* A buffer one byte short is still -ENOSPC: the answer's length. */
+	assert_int_equal(cache_get(c, &k, 11000, out, len - 1, &out_len, NULL),
+	    -ENOSPC);
+	/* Stale: every TTL set, nothing else. */
+	assert_int_equal(cache_get_stale(c, &k, 301000, 30, out, sizeof(out),
+	    &out_len, NULL), 0);
+	put_u32(want + DNS_HDR_LEN + q, 30);
+	assert_memory_equal(out, want, len);
+
+	/* One letter of the question in upper case: kept whole. */
+	len = echo_answer(ans, &k2, 60, &info);
+	ans[DNS_HDR_LEN + 1] = 'E';
+	assert_int_equal(cache_put(c, &k2, ans, len, &info, 1000), 0);
+	stats(c, &st);
+	assert_int_equal(st.bytes - once, measure_cost(&k2, len, 1));
+	assert_int_equal(cache_get(c, &k2, 1000, out, sizeof(out), &out_len,
+	    NULL), 0);
+	assert_int_equal(out_len, len);
+	assert_memory_equal(out, ans, len);
+
+	/* The dump reports what is accounted. */
+	memset(&sum, 0, sizeof(sum));
+	assert_int_equal(cache_dump(c, 1000, dump_sum_cb, &sum), 0);
+	assert_int_equal(sum.n, 2);
+	assert_int_equal(sum.bytes, st.bytes);
+
+	/* Too short to hold the question: kept whole, as given. */
+	len = DNS_HDR_LEN + q - 1;
+	fill(ans, len, 9);
+	memcpy(ans + DNS_HDR_LEN, k.bytes, q - 1);
+	info_init(&info, 60, NULL, 0);
+	assert_int_equal(cache_put(c, &k, ans, len, &info, 2000), 0);
+	stats(c, &st);
+	assert_int_equal(st.entries, 2);
+	assert_int_equal(cache_get(c, &k, 2000, out, sizeof(out), &out_len,
+	    NULL), 0);
+	assert_int_equal(out_len, len);
+	assert_memory_equal(out, ans, len);
+	cache_free(c);
+}
+
 /* ---- shards, the key hash, claim records ---- */
 
 static void
@@ -2105,22 +2221,6 @@ test_shard_count(void **state)
 	stats(c, &st);
 	assert_int_equal(st.shards, 1);
 	cache_free(c);
-}
-
-/* What a dump saw, in sum. */
-struct dump_sum {
-	size_t n;
-	size_t bytes;
-};
-
-static int
-dump_sum_cb(void *arg, const struct cache_entry_info *e)
-{
-	struct dump_sum *d = arg;
-
-	d->n++;
-	d->bytes += e->bytes;
-	return 0;
 }
 
 /* 16 shards of a 4 MiB bound, filled with far more: every shard evicts
@@ -2451,6 +2551,7 @@ main(void)
 		cmocka_unit_test(test_dump),
 		cmocka_unit_test(test_resize),
 		cmocka_unit_test(test_name_from_text),
+		cmocka_unit_test(test_question_once),
 	};
 	const struct CMUnitTest shard_tests[] = {
 		cmocka_unit_test(test_shard_count),
