@@ -65,6 +65,11 @@
  * an answer is dropped and counted (UDP is lossy; the client retries). */
 #define UDP_MAX_SEND_QUEUE (4u << 20)
 #define TCP_BACKLOG 256
+/* The answers one TCP read produces at once go out in one write: a
+ * pipelining client sends many queries per segment. Room for one more
+ * answer of any size is kept, so query_handle writes straight into it. */
+#define TCP_BATCH_ROOM (2 + DNS_MAX_MSG)
+#define TCP_BATCH_CAP (2 * TCP_BATCH_ROOM)
 /* A connection that has not sent its first query is not evicted for a
  * newcomer until it has had this long to send it. */
 #define TCP_FRESH_MS 1000
@@ -162,7 +167,8 @@ struct listen {
 	size_t udp_queued;     /* bytes of send_req in flight, all UDP sockets */
 	size_t tcp_queued;     /* bytes of write_req not yet freed, all conns */
 	uint8_t *udp_buf;      /* UDP_SLOTS * UDP_SLOT, reused for every batch */
-	uint8_t out[DNS_MAX_MSG + 2]; /* answers ready at once; 2 for TCP framing */
+	uint8_t *tcp_batch;           /* TCP_BATCH_CAP: one read's answers,
+	                               * framed, written together */
 };
 
 static void listen_maybe_free(struct listen *l);
@@ -524,33 +530,31 @@ evict_slow_reader(struct listen *l, size_t need)
 	return -1;
 }
 
-/* Send one framed answer: straight to the socket when it takes it, else a
- * queued copy of what is left. */
+/* Send total bytes of framed answers (bufs, nbufs of them): straight to
+ * the socket when it takes them, else a queued copy of what is left. */
 static void
-conn_send(struct tcp_conn *c, const uint8_t *msg, size_t len)
+conn_write(struct tcp_conn *c, const uv_buf_t *bufs, unsigned nbufs,
+    size_t total)
 {
-	uint8_t hdr[2] = { (uint8_t)(len >> 8), (uint8_t)len };
-	uv_buf_t bufs[2] = {
-		uv_buf_init((char *)hdr, 2),
-		uv_buf_init((char *)msg, (unsigned)len),
-	};
 	struct write_req *wr;
-	size_t done = 0, left;
+	size_t done = 0, left, skip, n, at;
+	unsigned i;
+	uv_buf_t one;
 	int rc;
 
-	rc = uv_try_write((uv_stream_t *)&c->handle, bufs, 2);
+	rc = uv_try_write((uv_stream_t *)&c->handle, bufs, nbufs);
 	if (rc >= 0)
 		done = (size_t)rc;
 	else if (rc != UV_EAGAIN)
 		goto fail;
-	if (done == len + 2)
+	if (done == total)
 		return;
 	if (c->handle.write_queue_size > TCP_MAX_WRITE_QUEUE) {
 		log_debug("tcp client does not read its answers: closing");
 		c->l->m->tcp_slow_closed++;
 		goto fail;
 	}
-	left = len + 2 - done;
+	left = total - done;
 	if (evict_slow_reader(c->l, sizeof(*wr) + left) != 0) {
 		/* Over the total even after an eviction: this connection
 		 * cannot take its answer either (unless it was the one). */
@@ -563,14 +567,19 @@ conn_send(struct tcp_conn *c, const uint8_t *msg, size_t len)
 	if (wr == NULL)
 		goto fail;
 	wr->len = left;
-	if (done < 2) {
-		memcpy(wr->data, hdr + done, 2 - done);
-		memcpy(wr->data + 2 - done, msg, len);
-	} else {
-		memcpy(wr->data, msg + done - 2, left);
+	/* What the socket did not take: the bytes past done, in order. */
+	for (i = 0, skip = done, at = 0; i < nbufs; i++) {
+		n = bufs[i].len;
+		if (skip >= n) {
+			skip -= n;
+			continue;
+		}
+		memcpy(wr->data + at, bufs[i].base + skip, n - skip);
+		at += n - skip;
+		skip = 0;
 	}
-	bufs[0] = uv_buf_init((char *)wr->data, (unsigned)left);
-	if (uv_write(&wr->req, (uv_stream_t *)&c->handle, bufs, 1,
+	one = uv_buf_init((char *)wr->data, (unsigned)left);
+	if (uv_write(&wr->req, (uv_stream_t *)&c->handle, &one, 1,
 	    write_cb) != 0) {
 		mem_free(wr);
 		goto fail;
@@ -582,6 +591,29 @@ conn_send(struct tcp_conn *c, const uint8_t *msg, size_t len)
 fail:
 	c->l->m->drops_send_failed++;
 	conn_close(c);
+}
+
+/* Send one answer with its length prefix. */
+static void
+conn_send(struct tcp_conn *c, const uint8_t *msg, size_t len)
+{
+	uint8_t hdr[2] = { (uint8_t)(len >> 8), (uint8_t)len };
+	uv_buf_t bufs[2] = {
+		uv_buf_init((char *)hdr, 2),
+		uv_buf_init((char *)msg, (unsigned)len),
+	};
+
+	conn_write(c, bufs, 2, len + 2);
+}
+
+static void
+conn_flush(struct tcp_conn *c, size_t *blen)
+{
+	uv_buf_t b = uv_buf_init((char *)c->l->tcp_batch, (unsigned)*blen);
+
+	if (*blen != 0 && !c->closing)
+		conn_write(c, &b, 1, *blen);
+	*blen = 0;
 }
 
 static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -651,13 +683,16 @@ conn_log_drop(struct tcp_conn *c)
 	log_drop(c->l, (const struct sockaddr *)&c->peer, "tcp");
 }
 
-/* Handle every complete frame in the read buffer. */
+/* Handle every complete frame in the read buffer. The answers ready at
+ * once are framed into l->tcp_batch and leave in one write at the end
+ * (or when the batch is full). */
 static void
 conn_frames(struct tcp_conn *c)
 {
 	struct listen *l = c->l;
-	size_t off = 0, flen, out_len;
+	size_t off = 0, flen, out_len, blen = 0;
 	enum query_result r;
+	uint8_t *out;
 
 	while (!c->closing && c->rlen - off >= 2) {
 		flen = (size_t)c->rbuf[off] << 8 | c->rbuf[off + 1];
@@ -666,16 +701,24 @@ conn_frames(struct tcp_conn *c)
 		l->m->queries_tcp++;
 		c->got_query = 1;
 		out_len = 0;
+		if (TCP_BATCH_CAP - blen < TCP_BATCH_ROOM)
+			conn_flush(c, &blen);
+		out = l->tcp_batch + blen + 2;
 		r = query_handle(l->qctx, c->rbuf + off + 2, flen, 0,
-		    (const struct sockaddr *)&c->peer, uv_now(l->loop), l->out, &out_len, tcp_done_cb, c, NULL, 0);
+		    (const struct sockaddr *)&c->peer, uv_now(l->loop), out,
+		    &out_len, tcp_done_cb, c, NULL, 0);
 		off += 2 + flen;
-		if (r == QUERY_ANSWER)
-			conn_send(c, l->out, out_len);
-		else if (r == QUERY_PENDING)
+		if (r == QUERY_ANSWER) {
+			out[-2] = (uint8_t)(out_len >> 8);
+			out[-1] = (uint8_t)out_len;
+			blen += 2 + out_len;
+		} else if (r == QUERY_PENDING) {
 			c->pending++;
-		else
+		} else {
 			conn_log_drop(c);
+		}
 	}
+	conn_flush(c, &blen);
 	if (off != 0) {
 		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
 		c->rlen -= off;
@@ -1249,7 +1292,10 @@ listen_start(uv_loop_t *loop, const struct conf *conf,
 	if (l == NULL)
 		goto nomem;
 	l->udp_buf = mem_alloc(UDP_SLOTS * UDP_SLOT);
-	if (l->udp_buf == NULL) {
+	l->tcp_batch = mem_alloc(TCP_BATCH_CAP);
+	if (l->udp_buf == NULL || l->tcp_batch == NULL) {
+		mem_free(l->udp_buf);
+		mem_free(l->tcp_batch);
 		mem_free(l);
 		goto nomem;
 	}
@@ -1352,6 +1398,7 @@ listen_maybe_free(struct listen *l)
 	if (!l->closing || l->open_handles != 0)
 		return;
 	mem_free(l->udp_buf);
+	mem_free(l->tcp_batch);
 	mem_free(l);
 }
 

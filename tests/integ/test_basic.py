@@ -178,6 +178,38 @@ def test_burst_of_hits_one_socket():
         up.expect_count(r'^query ', 20)
 
 
+def test_tcp_burst_of_hits_one_write():
+    """300 pipelined queries for cached names in one send on one TCP
+    connection, big (2 KB) answers among them: the answers a read makes
+    at once leave together (batches of up to 128 KiB); each comes once,
+    framed, with its ID and question, and none goes upstream again."""
+    c = h.certs()
+    with h.tmpdir() as d, h.start_dotserver(c) as up, start(d, up, c) as px:
+        names = ['t%d.example' % i for i in range(10)] + ['big.t.example']
+        for name in names:
+            r = h.tcp_query(px.port, h.make_query(name, 'TXT'))
+            assert r is not None and h.Message(r).rcode == 0
+        up.expect_count(r'^query ', len(names))
+        wire = b''.join(
+            struct.pack('!H', len(q)) + q for q in
+            (h.make_query(names[i % len(names)], 'TXT', qid=2000 + i)
+             for i in range(300)))
+        got = {}
+        with h.TcpConn(px.port, timeout=5) as t:
+            t.s.sendall(wire)
+            while len(got) < 300:
+                raw = t.recv()
+                assert raw is not None, 'closed after %d answers' % len(got)
+                m = h.Message(raw)
+                assert m.id not in got, 'answered twice: %d' % m.id
+                got[m.id] = m
+        for i in range(300):
+            m = got[2000 + i]
+            assert m.rcode == 0
+            assert m.question[0] == names[i % len(names)] + '.'
+        up.expect_count(r'^query ', len(names))
+
+
 def test_out_of_order_answers_reach_right_clients():
     c = h.certs()
     with h.tmpdir() as d, \
@@ -360,6 +392,7 @@ h.run([
     test_negative_answers_cached,
     test_thousand_queries_one_connection,
     test_burst_of_hits_one_socket,
+    test_tcp_burst_of_hits_one_write,
     test_out_of_order_answers_reach_right_clients,
     test_tcp_pipelining_out_of_order,
     test_truncation_then_tcp,
