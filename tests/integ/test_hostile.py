@@ -142,7 +142,9 @@ def test_unanswered_connection_replaced():
     c = h.certs()
     with h.tmpdir() as d, h.start_dotserver(c) as up, \
             h.start_dotproxy('-c', conf(d, up.port, c,
-                                        'query-timeout 1s\n')) as px:
+                                        'query-timeout 1s\n'
+                                        # One connection: one worker.
+                                        'workers 1\n')) as px:
         assert h.dig(px.port, 'warm.example').rcode == 'NOERROR'
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -166,7 +168,9 @@ def test_lying_length_prefix():
     with h.tmpdir() as d, h.start_dotserver(c) as up, \
             h.start_dotproxy('-c', conf(d, up.port, c,
                                         'query-timeout 3s\n'
-                                        'backoff-max 1s\n')) as px:
+                                        'backoff-max 1s\n'
+                                        # One connection: one worker.
+                                        'workers 1\n')) as px:
         assert h.dig(px.port, 'before.example').rcode == 'NOERROR'
         h.dig(px.port, 'lie.example')
         up.wait_line(r'name=lie\.example\.')
@@ -208,7 +212,9 @@ def test_gone_connection_found_within_2s():
     c = h.certs()
     with h.tmpdir() as d, h.start_dotserver(c, '--stall-after', '1') as up, \
             h.start_dotproxy('-c', conf(d, up.port, c,
-                                        'query-timeout 3s\n')) as px:
+                                        'query-timeout 3s\n'
+                                        # One connection: one worker.
+                                        'workers 1\n')) as px:
         assert h.dig(px.port, 'first.example').rcode == 'NOERROR'
         t0 = time.monotonic()
         r = h.dig(px.port, 'gone.example')
