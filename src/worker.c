@@ -388,7 +388,8 @@ reload_pool_fn(struct worker *w, unsigned i, void *arg)
 		query_ctx_set_conf(&w->qctx, rc->conf);
 }
 
-/* Back to old, where the pool took the new configuration. */
+/* Back to old: the pool where it took the new configuration (failed[i]
+ * clear), the listeners everywhere. */
 static void
 reload_undo_fn(struct worker *w, unsigned i, void *arg)
 {
@@ -399,16 +400,6 @@ reload_undo_fn(struct worker *w, unsigned i, void *arg)
 		(void)upstream_pool_reconfigure(w->pool, rc->conf, rc->tls);
 		query_ctx_set_conf(&w->qctx, rc->conf);
 	}
-	(void)listen_update(w->listen, rc->conf, err, sizeof(err));
-}
-
-static void
-listen_undo_fn(struct worker *w, unsigned i, void *arg)
-{
-	struct reload_call *rc = arg;
-	char err[CONF_ERR_MAX];
-
-	(void)i;
 	(void)listen_update(w->listen, rc->conf, err, sizeof(err));
 }
 
@@ -430,9 +421,12 @@ workers_reload(struct workers *ws, const struct conf *old,
 	for (i = 0; i < ws->n; i++)
 		bad += (unsigned)rc.failed[i];
 	if (bad != 0) {
-		/* A worker that bound the new addresses gives them back. */
+		/* A worker that bound the new addresses gives them back;
+		 * no pool has changed yet. */
+		for (i = 0; i < ws->n; i++)
+			rc.failed[i] = 1;
 		rc.conf = old;
-		workers_call(ws, listen_undo_fn, &rc);
+		workers_call(ws, reload_undo_fn, &rc);
 		mem_free(rc.failed);
 		return -1;
 	}
@@ -457,18 +451,12 @@ collect_fn(struct worker *w, unsigned i, void *arg)
 	struct workers_view *v = arg;
 	struct upstream_status st;
 	size_t j, n = upstream_count(w->pool);
-	uint64_t beat;
 
-	beat = __atomic_load_n(&w->beat_ms, __ATOMIC_RELAXED);
 	uv_mutex_lock(&w->ws->mu);
 	v->n_workers = w->ws->n;
 	v->worker_queries[i] = w->metrics.queries_udp + w->metrics.queries_tcp;
 	metrics_add(&v->metrics, &w->metrics);
 	v->tcp_connections += listen_tcp_connections(w->listen);
-	v->waiting += query_waiting(&w->qctx);
-	v->pending += query_pending(&w->qctx);
-	if (v->oldest_heartbeat_ms == 0 || beat < v->oldest_heartbeat_ms)
-		v->oldest_heartbeat_ms = beat;
 	for (j = 0; j < n && j < CONF_MAX_UPSTREAM; j++) {
 		upstream_get_status(w->pool, j, &st);
 		if (j >= v->n_upstream)

@@ -40,9 +40,6 @@ struct workers_view {
 	size_t n_upstream;
 	struct upstream_status up[CONF_MAX_UPSTREAM]; /* merged */
 	unsigned tcp_connections;
-	size_t waiting;               /* clients waiting for an answer */
-	size_t pending;               /* upstream queries in flight */
-	uint64_t oldest_heartbeat_ms; /* the least recent worker's beat */
 	unsigned n_workers;
 	uint64_t worker_queries[WORKERS_MAX]; /* read by each, UDP and TCP:
 	                                       * how the kernel spreads them */
