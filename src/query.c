@@ -506,28 +506,28 @@ pending_finish(struct query_ctx *ctx, struct query_pending *p, int status,
 			    METRICS_SRC_UPSTREAM, upstream);
 		goto out;
 	}
-	/* The upstream failed or said SERVFAIL: stale beats SERVFAIL. */
+	/* The upstream failed or said SERVFAIL. The cache learns it first,
+	 * as a good answer is stored before it is sent: a client that asks
+	 * again at once, through another worker, finds it there. */
+	if (owner) {
+		stale_left = stale_exists(ctx, &p->key, now);
+		if (stale_left)
+			cache_refresh_failed(ctx->cache, &p->key, now +
+			    (uint64_t)ctx->conf->stale_refresh_interval * 1000);
+		else if (status == 0)
+			store_servfail(ctx, &p->key, buf, len, info, now);
+	}
+	/* Stale beats SERVFAIL. */
 	while (p->waiters != NULL) {
 		w = p->waiters;
-		if (waiter_serve_stale(ctx, w, &p->key, now) == 0) {
-			stale_left = 1;
+		if (waiter_serve_stale(ctx, w, &p->key, now) == 0)
 			continue;
-		}
 		if (status == 0)
 			waiter_answer(ctx, w, buf, len, EDE_NONE,
 			    METRICS_SRC_UPSTREAM, upstream);
 		else
 			waiter_fail(ctx, w, upstream_ede(status));
 	}
-	if (!owner)
-		goto out;
-	if (!stale_left)
-		stale_left = stale_exists(ctx, &p->key, now);
-	if (stale_left)
-		cache_refresh_failed(ctx->cache, &p->key,
-		    now + (uint64_t)ctx->conf->stale_refresh_interval * 1000);
-	else if (status == 0)
-		store_servfail(ctx, &p->key, buf, len, info, now);
 out:
 	if (owner)
 		pending_release(ctx, p, status, status == 0 ? buf : NULL,
