@@ -9,10 +9,11 @@
 set -eu
 BUILD="build-essential autoconf automake pkg-config libuv1-dev libgnutls28-dev
 libc-ares-dev uthash-dev libsystemd-dev libcap-ng-dev libmicrohttpd-dev
-ca-certificates"
+libhiredis-dev ca-certificates"
 TEST="libcmocka-dev mandoc gnutls-bin bind9-dnsutils knot-dnsutils unbound
 python3 python3-yaml procps iproute2 util-linux curl openssl
-python3-prometheus-client python3-dnspython systemd ldnsutils"
+python3-prometheus-client python3-dnspython systemd ldnsutils
+redis-server redis-tools nutcracker"
 pkgs=$BUILD
 [ "${1:-}" = "--test" ] && pkgs="$BUILD $TEST"
 if [ "$(id -u)" != 0 ]; then

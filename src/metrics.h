@@ -47,6 +47,11 @@ struct metrics_hist {
 	uint64_t sum_ns;
 };
 
+/* The shared cache's requests (shcache.h): by op (get, set, del) and
+ * result (hit, miss, error, timeout, skipped, ok). */
+#define METRICS_SHC_OPS 3
+#define METRICS_SHC_RESULTS 6
+
 /* The query types with a label of their own; the rest count as "other". */
 #define METRICS_N_TYPES 18
 
@@ -105,6 +110,13 @@ struct metrics {
 	uint64_t drops_ratelimit;    /* dropped: over ratelimit-per-client */
 	uint64_t pending_full;       /* misses answered SERVFAIL at once:
 	                              * max-pending(-bytes) reached */
+
+	/* shared cache (shcache.c) */
+	uint64_t shc_requests[METRICS_SHC_OPS][METRICS_SHC_RESULTS];
+	struct metrics_hist shc_duration[METRICS_SHC_OPS]; /* sent to reply */
+	uint64_t shc_invalid;        /* values under our keys not served:
+	                              * not ours, expired, not an answer */
+	uint64_t shc_answers;        /* misses answered from the shared cache */
 };
 
 /* Index into requests[][] for a query type (the last index: "other"), and
