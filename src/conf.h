@@ -65,6 +65,21 @@ struct conf_acl {
 	unsigned char action;   /* enum conf_acl_action */
 };
 
+/* The shared cache's server (shared-cache): redis://IP[:port][/db] or
+ * unix:/path[?db=N]. An IP literal, not a host name: the server of a DNS
+ * forwarder's cache cannot wait for that forwarder to resolve its name. */
+#define CONF_SHC_DEFAULT_PORT 6379
+#define CONF_SHC_PREFIX_MAX 64
+struct conf_redis {
+	int set;                  /* 0: no shared cache (the default) */
+	int is_unix;
+	char host[64];            /* the IP literal, as hiredis takes it */
+	unsigned port;
+	unsigned db;              /* SELECT db after connecting; 0: none */
+	char path[CONF_MAX_PATH]; /* is_unix */
+	char url[CONF_MAX_PATH + 32]; /* as given, for logs and /status */
+};
+
 /* How the healthy upstream for a query is chosen. */
 enum conf_selection {
 	CONF_SELECT_FASTEST = 0,   /* lowest smoothed RTT, spread when close */
@@ -144,6 +159,12 @@ struct conf {
 	 * default, as Unbound's hide-identity and hide-version */
 	char identity[CONF_MAX_TEXT];
 	char version[CONF_MAX_TEXT];
+
+	/* shared cache (issue 10, shcache.h) */
+	struct conf_redis shared_cache;
+	unsigned shared_cache_timeout_ms; /* each request; default 20 */
+	char shared_cache_prefix[CONF_SHC_PREFIX_MAX + 1]; /* default "dotproxy:" */
+	size_t shared_cache_prefix_len;
 };
 
 /* Fill every setting with its default and empty the listen and upstream
