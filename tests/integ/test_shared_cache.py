@@ -636,6 +636,37 @@ def test_uncacheable_answers_are_not_written():
         assert keys == [h.shc_key('stored.g.example')], keys
 
 
+# ---- h. a Unix socket, another prefix; a bad address is refused ----
+
+def test_unix_socket_and_prefix():
+    c = h.certs()
+    with h.tmpdir() as d, h.start_dotserver(c) as up:
+        path = os.path.join(d, 'redis.sock')
+        with h.start_redis(extra=('--unixsocket', path,
+                                  '--unixsocketperm', '700')) as r:
+            shc = 'unix:%s' % path
+            extra = 'shared-cache-prefix fleet1/\n'
+            with start_px(d, c, up, 'A', shc, extra) as a, \
+                    start_px(d, c, up, 'B', shc, extra) as b:
+                key = h.shc_key('unix.example', prefix=b'fleet1/')
+                n = up.count(upq('unix.example'))
+                assert a_rdatas(ask(a, 'unix.example')) == [UPSTREAM_RDATA]
+                up.wait_count(upq('unix.example'), n + 1)
+                h.shc_parse(wait_key(r.port, key))
+                assert h.redis_cmd(r.port, 'KEYS', 'dotproxy:*') == []
+                assert a_rdatas(ask(b, 'unix.example')) == [UPSTREAM_RDATA]
+                up.expect_count(upq('unix.example'), 1)
+                wait_metric(b, lambda s: test_ops.total(
+                    s, REQ, op='get', result='hit') == 1, 'a hit')
+                status, body, _ = test_ops.get(b.http, '/status')
+                assert json.loads(body)['shared_cache']['url'] == shc
+    # Only IP literals: no name lookup behind the query path's back.
+    p = h.Proc([h.DOTPROXY, '-d', '-c', os.devnull, '--shared-cache',
+                'redis://localhost:6379'], name='dotproxy')
+    assert p.wait_exit() != 0
+    assert p.count(r'shared.cache') >= 1, p.output()
+
+
 if __name__ == '__main__':
     h.run([
         test_answer_fetched_by_a_is_served_by_b,
@@ -645,4 +676,5 @@ if __name__ == '__main__':
         test_sharing_through_nutcracker,
         test_flush_deletes_from_redis,
         test_uncacheable_answers_are_not_written,
+        test_unix_socket_and_prefix,
     ])
