@@ -89,12 +89,15 @@ grep -q 'Ready to accept connections' "$BENCH_RUN/redis.log" ||
 	die "redis-server not ready in 10 s"
 SHC=redis://127.0.0.1:$RPORT
 
+# No lameduck wait when stopped: a restart between rounds takes no 5 s.
+echo 'lameduck 0' >"$BENCH_RUN/dotproxy.conf"
+
 # start_px PIDFILE NAME PORT [ARGS...] : a one-worker dotproxy on PORT,
 # ready when it answers (the kit's wait_dns). Sets PX_PID.
 start_px() {
 	local pidfile=$1 name=$2 port=$3
 	shift 3
-	spawn "$pidfile" "$name" "$CPU_PEER" "$bin" -d -c /dev/null \
+	spawn "$pidfile" "$name" "$CPU_PEER" "$bin" -d -c "$BENCH_RUN/dotproxy.conf" \
 		-l "127.0.0.1@$port" -u "127.0.0.1@$PORT_TLS#$SERVER_NAME" \
 		--ca-file "$CA" --workers 1 "$@"
 	PX_PID=$SPAWNED_PID
