@@ -423,10 +423,19 @@ def test_redis_down_or_hung_never_delays_answers():
                     % (lat[-1], bound, pct(base, 99), base[-1]))
                 s1 = samples(b)
 
-                def delta(res):
-                    return (test_ops.total(s1, REQ, op='get', result=res) -
-                            test_ops.total(s0, REQ, op='get', result=res))
-                assert delta('timeout') >= 5, delta('timeout')
+                def delta(res, op='get'):
+                    return (test_ops.total(s1, REQ, op=op, result=res) -
+                            test_ops.total(s0, REQ, op=op, result=res))
+                # The breaker opens after 5 failures in a row on a worker,
+                # and here the failures are timeouts (of gets, or of the
+                # sets after the upstream answers): at least 5 before it
+                # opened. (Checked at the end, so that the rest is seen
+                # too when this fails.)
+                assert delta('timeout') >= 1, delta('timeout')
+                timeouts = delta('timeout') + delta('timeout', 'set')
+                counts = {dict(k[1])['op'] + '/' + dict(k[1])['result']:
+                          v - s0.get(k, 0) for k, v in s1.items()
+                          if k[0] == REQ and v != s0.get(k, 0)}
                 assert delta('skipped') > 0, delta('skipped')
                 assert delta('hit') == 0
                 assert max(gauge_values(
@@ -455,6 +464,10 @@ def test_redis_down_or_hung_never_delays_answers():
             # made a query be sent twice or not at all.
             up.expect_count(r'^query id=\w+ name=[wbsh]\d+\.load\.example\. '
                             r'type=1\b', sent[0])
+            assert timeouts >= 5, (
+                'the breaker opened after %d timeouts, fewer than 5 failures '
+                'in a row (request deltas while hung: %r)' % (timeouts,
+                                                              counts))
 
 
 # ---- d. garbage under our keys ----
