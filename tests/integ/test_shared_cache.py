@@ -387,6 +387,10 @@ def test_redis_down_or_hung_never_delays_answers():
             r.stop()
             lat = Load(b.port, 's%d.load.example').run().check('redis down')
             sent[0] += len(lat)
+            print('latency ms: baseline p99 %.1f max %.1f, bound %.1f; '
+                  'redis down p99 %.1f max %.1f' % (pct(base, 99), base[-1],
+                                                    bound, pct(lat, 99),
+                                                    lat[-1]))
             assert lat[-1] < bound, (
                 'redis down: slowest answer %.1f ms > bound %.1f ms '
                 '(baseline p99 %.1f, max %.1f)'
@@ -417,6 +421,8 @@ def test_redis_down_or_hung_never_delays_answers():
                 lat = Load(b.port, 'h%d.load.example', seconds=3.0).run() \
                     .check('redis hung')
                 sent[0] += len(lat)
+                print('latency ms: redis hung p99 %.1f max %.1f'
+                      % (pct(lat, 99), lat[-1]))
                 assert lat[-1] < bound, (
                     'redis hung: slowest answer %.1f ms > bound %.1f ms '
                     '(baseline p99 %.1f, max %.1f)'
