@@ -24,6 +24,7 @@
 #include "admin.h"
 #include "log.h"
 #include "mem.h"
+#include "shcache.h"
 
 #define TEXT_PLAIN "text/plain; charset=utf-8"
 #define PROM_TYPE "text/plain; version=0.0.4; charset=utf-8"
@@ -339,6 +340,53 @@ write_upstream_metrics(const struct workers_view *a, FILE *f)
 	    "retiring ones).", up_connections);
 }
 
+/* The shared cache's families, when it is configured: requests by op and
+ * result, their durations, and the state of the workers' clients (up
+ * when every worker's is; the breaker open when any worker's is). */
+static void
+write_shared_metrics(const struct workers_view *v, FILE *f)
+{
+	const char *name = "dotproxy_shared_cache_requests_total";
+	char label[64];
+	unsigned op, r;
+
+	if (v->shc_workers == 0)
+		return;
+	prom_family(f, name, "counter",
+	    "Requests to the shared cache, by operation and result.");
+	for (op = 0; op < METRICS_SHC_OPS; op++)
+		for (r = 0; r < METRICS_SHC_RESULTS; r++) {
+			snprintf(label, sizeof(label),
+			    "op=\"%s\",result=\"%s\"",
+			    shcache_op_name((enum shcache_op)op),
+			    shcache_result_name((enum shcache_result)r));
+			prom_u64(f, name, label, v->metrics.shc_requests[op][r]);
+		}
+	name = "dotproxy_shared_cache_request_duration_seconds";
+	prom_family(f, name, "histogram",
+	    "Time from sending a request to the shared cache to its reply.");
+	for (op = 0; op < METRICS_SHC_OPS; op++) {
+		snprintf(label, sizeof(label), "op=\"%s\"",
+		    shcache_op_name((enum shcache_op)op));
+		prom_hist(f, name, label, &v->metrics.shc_duration[op]);
+	}
+	gauge(f, "dotproxy_shared_cache_up",
+	    "1 when every worker's connection to the shared cache is up.",
+	    v->shc_up == v->shc_workers ? 1 : 0);
+	gauge(f, "dotproxy_shared_cache_circuit_open",
+	    "1 when a worker's circuit breaker stops asking the shared cache.",
+	    v->shc_open != 0 ? 1 : 0);
+	prom_family(f, "dotproxy_shared_cache_invalid_values_total", "counter",
+	    "Values under our keys not served: not ours, expired, or not "
+	    "an answer to the question.");
+	prom_u64(f, "dotproxy_shared_cache_invalid_values_total", NULL,
+	    v->metrics.shc_invalid);
+	prom_family(f, "dotproxy_shared_cache_breaker_opens_total", "counter",
+	    "Times a worker's circuit breaker opened.");
+	prom_u64(f, "dotproxy_shared_cache_breaker_opens_total", NULL,
+	    v->shc_breaker_opens);
+}
+
 void
 admin_write_metrics(struct admin *a, FILE *f)
 {
@@ -367,6 +415,7 @@ admin_write_metrics(struct admin *a, FILE *f)
 	gauge(f, "dotproxy_cache_capacity_bytes", "The cache's byte bound.",
 	    (double)cs.max_bytes);
 	write_upstream_metrics(v, f);
+	write_shared_metrics(v, f);
 	gauge(f, "dotproxy_workers", "Worker threads serving DNS.",
 	    (double)workers_count(a->workers));
 	prom_family(f, "dotproxy_worker_queries_total", "counter",
@@ -582,13 +631,38 @@ get_status(void *arg, const struct http_request *req,
 			fputc(',', b.f);
 		status_upstream(a, b.f, &v->up[i], wall, now);
 	}
-	fprintf(b.f, "],\"workers\":%u}\n", workers_count(a->workers));
+	fprintf(b.f, "],\"workers\":%u", workers_count(a->workers));
+	if (v->shc_workers != 0) {
+		fputs(",\"shared_cache\":{\"url\":", b.f);
+		json_str(b.f, a->conf->shared_cache.url);
+		fprintf(b.f, ",\"up\":%s,\"circuit_open\":%s,"
+		    "\"workers_up\":%u,\"workers_circuit_open\":%u,"
+		    "\"retry_in_ms\":%llu,\"outstanding\":%u,"
+		    "\"breaker_opens\":%llu,\"connects\":%llu,"
+		    "\"answers\":%llu,\"invalid_values\":%llu}",
+		    v->shc_up == v->shc_workers ? "true" : "false",
+		    v->shc_open != 0 ? "true" : "false", v->shc_up, v->shc_open,
+		    (unsigned long long)v->shc_retry_in_ms, v->shc_outstanding,
+		    (unsigned long long)v->shc_breaker_opens,
+		    (unsigned long long)v->shc_connects,
+		    (unsigned long long)v->metrics.shc_answers,
+		    (unsigned long long)v->metrics.shc_invalid);
+	}
+	fputs("}\n", b.f);
 out:
 	mem_free(v);
 	body_send(&b, resp, 200, JSON_TYPE);
 }
 
 /* ---- control: cache and reload ---- */
+
+/* A yes/no query argument: absent, "0", "no" and "false" are no. */
+static int
+arg_true(const char *v)
+{
+	return v != NULL && strcmp(v, "0") != 0 && strcmp(v, "no") != 0 &&
+	    strcmp(v, "false") != 0;
+}
 
 static void
 post_flush(void *arg, const struct http_request *req,
@@ -597,24 +671,37 @@ post_flush(void *arg, const struct http_request *req,
 	struct admin *a = arg;
 	const char *name = http_request_arg(req, "name");
 	const char *sub = http_request_arg(req, "subtree");
+	const char *shared = http_request_arg(req, "shared");
 	uint8_t wire[DNS_MAX_NAME_WIRE];
-	size_t len, n;
+	size_t len = 0, n;
+	int subtree = arg_true(sub), keep_shared;
+	const char *sh;
 
-	if (name == NULL) {
-		n = cache_flush(a->cache);
-		log_info("control: cache flushed, %zu entries removed", n);
-		reply_text(resp, 200, "flushed %zu entries\n", n);
-		return;
-	}
-	if (cache_name_from_text(name, wire, sizeof(wire), &len) != 0) {
+	/* The shared cache too unless shared=0: a name flushed here but
+	 * left there would come straight back from it. */
+	keep_shared = shared != NULL && !arg_true(shared);
+	if (name != NULL &&
+	    cache_name_from_text(name, wire, sizeof(wire), &len) != 0) {
 		reply_text(resp, 400, "bad name \"%.255s\"\n", name);
 		return;
 	}
-	n = cache_flush_name(a->cache, wire, len,
-	    sub != NULL && strcmp(sub, "0") != 0 && strcmp(sub, "no") != 0);
-	log_info("control: flushed %s%s, %zu entries removed", name,
-	    sub != NULL ? " and below" : "", n);
-	reply_text(resp, 200, "flushed %zu entries\n", n);
+	if (name == NULL)
+		n = cache_flush(a->cache);
+	else
+		n = cache_flush_name(a->cache, wire, len, subtree);
+	if (!a->conf->shared_cache.set)
+		sh = "";
+	else if (keep_shared)
+		sh = "; shared cache left as it is";
+	else if (workers_shcache_flush(a->workers, name != NULL ? wire : NULL,
+	    len, subtree) == 0)
+		sh = "; deleting from the shared cache";
+	else
+		sh = "; shared cache not reachable, left as it is";
+	log_info("control: flushed %s%s, %zu entries removed%s",
+	    name != NULL ? name : "the cache",
+	    name != NULL && subtree ? " and below" : "", n, sh);
+	reply_text(resp, 200, "flushed %zu entries%s\n", n, sh);
 }
 
 /* One line per entry, in zone-file spirit: name, type and class in

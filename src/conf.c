@@ -547,6 +547,8 @@ enum key_kind {
 	KEY_BYTES,       /* size_t at off, bytes, in [min, max] */
 	KEY_ACL,         /* access-control: repeats, acl.c parses */
 	KEY_TEXT,        /* char[CONF_MAX_TEXT], "" = unset */
+	KEY_REDIS,       /* shared-cache: struct conf_redis */
+	KEY_PREFIX,      /* shared-cache-prefix */
 };
 
 struct key_def {
@@ -631,6 +633,12 @@ static const struct key_def keys[] = {
 	TEXT_KEY("version", version),
 	/* 0: one per CPU this process may run on (main.c decides). */
 	{ "workers", KEY_COUNT, FIELD(workers), 0, 64, "0-64" },
+	{ "shared-cache", KEY_REDIS, 0, 0, 0, NULL },
+	/* Each Redis request; past it the answer goes upstream. A second
+	 * is already longer than any upstream should take. */
+	DURATION_KEY("shared-cache-timeout", shared_cache_timeout_ms, 1,
+	    10 * SECOND_MS, "1ms to 10s"),
+	{ "shared-cache-prefix", KEY_PREFIX, 0, 0, 0, NULL },
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -867,6 +875,166 @@ set_text(struct conf *c, const struct key_def *k, const char *value,
 	return 0;
 }
 
+/* The port and database of "redis://IP[:port][/db]" after the address,
+ * or the database of "unix:/path?db=N". */
+static int
+redis_number(const char *s, unsigned long long max, unsigned *out)
+{
+	unsigned long long v;
+	const char *end;
+
+	if (parse_uint(s, &end, &v) < 0 || *end != '\0' || v > max)
+		return -1;
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int
+set_redis_unix(struct conf_redis *r, const char *path, char *msg,
+    size_t msglen)
+{
+	const char *db = strstr(path, "?db=");
+	size_t len = db != NULL ? (size_t)(db - path) : strlen(path);
+
+	if (len == 0 || path[0] != '/' || len >= sizeof(r->path)) {
+		snprintf(msg, msglen, "unix: needs an absolute path (under %d "
+		    "characters)", (int)sizeof(r->path));
+		return -1;
+	}
+	if (db != NULL && redis_number(db + 4, 65535, &r->db) < 0) {
+		snprintf(msg, msglen, "\"%s\" is not a database number "
+		    "(0-65535)", db + 4);
+		return -1;
+	}
+	memcpy(r->path, path, len);
+	r->path[len] = '\0';
+	r->is_unix = 1;
+	return 0;
+}
+
+/* "IP[:port][/db]", "[IPv6][:port][/db]". */
+static int
+set_redis_tcp(struct conf_redis *r, const char *s, char *msg, size_t msglen)
+{
+	const char *host = s, *after, *slash;
+	unsigned char bin[16];
+	char port[16];
+	size_t hlen;
+
+	r->port = CONF_SHC_DEFAULT_PORT;
+	if (s[0] == '[') {
+		host = s + 1;
+		after = strchr(host, ']');
+		if (after == NULL)
+			goto bad;
+		hlen = (size_t)(after - host);
+		after++;
+	} else {
+		hlen = strcspn(s, ":/");
+		after = s + hlen;
+	}
+	if (hlen == 0 || hlen >= sizeof(r->host))
+		goto bad;
+	memcpy(r->host, host, hlen);
+	r->host[hlen] = '\0';
+	if (inet_pton(AF_INET, r->host, bin) != 1 &&
+	    inet_pton(AF_INET6, r->host, bin) != 1) {
+		snprintf(msg, msglen, "\"%s\" is not an IP address (a host "
+		    "name would need the DNS this server provides)", r->host);
+		return -1;
+	}
+	slash = strchr(after, '/');
+	if (after[0] == ':') {
+		hlen = slash != NULL ? (size_t)(slash - after - 1) :
+		    strlen(after + 1);
+		if (hlen == 0 || hlen >= sizeof(port))
+			goto bad_port;
+		memcpy(port, after + 1, hlen);
+		port[hlen] = '\0';
+		if (redis_number(port, 65535, &r->port) < 0 || r->port == 0)
+			goto bad_port;
+	} else if (after[0] != '\0' && after[0] != '/') {
+		goto bad;
+	}
+	if (slash != NULL && redis_number(slash + 1, 65535, &r->db) < 0) {
+		snprintf(msg, msglen, "\"%s\" is not a database number "
+		    "(0-65535)", slash + 1);
+		return -1;
+	}
+	return 0;
+bad_port:
+	snprintf(msg, msglen, "bad port (1-65535)");
+	return -1;
+bad:
+	snprintf(msg, msglen, "\"%s\" is not redis://IP[:port][/db]", s);
+	return -1;
+}
+
+/* shared-cache: redis://IP[:port][/db] or unix:/path[?db=N]. */
+static int
+set_redis(struct conf *c, const char *value, char *msg, size_t msglen)
+{
+	struct conf_redis r;
+	char q[QUOTE_MAX + 8];
+	int rc;
+
+	memset(&r, 0, sizeof(r));
+	if (strlen(value) >= sizeof(r.url)) {
+		snprintf(msg, msglen, "longer than %d characters",
+		    (int)sizeof(r.url) - 1);
+		return -1;
+	}
+	if (strncmp(value, "redis://", 8) == 0)
+		rc = set_redis_tcp(&r, value + 8, msg, msglen);
+	else if (strncmp(value, "unix:", 5) == 0)
+		rc = set_redis_unix(&r, value + 5, msg, msglen);
+	else {
+		snprintf(msg, msglen, "\"%s\" is neither redis://IP[:port]"
+		    "[/db] nor unix:/path", quote(value, q, sizeof(q)));
+		rc = -1;
+	}
+	if (rc < 0)
+		return -1;
+	snprintf(r.url, sizeof(r.url), "%s", value);
+	r.set = 1;
+	c->shared_cache = r;
+	return 0;
+}
+
+/* shared-cache-prefix: printable ASCII, no white space (one word that
+ * conf_print writes back), at most CONF_SHC_PREFIX_MAX bytes. Never
+ * empty (a value is one word): an operator who wants keys of their own
+ * chooses another prefix or a database of their own. */
+static int
+set_prefix(struct conf *c, const char *value, char *msg, size_t msglen)
+{
+	char q[QUOTE_MAX + 8];
+	size_t len = strlen(value), i;
+
+	if (len > CONF_SHC_PREFIX_MAX) {
+		snprintf(msg, msglen, "longer than %d characters",
+		    CONF_SHC_PREFIX_MAX);
+		return -1;
+	}
+	for (i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)value[i];
+
+		if (ch <= 0x20 || ch >= 0x7f) {
+			snprintf(msg, msglen, "\"%s\" is not one word of "
+			    "printable ASCII", quote(value, q, sizeof(q)));
+			return -1;
+		}
+	}
+	if (value[0] == '#') {
+		snprintf(msg, msglen, "\"%s\" cannot start with '#'",
+		    quote(value, q, sizeof(q)));
+		return -1;
+	}
+	memcpy(c->shared_cache_prefix, value, len + 1);
+	c->shared_cache_prefix_len = len;
+	return 0;
+}
+
 /* A size in bytes (max-pending-bytes), checked against the key's range. */
 static int
 set_bytes(struct conf *c, const struct key_def *k, const char *value,
@@ -1052,6 +1220,9 @@ conf_init(struct conf *c)
 	c->lameduck_ms = 5000;
 	c->max_pending = 10000;
 	c->max_pending_bytes = 32 * MIB;
+	c->shared_cache_timeout_ms = 20;
+	memcpy(c->shared_cache_prefix, "dotproxy:", sizeof("dotproxy:"));
+	c->shared_cache_prefix_len = sizeof("dotproxy:") - 1;
 }
 
 int
@@ -1114,6 +1285,12 @@ conf_set(struct conf *c, const char *key, const char *value,
 		break;
 	case KEY_TEXT:
 		rc = set_text(c, k, value, msg, sizeof(msg));
+		break;
+	case KEY_REDIS:
+		rc = set_redis(c, value, msg, sizeof(msg));
+		break;
+	case KEY_PREFIX:
+		rc = set_prefix(c, value, msg, sizeof(msg));
 		break;
 	}
 	if (rc == 0) {
@@ -1474,6 +1651,15 @@ conf_print(const struct conf *c, FILE *out)
 			if (name_field_value(c, k)[0] != '\0')
 				fprintf(out, "%s %s\n", k->name,
 				    name_field_value(c, k));
+			break;
+		case KEY_REDIS:
+			if (c->shared_cache.set)
+				fprintf(out, "%s %s\n", k->name,
+				    c->shared_cache.url);
+			break;
+		case KEY_PREFIX:
+			fprintf(out, "%s %s\n", k->name,
+			    c->shared_cache_prefix);
 			break;
 		}
 	}

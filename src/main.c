@@ -64,7 +64,7 @@
  * the byte bound, enough that two workers rarely want the same lock. */
 #define CACHE_SHARDS_PER_WORKER 8
 
-enum { OPT_CA_FILE = 256, OPT_HTTP_LISTEN, OPT_WORKERS };
+enum { OPT_CA_FILE = 256, OPT_HTTP_LISTEN, OPT_WORKERS, OPT_SHARED_CACHE };
 
 static const struct option longopts[] = {
 	{ "config", required_argument, NULL, 'c' },
@@ -78,6 +78,7 @@ static const struct option longopts[] = {
 	{ "ca-file", required_argument, NULL, OPT_CA_FILE },
 	{ "http-listen", required_argument, NULL, OPT_HTTP_LISTEN },
 	{ "workers", required_argument, NULL, OPT_WORKERS },
+	{ "shared-cache", required_argument, NULL, OPT_SHARED_CACHE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -91,6 +92,7 @@ struct options {
 	const char *ca_file;
 	const char *http_listen;
 	const char *workers;
+	const char *shared_cache;
 	const char *listen[CONF_MAX_LISTEN + 1];
 	size_t n_listen;
 	const char *upstream[CONF_MAX_UPSTREAM + 1];
@@ -126,6 +128,7 @@ usage(FILE *out)
 	    "[-u addr[@port][#name]]...\n"
 	    "                [--ca-file file] [--http-listen addr[@port]] "
 	    "[--workers N]\n"
+	    "                [--shared-cache redis://IP[:port][/db]|unix:/path]\n"
 	    "\n"
 	    "A caching DNS forwarder: plain DNS in over UDP and TCP, cache "
 	    "misses out\nover DNS-over-TLS with the certificate always "
@@ -156,6 +159,12 @@ usage(FILE *out)
 	    "      --ca-file file    trust anchors for upstream "
 	    "certificates (default:\n"
 	    "                        the system trust store)\n"
+	    "      --shared-cache redis://IP[:port][/db] | unix:/path[?db=N]\n"
+	    "                        share answers with other instances "
+	    "through Redis:\n"
+	    "                        asked on a local miss, written after "
+	    "an upstream\n"
+	    "                        answer (off unless given)\n"
 	    "  -v, --verbose         log at debug level\n"
 	    "  -V, --version         print the version and exit\n"
 	    "      --workers N       threads serving DNS, each with its own "
@@ -222,6 +231,9 @@ parse_args(int argc, char **argv, struct options *o)
 		case OPT_WORKERS:
 			o->workers = optarg;
 			break;
+		case OPT_SHARED_CACHE:
+			o->shared_cache = optarg;
+			break;
 		default:
 			usage(stderr);
 			exit(EXIT_CONFIG);
@@ -269,6 +281,10 @@ build_conf(const struct options *o, struct conf *c, char *err, size_t errlen)
 		return -1;
 	if (o->workers != NULL &&
 	    conf_set(c, "workers", o->workers, "command line", err,
+	    errlen) != 0)
+		return -1;
+	if (o->shared_cache != NULL &&
+	    conf_set(c, "shared-cache", o->shared_cache, "command line", err,
 	    errlen) != 0)
 		return -1;
 	if (o->verbose)

@@ -32,7 +32,7 @@ static const char *const rcode_names[16] = {
 };
 
 static const char *const source_names[METRICS_N_SRC] = {
-	"cache", "stale", "upstream", "local", "error",
+	"cache", "stale", "upstream", "local", "error", "shared",
 };
 
 unsigned
@@ -171,6 +171,8 @@ metrics_log(const struct metrics *m)
 	ADD(upstream_broken);
 	ADD(upstream_retired);
 	ADD(upstream_ids_released);
+	ADD(shc_answers);
+	ADD(shc_invalid);
 	log_info("stats:%s", off ? buf : " (all zero)");
 }
 

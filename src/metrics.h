@@ -25,6 +25,7 @@ enum metrics_source {
 	METRICS_SRC_UPSTREAM,
 	METRICS_SRC_LOCAL,
 	METRICS_SRC_ERROR,      /* made here: FORMERR, NOTIMP, SERVFAIL on failure */
+	METRICS_SRC_SHARED,     /* the shared cache (Redis) on a local miss */
 	METRICS_N_SRC,
 };
 

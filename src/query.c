@@ -56,8 +56,20 @@
  * nearest, and a flood would evict every good client's miss just as well
  * before its answer came. Cache hits never reach the bound.
  *
+ * Shared cache (shcache.h, when configured): a pending that is to fetch
+ * for a client asks the shared cache first (its key is claimed and it
+ * sits in the in-flight table meanwhile, so later misses coalesce on it
+ * as on any fetch). A hit is handled as an upstream answer would be
+ * (cached, answered, told to parked workers) but is not written back;
+ * a miss, an error, a timeout or a skip sends the query upstream from
+ * the callback. An answer fetched upstream by a client's miss or a
+ * prefetch is written to the shared cache (fire and forget) when it is
+ * cacheable: never SERVFAIL, TC, TTL 0, a stale answer or a local one.
+ *
  * Every waiter ends in waiter_finish() (its one done_cb, then freed), and
- * every pending in pending_complete() (called once by the upstream pool).
+ * every pending in pending_finish(), reached once: from pending_complete()
+ * (called once by the upstream pool), shared_done() on a hit or a failed
+ * send, or park_end().
  * The in-flight table is uthash, as in the cache; it is query state, so it
  * lives here.
  *
@@ -78,6 +90,7 @@
 #include "mem.h"
 #include "query.h"
 #include "ratelimit.h"
+#include "shcache.h"
 
 /* As in cache.c: uthash takes its table through our wrapper and reports a
  * failed add (hash_oom) instead of exiting the process. */
@@ -112,6 +125,11 @@ struct query_pending {
 	uint8_t hash_oom;             /* set by uthash when the add failed */
 	uint8_t parked;               /* another worker fetches key for it */
 	uint8_t claimed;              /* this one fetches key for others */
+	uint8_t in_shared;            /* asking the shared cache first */
+	uint8_t from_shared;          /* answered by it: not written back */
+	uint16_t wire_len;            /* the upstream query below */
+	uint8_t wire[];               /* kept while the shared cache is
+	                               * asked; upstream_query copies it */
 };
 
 struct query_waiter {
@@ -499,10 +517,18 @@ pending_finish(struct query_ctx *ctx, struct query_pending *p, int status,
 
 	servfail = status != 0 || info->rcode == DNS_RCODE_SERVFAIL;
 	if (!servfail) {
-		if (owner)
+		if (owner) {
 			store_answer(ctx, &p->key, buf, len, info, now);
+			/* For the fleet, what we fetched (with the TTLs
+			 * store_answer clamped), never what it gave us. */
+			if (ctx->shc != NULL && !p->from_shared &&
+			    info->cacheable && info->ttl > 0)
+				shcache_put(ctx->shc, &p->key, buf, len,
+				    info->ttl);
+		}
 		while (p->waiters != NULL)
 			waiter_answer(ctx, p->waiters, buf, len, EDE_NONE,
+			    p->from_shared ? METRICS_SRC_SHARED :
 			    METRICS_SRC_UPSTREAM, upstream);
 		goto out;
 	}
@@ -563,6 +589,41 @@ pending_complete(void *arg, int status, const uint8_t *answer, size_t len,
 		}
 	}
 	pending_finish(ctx, p, status, buf, len, &info, upstream, now, 1);
+}
+
+/* ---- the shared cache, asked before the upstream ---- */
+
+/* The shared cache's answer for p (shcache_get's callback): a hit is p's
+ * answer, as an upstream's would be (cached here, given to the waiters
+ * and to the workers parked on p); anything else sends p upstream now,
+ * having cost at most shared-cache-timeout. */
+static void
+shared_done(void *arg, int result, uint8_t *answer, size_t len,
+    const struct dnsmsg_answer_info *ai)
+{
+	struct query_pending *p = arg;
+	struct query_ctx *ctx = p->ctx;
+	struct dnsmsg_answer_info info;
+	uint64_t now = uv_now(ctx->loop);
+
+	p->in_shared = 0;
+	if (result == SHCACHE_HIT) {
+		info = *ai;
+		p->from_shared = 1;
+		ctx->metrics->shc_answers++;
+		HASH_DEL(ctx->inflight, p);
+		pending_finish(ctx, p, 0, answer, len, &info, "shared-cache",
+		    now, 1);
+		return;
+	}
+	if (ctx->closing || upstream_query(ctx->pool, p->wire, p->wire_len,
+	    &p->q, pending_complete, p, NULL) != 0) {
+		memset(&info, 0, sizeof(info));
+		info.rcode = DNS_RCODE_SERVFAIL;
+		HASH_DEL(ctx->inflight, p);
+		pending_finish(ctx, p, UPSTREAM_ECLOSED, NULL, 0, &info, NULL,
+		    now, 1);
+	}
 }
 
 /* ---- pendings parked on another worker's fetch ---- */
@@ -682,7 +743,10 @@ pending_new(struct query_ctx *ctx, const struct dnsmsg_query *q,
 	if (ctx->closing ||
 	    dnsmsg_upstream_query(q, wire, sizeof(wire), &len) != 0)
 		return NULL;
-	p = mem_calloc(1, sizeof(*p));
+	/* Only a client's miss asks the shared cache: a prefetch refreshes
+	 * an entry near its end, which the others hold as old as we do,
+	 * and what it fetches goes to them. */
+	p = mem_calloc(1, sizeof(*p) + (ctx->shc != NULL && wait ? len : 0));
 	if (p == NULL)
 		return NULL;
 	p->ctx = ctx;
@@ -697,8 +761,14 @@ pending_new(struct query_ctx *ctx, const struct dnsmsg_query *q,
 		return NULL;
 	}
 	rc = pending_claim(ctx, p, wait, now);
-	if (rc < 0 || (rc == 0 && upstream_query(ctx->pool, wire, len, &p->q,
-	    pending_complete, p, NULL) != 0)) {
+	if (rc == 0 && ctx->shc != NULL && wait) {
+		memcpy(p->wire, wire, len);
+		p->wire_len = (uint16_t)len;
+		if (shcache_get(ctx->shc, &p->key, &p->q, shared_done, p) == 0)
+			p->in_shared = 1;
+	}
+	if (rc < 0 || (rc == 0 && !p->in_shared && upstream_query(ctx->pool,
+	    wire, len, &p->q, pending_complete, p, NULL) != 0)) {
 		HASH_DEL(ctx->inflight, p);
 		/* Workers that parked on it meanwhile must not wait. */
 		pending_release(ctx, p, UPSTREAM_ECLOSED, NULL, 0, &none,
@@ -1004,6 +1074,12 @@ void
 query_ctx_share(struct query_ctx *ctx, const struct query_share *share)
 {
 	ctx->share = share;
+}
+
+void
+query_ctx_set_shcache(struct query_ctx *ctx, struct shcache *shc)
+{
+	ctx->shc = shc;
 }
 
 void

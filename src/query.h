@@ -29,6 +29,7 @@
 
 struct query_pending;
 struct query_waiter;
+struct shcache;
 
 /* How a worker's queries join misses fetched by other workers (worker.c
  * sets it when there are several; NULL: this loop is alone). A miss first
@@ -66,6 +67,7 @@ struct query_ctx {
 	struct cache *cache;
 	struct upstream_pool *pool;
 	struct metrics *metrics;
+	struct shcache *shc;              /* NULL: no shared cache */
 	/* private: owned by query.c */
 	struct query_pending *inflight;   /* by cache key */
 	struct query_waiter *stale_head;  /* waiters that may get a stale
@@ -111,6 +113,10 @@ int query_ctx_init(struct query_ctx *ctx, uv_loop_t *loop,
 /* Use conf from now on (a reload); conf must outlive ctx or the next
  * call. Verdicts cached under the old one are forgotten. */
 void query_ctx_set_conf(struct query_ctx *ctx, const struct conf *conf);
+
+/* Ask shc (the loop's shared cache client, NULL: none) on misses from
+ * now on; it must outlive ctx or the next call. */
+void query_ctx_set_shcache(struct query_ctx *ctx, struct shcache *shc);
 
 /* Join other workers' fetches through share (NULL: stop); share must
  * outlive ctx. */

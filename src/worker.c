@@ -28,6 +28,7 @@
 #include "log.h"
 #include "mem.h"
 #include "query.h"
+#include "shcache.h"
 #include "worker.h"
 
 #define HEARTBEAT_MS 1000
@@ -56,6 +57,7 @@ struct worker {
 	struct upstream_pool *pool;
 	struct query_ctx qctx;
 	struct query_share share;
+	struct shcache *shc;          /* NULL: no shared-cache */
 	struct listen *listen;
 	uv_async_t wake;
 	uv_timer_t beat;
@@ -198,6 +200,27 @@ workers_call(struct workers *ws, worker_fn fn, void *arg)
 
 /* ---- life ---- */
 
+/* Make, change or drop the worker's shared cache client for conf (at
+ * start, a reload and its undo). Returns 0, or -1 when out of memory (the
+ * worker goes on without one). */
+static int
+worker_shcache_conf(struct worker *w, const struct conf *conf)
+{
+	if (!conf->shared_cache.set) {
+		query_ctx_set_shcache(&w->qctx, NULL);
+		shcache_close(w->shc);
+		w->shc = NULL;
+		return 0;
+	}
+	if (w->shc != NULL) {
+		shcache_set_conf(w->shc, conf);
+		return 0;
+	}
+	w->shc = shcache_new(w->loop, conf, &w->metrics);
+	query_ctx_set_shcache(&w->qctx, w->shc);
+	return w->shc != NULL ? 0 : -1;
+}
+
 static void
 beat_cb(uv_timer_t *t)
 {
@@ -240,6 +263,8 @@ worker_new(struct workers *ws, unsigned id, const struct conf *conf,
 		w->share.arg = w;
 		query_ctx_share(&w->qctx, &w->share);
 	}
+	if (worker_shcache_conf(w, conf) != 0)
+		goto fail_mu;
 	uv_async_init(w->loop, &w->wake, wake_cb);
 	w->wake.data = w;
 	uv_timer_init(w->loop, &w->beat);
@@ -384,8 +409,10 @@ reload_pool_fn(struct worker *w, unsigned i, void *arg)
 
 	rc->failed[i] = upstream_pool_reconfigure(w->pool, rc->conf,
 	    rc->tls) != 0;
-	if (!rc->failed[i])
+	if (!rc->failed[i]) {
 		query_ctx_set_conf(&w->qctx, rc->conf);
+		rc->failed[i] = worker_shcache_conf(w, rc->conf) != 0;
+	}
 }
 
 /* Back to old: the pool where it took the new configuration (failed[i]
@@ -399,6 +426,7 @@ reload_undo_fn(struct worker *w, unsigned i, void *arg)
 	if (!rc->failed[i]) {
 		(void)upstream_pool_reconfigure(w->pool, rc->conf, rc->tls);
 		query_ctx_set_conf(&w->qctx, rc->conf);
+		(void)worker_shcache_conf(w, rc->conf);
 	}
 	(void)listen_update(w->listen, rc->conf, err, sizeof(err));
 }
@@ -450,9 +478,22 @@ collect_fn(struct worker *w, unsigned i, void *arg)
 {
 	struct workers_view *v = arg;
 	struct upstream_status st;
+	struct shcache_state sh;
 	size_t j, n = upstream_count(w->pool);
 
+	if (w->shc != NULL)
+		shcache_get_state(w->shc, &sh);
 	uv_mutex_lock(&w->ws->mu);
+	if (w->shc != NULL) {
+		v->shc_workers++;
+		v->shc_up += (unsigned)(sh.up != 0);
+		v->shc_open += (unsigned)(sh.circuit_open != 0);
+		v->shc_outstanding += sh.outstanding;
+		v->shc_breaker_opens += sh.breaker_opens;
+		v->shc_connects += sh.connects;
+		if (sh.circuit_open && sh.retry_in_ms > v->shc_retry_in_ms)
+			v->shc_retry_in_ms = sh.retry_in_ms;
+	}
 	v->n_workers = w->ws->n;
 	v->worker_queries[i] = w->metrics.queries_udp + w->metrics.queries_tcp;
 	metrics_add(&v->metrics, &w->metrics);
@@ -518,6 +559,19 @@ reset_fn(struct worker *w, unsigned i, void *arg)
 	upstream_pool_reset_backoff(w->pool);
 }
 
+int
+workers_shcache_flush(struct workers *ws, const uint8_t *name_wire,
+    size_t name_len, int subtree)
+{
+	struct worker *w = ws->w[0];
+
+	/* Worker 0 runs on the main loop, the caller's: its connection does
+	 * it, and one is enough for the fleet. */
+	if (w->shc == NULL)
+		return -1;
+	return shcache_flush(w->shc, name_wire, name_len, subtree);
+}
+
 void
 workers_reset_backoff(struct workers *ws)
 {
@@ -545,8 +599,12 @@ stop_fn(struct worker *w, unsigned i, void *arg)
 
 	(void)i;
 	(void)arg;
-	/* Upstreams first: each pending query gets its answer or SERVFAIL
+	/* The shared cache first: the misses asking it go upstream, then
+	 * the upstreams: each pending query gets its answer or SERVFAIL
 	 * while the listeners can still send it. */
+	query_ctx_set_shcache(&w->qctx, NULL);
+	shcache_close(w->shc);
+	w->shc = NULL;
 	upstream_pool_close(w->pool);
 	query_ctx_close(&w->qctx);
 	if (w->listen != NULL)

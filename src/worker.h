@@ -43,6 +43,15 @@ struct workers_view {
 	unsigned n_workers;
 	uint64_t worker_queries[WORKERS_MAX]; /* read by each, UDP and TCP:
 	                                       * how the kernel spreads them */
+	/* shared cache: each worker has a client (shc_workers of them, 0
+	 * when off); how many are up, how many have the breaker open */
+	unsigned shc_workers;
+	unsigned shc_up;
+	unsigned shc_open;
+	unsigned shc_outstanding;
+	uint64_t shc_breaker_opens;
+	uint64_t shc_connects;
+	uint64_t shc_retry_in_ms;     /* the longest wait to a probe */
 };
 
 /* Make n workers (1..WORKERS_MAX) for conf, sharing cache and tls; worker 0
@@ -83,6 +92,13 @@ uint64_t workers_oldest_beat(const struct workers *ws);
 
 /* Clients waiting for an answer, on every worker. */
 size_t workers_waiting(struct workers *ws);
+
+/* Delete name_wire (and with subtree the names below it; NULL: every key)
+ * from the shared cache, in the background, through worker 0's
+ * connection (call on the main loop). Returns 0 when started, -1 when
+ * there is no shared cache or no connection now. */
+int workers_shcache_flush(struct workers *ws, const uint8_t *name_wire,
+    size_t name_len, int subtree);
 
 /* The host's network changed: every pool forgets its back-off. */
 void workers_reset_backoff(struct workers *ws);

@@ -247,7 +247,9 @@ test_finish_defaults(void **state)
 	    "max-pending 10000\n"
 	    "max-pending-bytes 32M\n"
 	    "ratelimit-per-client 0\n"
-	    "workers 0\n");
+	    "workers 0\n"
+	    "shared-cache-timeout 20ms\n"
+	    "shared-cache-prefix dotproxy:\n");
 	free(out);
 	assert_int_equal(c.upstream[0].n_pins, 0);
 	assert_int_equal(c.upstream[1].n_pins, 0);
@@ -1623,6 +1625,9 @@ test_print_forms(void **state)
 	set_ok(&c, "access-control", "::ffff:127.0.0.2/128 allow");
 	set_ok(&c, "access-control", "fd00::/8 deny");
 	set_ok(&c, "workers", "3");
+	set_ok(&c, "shared-cache", "redis://127.0.0.1/1");
+	set_ok(&c, "shared-cache-timeout", "1500ms");
+	set_ok(&c, "shared-cache-prefix", "a:b:");
 	out = print_str(&c);
 	assert_string_equal(out,
 	    "listen ::1@5300\n"
@@ -1663,7 +1668,10 @@ test_print_forms(void **state)
 	    "access-control 127.0.0.0/8 refuse\n"
 	    "access-control 127.0.0.2/32 allow\n"
 	    "access-control fd00::/8 deny\n"
-	    "workers 3\n");
+	    "workers 3\n"
+	    "shared-cache redis://127.0.0.1/1\n"
+	    "shared-cache-timeout 1500ms\n"
+	    "shared-cache-prefix a:b:\n");
 	free(out);
 	round_trip(&c);
 
@@ -1692,6 +1700,72 @@ test_print_forms(void **state)
 	assert_non_null(strstr(out, "\ncache-max-negative-ttl 1d\n"));
 	free(out);
 	round_trip(&c);
+}
+
+/* shared-cache: the URL forms, and what each refusal says. */
+static void
+test_shared_cache_url(void **state)
+{
+	struct conf c;
+	char err[CONF_ERR_MAX];
+
+	(void)state;
+	conf_init(&c);
+	assert_int_equal(c.shared_cache.set, 0);
+	assert_string_equal(c.shared_cache_prefix, "dotproxy:");
+	assert_int_equal(c.shared_cache_prefix_len, 9);
+	assert_int_equal(c.shared_cache_timeout_ms, 20);
+	assert_int_equal(conf_set(&c, "shared-cache", "redis://10.1.2.3",
+	    "t", err, sizeof(err)), 0);
+	assert_true(c.shared_cache.set && !c.shared_cache.is_unix);
+	assert_string_equal(c.shared_cache.host, "10.1.2.3");
+	assert_int_equal(c.shared_cache.port, 6379);
+	assert_int_equal(c.shared_cache.db, 0);
+	assert_int_equal(conf_set(&c, "shared-cache",
+	    "redis://[fd00::1]:7000/15", "t", err, sizeof(err)), 0);
+	assert_string_equal(c.shared_cache.host, "fd00::1");
+	assert_int_equal(c.shared_cache.port, 7000);
+	assert_int_equal(c.shared_cache.db, 15);
+	assert_int_equal(conf_set(&c, "shared-cache", "redis://127.0.0.1/4",
+	    "t", err, sizeof(err)), 0);
+	assert_int_equal(c.shared_cache.port, 6379);
+	assert_int_equal(c.shared_cache.db, 4);
+	assert_int_equal(conf_set(&c, "shared-cache",
+	    "unix:/run/redis.sock?db=2", "t", err, sizeof(err)), 0);
+	assert_true(c.shared_cache.is_unix);
+	assert_string_equal(c.shared_cache.path, "/run/redis.sock");
+	assert_int_equal(c.shared_cache.db, 2);
+	assert_string_equal(c.shared_cache.url, "unix:/run/redis.sock?db=2");
+	assert_int_equal(conf_set(&c, "shared-cache-prefix", "x", "t", err,
+	    sizeof(err)), 0);
+	assert_int_equal(c.shared_cache_prefix_len, 1);
+
+	expect_set_error("shared-cache", "redis://cache.local",
+	    "shared-cache: \"cache.local\" is not an IP address (a host name "
+	    "would need the DNS this server provides)");
+	expect_set_error("shared-cache", "redis://127.0.0.1:99999",
+	    "shared-cache: bad port (1-65535)");
+	expect_set_error("shared-cache", "redis://127.0.0.1:",
+	    "shared-cache: bad port (1-65535)");
+	expect_set_error("shared-cache", "redis://127.0.0.1/x",
+	    "shared-cache: \"x\" is not a database number (0-65535)");
+	expect_set_error("shared-cache", "redis://[::1",
+	    "shared-cache: \"[::1\" is not redis://IP[:port][/db]");
+	expect_set_error("shared-cache", "redis://",
+	    "shared-cache: \"\" is not redis://IP[:port][/db]");
+	expect_set_error("shared-cache", "unix:",
+	    "shared-cache: unix: needs an absolute path (under 1024 "
+	    "characters)");
+	expect_set_error("shared-cache", "unix:/r.sock?db=-1",
+	    "shared-cache: \"-1\" is not a database number (0-65535)");
+	expect_set_error("shared-cache", "tcp://127.0.0.1",
+	    "shared-cache: \"tcp://127.0.0.1\" is neither "
+	    "redis://IP[:port][/db] nor unix:/path");
+	expect_set_error("shared-cache-prefix",
+	    "0123456789012345678901234567890123456789012345678901234567890123x",
+	    "shared-cache-prefix: longer than 64 characters");
+	expect_set_error("shared-cache-timeout", "0",
+	    "shared-cache-timeout: \"0\" is out of range (1ms to 10s)");
 }
 
 static void
@@ -1762,6 +1836,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_init_defaults),
 		cmocka_unit_test(test_finish_defaults),
+		cmocka_unit_test(test_shared_cache_url),
 		cmocka_unit_test(test_finish_keeps_given),
 		cmocka_unit_test(test_finish_no_auth_name),
 		cmocka_unit_test(test_finish_ttl_order),
