@@ -655,6 +655,47 @@ def test_uncacheable_answers_are_not_written():
         assert keys == [h.shc_key('stored.g.example')], keys
 
 
+def test_stale_answers_are_not_written():
+    """A stale answer (upstream down, RFC 8767) is served to the client
+    but never written to Redis: another instance would take it as fresh.
+    One worker: its one Redis connection is a FIFO, so the flush sent
+    after the stale answer, once logged as done, proves that any write
+    the stale answer caused has reached Redis (the witness)."""
+    c = h.certs()
+    with h.tmpdir() as d, h.start_dotserver(c) as up, h.start_redis() as r:
+        sock = os.path.join(d, 'control.sock')
+        with start_px(d, c, up, 'A', url(r.port),
+                      'workers 1\nstale-client-timeout 500ms\n'
+                      'stale-refresh-interval 1\nbackoff-max 2s\n'
+                      'control-socket %s\n' % sock) as a:
+            key = h.shc_key('ttl1.stale.example')
+            m = ask(a, 'ttl1.stale.example')
+            assert [(rr[3], rr[4]) for rr in m.answers] == \
+                [(1, UPSTREAM_RDATA)], m.answers
+            _, lifetime, _ = h.shc_parse(wait_key(r.port, key))
+            assert lifetime == 1, lifetime
+            h.dotserver_down(up)
+            # Time passing is what is tested: the answer expires, locally
+            # and in Redis (PX 1000).
+            time.sleep(1.3)
+            h.redis_wait(r.port, 'EXISTS', key, pred=lambda v: v == 0)
+            m = ask(a, 'ttl1.stale.example', qid=0x5151)
+            assert m.rcode == 0 and a_rdatas(m) == [UPSTREAM_RDATA], \
+                (m.rcode, m.answers)
+            assert m.answers[0][3] == 30, m.answers        # the stale TTL
+            mark = a.mark()
+            code, body = test_ops.curl_unix(
+                sock, 'POST', '/cache/flush?name=witness.example')
+            assert code == 200, (code, body)
+            a.wait_line(FLUSH_RE, stream='stderr', after=mark)
+            assert h.redis_cmd(r.port, 'KEYS', 'dotproxy:*') == []
+            s = samples(a)
+            assert test_ops.total(s, RESP, source='stale') == 1, \
+                {k: v for k, v in s.items() if k[0] == RESP}
+            assert test_ops.total(s, REQ, op='set') == 1, \
+                {k: v for k, v in s.items() if k[0] == REQ}
+
+
 # ---- h. a Unix socket, another prefix; a bad address is refused ----
 
 def test_unix_socket_and_prefix():
@@ -695,5 +736,6 @@ if __name__ == '__main__':
         test_sharing_through_nutcracker,
         test_flush_deletes_from_redis,
         test_uncacheable_answers_are_not_written,
+        test_stale_answers_are_not_written,
         test_unix_socket_and_prefix,
     ])
