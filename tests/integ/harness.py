@@ -173,6 +173,7 @@ class Proc:
         self.returncode = None
         self._cv = threading.Condition()
         self._open = 2
+        self.paused = False
         e = dict(os.environ)
         if env:
             e.update(env)
@@ -291,6 +292,17 @@ class Proc:
         if self.p.poll() is None:
             os.kill(self.pid, sig)
 
+    def pause(self):
+        """SIGSTOP: the process hangs (its sockets stay open, the kernel
+        still accepts connections for it) until resume() or stop()."""
+        self.signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        """SIGCONT after pause()."""
+        self.signal(signal.SIGCONT)
+        self.paused = False
+
     def stop(self, timeout=5.0):
         """SIGTERM, wait up to timeout, then SIGKILL. Returns the exit
         status (negative: killed by that signal). Safe to call twice."""
@@ -298,6 +310,11 @@ class Proc:
             after = self.mark()
             try:
                 os.kill(self.pid, signal.SIGTERM)
+                # A paused process would only see the SIGTERM after the
+                # SIGKILL timeout.
+                if self.paused:
+                    os.kill(self.pid, signal.SIGCONT)
+                    self.paused = False
             except ProcessLookupError:
                 pass
             # dotproxy drains on SIGTERM (lameduck, 5 s by default); a
@@ -457,6 +474,247 @@ def start_dotproxy(*args, port=None, env=None, timeout=DEFAULT_TIMEOUT,
                 raise
             _procs.remove(p)
     raise AssertionError('unreachable')
+
+
+# ---- Redis and twemproxy (the shared cache's tests) ----
+
+REDIS_SERVER = '/usr/bin/redis-server'
+NUTCRACKER = '/usr/sbin/nutcracker'
+
+
+def _need(path, package):
+    """A missing tool fails the test (CI installs it: nothing is skipped)."""
+    if not os.access(path, os.X_OK):
+        raise AssertionError('%s not found: install the Debian package %s '
+                             '(contrib/deps.sh --test)' % (path, package))
+
+
+def start_redis(port=0, extra=(), timeout=DEFAULT_TIMEOUT):
+    """Starts Debian's redis-server on 127.0.0.1:PORT without persistence,
+    in the foreground (its log on stdout), and waits for its 'Ready to
+    accept connections' line. port 0: a free one (redis-server has no
+    'pick one' port: 0 would turn TCP off), retried if it was taken
+    meanwhile; a given port lets a test restart Redis where the clients
+    expect it. extra: more redis-server options ('--maxmemory', '1mb').
+    Returns the Proc (a context manager) with .port set."""
+    _need(REDIS_SERVER, 'redis-server')
+    for attempt in range(3):
+        p_port = port or free_port()
+        p = Proc([REDIS_SERVER, '--port', p_port, '--bind', '127.0.0.1',
+                  '--save', '', '--appendonly', 'no', '--daemonize', 'no',
+                  '--logfile', ''] + list(extra), name='redis-server')
+        p.port = p_port
+        try:
+            p.wait_line(r'Ready to accept connections', timeout)
+            return p
+        except AssertionError:
+            p.stop()
+            taken = any('in use' in t.lower() for t in p.output())
+            if port or not taken or attempt == 2:
+                raise
+            _procs.remove(p)
+    raise AssertionError('unreachable')
+
+
+class RedisError(Exception):
+    """An error reply ('-ERR ...', '-WRONGTYPE ...') from Redis."""
+
+
+class RespConn:
+    """A minimal RESP2 client over one TCP connection (python3-redis is not
+    among the test dependencies): cmd() sends an array of bulk strings and
+    returns the reply: str for a status ('OK', 'PONG'), int, bytes or None
+    for a bulk string, a list for an array; an error reply raises
+    RedisError. Arguments may be str, bytes or int."""
+
+    def __init__(self, port, host='127.0.0.1', timeout=3.0):
+        self.s = socket.create_connection((host, port), timeout)
+        self.s.settimeout(timeout)
+        self.f = self.s.makefile('rb')
+
+    def close(self):
+        self.f.close()
+        self.s.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    @staticmethod
+    def _arg(a):
+        if isinstance(a, bytes):
+            return a
+        return str(a).encode()
+
+    def send(self, *args):
+        out = [b'*%d\r\n' % len(args)]
+        for a in args:
+            a = self._arg(a)
+            out.append(b'$%d\r\n%s\r\n' % (len(a), a))
+        self.s.sendall(b''.join(out))
+
+    def _line(self):
+        line = self.f.readline()
+        if not line.endswith(b'\r\n'):
+            raise ConnectionError('redis: connection closed mid-reply')
+        return line[:-2]
+
+    def reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b'+':
+            return rest.decode()
+        if kind == b'-':
+            raise RedisError(rest.decode('utf-8', 'replace'))
+        if kind == b':':
+            return int(rest)
+        if kind == b'$':
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.f.read(n + 2)
+            if len(data) != n + 2:
+                raise ConnectionError('redis: connection closed mid-reply')
+            return data[:-2]
+        if kind == b'*':
+            n = int(rest)
+            if n < 0:
+                return None
+            items = []
+            for _ in range(n):
+                try:
+                    items.append(self.reply())
+                except RedisError as e:
+                    items.append(e)
+            return items
+        raise ConnectionError('redis: bad reply line %r' % line)
+
+    def cmd(self, *args):
+        self.send(*args)
+        return self.reply()
+
+
+def redis_cmd(port, *args, timeout=3.0):
+    """One command over a new connection; its reply (see RespConn)."""
+    with RespConn(port, timeout=timeout) as r:
+        return r.cmd(*args)
+
+
+def redis_wait(port, *args, pred=lambda v: bool(v), timeout=DEFAULT_TIMEOUT,
+               interval=0.01):
+    """Repeats a command until pred(reply) holds, for things that have no
+    event to await (a fire-and-forget write landing in Redis); returns the
+    reply. Bounded: raises AssertionError with the last reply after
+    timeout seconds."""
+    deadline = time.monotonic() + timeout
+    with RespConn(port) as r:
+        while True:
+            v = r.cmd(*args)
+            if pred(v):
+                return v
+            if time.monotonic() >= deadline:
+                raise AssertionError('redis %d: %r still %r after %.1f s'
+                                     % (port, args, v, timeout))
+            time.sleep(interval)
+
+
+_nc_tmp = []
+
+
+def _cleanup_nc_tmp():
+    for d in _nc_tmp:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def start_nutcracker(redis_ports, port=0, timeout=DEFAULT_TIMEOUT):
+    """Starts twemproxy (Debian's nutcracker) on 127.0.0.1:PORT (0: a free
+    one) in front of the redis-servers on redis_ports, keys spread by
+    fnv1a_64 with ketama. Its statistics port is bound to loopback too, and
+    its log goes to stderr. nutcracker logs nothing when it listens, so
+    readiness is a PING answered through it (bounded polling). Returns the
+    Proc with .port set."""
+    _need(NUTCRACKER, 'nutcracker')
+    d = tempfile.mkdtemp(prefix='dotproxy-nc-')
+    if not _nc_tmp:
+        atexit.register(_cleanup_nc_tmp)
+    _nc_tmp.append(d)
+    p_port = port or free_port()
+    conf = os.path.join(d, 'nutcracker.yml')
+    with open(conf, 'w') as f:
+        f.write('pool:\n  listen: 127.0.0.1:%d\n  hash: fnv1a_64\n'
+                '  distribution: ketama\n  redis: true\n'
+                '  auto_eject_hosts: false\n  servers:\n' % p_port)
+        for rp in redis_ports:
+            f.write('   - 127.0.0.1:%d:1\n' % rp)
+    p = Proc([NUTCRACKER, '-c', conf, '-s', free_port(), '-a', '127.0.0.1',
+              '-o', '/dev/stderr', '-p', os.path.join(d, 'pid')],
+             name='nutcracker')
+    p.port = p_port
+    p.conf = conf
+    try:
+        p.wait_line(r'started on pid', timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if redis_cmd(p_port, 'PING', timeout=1.0) == 'PONG':
+                    break
+            except (OSError, ConnectionError, RedisError):
+                pass
+            if not p.running() or time.monotonic() >= deadline:
+                raise AssertionError('nutcracker did not answer PING on %d'
+                                     '\n%s' % (p_port, p.tail_text()))
+            time.sleep(0.02)
+    except BaseException:
+        p.stop()
+        raise
+    return p
+
+
+SHC_MAGIC = b'DPX1'
+
+
+def shc_key(name, qtype='A', qclass=1, flags=0, prefix=b'dotproxy:'):
+    """The shared cache's Redis key of a question: the prefix, then
+    cache_key_make's bytes (the lowercased wire name, QTYPE and QCLASS in
+    network order, the flag byte: 0x01 DO, 0x02 CD, 0x04 AD without DO;
+    a make_query() query has 0, dig sets AD by default: 0x04)."""
+    if isinstance(qtype, str):
+        qtype = QTYPES[qtype.upper()]
+    if isinstance(prefix, str):
+        prefix = prefix.encode()
+    return (prefix + encode_name(name.lower()) +
+            struct.pack('!HHB', qtype, qclass, flags))
+
+
+def shc_value(answer, fetched_ms, lifetime_s, magic=SHC_MAGIC):
+    """A shared cache value: magic, fetch time (ms since the epoch, 8 bytes)
+    and lifetime (s, 4 bytes) in network order, then the answer."""
+    return magic + struct.pack('!QI', fetched_ms, lifetime_s) + answer
+
+
+def shc_parse(value):
+    """(fetched_ms, lifetime_s, answer bytes) of a value; AssertionError if
+    it has not our magic or is shorter than the header."""
+    assert value is not None and len(value) >= 16 and \
+        value[:4] == SHC_MAGIC, 'not a shared cache value: %r' % value[:32]
+    fetched, lifetime = struct.unpack('!QI', value[4:16])
+    return fetched, lifetime, value[16:]
+
+
+def make_answer(name, qtype='A', ttl=300, rdatas=(b'\xc0\x00\x02\x01',),
+                rcode=0, qid=0):
+    """An answer message: the question, then one record per rdata with
+    its owner a compression pointer to the question's name."""
+    if isinstance(qtype, str):
+        qtype = QTYPES[qtype.upper()]
+    msg = struct.pack('!HHHHHH', qid, 0x8180 | rcode, 1, len(rdatas), 0, 0)
+    msg += encode_name(name) + struct.pack('!HH', qtype, 1)
+    for rd in rdatas:
+        msg += struct.pack('!HHHIH', 0xc00c, qtype, 1, ttl, len(rd)) + rd
+    return msg
 
 
 # ---- clients ----
