@@ -53,6 +53,7 @@ static uv_loop_t loop;
 static struct conf conf;
 static struct metrics m;
 static uint64_t fake_ms;
+static struct shcache *cur;   /* open_cache's, until close_cache */
 
 /* ---- redis-server ---- */
 
@@ -98,6 +99,7 @@ redis_start(void)
 	snprintf(port, sizeof(port), "%d", redis_port);
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
 	if (posix_spawn(&redis_pid, REDIS_SERVER, &fa, NULL, argv,
 	    environ) != 0) {
 		posix_spawn_file_actions_destroy(&fa);
@@ -140,6 +142,7 @@ nut_start(void)
 	uint64_t until = uv_hrtime() + 10000000000ULL;
 	struct timespec ts = { 0, 20000000 };
 	struct timeval tv = { 1, 0 };
+	posix_spawn_file_actions_t fa;
 	redisContext *rc;
 	redisReply *rep;
 	int fd, n;
@@ -162,7 +165,12 @@ nut_start(void)
 		return -1;
 	}
 	close(fd);
-	if (posix_spawn(&nut_pid, NUTCRACKER, NULL, NULL, argv, environ) != 0) {
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	n = posix_spawn(&nut_pid, NUTCRACKER, &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (n != 0) {
 		nut_pid = -1;
 		return -1;
 	}
@@ -224,6 +232,35 @@ group_setup(void **state)
 		return -1;
 	}
 	return 0;
+}
+
+/* After a failed test: let the server run, close what the test left
+ * open, so that the next test starts from a clean loop. */
+static int
+test_teardown(void **state)
+{
+	(void)state;
+	if (redis_pid > 0)
+		kill(redis_pid, SIGCONT);
+	if (cur != NULL) {
+		shcache_close(cur);
+		cur = NULL;
+		uv_run(&loop, UV_RUN_DEFAULT);
+	}
+	return 0;
+}
+
+/* The alarm: something hung. Do not leave the servers behind. */
+static void
+alarm_handler(int sig)
+{
+	(void)sig;
+	if (nut_pid > 0)
+		kill(nut_pid, SIGKILL);
+	if (redis_pid > 0)
+		kill(redis_pid, SIGKILL);
+	unlink(nut_conf);
+	_exit(2);
 }
 
 static int
@@ -336,6 +373,7 @@ open_cache_at(int port)
 	fake_ms = (uint64_t)time(NULL) * 1000;
 	s = shcache_new(&loop, &conf, &m);
 	assert_non_null(s);
+	cur = s;
 	shcache_set_clock(s, fake_clock, NULL);
 	assert_true(run_until(is_up, s, 5000));
 	return s;
@@ -351,6 +389,7 @@ open_cache(void)
 static void
 close_cache(struct shcache *s)
 {
+	cur = NULL;
 	shcache_close(s);
 	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
 }
@@ -579,11 +618,22 @@ test_put_get(void **state)
 	assert_int_equal(get1(s, "www.example.com", 1, &g), SHCACHE_ERROR);
 	assert_int_equal(m.shc_invalid, 1);
 
-	assert_int_equal(m.shc_requests[SHCACHE_OP_GET][SHCACHE_HIT], 3);
+	/* a record TTL below the lifetime is aged, not only clamped */
+	make_question("low.example.com", 1, &q, &k);
+	len = make_answer(&q, 100, 0, a);
+	shcache_put(s, &k, a, len, 300);
+	assert_true(run_until(none_outstanding, s, 5000));
+	fake_ms += 40000;
+	assert_int_equal(get1(s, "low.example.com", 1, &g), SHCACHE_HIT);
+	assert_int_equal(answer_ttl(g.answer, g.len), 60);
+	assert_int_equal(g.ttl, 260);
+	fake_ms -= 40000;
+
+	assert_int_equal(m.shc_requests[SHCACHE_OP_GET][SHCACHE_HIT], 4);
 	assert_int_equal(m.shc_requests[SHCACHE_OP_GET][SHCACHE_MISS], 1);
 	assert_int_equal(m.shc_requests[SHCACHE_OP_GET][SHCACHE_ERROR], 1);
-	assert_int_equal(m.shc_duration[SHCACHE_OP_GET].count, 5);
-	assert_int_equal(m.shc_duration[SHCACHE_OP_SET].count, 1);
+	assert_int_equal(m.shc_duration[SHCACHE_OP_GET].count, 6);
+	assert_int_equal(m.shc_duration[SHCACHE_OP_SET].count, 2);
 	close_cache(s);
 }
 
@@ -861,6 +911,7 @@ test_close_outstanding(void **state)
 		memset(&g[i], 0, sizeof(g[i]));
 		assert_int_equal(shcache_get(s, &k, &q, got_cb, &g[i]), 0);
 	}
+	cur = NULL;
 	shcache_close(s);
 	for (i = 0; i < 3; i++) {
 		assert_int_equal(g[i].calls, 1);
@@ -871,6 +922,62 @@ test_close_outstanding(void **state)
 	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
 	for (i = 0; i < 3; i++)
 		assert_int_equal(g[i].calls, 1);
+}
+
+/* A callback that closes the client: from a reply (inside hiredis's
+ * callback, where freeing the context is deferred) and from the timer. */
+static struct shcache *closer_s;
+static struct got closer_g[2];
+
+static void
+closer_cb(void *arg, int result, uint8_t *answer, size_t len,
+    const struct dnsmsg_answer_info *info)
+{
+	got_cb(arg, result, answer, len, info);
+	shcache_close(closer_s);
+}
+
+static void
+close_from_callback(int hang)
+{
+	struct dnsmsg_question q;
+	struct cache_key k;
+
+	closer_s = open_cache();
+	cur = NULL;   /* the callback closes it */
+	if (!hang)
+		put1(closer_s, "cc.example.com", 1, 300);
+	else
+		assert_int_equal(kill(redis_pid, SIGSTOP), 0);
+	memset(closer_g, 0, sizeof(closer_g));
+	make_question("cc.example.com", 1, &q, &k);
+	assert_int_equal(shcache_get(closer_s, &k, &q, closer_cb,
+	    &closer_g[0]), 0);
+	assert_int_equal(shcache_get(closer_s, &k, &q, got_cb, &closer_g[1]),
+	    0);
+	/* the loop ends once the callback closed the client */
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	if (hang)
+		assert_int_equal(kill(redis_pid, SIGCONT), 0);
+	assert_int_equal(closer_g[0].calls, 1);
+	assert_int_equal(closer_g[0].result, hang ? SHCACHE_TIMEOUT :
+	    SHCACHE_HIT);
+	assert_int_equal(closer_g[1].calls, 1);
+	assert_int_equal(closer_g[1].result, SHCACHE_SKIPPED);
+}
+
+static void
+test_close_from_reply(void **state)
+{
+	(void)state;
+	close_from_callback(0);
+}
+
+static void
+test_close_from_timeout(void **state)
+{
+	(void)state;
+	close_from_callback(1);
 }
 
 /* EXISTS in database db. */
@@ -993,19 +1100,22 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_put_get),
-		cmocka_unit_test(test_garbage),
-		cmocka_unit_test(test_flush),
-		cmocka_unit_test(test_hang_breaker),
-		cmocka_unit_test(test_probe_fails),
-		cmocka_unit_test(test_restart),
-		cmocka_unit_test(test_close_outstanding),
-		cmocka_unit_test(test_set_conf),
-		cmocka_unit_test(test_twemproxy),
+		cmocka_unit_test_teardown(test_put_get, test_teardown),
+		cmocka_unit_test_teardown(test_garbage, test_teardown),
+		cmocka_unit_test_teardown(test_flush, test_teardown),
+		cmocka_unit_test_teardown(test_hang_breaker, test_teardown),
+		cmocka_unit_test_teardown(test_probe_fails, test_teardown),
+		cmocka_unit_test_teardown(test_restart, test_teardown),
+		cmocka_unit_test_teardown(test_close_outstanding, test_teardown),
+		cmocka_unit_test_teardown(test_close_from_reply, test_teardown),
+		cmocka_unit_test_teardown(test_close_from_timeout, test_teardown),
+		cmocka_unit_test_teardown(test_set_conf, test_teardown),
+		cmocka_unit_test_teardown(test_twemproxy, test_teardown),
 	};
 	int rc;
 
 	/* A handle left open would make a final uv_run hang: fail then. */
+	signal(SIGALRM, alarm_handler);
 	alarm(120);
 	uv_loop_init(&loop);
 	rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
