@@ -125,7 +125,6 @@ struct shcache {
 
 	redisAsyncContext *ac;         /* NULL: no connection */
 	uint64_t gen;                  /* bumped at each connection attempt */
-	int connected;                 /* TCP connected (handshake may run) */
 	int up;                        /* requests may be sent */
 	int hs_pending;                /* handshake replies still awaited */
 	int circuit_open;
@@ -496,7 +495,6 @@ conn_drop(struct shcache *s)
 
 	uv_timer_stop(&s->conn_timer);
 	s->up = 0;
-	s->connected = 0;
 	s->hs_pending = 0;
 	if (ac == NULL)
 		return;
@@ -630,7 +628,6 @@ on_connect(const redisAsyncContext *cac, int status)
 		conn_failed(s);
 		return;
 	}
-	s->connected = 1;
 	if ((s->addr.db != 0 && handshake_send(s, REQ_SELECT, "SELECT") != 0) ||
 	    (s->circuit_open && handshake_send(s, REQ_PING, "PING") != 0)) {
 		/* Not here: freeing ac inside its connect callback would pull
