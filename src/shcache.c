@@ -40,6 +40,14 @@
  * made and PINGed; the PONG closes the breaker, any failure reopens it
  * with the back-off doubled.
  *
+ * The glue to libuv is ours (ev_*), not hiredis 0.14's adapters/libuv.h:
+ * that one drops a poll error (status < 0: EPOLLERR, a connection reset
+ * by the peer) on the floor, and hiredis then never learns that the
+ * connection is gone; an idle connection stayed "up" for ever. Ours
+ * hands an error to redisAsyncHandleRead, whose read fails and frees the
+ * context as any lost connection. The poll handle is freed in its close
+ * callback, after hiredis let go of it (ev_cleanup).
+ *
  * s itself is freed when the three timers have been closed (and no record
  * is left, which holds by then: freeing the context answers them all).
  */
@@ -53,7 +61,6 @@
 
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include <hiredis/adapters/libuv.h>
 
 #include "log.h"
 #include "mem.h"
@@ -118,7 +125,6 @@ struct shcache {
 
 	redisAsyncContext *ac;         /* NULL: no connection */
 	uint64_t gen;                  /* bumped at each connection attempt */
-	int connected;                 /* TCP connected (handshake may run) */
 	int up;                        /* requests may be sent */
 	int hs_pending;                /* handshake replies still awaited */
 	int circuit_open;
@@ -370,6 +376,114 @@ hist_since(struct shcache *s, enum shcache_op op, const struct shc_req *r)
 	metrics_hist_add(&s->m->shc_duration[op], uv_hrtime() - r->sent_ns);
 }
 
+/* ---- hiredis on libuv ---- */
+
+struct shc_ev {
+	redisAsyncContext *ac;          /* NULL once hiredis let go */
+	uv_poll_t poll;
+	int events;
+};
+
+static void
+ev_poll_cb(uv_poll_t *h, int status, int events)
+{
+	struct shc_ev *e = h->data;
+
+	if (e->ac == NULL)
+		return;
+	if (status < 0) {
+		/* libuv stopped the handle; the read tells hiredis why. */
+		redisAsyncHandleRead(e->ac);
+		return;
+	}
+	if (events & UV_READABLE)
+		redisAsyncHandleRead(e->ac);
+	if (e->ac != NULL && (events & UV_WRITABLE))
+		redisAsyncHandleWrite(e->ac);
+}
+
+static void
+ev_update(struct shc_ev *e)
+{
+	if (e->events)
+		uv_poll_start(&e->poll, e->events, ev_poll_cb);
+	else
+		uv_poll_stop(&e->poll);
+}
+
+static void
+ev_add_read(void *data)
+{
+	struct shc_ev *e = data;
+
+	e->events |= UV_READABLE;
+	ev_update(e);
+}
+
+static void
+ev_del_read(void *data)
+{
+	struct shc_ev *e = data;
+
+	e->events &= ~UV_READABLE;
+	ev_update(e);
+}
+
+static void
+ev_add_write(void *data)
+{
+	struct shc_ev *e = data;
+
+	e->events |= UV_WRITABLE;
+	ev_update(e);
+}
+
+static void
+ev_del_write(void *data)
+{
+	struct shc_ev *e = data;
+
+	e->events &= ~UV_WRITABLE;
+	ev_update(e);
+}
+
+static void
+ev_closed_cb(uv_handle_t *h)
+{
+	mem_free(h->data);
+}
+
+static void
+ev_cleanup(void *data)
+{
+	struct shc_ev *e = data;
+
+	e->ac = NULL;
+	uv_close((uv_handle_t *)&e->poll, ev_closed_cb);
+}
+
+static int
+ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+	struct shc_ev *e = mem_calloc(1, sizeof(*e));
+
+	if (e == NULL)
+		return -1;
+	if (uv_poll_init(loop, &e->poll, ac->c.fd) != 0) {
+		mem_free(e);
+		return -1;
+	}
+	e->poll.data = e;
+	e->ac = ac;
+	ac->ev.addRead = ev_add_read;
+	ac->ev.delRead = ev_del_read;
+	ac->ev.addWrite = ev_add_write;
+	ac->ev.delWrite = ev_del_write;
+	ac->ev.cleanup = ev_cleanup;
+	ac->ev.data = e;
+	return 0;
+}
+
 /* ---- connection ---- */
 
 /* Detach and free the current context, if any. Its pending replies run
@@ -381,7 +495,6 @@ conn_drop(struct shcache *s)
 
 	uv_timer_stop(&s->conn_timer);
 	s->up = 0;
-	s->connected = 0;
 	s->hs_pending = 0;
 	if (ac == NULL)
 		return;
@@ -446,16 +559,16 @@ conn_failed(struct shcache *s)
 }
 
 /* hiredis is freeing the current context by itself (connection lost):
- * let go of it, then retry. */
+ * let go of it, so that nothing is sent on it nor frees it again. */
 static void
-conn_lost(struct shcache *s)
+conn_detach(struct shcache *s)
 {
 	if (s->up)
 		log_warn("shared cache: lost the connection to %s", url(s));
 	if (s->ac)
 		s->ac->data = NULL;
 	s->ac = NULL;
-	conn_failed(s);
+	s->up = 0;
 }
 
 static void
@@ -515,7 +628,6 @@ on_connect(const redisAsyncContext *cac, int status)
 		conn_failed(s);
 		return;
 	}
-	s->connected = 1;
 	if ((s->addr.db != 0 && handshake_send(s, REQ_SELECT, "SELECT") != 0) ||
 	    (s->circuit_open && handshake_send(s, REQ_PING, "PING") != 0)) {
 		/* Not here: freeing ac inside its connect callback would pull
@@ -537,7 +649,8 @@ on_disconnect(const redisAsyncContext *cac, int status)
 	(void)status;
 	if (s == NULL || s->ac != ac)
 		return;
-	conn_lost(s);
+	conn_detach(s);
+	conn_failed(s);
 }
 
 static void
@@ -577,7 +690,7 @@ conn_start(struct shcache *s)
 		redisAsyncFree(ac);
 		goto fail;
 	}
-	if (redisLibuvAttach(ac, s->loop) != REDIS_OK) {
+	if (ev_attach(ac, s->loop) != 0) {
 		redisAsyncFree(ac);
 		goto fail;
 	}
@@ -755,15 +868,14 @@ reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 		/* Our current connection is being freed by hiredis: lost.
 		 * Requests answered below may ask again; they must be
 		 * skipped, not sent on a dying context. */
-		ac->data = NULL;
-		s->ac = NULL;
-		s->up = 0;
+		conn_detach(s);
 		if (!r->done) {
 			r->done = 1;
 			req_lost(s, r);
 		}
-		if (!s->closing)
-			conn_lost(s);
+		/* unless the callback closed us or reconnected elsewhere */
+		if (!s->closing && s->ac == NULL)
+			conn_failed(s);
 	} else if (!r->done) {
 		r->done = 1;
 		if (rep == NULL)
@@ -1271,7 +1383,12 @@ flush_lost(struct shcache *s, struct shc_req *r, int timeout)
 		s->fallback = f;
 		return;
 	}
-	flush_stop(f, s->closing ? "closing" : "connection lost");
+	if (r->kind == REQ_SCAN && f->scans == 0 && !s->closing)
+		flush_stop(f, "the connection closed on SCAN (twemproxy has "
+		    "no SCAN: a subtree or everything cannot be flushed "
+		    "through it)");
+	else
+		flush_stop(f, s->closing ? "closing" : "connection lost");
 }
 
 int

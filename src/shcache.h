@@ -19,14 +19,18 @@
  * same fetch time, so an entry written by one is no fresher or older for
  * another; a fetch time in the future (clock skew) counts as now. Keys
  * are written with SET key value PX lifetime-in-ms, so Redis drops them
- * when they expire. Reads use GETRANGE 0 .. SHCACHE_VALUE_MAX - 1, so a
- * huge value under our key costs at most that much memory; it is then
- * too long to be ours and is a miss.
+ * when they expire. Reads use GETRANGE 0 .. SHCACHE_VALUE_MAX, one byte
+ * more than any value of ours, so a huge value under our key costs at
+ * most that much memory and is then seen to be too long to be ours: it
+ * is not served (counted invalid, result "error").
  *
  * Failures: each request is bounded by shared-cache-timeout (a timer per
  * loop over the requests in send order, which share one timeout, so they
  * expire in order). After SHCACHE_BREAKER_FAILS failures in a row
- * (errors, timeouts, refused connections) the circuit breaker opens: the
+ * (error replies, timeouts, failed connects or handshakes, a lost
+ * connection counted once; not WRONGTYPE nor invalid values, which are
+ * someone else's data under our key, not a sick server; a reply in time
+ * resets the count, a late one does not) the circuit breaker opens: the
  * connection is dropped and every request is skipped (answered at once,
  * counted "skipped") for a back-off period, doubled on each failed probe
  * from SHCACHE_BACKOFF_MIN_MS up to SHCACHE_BACKOFF_MAX_MS and jittered
@@ -34,7 +38,9 @@
  * reply closes the breaker. A connection that is lost while the breaker
  * is closed is made again at once once, then after the back-off; while no
  * connection is up, requests are skipped. So a dead Redis costs a counter
- * per miss, and reconnects never storm.
+ * per miss, and reconnects never storm. A connect is bounded by
+ * max(shared-cache-timeout, 100 ms); after connecting, SELECT db is sent
+ * first when db is not 0 (its failure fails the connection).
  *
  * Threads: a struct shcache belongs to one loop and is used on that
  * loop's thread only; each worker has its own (and its own connection).
@@ -114,7 +120,9 @@ void shcache_set_conf(struct shcache *s, const struct conf *conf);
 /* Stop: every get still waiting is answered SHCACHE_SKIPPED (its callback
  * runs within this call), the connection and the timers are closed, and
  * the memory is freed once libuv has closed the handles (the loop must
- * run on). NULL is allowed. */
+ * run on; after that it has nothing of ours left and uv_run can end).
+ * NULL is allowed; so is a call from within a get's callback. s must not
+ * be used after the call. */
 void shcache_close(struct shcache *s);
 
 /* The answer to a get: result SHCACHE_HIT with the answer (len bytes,
@@ -132,7 +140,11 @@ typedef void (*shcache_get_cb)(void *arg, int result, uint8_t *answer,
  * Returns 0 when cb(arg, ...) follows, always later and exactly once
  * (at the latest after the timeout, or from shcache_close); or -1
  * when nothing was asked (no connection, breaker open,
- * too many in flight, out of memory): counted, and no callback. */
+ * too many in flight, out of memory): counted, and no callback. The
+ * callback runs from the loop (a reply, the timer, a lost connection:
+ * SHCACHE_ERROR) or from shcache_close or shcache_set_conf (a changed
+ * address drops the connection: SHCACHE_ERROR), never from within
+ * shcache_get; it may call any function here. */
 int shcache_get(struct shcache *s, const struct cache_key *key,
     const struct dnsmsg_question *q, shcache_get_cb cb, void *arg);
 
@@ -147,9 +159,13 @@ void shcache_put(struct shcache *s, const struct cache_key *key,
  * name_len bytes, as cache_name_from_text makes it), any type, class and
  * flags; with subtree, the names below it too; name NULL: every key under
  * the prefix. Runs in the background (SCAN with a MATCH pattern, then
- * DEL), logs what it deleted or why it could not (twemproxy has no SCAN:
- * then only the exact name's common types are deleted, by DEL on their
- * keys). Returns 0 when started, -1 when there is no connection. */
+ * DEL), logs what it deleted or why it could not (twemproxy has no SCAN
+ * and closes the connection on it: then, once reconnected, only the
+ * exact name's common types are deleted, by DEL on their keys; a subtree
+ * or everything cannot be). The subtree pattern is a glob on wire bytes
+ * (prefix*NAME?????): a name whose label bytes contain NAME's wire form
+ * (binary labels) would match too. Returns 0 when started, -1 when there
+ * is no connection (or the name is longer than a name). */
 int shcache_flush(struct shcache *s, const uint8_t *name_wire,
     size_t name_len, int subtree);
 

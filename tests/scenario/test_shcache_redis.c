@@ -16,11 +16,13 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -38,6 +40,7 @@
 #include "shcache.h"
 
 #define REDIS_SERVER "/usr/bin/redis-server"
+#define NUTCRACKER "/usr/sbin/nutcracker"
 #define TIMEOUT_MS 100       /* generous for ASan; the bound checked is
                               * TIMEOUT_MS + 50 */
 #define PREFIX "t:dpx:"
@@ -50,6 +53,7 @@ static uv_loop_t loop;
 static struct conf conf;
 static struct metrics m;
 static uint64_t fake_ms;
+static struct shcache *cur;   /* open_cache's, until close_cache */
 
 /* ---- redis-server ---- */
 
@@ -95,6 +99,7 @@ redis_start(void)
 	snprintf(port, sizeof(port), "%d", redis_port);
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
 	if (posix_spawn(&redis_pid, REDIS_SERVER, &fa, NULL, argv,
 	    environ) != 0) {
 		posix_spawn_file_actions_destroy(&fa);
@@ -122,6 +127,83 @@ redis_start(void)
 	return -1;
 }
 
+/* twemproxy (nutcracker) in front of the server, on a port of its own;
+ * waits until a PING goes through it. */
+static pid_t nut_pid = -1;
+static int nut_port;
+static char nut_conf[] = "/tmp/test_shcache_nut.XXXXXX";
+
+static int
+nut_start(void)
+{
+	char stats[16], text[256];
+	char *argv[] = { NUTCRACKER, "-c", nut_conf, "-s", stats, "-a",
+	    "127.0.0.1", "-o", "/dev/null", NULL };
+	uint64_t until = uv_hrtime() + 10000000000ULL;
+	struct timespec ts = { 0, 20000000 };
+	struct timeval tv = { 1, 0 };
+	posix_spawn_file_actions_t fa;
+	redisContext *rc;
+	redisReply *rep;
+	int fd, n;
+
+	if (access(NUTCRACKER, X_OK) != 0) {
+		fprintf(stderr, "FAIL: %s is not installed (apt-get install "
+		    "nutcracker); this test needs it\n", NUTCRACKER);
+		return -1;
+	}
+	nut_port = free_port();
+	snprintf(stats, sizeof(stats), "%d", free_port());
+	fd = mkstemp(nut_conf);
+	if (fd < 0)
+		return -1;
+	n = snprintf(text, sizeof(text), "dpx:\n  listen: 127.0.0.1:%d\n"
+	    "  redis: true\n  servers:\n   - 127.0.0.1:%d:1\n", nut_port,
+	    redis_port);
+	if (write(fd, text, (size_t)n) != n) {
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	n = posix_spawn(&nut_pid, NUTCRACKER, &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (n != 0) {
+		nut_pid = -1;
+		return -1;
+	}
+	while (uv_hrtime() < until) {
+		rc = redisConnectWithTimeout("127.0.0.1", nut_port, tv);
+		if (rc != NULL && rc->err == 0) {
+			rep = redisCommand(rc, "PING");
+			if (rep != NULL && rep->type == REDIS_REPLY_STATUS) {
+				freeReplyObject(rep);
+				redisFree(rc);
+				return 0;
+			}
+			if (rep)
+				freeReplyObject(rep);
+		}
+		if (rc)
+			redisFree(rc);
+		nanosleep(&ts, NULL);
+	}
+	return -1;
+}
+
+static void
+nut_kill(void)
+{
+	if (nut_pid > 0) {
+		kill(nut_pid, SIGKILL);
+		waitpid(nut_pid, NULL, 0);
+		nut_pid = -1;
+	}
+	unlink(nut_conf);
+}
+
 static void
 redis_kill(void)
 {
@@ -141,7 +223,7 @@ group_setup(void **state)
 		    "redis-server); this test needs it\n", REDIS_SERVER);
 		return -1;
 	}
-	log_open(LOGL_INFO, 1);
+	log_open(getenv("SHC_DEBUG") ? LOGL_DEBUG : LOGL_INFO, 1);
 	redis_port = free_port();
 	if (redis_start() != 0) {
 		fprintf(stderr, "FAIL: redis-server did not come up on "
@@ -152,10 +234,40 @@ group_setup(void **state)
 	return 0;
 }
 
+/* After a failed test: let the server run, close what the test left
+ * open, so that the next test starts from a clean loop. */
+static int
+test_teardown(void **state)
+{
+	(void)state;
+	if (redis_pid > 0)
+		kill(redis_pid, SIGCONT);
+	if (cur != NULL) {
+		shcache_close(cur);
+		cur = NULL;
+		uv_run(&loop, UV_RUN_DEFAULT);
+	}
+	return 0;
+}
+
+/* The alarm: something hung. Do not leave the servers behind. */
+static void
+alarm_handler(int sig)
+{
+	(void)sig;
+	if (nut_pid > 0)
+		kill(nut_pid, SIGKILL);
+	if (redis_pid > 0)
+		kill(redis_pid, SIGKILL);
+	unlink(nut_conf);
+	_exit(2);
+}
+
 static int
 group_teardown(void **state)
 {
 	(void)state;
+	nut_kill();
 	redis_kill();
 	return 0;
 }
@@ -242,7 +354,7 @@ fake_clock(void *arg)
 }
 
 static struct shcache *
-open_cache(void)
+open_cache_at(int port)
 {
 	struct shcache *s;
 
@@ -250,9 +362,9 @@ open_cache(void)
 	conf.shared_cache.set = 1;
 	snprintf(conf.shared_cache.host, sizeof(conf.shared_cache.host),
 	    "127.0.0.1");
-	conf.shared_cache.port = (unsigned)redis_port;
+	conf.shared_cache.port = (unsigned)port;
 	snprintf(conf.shared_cache.url, sizeof(conf.shared_cache.url),
-	    "redis://127.0.0.1:%d", redis_port);
+	    "redis://127.0.0.1:%d", port);
 	conf.shared_cache_timeout_ms = TIMEOUT_MS;
 	snprintf(conf.shared_cache_prefix, sizeof(conf.shared_cache_prefix),
 	    PREFIX);
@@ -261,15 +373,23 @@ open_cache(void)
 	fake_ms = (uint64_t)time(NULL) * 1000;
 	s = shcache_new(&loop, &conf, &m);
 	assert_non_null(s);
+	cur = s;
 	shcache_set_clock(s, fake_clock, NULL);
 	assert_true(run_until(is_up, s, 5000));
 	return s;
+}
+
+static struct shcache *
+open_cache(void)
+{
+	return open_cache_at(redis_port);
 }
 
 /* Close s and run the loop to its end: every handle must be closed. */
 static void
 close_cache(struct shcache *s)
 {
+	cur = NULL;
 	shcache_close(s);
 	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
 }
@@ -498,11 +618,22 @@ test_put_get(void **state)
 	assert_int_equal(get1(s, "www.example.com", 1, &g), SHCACHE_ERROR);
 	assert_int_equal(m.shc_invalid, 1);
 
-	assert_int_equal(m.shc_requests[SHCACHE_OP_GET][SHCACHE_HIT], 3);
+	/* a record TTL below the lifetime is aged, not only clamped */
+	make_question("low.example.com", 1, &q, &k);
+	len = make_answer(&q, 100, 0, a);
+	shcache_put(s, &k, a, len, 300);
+	assert_true(run_until(none_outstanding, s, 5000));
+	fake_ms += 40000;
+	assert_int_equal(get1(s, "low.example.com", 1, &g), SHCACHE_HIT);
+	assert_int_equal(answer_ttl(g.answer, g.len), 60);
+	assert_int_equal(g.ttl, 260);
+	fake_ms -= 40000;
+
+	assert_int_equal(m.shc_requests[SHCACHE_OP_GET][SHCACHE_HIT], 4);
 	assert_int_equal(m.shc_requests[SHCACHE_OP_GET][SHCACHE_MISS], 1);
 	assert_int_equal(m.shc_requests[SHCACHE_OP_GET][SHCACHE_ERROR], 1);
-	assert_int_equal(m.shc_duration[SHCACHE_OP_GET].count, 5);
-	assert_int_equal(m.shc_duration[SHCACHE_OP_SET].count, 1);
+	assert_int_equal(m.shc_duration[SHCACHE_OP_GET].count, 6);
+	assert_int_equal(m.shc_duration[SHCACHE_OP_SET].count, 2);
 	close_cache(s);
 }
 
@@ -753,6 +884,8 @@ test_restart(void **state)
 	(void)state;
 	s = open_cache();
 	redis_kill();
+	/* the server's end reset: noticed without a request (hiredis
+	 * 0.14's own libuv adapter missed this) */
 	assert_true(run_until(is_down, s, 5000));
 	assert_int_equal(redis_start(), 0);
 	assert_true(run_until(is_up, s, 15000));
@@ -778,6 +911,7 @@ test_close_outstanding(void **state)
 		memset(&g[i], 0, sizeof(g[i]));
 		assert_int_equal(shcache_get(s, &k, &q, got_cb, &g[i]), 0);
 	}
+	cur = NULL;
 	shcache_close(s);
 	for (i = 0; i < 3; i++) {
 		assert_int_equal(g[i].calls, 1);
@@ -790,21 +924,198 @@ test_close_outstanding(void **state)
 		assert_int_equal(g[i].calls, 1);
 }
 
+/* A callback that closes the client: from a reply (inside hiredis's
+ * callback, where freeing the context is deferred) and from the timer. */
+static struct shcache *closer_s;
+static struct got closer_g[2];
+
+static void
+closer_cb(void *arg, int result, uint8_t *answer, size_t len,
+    const struct dnsmsg_answer_info *info)
+{
+	got_cb(arg, result, answer, len, info);
+	shcache_close(closer_s);
+}
+
+static void
+close_from_callback(int hang)
+{
+	struct dnsmsg_question q;
+	struct cache_key k;
+
+	closer_s = open_cache();
+	cur = NULL;   /* the callback closes it */
+	if (!hang)
+		put1(closer_s, "cc.example.com", 1, 300);
+	else
+		assert_int_equal(kill(redis_pid, SIGSTOP), 0);
+	memset(closer_g, 0, sizeof(closer_g));
+	make_question("cc.example.com", 1, &q, &k);
+	assert_int_equal(shcache_get(closer_s, &k, &q, closer_cb,
+	    &closer_g[0]), 0);
+	assert_int_equal(shcache_get(closer_s, &k, &q, got_cb, &closer_g[1]),
+	    0);
+	/* the loop ends once the callback closed the client */
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	if (hang)
+		assert_int_equal(kill(redis_pid, SIGCONT), 0);
+	assert_int_equal(closer_g[0].calls, 1);
+	assert_int_equal(closer_g[0].result, hang ? SHCACHE_TIMEOUT :
+	    SHCACHE_HIT);
+	assert_int_equal(closer_g[1].calls, 1);
+	assert_int_equal(closer_g[1].result, SHCACHE_SKIPPED);
+}
+
+static void
+test_close_from_reply(void **state)
+{
+	(void)state;
+	close_from_callback(0);
+}
+
+static void
+test_close_from_timeout(void **state)
+{
+	(void)state;
+	close_from_callback(1);
+}
+
+/* EXISTS in database db. */
+static long long
+exists_db(unsigned db, const char *name, uint16_t type)
+{
+	redisContext *rc = sync_connect();
+	redisReply *rep;
+	char key[600];
+	size_t klen = redis_key(name, type, key);
+	long long v;
+
+	assert_non_null(rc);
+	rep = redisCommand(rc, "SELECT %u", db);
+	assert_non_null(rep);
+	freeReplyObject(rep);
+	rep = redisCommand(rc, "EXISTS %b", key, klen);
+	assert_non_null(rep);
+	assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+	v = rep->integer;
+	freeReplyObject(rep);
+	redisFree(rc);
+	return v;
+}
+
+/* A reload: a new timeout applies; another database (another address)
+ * reconnects, with SELECT. */
+static void
+test_set_conf(void **state)
+{
+	struct shcache *s;
+	struct shcache_state st;
+	static struct conf conf2;
+	static struct got g;
+	uint64_t connects;
+
+	(void)state;
+	raw("FLUSHALL");
+	s = open_cache();
+	shcache_get_state(s, &st);
+	connects = st.connects;
+	conf2 = conf;
+	conf2.shared_cache_timeout_ms = TIMEOUT_MS + 1;
+	shcache_set_conf(s, &conf2);
+	shcache_get_state(s, &st);
+	assert_int_equal(st.connects, connects);
+	assert_int_equal(st.up, 1);
+	conf = conf2;
+	conf.shared_cache.db = 3;
+	shcache_set_conf(s, &conf);
+	assert_true(run_until(is_up, s, 5000));
+	shcache_get_state(s, &st);
+	assert_int_equal(st.connects, connects + 1);
+	put1(s, "db.example.com", 1, 300);
+	assert_int_equal(exists_db(3, "db.example.com", 1), 1);
+	assert_int_equal(exists_db(0, "db.example.com", 1), 0);
+	assert_int_equal(get1(s, "db.example.com", 1, &g), SHCACHE_HIT);
+	raw("SELECT 3");
+	close_cache(s);
+	raw("FLUSHALL");
+}
+
+static int
+up_after(void *arg)
+{
+	uint64_t *want = arg;
+	struct shcache_state st;
+
+	shcache_get_state((struct shcache *)(uintptr_t)want[1], &st);
+	return st.up && st.connects >= want[0];
+}
+
+/* Through twemproxy, which closes the connection on SCAN: an exact flush
+ * deletes the common types by name once reconnected; a subtree flush
+ * cannot, and deletes nothing. */
+static void
+test_twemproxy(void **state)
+{
+	struct shcache *s;
+	struct shcache_state st;
+	uint8_t wire[DNS_MAX_NAME_WIRE];
+	size_t wl;
+	uint64_t want[2];
+	static struct got g;
+
+	(void)state;
+	raw("FLUSHALL");
+	assert_int_equal(nut_start(), 0);
+	s = open_cache_at(nut_port);
+	put1(s, "t.example.com", 1, 300);
+	put1(s, "t.example.com", 28, 300);
+	put1(s, "t.example.com", 99, 300);   /* not a common type */
+	put1(s, "u.t.example.com", 1, 300);
+	assert_int_equal(get1(s, "t.example.com", 1, &g), SHCACHE_HIT);
+	assert_int_equal(exists("t.example.com", 1), 1);
+
+	shcache_get_state(s, &st);
+	wl = name_wire("t.example.com", wire);
+	assert_int_equal(shcache_flush(s, wire, wl, 0), 0);
+	want[0] = 1;
+	want[1] = (uint64_t)(uintptr_t)s;
+	assert_true(run_until(dels_done, want, 5000));
+	assert_int_equal(exists("t.example.com", 1), 0);
+	assert_int_equal(exists("t.example.com", 28), 0);
+	assert_int_equal(exists("t.example.com", 99), 1);
+	assert_int_equal(exists("u.t.example.com", 1), 1);
+
+	shcache_get_state(s, &st);
+	assert_int_equal(shcache_flush(s, wire, wl, 1), 0);
+	want[0] = st.connects + 1;
+	assert_true(run_until(up_after, want, 5000));
+	assert_true(run_until(none_outstanding, s, 5000));
+	assert_int_equal(exists("u.t.example.com", 1), 1);
+	assert_int_equal(m.shc_requests[SHCACHE_OP_DEL][SHCACHE_OK], 1);
+	close_cache(s);
+	nut_kill();
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_put_get),
-		cmocka_unit_test(test_garbage),
-		cmocka_unit_test(test_flush),
-		cmocka_unit_test(test_hang_breaker),
-		cmocka_unit_test(test_probe_fails),
-		cmocka_unit_test(test_restart),
-		cmocka_unit_test(test_close_outstanding),
+		cmocka_unit_test_teardown(test_put_get, test_teardown),
+		cmocka_unit_test_teardown(test_garbage, test_teardown),
+		cmocka_unit_test_teardown(test_flush, test_teardown),
+		cmocka_unit_test_teardown(test_hang_breaker, test_teardown),
+		cmocka_unit_test_teardown(test_probe_fails, test_teardown),
+		cmocka_unit_test_teardown(test_restart, test_teardown),
+		cmocka_unit_test_teardown(test_close_outstanding, test_teardown),
+		cmocka_unit_test_teardown(test_close_from_reply, test_teardown),
+		cmocka_unit_test_teardown(test_close_from_timeout, test_teardown),
+		cmocka_unit_test_teardown(test_set_conf, test_teardown),
+		cmocka_unit_test_teardown(test_twemproxy, test_teardown),
 	};
 	int rc;
 
 	/* A handle left open would make a final uv_run hang: fail then. */
+	signal(SIGALRM, alarm_handler);
 	alarm(120);
 	uv_loop_init(&loop);
 	rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
