@@ -33,8 +33,9 @@
  * timed out, an error reply other than WRONGTYPE (that is a value of
  * someone else's under our key, not a sick server), a failed connect or
  * handshake, a lost connection (once for the loss, not once per request
- * it took with it). A reply in time resets it; a late one does not (a
- * server that always answers after the timeout is no use). At
+ * it took with it). A reply in time (a completed handshake too) resets
+ * it; a late one does not (a server that always answers after the
+ * timeout is no use). At
  * SHCACHE_BREAKER_FAILS the breaker opens: the connection is dropped,
  * requests are skipped, and after the jittered back-off one connection is
  * made and PINGed; the PONG closes the breaker, any failure reopens it
@@ -576,9 +577,12 @@ conn_ready(struct shcache *s)
 {
 	s->up = 1;
 	s->retried = 0;
+	/* A completed handshake is a reply in time: the failures of an
+	 * outage that is over (the loss, refused retries) do not count
+	 * toward the next one's breaker. */
+	s->fails = 0;
 	if (s->circuit_open) {
 		s->circuit_open = 0;
-		s->fails = 0;
 		s->backoff_ms = SHCACHE_BACKOFF_MIN_MS;
 		log_info("shared cache: connected to %s, circuit closed",
 		    url(s));
