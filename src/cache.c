@@ -74,8 +74,7 @@
  *   - bytes is the sum of entry_cost() over the entries, and bytes <=
  *     max_bytes (cache_put evicts the least recently used until the new
  *     entry fits, and refuses with -E2BIG an entry that could never fit
- *     the shard);
- *     the shards' max_bytes sum to the cache's bound;
+ *     the shard); the shards' max_bytes sum to the cache's bound;
  *   - the stored answer holds the TTLs as received: aging (or the stale
  *     TTL) is applied to the caller's copy only, so reading twice never
  *     ages twice;
@@ -119,9 +118,11 @@
  * and 64-bit sizes and expiry, the question stored twice) took 216.4.
  * The target of 1.5 * wire + 64 = 140.5 bytes is not met with uthash:
  * key, answer and TTL offset (54), malloc's header (8) and the buckets
- * (8.4) leave 70 bytes for the struct, and the handle alone takes 56,
- * 20 of which (the table pointer, the key pointer, the key length) repeat
- * what every entry of a shard shares or its layout already says.
+ * (8.4) leave 70 bytes for the struct, which needs 56 for the handle and
+ * 26 for the rest. 20 of the handle's bytes (the table pointer, the key
+ * pointer, the key length) repeat what every entry of a shard shares or
+ * the entry's layout already says; an intrusive table of our own could
+ * drop them, uthash cannot.
  */
 /* PTHREAD_MUTEX_ADAPTIVE_NP is a GNU extension. */
 #define _GNU_SOURCE
