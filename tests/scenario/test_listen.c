@@ -78,21 +78,6 @@ struct world {
 
 /* ---- wire ---- */
 
-static uint16_t
-get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static void
-put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
 /* A query for name type A, RD set, no EDNS. */
 static size_t
 build_query(uint8_t *b, uint16_t id, const char *name)
