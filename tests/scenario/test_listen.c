@@ -309,8 +309,8 @@ start_conf(struct world *w, const struct conf *c, struct sysd_fds *fds,
 	struct listen *l = NULL;
 	char err[256];
 
-	if (listen_start(&w->loop, c, fds, reuseport ? 2 : 1, &w->ctx, m, &l, err,
-	    sizeof(err)) != 0)
+	if (listen_start(&w->loop, c, fds, reuseport ? 2 : 1, 1, &w->ctx, m,
+	    &l, err, sizeof(err)) != 0)
 		fail_msg("listen_start: %s", err);
 	assert_true(w->n_ls < sizeof(w->ls) / sizeof(w->ls[0]));
 	w->ls[w->n_ls++] = l;
@@ -336,8 +336,7 @@ start_fails_in_use(struct world *w, const struct conf *c, uint16_t port,
 
 	memset(&m, 0, sizeof(m));
 	assert_int_equal(listen_start(&w->loop, c, NULL, reuseport ? 2 : 1,
-	    &w->ctx,
-	    &m, &l, err, sizeof(err)), -1);
+	    1, &w->ctx, &m, &l, err, sizeof(err)), -1);
 	assert_null(l);
 	snprintf(want, sizeof(want), "listen 127.0.0.1@%u: udp: address "
 	    "already in use", port);
