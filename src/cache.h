@@ -24,6 +24,9 @@
  * the control operations visit the shards one after another, so they are
  * not one atomic step against concurrent puts (an entry put into a shard
  * already flushed survives the flush; stats are summed shard by shard).
+ * Each worker passes its own loop's time: the loops read one monotonic
+ * clock at different moments, so an entry another worker has just put may
+ * be a few milliseconds in the caller's future; it counts as age 0.
  *
  * Besides answers, each shard holds the claim records of cross-worker
  * coalescing: which worker is fetching a key from upstream right now, and

@@ -161,6 +161,8 @@ struct listen {
 	int reuseport;         /* bind every address with SO_REUSEPORT */
 	unsigned workers;      /* listeners sharing the addresses: each holds
 	                        * 1/workers of the process-wide bounds */
+	int log_addrs;         /* log addresses bound and closed: one of the
+	                        * workers' listeners does, so each shows once */
 	int closing;
 	int quiesced;          /* draining: reading and accepting stopped */
 	uint64_t drop_logged_ms; /* last drop logged: at most one a second */
@@ -1218,6 +1220,8 @@ slot_bind(struct listen *l, const struct conf_addr *a,
 		slot_close(sl);
 		return rc;
 	}
+	if (!l->log_addrs)
+		return 0;
 	conf_addr_str(a, addr, sizeof(addr));
 	log_info("listening on %s (udp%s, tcp%s)", addr,
 	    fd_origin(ufrom, uorig, sizeof(uorig)),
@@ -1283,8 +1287,9 @@ bind_new(struct listen *l, const struct conf *conf,
 
 int
 listen_start(uv_loop_t *loop, const struct conf *conf,
-    struct sysd_fds *fds, unsigned workers, struct query_ctx *qctx,
-    struct metrics *m, struct listen **out, char *err, size_t errlen)
+    struct sysd_fds *fds, unsigned workers, int log_addrs,
+    struct query_ctx *qctx, struct metrics *m, struct listen **out,
+    char *err, size_t errlen)
 {
 	struct listen *l;
 
@@ -1305,6 +1310,7 @@ listen_start(uv_loop_t *loop, const struct conf *conf,
 	l->m = m;
 	l->workers = workers > 0 ? workers : 1;
 	l->reuseport = workers > 1;
+	l->log_addrs = log_addrs;
 	set_max_conns(l, conf);
 	if (bind_new(l, conf, fds, l->slot, &l->n_slots, err,
 	    errlen) != 0) {
@@ -1344,8 +1350,10 @@ listen_update(struct listen *l, const struct conf *conf, char *err,
 			kept[n_kept++] = l->slot[i];
 			continue;
 		}
-		conf_addr_str(&l->slot[i].addr, addr, sizeof(addr));
-		log_info("no longer listening on %s", addr);
+		if (l->log_addrs) {
+			conf_addr_str(&l->slot[i].addr, addr, sizeof(addr));
+			log_info("no longer listening on %s", addr);
+		}
 		slot_close(&l->slot[i]);
 	}
 	memcpy(l->slot, kept, n_kept * sizeof(kept[0]));

@@ -41,13 +41,17 @@ struct listen;
  * systemd uses a duplicate of that socket (sysd_fds_dup) instead of
  * binding, with or without reuseport, so that listeners on several loops
  * can each call this with the same fds and serve the one socket; the
- * originals stay in fds until sysd_fds_close. fds may be NULL. Returns 0
+ * originals stay in fds until sysd_fds_close. fds may be NULL. With
+ * log_addrs, the addresses are logged as they are bound ("listening on")
+ * and, by listen_update, closed: one of the workers' listeners is given
+ * it, so that each address is logged once. Returns 0
  * and *out, or -1 with "listen ADDR: reason" in err (and nothing left
  * open, the duplicates included). conf and qctx must outlive the
  * listeners. */
 int listen_start(uv_loop_t *loop, const struct conf *conf,
-    struct sysd_fds *fds, unsigned workers, struct query_ctx *qctx,
-    struct metrics *m, struct listen **out, char *err, size_t errlen);
+    struct sysd_fds *fds, unsigned workers, int log_addrs,
+    struct query_ctx *qctx, struct metrics *m, struct listen **out,
+    char *err, size_t errlen);
 
 /* Serve conf's listen addresses from now on (a reload): addresses still
  * listed keep their sockets (no query is lost), new ones are bound (with

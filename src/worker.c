@@ -325,8 +325,8 @@ workers_listen(struct workers *ws, const struct conf *conf,
 	for (i = 0; i < ws->n; i++) {
 		struct worker *w = ws->w[i];
 
-		if (listen_start(w->loop, conf, fds, ws->n, &w->qctx,
-		    &w->metrics, &w->listen, err, errlen) != 0)
+		if (listen_start(w->loop, conf, fds, ws->n, i == 0,
+		    &w->qctx, &w->metrics, &w->listen, err, errlen) != 0)
 			return -1;
 	}
 	return 0;

@@ -17,8 +17,10 @@
  * with cache_key_hash against uthash's default HASH_JEN.
  *
  * The shard lock is what src/cache.c was compiled with: make bench-cache
- * runs three builds of this program, cachebench (uv_mutex_t, the one the
- * daemon uses), cachebench_spin (-DCACHE_LOCK_SPIN: pthread spinlock) and
+ * runs four builds of this program, cachebench (glibc's adaptive pthread
+ * mutex, the one the daemon uses), cachebench_uvmutex
+ * (-DCACHE_LOCK_UVMUTEX: uv_mutex_t, a plain pthread mutex),
+ * cachebench_spin (-DCACHE_LOCK_SPIN: pthread spinlock) and
  * cachebench_rwlock (-DCACHE_LOCK_RWLOCK: uv_rwlock_t, write-locked by
  * cache_get since it moves the entry in the LRU list).
  *
@@ -46,8 +48,10 @@
 #define LOCK_KIND "pthread spinlock"
 #elif defined(CACHE_LOCK_RWLOCK)
 #define LOCK_KIND "uv_rwlock_t (write-locked by cache_get)"
-#else
+#elif defined(CACHE_LOCK_UVMUTEX)
 #define LOCK_KIND "uv_mutex_t"
+#else
+#define LOCK_KIND "pthread mutex, adaptive (the daemon's)"
 #endif
 
 #define MAX_THREADS 64

@@ -1,4 +1,4 @@
-/* wire.h: DNS wire-format writers shared by the test programs (scenario
+/* wire.h: DNS wire-format readers and writers shared by the test programs (scenario
  * tier, allocation-failure tiers, fuzzers), so that each builds its
  * messages the same way. Header-only: static inline, nothing to link. */
 #ifndef DOTPROXY_TEST_WIRE_H
@@ -8,11 +8,26 @@
 #include <stdint.h>
 #include <string.h>
 
+static inline uint16_t
+get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
 static inline void
 put16(uint8_t *p, uint16_t v)
 {
 	p[0] = (uint8_t)(v >> 8);
 	p[1] = (uint8_t)v;
+}
+
+static inline void
+put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
 }
 
 /* "Www.Example.COM" -> wire labels as spelled, at p (which must hold

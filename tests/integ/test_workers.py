@@ -15,6 +15,8 @@ import harness as h
 import test_ops
 
 QUERY_RE = r'^query id=\w+ name=%s type=1\b'
+# "listening on ADDR", once per address however many workers bind it.
+LISTENING_RE = r'(?<!longer )listening on 127\.0\.0\.1@%d '
 
 
 def _start(d, c, up, workers, extra):
@@ -67,6 +69,7 @@ def test_both_workers_serve_and_share_one_cache():
     with h.tmpdir() as d, h.start_dotserver(c) as up, \
             _start(d, c, up, '2', '') as px:
         px.wait_line(r'with 2 worker\(s\)', stream='stderr')
+        assert px.count(LISTENING_RE % px.port) == 1, px.output()
         # One miss, then 32 sockets (both workers) ask it again: hits.
         first = h.udp_query(px.port, h.make_query('shared.example', 'A'))
         assert first is not None and h.Message(first).rcode == 0
@@ -127,6 +130,7 @@ def test_reload_and_drain_reach_every_worker():
         mark = px.mark()
         px.signal(signal.SIGHUP)
         px.wait_line(r'reloaded', stream='stderr', after=mark)
+        assert px.count(LISTENING_RE % port2, after=mark) == 1, px.output()
         names = ['after%d.example' % i for i in range(8)]
         assert spray(port2, names, 16) == [0] * (8 * 16)
         per, _ = per_worker(px)

@@ -78,21 +78,6 @@ struct world {
 
 /* ---- wire ---- */
 
-static uint16_t
-get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static void
-put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
 /* A query for name type A, RD set, no EDNS. */
 static size_t
 build_query(uint8_t *b, uint16_t id, const char *name)
@@ -324,8 +309,8 @@ start_conf(struct world *w, const struct conf *c, struct sysd_fds *fds,
 	struct listen *l = NULL;
 	char err[256];
 
-	if (listen_start(&w->loop, c, fds, reuseport ? 2 : 1, &w->ctx, m, &l, err,
-	    sizeof(err)) != 0)
+	if (listen_start(&w->loop, c, fds, reuseport ? 2 : 1, 1, &w->ctx, m,
+	    &l, err, sizeof(err)) != 0)
 		fail_msg("listen_start: %s", err);
 	assert_true(w->n_ls < sizeof(w->ls) / sizeof(w->ls[0]));
 	w->ls[w->n_ls++] = l;
@@ -351,8 +336,7 @@ start_fails_in_use(struct world *w, const struct conf *c, uint16_t port,
 
 	memset(&m, 0, sizeof(m));
 	assert_int_equal(listen_start(&w->loop, c, NULL, reuseport ? 2 : 1,
-	    &w->ctx,
-	    &m, &l, err, sizeof(err)), -1);
+	    1, &w->ctx, &m, &l, err, sizeof(err)), -1);
 	assert_null(l);
 	snprintf(want, sizeof(want), "listen 127.0.0.1@%u: udp: address "
 	    "already in use", port);

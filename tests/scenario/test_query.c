@@ -41,6 +41,7 @@
 #include "metrics.h"
 #include "query.h"
 #include "upstream.h"
+#include "../common/wire.h"
 
 #define N_CLIENTS 128
 #define ANS_MAX 4096
@@ -97,23 +98,7 @@ struct ans {
 	uint16_t opt_code[16];
 };
 
-/* ---- wire helpers ---- */
-
-static void
-put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void
-put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
+/* ---- wire helpers (and tests/common/wire.h's) ---- */
 
 /* Answers sent with this rcode, from any source. */
 static uint64_t
@@ -127,12 +112,6 @@ answers_by_rcode(const struct metrics *m, int rcode)
 	return n;
 }
 
-static uint16_t
-get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
 static uint32_t
 get32(const uint8_t *p)
 {
@@ -140,24 +119,21 @@ get32(const uint8_t *p)
 	    (uint32_t)p[2] << 8 | p[3];
 }
 
-/* "Www.Example.COM" -> wire labels as spelled. Returns the length. */
+/* wire.h's put_name, with each label checked: some tests build their
+ * names, and a label too long would make a different query, not a failure. */
 static size_t
-put_name(uint8_t *p, const char *name)
+put_name_checked(uint8_t *p, const char *name)
 {
-	size_t n = 0, lab;
-	const char *dot;
+	const char *l = name, *dot;
+	size_t lab;
 
-	while (*name != '\0') {
-		dot = strchr(name, '.');
-		lab = dot ? (size_t)(dot - name) : strlen(name);
+	while (*l != '\0') {
+		dot = strchr(l, '.');
+		lab = dot ? (size_t)(dot - l) : strlen(l);
 		assert_true(lab > 0 && lab < 64);
-		p[n++] = (uint8_t)lab;
-		memcpy(p + n, name, lab);
-		n += lab;
-		name += lab + (dot ? 1 : 0);
+		l += lab + (dot ? 1 : 0);
 	}
-	p[n++] = 0;
-	return n;
+	return put_name(p, name);
 }
 
 static size_t
@@ -171,7 +147,7 @@ build_query(uint8_t *b, uint16_t id, const char *name, uint16_t qtype,
 	put16(b + 2, (uint16_t)(((fl & Q_NORD) ? 0 : DNS_FLAG_RD) |
 	    ((fl & Q_CD) ? DNS_FLAG_CD : 0) | ((fl & Q_AD) ? DNS_FLAG_AD : 0)));
 	put16(b + 4, 1);
-	n += put_name(b + n, name);
+	n += put_name_checked(b + n, name);
 	put16(b + n, qtype);
 	put16(b + n + 2, (fl & Q_CH) ? 3 : 1);
 	n += 4;
@@ -209,7 +185,7 @@ build_query(uint8_t *b, uint16_t id, const char *name, uint16_t qtype,
 static size_t
 put_question(uint8_t *b, const char *name, uint16_t qtype)
 {
-	size_t n = put_name(b, name);
+	size_t n = put_name_checked(b, name);
 
 	put16(b + n, qtype);
 	put16(b + n + 2, 1);
