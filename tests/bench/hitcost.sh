@@ -30,7 +30,10 @@
 # BASELINE: "ir_per_hit N" and notes) and the difference in percent.
 # Env: DOTPROXY (./dotproxy), DOTSERVER (./tests/dotserver), GENCERTS
 # (tests/integ/gencerts.sh beside this script), HITCOST_KEEP=1 keeps the
-# temp dir.
+# temp dir, HITCOST_CONF adds lines to dotproxy's config ("\n" between
+# them, "{run}" replaced by a word unique to the run), e.g.
+# "shared-cache redis://127.0.0.1:6379\nshared-cache-prefix {run}:" to
+# show that a configured shared cache costs a hit nothing.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 for t in valgrind callgrind_annotate certtool; do
@@ -222,6 +225,14 @@ def run(tmp, n, tag):
             f.write('listen 127.0.0.1@%d\nupstream 127.0.0.1@%d#dns.example\n'
                     'lameduck 0\nconnect-timeout 20s\nanswer-timeout 20s\n'
                     'query-timeout 30s\n' % (port, tls_port))
+            extra = os.environ.get('HITCOST_CONF', '')
+            if extra:
+                # {run}: a word of this run's own, e.g. for a shared-cache
+                # prefix, so that the second run's warm-up misses do not
+                # find what the first one wrote.
+                run_id = os.path.basename(tmp) + '-' + tag
+                f.write(extra.replace('\\n', '\n').replace('{run}', run_id)
+                        + '\n')
         px = Proc(['valgrind', '--tool=callgrind', '--callgrind-out-file=' +
                    cg, DOTPROXY, '-d', '-c', conf, '--ca-file', 'ca.pem'],
                   tmp)
