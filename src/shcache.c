@@ -147,6 +147,7 @@ struct shcache {
 	uv_timer_t retry_timer;
 	int open_handles;
 	int closing;
+	int draining;                  /* shcache_drain: gets are skipped */
 
 	struct shc_flush *fallback;    /* an exact flush waiting for the next
 	                                * connection (SCAN lost the last one) */
@@ -1065,6 +1066,35 @@ again:
 	uv_close((uv_handle_t *)&s->retry_timer, timer_closed_cb);
 }
 
+/* Draining: no client is to wait for the shared cache any more (the
+ * listeners are closed and the server waits for the answers in flight):
+ * every get still waiting goes upstream now, as a skip, and later gets
+ * are skipped; writes go on, so answers fetched meanwhile are shared. */
+void
+shcache_drain(struct shcache *s)
+{
+	struct shc_req *r;
+	uint64_t epoch;
+
+	if (s == NULL || s->closing || s->draining)
+		return;
+	s->draining = 1;
+again:
+	for (r = s->head; r != NULL; r = r->next) {
+		if (r->done || r->kind != REQ_GET)
+			continue;
+		/* The record stays for its late reply, which is ignored. */
+		r->done = 1;
+		epoch = s->epoch;
+		count(s, SHCACHE_OP_GET, SHCACHE_SKIPPED);
+		r->cb(r->arg, SHCACHE_SKIPPED, NULL, 0, NULL);
+		if (s->closing)
+			return;
+		if (s->epoch != epoch)
+			goto again;
+	}
+}
+
 /* ---- public: requests ---- */
 
 /* prefix + key into out (SHC_KEY_MAX bytes); its length. */
@@ -1092,7 +1122,7 @@ shcache_get(struct shcache *s, const struct cache_key *key,
 	size_t len[4] = { 8, 0, 1, 0 };
 	struct shc_req *r;
 
-	if (s->closing || !s->up)
+	if (s->closing || s->draining || !s->up)
 		goto skip;
 	r = req_new(s, REQ_GET);
 	if (r == NULL)

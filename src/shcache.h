@@ -125,6 +125,13 @@ void shcache_set_conf(struct shcache *s, const struct conf *conf);
  * be used after the call. */
 void shcache_close(struct shcache *s);
 
+/* Draining (the listeners are closed; the server waits for the answers
+ * in flight): every get still waiting is answered SHCACHE_SKIPPED (its
+ * callback runs within this call) and later gets are skipped, so that no
+ * client's answer waits for Redis past this point; sets go on. NULL is
+ * allowed. */
+void shcache_drain(struct shcache *s);
+
 /* The answer to a get: result SHCACHE_HIT with the answer (len bytes,
  * valid during the call; the callee may change it in place) and its info
  * (dnsmsg_parse_answer's, TTLs lowered by the age of the value and

@@ -584,6 +584,10 @@ quiesce_fn(struct worker *w, unsigned i, void *arg)
 	(void)i;
 	(void)arg;
 	listen_quiesce(w->listen);
+	/* What waits for Redis goes upstream now: draining waits for the
+	 * answers in flight, and a shared-cache-timeout longer than the
+	 * drain would hold them to its deadline. */
+	shcache_drain(w->shc);
 }
 
 void

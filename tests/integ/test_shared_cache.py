@@ -19,6 +19,7 @@ flag byte is 0 (cache_key_make: 0x01 DO, 0x02 CD, 0x04 AD without DO).
 import json
 import os
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -727,6 +728,104 @@ def test_unix_socket_and_prefix():
     assert p.count(r'shared.cache') >= 1, p.output()
 
 
+# ---- a reload adds, changes and removes the shared cache ----
+
+def test_reload_adds_and_removes_shared_cache():
+    c = h.certs()
+    with h.tmpdir() as d, h.start_dotserver(c) as up, h.start_redis() as r, \
+            h.start_redis() as r2, \
+            start_px(d, c, up, 'A', url(r.port)) as a, \
+            start_px(d, c, up, 'B', wait_up=False) as b:
+        status, body, _ = test_ops.get(b.http, '/status')
+        assert 'shared_cache' not in json.loads(body)
+        fetch_and_share(a, r.port, up, 'reload1.example')
+        text = open(b.conf).read()
+
+        # Added: every worker connects, and B answers from Redis.
+        with open(b.conf, 'w') as f:
+            f.write(text + 'shared-cache %s\n' % url(r.port))
+        mark = b.mark()
+        b.signal(signal.SIGHUP)
+        b.wait_line(r'reloaded', after=mark)
+        wait_shc_up(b)
+        assert a_rdatas(ask(b, 'reload1.example')) == [UPSTREAM_RDATA]
+        up.expect_count(upq('reload1.example'), 1)
+        wait_metric(b, lambda s: test_ops.total(
+            s, REQ, op='get', result='hit') == 1, 'a hit after the reload')
+
+        # Changed to another server: its keys, not the first one's.
+        with open(b.conf, 'w') as f:
+            f.write(text + 'shared-cache %s\n' % url(r2.port))
+        mark = b.mark()
+        b.signal(signal.SIGHUP)
+        b.wait_line(r'reloaded', after=mark)
+        b.wait_line(r'shared cache: .*connected to %s' % url(r2.port),
+                    stream='stderr', after=mark)
+        wait_shc_up(b)
+        fetch_and_share(b, r2.port, up, 'reload2.example')
+        assert h.redis_cmd(r.port, 'EXISTS',
+                           h.shc_key('reload2.example')) == 0
+        status, body, _ = test_ops.get(b.http, '/status')
+        assert json.loads(body)['shared_cache']['url'] == url(r2.port)
+
+        # Removed: no more requests; a name A shares goes upstream.
+        fetch_and_share(a, r.port, up, 'reload3.example')
+        with open(b.conf, 'w') as f:
+            f.write(text)
+        mark = b.mark()
+        b.signal(signal.SIGHUP)
+        b.wait_line(r'reloaded', after=mark)
+        status, body, _ = test_ops.get(b.http, '/status')
+        assert 'shared_cache' not in json.loads(body)
+        assert a_rdatas(ask(b, 'reload3.example')) == [UPSTREAM_RDATA]
+        up.wait_count(upq('reload3.example'), 2)
+        assert 'dotproxy_shared_cache_up' not in test_ops.scrape(b.http)[0]
+
+
+# ---- stopping while requests wait for a hung Redis ----
+
+def test_stop_with_requests_waiting_answers_all():
+    """SIGTERM while misses wait on a hung Redis (a long timeout, so they
+    are still waiting): closing the shared cache sends them upstream, and
+    every one is answered, long before the timeout."""
+    c = h.certs()
+    with h.tmpdir() as d, h.start_dotserver(c) as up, h.start_redis() as r:
+        b = start_px(d, c, up, 'B', url(r.port),
+                     'shared-cache-timeout 10s\nlameduck 0\n')
+        with b:
+            r.pause()
+            socks, names = [], ['stop%d.example' % i for i in range(8)]
+            for i, name in enumerate(names):
+                sk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sk.settimeout(5.0)
+                sk.sendto(h.make_query(name, 'A', qid=0x700 + i),
+                          ('127.0.0.1', b.port))
+                socks.append(sk)
+            # Each is in Redis's hands: sent, no reply (it is stopped).
+            # Nothing announces a request sent: bounded polling.
+            deadline = time.monotonic() + 5.0
+            while True:
+                sc = json.loads(test_ops.get(b.http, '/status')[1])[
+                    'shared_cache']
+                if sc['outstanding'] >= len(names):
+                    break
+                assert time.monotonic() < deadline, sc
+                time.sleep(0.02)
+            t0 = time.monotonic()
+            b.signal(signal.SIGTERM)
+            for i, sk in enumerate(socks):
+                reply = sk.recvfrom(4096)[0]
+                sk.close()
+                m = h.Message(reply)
+                assert m.id == 0x700 + i and m.rcode == 0, (m.id, m.rcode)
+                assert a_rdatas(m) == [UPSTREAM_RDATA], m.answers
+            assert time.monotonic() - t0 < 3.0
+            assert b.wait_exit() == 0
+            r.resume()
+        for name in names:
+            assert up.count(upq(name)) == 1, name
+
+
 if __name__ == '__main__':
     h.run([
         test_answer_fetched_by_a_is_served_by_b,
@@ -738,4 +837,6 @@ if __name__ == '__main__':
         test_uncacheable_answers_are_not_written,
         test_stale_answers_are_not_written,
         test_unix_socket_and_prefix,
+        test_reload_adds_and_removes_shared_cache,
+        test_stop_with_requests_waiting_answers_all,
     ])
