@@ -841,20 +841,17 @@ set_name(struct conf *c, const struct key_def *k, const char *value,
 	return 0;
 }
 
-/* A string answered to CH TXT queries (identity, version): one TXT
- * character-string, so at most 255 bytes, of printable ASCII without white
- * space (a value is one word), not starting with '#' (conf_print's output
- * must read back). */
-static int
-set_text(struct conf *c, const struct key_def *k, const char *value,
-    char *msg, size_t msglen)
+/* One word of printable ASCII without white space, at most max bytes, not
+ * starting with '#' (conf_print's output must read back). Returns its
+ * length, or -1 with the reason in msg. */
+static long
+check_word(const char *value, size_t max, char *msg, size_t msglen)
 {
 	char q[QUOTE_MAX + 8];
 	size_t len = strlen(value), i;
 
-	if (len >= CONF_MAX_TEXT) {
-		snprintf(msg, msglen, "longer than %d characters",
-		    CONF_MAX_TEXT - 1);
+	if (len > max) {
+		snprintf(msg, msglen, "longer than %zu characters", max);
 		return -1;
 	}
 	for (i = 0; i < len; i++) {
@@ -871,7 +868,22 @@ set_text(struct conf *c, const struct key_def *k, const char *value,
 		    quote(value, q, sizeof(q)));
 		return -1;
 	}
-	memcpy((char *)c + k->off, value, len + 1);
+	return (long)len;
+}
+
+/* A string answered to CH TXT queries (identity, version): one TXT
+ * character-string, so at most 255 bytes, of printable ASCII without white
+ * space (a value is one word), not starting with '#' (conf_print's output
+ * must read back). */
+static int
+set_text(struct conf *c, const struct key_def *k, const char *value,
+    char *msg, size_t msglen)
+{
+	long len = check_word(value, CONF_MAX_TEXT - 1, msg, msglen);
+
+	if (len < 0)
+		return -1;
+	memcpy((char *)c + k->off, value, (size_t)len + 1);
 	return 0;
 }
 
@@ -1008,30 +1020,12 @@ set_redis(struct conf *c, const char *value, char *msg, size_t msglen)
 static int
 set_prefix(struct conf *c, const char *value, char *msg, size_t msglen)
 {
-	char q[QUOTE_MAX + 8];
-	size_t len = strlen(value), i;
+	long len = check_word(value, CONF_SHC_PREFIX_MAX, msg, msglen);
 
-	if (len > CONF_SHC_PREFIX_MAX) {
-		snprintf(msg, msglen, "longer than %d characters",
-		    CONF_SHC_PREFIX_MAX);
+	if (len < 0)
 		return -1;
-	}
-	for (i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)value[i];
-
-		if (ch <= 0x20 || ch >= 0x7f) {
-			snprintf(msg, msglen, "\"%s\" is not one word of "
-			    "printable ASCII", quote(value, q, sizeof(q)));
-			return -1;
-		}
-	}
-	if (value[0] == '#') {
-		snprintf(msg, msglen, "\"%s\" cannot start with '#'",
-		    quote(value, q, sizeof(q)));
-		return -1;
-	}
-	memcpy(c->shared_cache_prefix, value, len + 1);
-	c->shared_cache_prefix_len = len;
+	memcpy(c->shared_cache_prefix, value, (size_t)len + 1);
+	c->shared_cache_prefix_len = (size_t)len;
 	return 0;
 }
 
