@@ -83,33 +83,19 @@ sync_connect(void)
 	return redisConnectWithTimeout("127.0.0.1", redis_port, tv);
 }
 
-/* Start the server and wait until it answers PING: 0, or -1 after 10 s. */
+/* Connect to port and PING, again every 20 ms until a PONG (0) or until
+ * (uv_hrtime) has passed (-1): a server's readiness, which it announces
+ * nowhere we can await. */
 static int
-redis_start(void)
+await_pong(int port, uint64_t until)
 {
-	char port[16];
-	char *argv[] = { REDIS_SERVER, "--port", port, "--bind", "127.0.0.1",
-	    "--save", "", "--appendonly", "no", NULL };
-	posix_spawn_file_actions_t fa;
-	uint64_t until = uv_hrtime() + 10000000000ULL;
 	struct timespec ts = { 0, 20000000 };
+	struct timeval tv = { 1, 0 };
 	redisContext *rc;
 	redisReply *rep;
 
-	snprintf(port, sizeof(port), "%d", redis_port);
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-	if (posix_spawn(&redis_pid, REDIS_SERVER, &fa, NULL, argv,
-	    environ) != 0) {
-		posix_spawn_file_actions_destroy(&fa);
-		redis_pid = -1;
-		return -1;
-	}
-	posix_spawn_file_actions_destroy(&fa);
-	/* Readiness: poll with a connect, bounded in time. */
 	while (uv_hrtime() < until) {
-		rc = sync_connect();
+		rc = redisConnectWithTimeout("127.0.0.1", port, tv);
 		if (rc != NULL && rc->err == 0) {
 			rep = redisCommand(rc, "PING");
 			if (rep != NULL && rep->type == REDIS_REPLY_STATUS) {
@@ -127,6 +113,31 @@ redis_start(void)
 	return -1;
 }
 
+/* Start the server and wait until it answers PING: 0, or -1 after 10 s. */
+static int
+redis_start(void)
+{
+	char port[16];
+	char *argv[] = { REDIS_SERVER, "--port", port, "--bind", "127.0.0.1",
+	    "--save", "", "--appendonly", "no", NULL };
+	posix_spawn_file_actions_t fa;
+	uint64_t until = uv_hrtime() + 10000000000ULL;
+
+	snprintf(port, sizeof(port), "%d", redis_port);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	if (posix_spawn(&redis_pid, REDIS_SERVER, &fa, NULL, argv,
+	    environ) != 0) {
+		posix_spawn_file_actions_destroy(&fa);
+		redis_pid = -1;
+		return -1;
+	}
+	posix_spawn_file_actions_destroy(&fa);
+	/* Readiness: poll with a connect, bounded in time. */
+	return await_pong(redis_port, until);
+}
+
 /* twemproxy (nutcracker) in front of the server, on a port of its own;
  * waits until a PING goes through it. */
 static pid_t nut_pid = -1;
@@ -140,11 +151,7 @@ nut_start(void)
 	char *argv[] = { NUTCRACKER, "-c", nut_conf, "-s", stats, "-a",
 	    "127.0.0.1", "-o", "/dev/null", NULL };
 	uint64_t until = uv_hrtime() + 10000000000ULL;
-	struct timespec ts = { 0, 20000000 };
-	struct timeval tv = { 1, 0 };
 	posix_spawn_file_actions_t fa;
-	redisContext *rc;
-	redisReply *rep;
 	int fd, n;
 
 	if (access(NUTCRACKER, X_OK) != 0) {
@@ -174,23 +181,7 @@ nut_start(void)
 		nut_pid = -1;
 		return -1;
 	}
-	while (uv_hrtime() < until) {
-		rc = redisConnectWithTimeout("127.0.0.1", nut_port, tv);
-		if (rc != NULL && rc->err == 0) {
-			rep = redisCommand(rc, "PING");
-			if (rep != NULL && rep->type == REDIS_REPLY_STATUS) {
-				freeReplyObject(rep);
-				redisFree(rc);
-				return 0;
-			}
-			if (rep)
-				freeReplyObject(rep);
-		}
-		if (rc)
-			redisFree(rc);
-		nanosleep(&ts, NULL);
-	}
-	return -1;
+	return await_pong(nut_port, until);
 }
 
 static void
