@@ -102,6 +102,9 @@
 #include <utlist.h>
 
 #define STALE_TTL 30          /* RFC 8767 section 4 */
+/* The "upstream" of an answer from the shared cache, in the query log
+ * and in what a fetch tells the workers parked on it. */
+#define SHARED_LABEL "shared-cache"
 #define PREFETCH_FRACTION 10  /* refresh in the last tenth of the TTL */
 #define PREFETCH_MIN_TTL 10   /* shorter-lived answers are not worth it */
 #define UPSTREAM_QUERY_MAX 512
@@ -612,7 +615,7 @@ shared_done(void *arg, int result, uint8_t *answer, size_t len,
 		p->from_shared = 1;
 		ctx->metrics->shc_answers++;
 		HASH_DEL(ctx->inflight, p);
-		pending_finish(ctx, p, 0, answer, len, &info, "shared-cache",
+		pending_finish(ctx, p, 0, answer, len, &info, SHARED_LABEL,
 		    now, 1);
 		return;
 	}
@@ -656,6 +659,11 @@ park_end(struct query_ctx *ctx, struct query_pending *p, int status,
 	if (status == 0) {
 		info = *ai;
 		memcpy(buf, answer, len);
+		/* The fetcher's label says where it got the answer: its
+		 * waiters and ours count it under the same source. No
+		 * upstream's label (addr@port#name) can be this one. */
+		p->from_shared = upstream != NULL &&
+		    strcmp(upstream, SHARED_LABEL) == 0;
 	} else {
 		len = 0;
 	}

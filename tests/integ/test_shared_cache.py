@@ -728,6 +728,55 @@ def test_unix_socket_and_prefix():
     assert p.count(r'shared.cache') >= 1, p.output()
 
 
+# ---- identical misses on both workers: one Redis read, all "shared" ----
+
+def test_identical_misses_share_one_redis_read():
+    """48 sockets ask one name that is in Redis while Redis is stopped
+    (so that every query arrives before the read's reply): the workers
+    coalesce on one read (the fetcher's worker waits on its pending, the
+    other worker parks on the fetcher's claim), and when Redis resumes
+    all 48 are answered from it, every one counted source="shared"."""
+    c = h.certs()
+    with h.tmpdir() as d, h.start_dotserver(c) as up, h.start_redis() as r, \
+            start_px(d, c, up, 'A', url(r.port)) as a, \
+            start_px(d, c, up, 'B', url(r.port),
+                     'shared-cache-timeout 5s\n') as b:
+        fetch_and_share(a, r.port, up, 'burst.example')
+        r.pause()
+        socks = []
+        try:
+            for i in range(48):
+                sk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sk.settimeout(5.0)
+                socks.append(sk)
+                sk.sendto(h.make_query('burst.example', 'A', qid=i),
+                          ('127.0.0.1', b.port))
+            # Every query is in: both workers read them (nothing
+            # announces a read: bounded polling of the counters).
+            s = wait_metric(b, lambda s: sum(
+                v for (n, _), v in s.items()
+                if n == 'dotproxy_worker_queries_total') == 48,
+                'the 48 queries read')
+            per = [v for (n, _), v in s.items()
+                   if n == 'dotproxy_worker_queries_total']
+            assert len(per) == 2 and min(per) > 0, per
+            status, body, _ = test_ops.get(b.http, '/status')
+            assert json.loads(body)['shared_cache']['outstanding'] == 1
+            r.resume()
+            for i, sk in enumerate(socks):
+                m = h.Message(sk.recvfrom(4096)[0])
+                assert m.id == i and a_rdatas(m) == [UPSTREAM_RDATA], \
+                    (i, m.id, m.answers)
+        finally:
+            for sk in socks:
+                sk.close()
+        s = wait_metric(b, lambda s: test_ops.total(
+            s, RESP, source='shared') == 48, '48 answers from Redis')
+        assert test_ops.total(s, RESP, source='upstream') == 0
+        assert test_ops.total(s, REQ, op='get') == 1
+        up.expect_count(upq('burst.example'), 1)
+
+
 # ---- a reload adds, changes and removes the shared cache ----
 
 def test_reload_adds_and_removes_shared_cache():
@@ -837,6 +886,7 @@ if __name__ == '__main__':
         test_uncacheable_answers_are_not_written,
         test_stale_answers_are_not_written,
         test_unix_socket_and_prefix,
+        test_identical_misses_share_one_redis_read,
         test_reload_adds_and_removes_shared_cache,
         test_stop_with_requests_waiting_answers_all,
     ])
