@@ -107,22 +107,23 @@
  *
  * Memory, as make bench-rss measures it (glibc, x86-64) for a million
  * typical answers (51 bytes: one A record, compressed, no OPT; key 24
- * bytes): 82 bytes of struct (uthash's handle is 56 of them; the rest
- * are the times, sizes and flags), 2 of TTL offset, 24 of key, 28 of
- * answer (its 23 bytes of question are the key's) = 136 bytes asked of
- * malloc, a 144-byte chunk with malloc's 8-byte header; plus the bucket
- * arrays, 16 bytes a bucket, half a bucket per entry (uthash doubles a
- * table when one chain reaches 10; with one shard it sometimes has doubled
- * once more, a bucket per entry): 152.5 bytes of RSS per entry (160.9
- * then). The layout before (a 120-byte struct with its own LRU pointers
- * and 64-bit sizes and expiry, the question stored twice) took 216.4.
- * The target of 1.5 * wire + 64 = 140.5 bytes is not met with uthash:
- * key, answer and TTL offset (54), malloc's header (8) and the buckets
- * (8.4) leave 70 bytes for the struct, which needs 56 for the handle and
- * 26 for the rest. 20 of the handle's bytes (the table pointer, the key
- * pointer, the key length) repeat what every entry of a shard shares or
- * the entry's layout already says; an intrusive table of our own could
- * drop them, uthash cannot.
+ * bytes): 66 bytes of struct (uthash's handle is 56 of them), 2 of TTL
+ * offset, 24 of key, 28 of answer (its 23 bytes of question are the
+ * key's) = 120 bytes asked of malloc, a 128-byte chunk with malloc's
+ * 8-byte header; plus the bucket arrays, 16 bytes a bucket, about half a
+ * bucket per entry (uthash doubles a table when one chain reaches 10):
+ * 136.5 bytes of RSS per entry, under the target of 1.5 * wire + 64 =
+ * 140.5. The 10 bytes beside the handle are why: 121 bytes would take a
+ * 144-byte chunk (152.5 bytes per entry, as before this layout; 216.4 with
+ * the first one's own LRU pointers, 64-bit sizes and times, and the
+ * question stored twice). So the insert time is 32-bit milliseconds from
+ * a per-shard epoch (shard_insert_time moves it, once in 24 days of
+ * uptime), the lifetime 20 bits (12 days; conf allows 7), the rcode is
+ * read from the stored header, and the rare "refresh failed, retry later"
+ * time of a stale entry lives in a third table per shard (struct
+ * backoff), not in every entry. Backoff records are, like claims, outside
+ * the byte bound: at most one per entry, and only while an upstream
+ * fails.
  */
 /* PTHREAD_MUTEX_ADAPTIVE_NP is a GNU extension. */
 #define _GNU_SOURCE
@@ -141,8 +142,8 @@
 
 /* uthash allocates its table and buckets through our wrapper too, and must
  * report failure instead of exiting: with HASH_NONFATAL_OOM an add that
- * cannot get memory leaves the table as it was and calls this hook. Both
- * kinds of item (entries and claim records) have a hash_oom field. */
+ * cannot get memory leaves the table as it was and calls this hook. Every
+ * kind of item (entries, claim and backoff records) has a hash_oom field. */
 #define uthash_malloc(sz) mem_alloc(sz)
 #define uthash_free(ptr, sz) mem_free(ptr)
 #define HASH_NONFATAL_OOM 1
@@ -327,20 +328,50 @@ struct cache_entry {
 	UT_hash_handle hh;             /* hh.key, hh.keylen: the key bytes;
 	                                * hh.hashv: their hash; hh.prev,
 	                                * hh.next: the LRU list */
-	uint64_t inserted_ms;
-	uint64_t refresh_after_ms;     /* cache_refresh_failed; 0 = none */
-	uint32_t ttl;                  /* lifetime stored with, seconds */
+	uint32_t inserted;             /* ms after the shard's epoch_ms */
+	uint32_t ttl : 20;             /* lifetime stored with, seconds, at
+	                                * most CACHE_TTL_MAX */
+	uint32_t n_ttl : 9;            /* at most DNSMSG_MAX_RRS */
+	uint32_t elided : 1;           /* the question is the key's: not stored */
+	uint32_t hash_oom : 1;         /* set by uthash when the add failed */
+	uint32_t backoff : 1;          /* has a backoff record */
 	uint16_t len;                  /* the answer's length as put */
-	uint16_t n_ttl;
-	uint8_t rcode;                 /* header rcode of the answer */
-	uint8_t hash_oom : 1;          /* set by uthash when the add failed */
-	uint8_t elided : 1;            /* the question is the key's: not stored */
 	uint16_t ttl_off[];            /* then key bytes, then answer bytes */
 };
 
 /* The part of an entry before its variable bytes: what it costs besides
- * them (the padding sizeof would add at the end is not allocated). */
+ * them (the padding sizeof would add at the end is not allocated). 66
+ * bytes on a 64-bit machine, so a typical A answer's entry is 120 bytes:
+ * malloc's 128-byte chunk, where 121 would take 144. */
 #define ENTRY_HDR offsetof(struct cache_entry, ttl_off)
+_Static_assert(ENTRY_HDR <= sizeof(UT_hash_handle) + 10,
+    "an entry's fixed part grew: see Memory at the top of the file");
+_Static_assert(DNSMSG_MAX_RRS < 512, "n_ttl is 9 bits");
+
+/* An entry's lifetime is at most this many seconds (12 days; the longest
+ * cache-max-ttl is 7), and the stale window at most CACHE_STALE_MAX_S, so
+ * an entry dies before CACHE_LIFE_MAX_MS: the rebase below relies on it. */
+#define CACHE_TTL_MAX ((1u << 20) - 1)
+#define CACHE_STALE_MAX_S (7u * 86400)
+#define CACHE_LIFE_MAX_MS (((uint64_t)CACHE_TTL_MAX + CACHE_STALE_MAX_S) * 1000)
+/* How far a shard's epoch stays behind the clock: an entry inserted by a
+ * worker whose loop clock lags the one that set the epoch still gets its
+ * own time, unless it lags by more than this. */
+#define EPOCH_SLACK_MS 60000
+_Static_assert(CACHE_LIFE_MAX_MS + EPOCH_SLACK_MS < ((uint64_t)1 << 31),
+    "an entry's life must fit half the 32-bit insert time");
+
+/* "A refresh of this stale entry failed: do not try again before
+ * retry_at_ms" (cache_refresh_failed). Rare (only while an upstream
+ * fails, only for names served stale), so it lives beside the entries
+ * rather than in each of them: 8 bytes in every entry would cost a
+ * malloc size class. An entry with the backoff bit has exactly one. */
+struct backoff {
+	UT_hash_handle hh;             /* keyed and hashed like an entry */
+	uint64_t retry_at_ms;
+	uint8_t hash_oom;
+	uint8_t key[];
+};
 
 /* "worker owns the fetch of this key; waiters wait for it". */
 struct claim {
@@ -356,6 +387,8 @@ struct shard {
 	struct cache_entry *table;     /* uthash head, and the LRU end of
 	                                * its list */
 	struct claim *claims;          /* uthash head */
+	struct backoff *backoffs;      /* uthash head */
+	uint64_t epoch_ms;             /* what entries' inserted counts from */
 	size_t entries;
 	size_t bytes;
 	size_t max_bytes;              /* this shard's share of the bound */
@@ -534,9 +567,34 @@ entry_stored(const struct cache_entry *e)
 }
 
 static uint64_t
-entry_expiry(const struct cache_entry *e)
+entry_inserted(const struct shard *s, const struct cache_entry *e)
 {
-	return e->inserted_ms + (uint64_t)e->ttl * 1000;
+	return s->epoch_ms + e->inserted;
+}
+
+static uint64_t
+entry_expiry(const struct shard *s, const struct cache_entry *e)
+{
+	return entry_inserted(s, e) + (uint64_t)e->ttl * 1000;
+}
+
+/* The rcode of the stored answer (the low 4 bits of its flags; the
+ * header is stored whole, elided or not). */
+static int
+entry_rcode(const struct cache_entry *e)
+{
+	return e->len >= 4 ? entry_answer(e, e->hh.keylen)[3] & 0x0f : 0;
+}
+
+static struct backoff *
+backoff_find(const struct shard *s, const struct cache_entry *e)
+{
+	struct backoff *b = NULL;
+
+	if (e->backoff)
+		HASH_FIND_BYHASHVALUE(hh, s->backoffs, entry_key(e),
+		    e->hh.keylen, e->hh.hashv, b);
+	return b;
 }
 
 /* Copy the answer as it was put into out (e->len bytes). */
@@ -556,10 +614,17 @@ entry_copy_out(const struct cache_entry *e, uint8_t *out)
 	    (size_t)e->len - DNS_HDR_LEN - q);
 }
 
-/* Unlink e from the table (and so the list), uncount and free it. */
+/* Unlink e from the table (and so the list), uncount and free it, and
+ * its backoff record. */
 static void
 entry_remove(struct shard *s, struct cache_entry *e)
 {
+	struct backoff *b = backoff_find(s, e);
+
+	if (b != NULL) {
+		HASH_DELETE(hh, s->backoffs, b);
+		mem_free(b);
+	}
 	HASH_DELETE(hh, s->table, e);
 	s->entries--;
 	s->bytes -= entry_cost(e->hh.keylen, entry_stored(e), e->n_ttl);
@@ -581,7 +646,7 @@ entry_lookup(const struct cache *c, struct shard *s,
 	    e);
 	if (e == NULL)
 		goto out;
-	expiry = entry_expiry(e);
+	expiry = entry_expiry(s, e);
 	if (now_ms < expiry) {
 		ph = PHASE_FRESH;
 	} else if (now_ms - expiry < c->stale_max_ms) {
@@ -602,25 +667,29 @@ out:
  * stale entry's age (TTL plus window, both 32-bit) is clamped rather than
  * truncated. */
 static uint32_t
-entry_age(const struct cache_entry *e, uint64_t now_ms)
+entry_age(const struct shard *s, const struct cache_entry *e,
+    uint64_t now_ms)
 {
-	uint64_t age;
+	uint64_t age, at = entry_inserted(s, e);
 
-	age = now_ms > e->inserted_ms ? (now_ms - e->inserted_ms) / 1000 : 0;
+	age = now_ms > at ? (now_ms - at) / 1000 : 0;
 	return age > UINT32_MAX ? UINT32_MAX : (uint32_t)age;
 }
 
 static void
-entry_meta(const struct cache_entry *e, uint64_t now_ms, int stale,
-    struct cache_meta *meta)
+entry_meta(const struct shard *s, const struct cache_entry *e,
+    uint64_t now_ms, int stale, struct cache_meta *meta)
 {
+	const struct backoff *b;
+
 	if (meta == NULL)
 		return;
+	b = backoff_find(s, e);
 	meta->ttl = e->ttl;
-	meta->age = entry_age(e, now_ms);
+	meta->age = entry_age(s, e, now_ms);
 	meta->stale = stale;
-	meta->refresh_after_ms = e->refresh_after_ms;
-	meta->rcode = e->rcode;
+	meta->refresh_after_ms = b != NULL ? b->retry_at_ms : 0;
+	meta->rcode = entry_rcode(e);
 }
 
 /* Serving an entry makes it the most recently used: it moves to the tail
@@ -655,6 +724,40 @@ evict_to_bound(struct shard *s)
 		entry_remove(s, s->table);
 		s->evictions++;
 	}
+}
+
+/* Where an entry put at now_ms counts its insert time from. An empty
+ * shard starts over; otherwise, when now_ms has run 2^32 ms (49 days)
+ * past the epoch, the epoch moves to 2^31 ms before now_ms: every entry
+ * inserted before that is dead (CACHE_LIFE_MAX_MS is shorter) and is
+ * removed, the others are counted from the new epoch. A walk of the shard
+ * once in 24 days, so that 4 bytes hold a millisecond clock. A clock
+ * behind the epoch (another worker's) gives 0: the entry looks a little
+ * younger than it is, by less than the lag. */
+static uint32_t
+shard_insert_time(struct shard *s, uint64_t now_ms)
+{
+	struct cache_entry *e, *tmp;
+	uint64_t epoch, at;
+
+	if (s->table == NULL) {
+		s->epoch_ms = now_ms > EPOCH_SLACK_MS ? now_ms - EPOCH_SLACK_MS :
+		    0;
+	} else if (now_ms > s->epoch_ms &&
+	    now_ms - s->epoch_ms > UINT32_MAX) {
+		epoch = now_ms - ((uint64_t)1 << 31);
+		HASH_ITER(hh, s->table, e, tmp) {
+			at = entry_inserted(s, e);
+			if (at < epoch) {
+				entry_remove(s, e);
+				s->expired++;
+			} else {
+				e->inserted = (uint32_t)(at - epoch);
+			}
+		}
+		s->epoch_ms = epoch;
+	}
+	return now_ms > s->epoch_ms ? (uint32_t)(now_ms - s->epoch_ms) : 0;
 }
 
 /* ---- the cache ---- */
@@ -697,6 +800,9 @@ cache_new_shards(size_t max_bytes, uint32_t stale_max_s, unsigned n_shards)
 	    1) & ~(uintptr_t)(CACHE_LINE - 1));
 	c->n_shards = n;
 	c->mask = n - 1;
+	/* conf allows 7 days; the insert time's width needs the bound. */
+	if (stale_max_s > CACHE_STALE_MAX_S)
+		stale_max_s = CACHE_STALE_MAX_S;
 	c->stale_max_ms = (uint64_t)stale_max_s * 1000;
 	if (uv_mutex_init(&c->resize_lock) != 0)
 		goto fail;
@@ -732,6 +838,7 @@ cache_free(struct cache *c)
 {
 	struct cache_entry *e, *next;
 	struct claim *r, *rnext;
+	struct backoff *b, *bnext;
 	struct shard *s;
 	unsigned i;
 
@@ -754,6 +861,12 @@ cache_free(struct cache *c)
 		for (; r != NULL; r = rnext) {
 			rnext = r->hh.next;
 			mem_free(r);
+		}
+		b = s->backoffs;
+		HASH_CLEAR(hh, s->backoffs);
+		for (; b != NULL; b = bnext) {
+			bnext = b->hh.next;
+			mem_free(b);
 		}
 		lock_destroy(&s->lock);
 	}
@@ -828,13 +941,10 @@ cache_put(struct cache *c, const struct cache_key *key,
 		goto out;
 	}
 	memset(e, 0, ENTRY_HDR);
-	e->inserted_ms = now_ms;
-	e->ttl = info->ttl;
+	/* Shorter is always safe; conf's cache-max-ttl is below this. */
+	e->ttl = info->ttl < CACHE_TTL_MAX ? info->ttl : CACHE_TTL_MAX;
 	e->len = (uint16_t)len;
-	/* From the bytes rather than info: the rcode is what the copy served
-	 * will say (the low 4 bits of flags; OPT's extension is not kept). */
-	e->rcode = len >= 4 ? (answer[3] & 0x0f) : 0;
-	e->n_ttl = (uint16_t)n_ttl;
+	e->n_ttl = (uint32_t)n_ttl;
 	e->elided = elide ? 1 : 0;
 	memcpy(e->ttl_off, info->ttl_off, n_ttl * sizeof(uint16_t));
 	memcpy(entry_key(e), key->bytes, key->len);
@@ -852,6 +962,10 @@ cache_put(struct cache *c, const struct cache_key *key,
 		rc = -E2BIG;
 		goto unlock;
 	}
+	/* Before the lookup below, which it could otherwise leave holding an
+	 * entry the rebase removed; and before the add, as an empty shard
+	 * starts over. A rebase removes only dead entries. */
+	e->inserted = shard_insert_time(s, now_ms);
 	/* Find the entry this one replaces before adding, so that the lookup
 	 * cannot return the new one. The add may need memory (the first table,
 	 * a bucket expansion); only once it has succeeded is anything else
@@ -903,9 +1017,9 @@ cache_get(struct cache *c, const struct cache_key *key, uint64_t now_ms,
 	/* The entry is fresh, so its age is below its TTL. Aging needs the
 	 * entry's TTL offsets, so it happens under the lock too. */
 	dnsmsg_age_ttls(out, e->len, e->ttl_off, e->n_ttl,
-	    entry_age(e, now_ms));
+	    entry_age(s, e, now_ms));
 	*out_len = e->len;
-	entry_meta(e, now_ms, 0, meta);
+	entry_meta(s, e, now_ms, 0, meta);
 	entry_touch(s, e);
 	rc = 0;
 unlock:
@@ -938,7 +1052,7 @@ cache_get_stale(struct cache *c, const struct cache_key *key,
 	entry_copy_out(e, out);
 	dnsmsg_set_ttls(out, e->len, e->ttl_off, e->n_ttl, stale_ttl);
 	*out_len = e->len;
-	entry_meta(e, now_ms, 1, meta);
+	entry_meta(s, e, now_ms, 1, meta);
 	entry_touch(s, e);
 	rc = 0;
 unlock:
@@ -952,17 +1066,41 @@ cache_refresh_failed(struct cache *c, const struct cache_key *key,
     uint64_t retry_at_ms)
 {
 	struct cache_entry *e;
+	struct backoff *b, *fresh;
 	struct shard *s;
 
 	if (!key_ok(key))
 		goto out;
+	/* Allocated before the lock, like an entry. Without memory the
+	 * refresh is simply tried again at the next stale read. */
+	fresh = mem_alloc(sizeof(*fresh) + key->len);
+	if (fresh != NULL) {
+		memset(fresh, 0, sizeof(*fresh));
+		memcpy(fresh->key, key->bytes, key->len);
+	}
 	s = shard_of(c, key->hash);
 	lock_take(&s->lock);
 	HASH_FIND_BYHASHVALUE(hh, s->table, key->bytes, key->len, key->hash,
 	    e);
-	if (e != NULL)
-		e->refresh_after_ms = retry_at_ms;
+	if (e == NULL)
+		goto unlock;
+	b = backoff_find(s, e);
+	if (b != NULL) {
+		b->retry_at_ms = retry_at_ms;
+		goto unlock;
+	}
+	if (fresh == NULL)
+		goto unlock;
+	fresh->retry_at_ms = retry_at_ms;
+	HASH_ADD_KEYPTR_BYHASHVALUE(hh, s->backoffs, fresh->key, key->len,
+	    key->hash, fresh);
+	if (fresh->hash_oom)
+		goto unlock;
+	e->backoff = 1;
+	fresh = NULL;    /* the shard's now */
+unlock:
 	lock_drop(&s->lock);
+	mem_free(fresh);
 out:
 	return;
 }
@@ -1177,20 +1315,21 @@ out:
 /* Fill info for e at now_ms; returns 0, or -1 for a dead entry (past the
  * stale window), which no lookup would serve. */
 static int
-entry_info(const struct cache *c, const struct cache_entry *e,
-    uint64_t now_ms, struct cache_entry_info *info)
+entry_info(const struct cache *c, const struct shard *s,
+    const struct cache_entry *e, uint64_t now_ms,
+    struct cache_entry_info *info)
 {
 	struct dnsmsg_question q;
 	const uint8_t *key = entry_key(e);
 	size_t name_len = (size_t)e->hh.keylen - 5;
-	uint64_t past, expiry = entry_expiry(e);
+	uint64_t past, expiry = entry_expiry(s, e);
 	uint32_t age;
 
 	memset(info, 0, sizeof(*info));
 	if (now_ms < expiry) {
 		/* What cache_get would give: the lifetime less the whole
 		 * seconds spent, at least 1 while fresh. */
-		age = entry_age(e, now_ms);
+		age = entry_age(s, e, now_ms);
 		info->ttl_left = e->ttl - age;
 	} else {
 		/* The same boundary as entry_lookup. */
@@ -1211,7 +1350,7 @@ entry_info(const struct cache *c, const struct cache_entry *e,
 	info->cd_bit = (key[name_len + 4] & 0x02) != 0;
 	info->ad_bit = (key[name_len + 4] & 0x04) != 0;
 	info->bytes = entry_cost(e->hh.keylen, entry_stored(e), e->n_ttl);
-	info->rcode = e->rcode;
+	info->rcode = entry_rcode(e);
 	return 0;
 }
 
@@ -1233,7 +1372,7 @@ cache_dump(struct cache *c, uint64_t now_ms,
 		    ELMT_FROM_HH(s->table->hh.tbl, s->table->hh.tbl->tail) :
 		    NULL;
 		for (; e != NULL && rc == 0; e = e->hh.prev) {
-			if (entry_info(c, e, now_ms, &info) == 0)
+			if (entry_info(c, s, e, now_ms, &info) == 0)
 				rc = fn(arg, &info);
 		}
 		lock_drop_read(&s->lock);

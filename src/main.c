@@ -292,14 +292,6 @@ build_conf(const struct options *o, struct conf *c, char *err, size_t errlen)
 	return conf_finish(c, err, errlen);
 }
 
-static void
-close_walk_cb(uv_handle_t *h, void *arg)
-{
-	(void)arg;
-	if (!uv_is_closing(h))
-		uv_close(h, NULL);
-}
-
 /* SHA-256 of the config file's bytes as hex into out (65 bytes), "" when
  * it cannot be read: /status shows which file content is running. */
 static void
@@ -863,8 +855,7 @@ run(struct server *s)
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	/* Anything still open (there should be nothing) is closed here so
 	 * uv_loop_close can succeed. */
-	uv_walk(&s->loop, close_walk_cb, NULL);
-	uv_run(&s->loop, UV_RUN_DEFAULT);
+	loop_close_handles(&s->loop);
 	/* Every worker's loop has ended too: join them. */
 	workers_free(s->workers);
 	s->workers = NULL;

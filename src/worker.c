@@ -340,6 +340,13 @@ close_walk_cb(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
+void
+loop_close_handles(uv_loop_t *loop)
+{
+	uv_walk(loop, close_walk_cb, NULL);
+	uv_run(loop, UV_RUN_DEFAULT);
+}
+
 static void
 thread_main(void *arg)
 {
@@ -349,8 +356,7 @@ thread_main(void *arg)
 	uv_run(w->loop, UV_RUN_DEFAULT);
 	/* Anything still open (there should be nothing) is closed here so
 	 * that the loop can be. */
-	uv_walk(w->loop, close_walk_cb, NULL);
-	uv_run(w->loop, UV_RUN_DEFAULT);
+	loop_close_handles(w->loop);
 	rc = uv_loop_close(w->loop);
 	if (rc != 0)
 		log_warn("worker %u: loop close: %s", w->id, uv_strerror(rc));

@@ -114,4 +114,9 @@ void workers_stop(struct workers *ws);
 /* After workers_stop and the main loop's end: join the threads, free. */
 void workers_free(struct workers *ws);
 
+/* Close whatever is still open on a loop whose run has ended and run it
+ * until the closes are done, so that uv_loop_close can succeed. For the
+ * main loop and every worker's. */
+void loop_close_handles(uv_loop_t *loop);
+
 #endif

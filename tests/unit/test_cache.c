@@ -1133,6 +1133,89 @@ test_refresh_failed(void **state)
 	assert_int_equal(meta.refresh_after_ms, 0);
 	assert_int_equal(meta.age, 0);
 	assert_int_equal(meta.stale, 0);
+
+	/* The record goes with its entry: flushed, then put again, the key
+	 * starts with none. */
+	cache_refresh_failed(c, &k, 200000);
+	assert_int_equal(cache_get(c, &k, 63000, out, sizeof(out), &out_len,
+	    &meta), 0);
+	assert_int_equal(meta.refresh_after_ms, 200000);
+	assert_int_equal(cache_flush(c), 2);
+	assert_int_equal(cache_put(c, &k, ans, sizeof(ans), &info, 64000), 0);
+	assert_int_equal(cache_get(c, &k, 64000, out, sizeof(out), &out_len,
+	    &meta), 0);
+	assert_int_equal(meta.refresh_after_ms, 0);
+	cache_free(c);
+}
+
+/* Insert times are 32-bit milliseconds from a per-shard epoch, which moves
+ * when the clock runs 2^32 ms past it: a process up for months keeps
+ * correct ages, and entries dead for weeks do not come back to life when
+ * the 32 bits wrap. */
+static void
+test_long_uptime(void **state)
+{
+	struct dnsmsg_answer_info info, info_week;
+	struct cache_meta meta;
+	struct cache_stats st;
+	struct cache_key ka, kb, kc;
+	struct cache *c;
+	uint8_t ans[STD_LEN], ans_week[STD_LEN], out[STD_LEN];
+	const uint64_t wrap = (uint64_t)1 << 32, day = 86400000;
+	uint64_t t0 = 1000, tb = t0 + wrap - day, tc = t0 + wrap + 5000;
+	size_t out_len;
+
+	(void)state;
+	key_idx(&ka, 21);
+	key_idx(&kb, 22);
+	key_idx(&kc, 23);
+	std_answer(ans, 0x80, &info, 60);
+	std_answer(ans_week, 0x80, &info_week, 604800);
+	c = new_cache(BIG, 600);
+	assert_non_null(c);
+
+	/* A, 60 s, is long dead when B (a week) arrives a day before the 32
+	 * bits would wrap; nothing read A since. */
+	assert_int_equal(cache_put(c, &ka, ans, sizeof(ans), &info, t0), 0);
+	assert_int_equal(cache_put(c, &kb, ans_week, sizeof(ans_week),
+	    &info_week, tb), 0);
+	/* C's put is past the wrap. In C's shard the epoch moves and a dead
+	 * entry goes as expired; A (read as 32 bits it would be 4 seconds old
+	 * and fresh) is gone, by that or by the lookup; B stays. */
+	assert_int_equal(cache_put(c, &kc, ans, sizeof(ans), &info, tc), 0);
+	assert_int_equal(cache_get(c, &ka, tc, out, sizeof(out), &out_len,
+	    &meta), -ENOENT);
+	assert_int_equal(cache_get_stale(c, &ka, tc, 30, out, sizeof(out),
+	    &out_len, &meta), -ENOENT);
+	stats(c, &st);
+	assert_int_equal(st.expired, 1);
+	assert_int_equal(st.entries, 2);
+	/* B is a day and 5 s old, and ages from there. */
+	assert_int_equal(cache_get(c, &kb, tc, out, sizeof(out), &out_len,
+	    &meta), 0);
+	assert_int_equal(meta.age, 86405);
+	assert_int_equal(cache_get(c, &kc, tc + 2000, out, sizeof(out),
+	    &out_len, &meta), 0);
+	assert_int_equal(meta.age, 2);
+	/* and both end on time. */
+	assert_int_equal(cache_get(c, &kb, tb + 604800000, out, sizeof(out),
+	    &out_len, &meta), -ENOENT);
+	assert_int_equal(cache_get(c, &kc, tc + 60000, out, sizeof(out),
+	    &out_len, &meta), -ENOENT);
+	cache_free(c);
+
+	/* A lifetime longer than the cache keeps (2^20 - 1 s) is shortened,
+	 * never lengthened. */
+	c = new_cache(BIG, 0);
+	assert_non_null(c);
+	std_answer(ans_week, 0x80, &info_week, 0x7fffffff);
+	assert_int_equal(cache_put(c, &kb, ans_week, sizeof(ans_week),
+	    &info_week, t0), 0);
+	assert_int_equal(cache_get(c, &kb, t0, out, sizeof(out), &out_len,
+	    &meta), 0);
+	assert_int_equal(meta.ttl, (1u << 20) - 1);
+	assert_int_equal(cache_get(c, &kb, t0 + (uint64_t)meta.ttl * 1000,
+	    out, sizeof(out), &out_len, &meta), -ENOENT);
 	cache_free(c);
 }
 
@@ -2543,6 +2626,7 @@ main(void)
 		cmocka_unit_test(test_stale_on_fresh),
 		cmocka_unit_test(test_stale_zero),
 		cmocka_unit_test(test_refresh_failed),
+		cmocka_unit_test(test_long_uptime),
 		cmocka_unit_test(test_eviction_stale),
 		cmocka_unit_test(test_random_bound),
 		cmocka_unit_test(test_flush_all),
