@@ -348,11 +348,10 @@ _Static_assert(ENTRY_HDR <= sizeof(UT_hash_handle) + 10,
     "an entry's fixed part grew: see Memory at the top of the file");
 _Static_assert(DNSMSG_MAX_RRS < 512, "n_ttl is 9 bits");
 
-/* An entry's lifetime is at most this many seconds (12 days; the longest
- * cache-max-ttl is 7), and the stale window at most CACHE_STALE_MAX_S, so
- * an entry dies before CACHE_LIFE_MAX_MS: the rebase below relies on it. */
-#define CACHE_TTL_MAX ((1u << 20) - 1)
-#define CACHE_STALE_MAX_S (7u * 86400)
+/* An entry's lifetime is at most CACHE_TTL_MAX seconds and its stale
+ * window at most CACHE_STALE_MAX_S (cache.h), so an entry dies before
+ * CACHE_LIFE_MAX_MS: the rebase below relies on it. */
+_Static_assert(CACHE_TTL_MAX < (1u << 20), "ttl is 20 bits");
 #define CACHE_LIFE_MAX_MS (((uint64_t)CACHE_TTL_MAX + CACHE_STALE_MAX_S) * 1000)
 /* How far a shard's epoch stays behind the clock: an entry inserted by a
  * worker whose loop clock lags the one that set the epoch still gets its

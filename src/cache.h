@@ -94,6 +94,12 @@ struct cache;
 struct cache *cache_new_shards(size_t max_bytes, uint32_t stale_max_s,
     unsigned n_shards);
 
+/* The longest lifetime an entry keeps (12 days; conf's cache-max-ttl is
+ * at most 7) and the longest stale window (a larger stale_max_s is
+ * shortened to it): an entry's insert time is 32 bits wide. */
+#define CACHE_TTL_MAX ((1u << 20) - 1)
+#define CACHE_STALE_MAX_S (7u * 86400)
+
 /* cache_new_shards with one shard. */
 struct cache *cache_new(size_t max_bytes, uint32_t stale_max_s);
 
@@ -111,9 +117,10 @@ void cache_key_make(struct cache_key *key, const struct dnsmsg_query *q);
  * differs from one run to the next: never store it. */
 void cache_key_hash(struct cache_key *key);
 
-/* Store a copy of an answer under key for info->ttl seconds from now_ms,
- * replacing any older entry. info comes from dnsmsg_parse_answer on these
- * bytes. Does nothing and returns 0 when !info->cacheable or ttl is 0.
+/* Store a copy of an answer under key for info->ttl seconds from now_ms
+ * (at most CACHE_TTL_MAX: a longer lifetime is shortened to it), replacing
+ * any older entry. info comes from dnsmsg_parse_answer on these bytes.
+ * Does nothing and returns 0 when !info->cacheable or ttl is 0.
  * Returns 0, or -ENOMEM (the cache is unchanged), or -E2BIG when the one
  * answer is larger than its shard's share of the bound (or than a DNS
  * message can be), or -EINVAL for a key of length 0 or over

@@ -45,6 +45,7 @@ struct model {
 	size_t len;
 	struct dnsmsg_answer_info info;
 	uint64_t at;            /* put time */
+	uint64_t retry_at;      /* cache_refresh_failed's, 0 = none */
 };
 
 static const char *const names[N_NAMES] = {
@@ -168,11 +169,15 @@ op_put(struct cache *c, struct input *in, uint64_t now)
 	memcpy(model[k].ans, b, len);
 	model[k].len = len;
 	model[k].info = info;
+	/* cache_put's contract: a longer lifetime is shortened. */
+	if (info.ttl > CACHE_TTL_MAX)
+		model[k].info.ttl = CACHE_TTL_MAX;
 	model[k].at = now;
+	model[k].retry_at = 0;
 	/* It is the newest entry: nothing can have pushed it out yet. */
 	if (cache_get(c, &keys[k], now, out, sizeof(out), &got, &meta) != 0 ||
 	    got != len || memcmp(out, b, len) != 0 || meta.age != 0 ||
-	    meta.ttl != info.ttl)
+	    meta.ttl != model[k].info.ttl)
 		__builtin_trap();
 }
 
@@ -217,6 +222,10 @@ op_get(struct cache *c, struct input *in, uint64_t now, int stale)
 		    age);
 	}
 	if (memcmp(out, want, m->len) != 0 || meta.ttl != m->info.ttl)
+		__builtin_trap();
+	/* The entry's own record or none (when its allocation failed), never
+	 * one left by an entry before it. */
+	if (meta.refresh_after_ms != m->retry_at && meta.refresh_after_ms != 0)
 		__builtin_trap();
 }
 
@@ -347,8 +356,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				for (k = 0; k < N_KEYS; k++)
 					model[k].stored = 0;
 			} else {
-				cache_refresh_failed(c, &keys[take8(&in) %
-				    N_KEYS], now + 1000);
+				k = take8(&in) % N_KEYS;
+				cache_refresh_failed(c, &keys[k], now + 1000);
+				if (model[k].stored)
+					model[k].retry_at = now + 1000;
 			}
 			break;
 		case 8:

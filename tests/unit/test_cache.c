@@ -1213,7 +1213,7 @@ test_long_uptime(void **state)
 	    &info_week, t0), 0);
 	assert_int_equal(cache_get(c, &kb, t0, out, sizeof(out), &out_len,
 	    &meta), 0);
-	assert_int_equal(meta.ttl, (1u << 20) - 1);
+	assert_int_equal(meta.ttl, CACHE_TTL_MAX);
 	assert_int_equal(cache_get(c, &kb, t0 + (uint64_t)meta.ttl * 1000,
 	    out, sizeof(out), &out_len, &meta), -ENOENT);
 	cache_free(c);
