@@ -1398,9 +1398,30 @@ cache_resize(struct cache *c, size_t max_bytes)
 
 /* ---- claim records ---- */
 
-int
-cache_claim(struct cache *c, const struct cache_key *key, unsigned worker,
-    int wait)
+/* Has key's entry been refreshed: is it fresh at now_ms with more than
+ * 1/fraction of its lifetime left? Under the shard's lock; only reads. */
+static int
+entry_refreshed(struct shard *s, const struct cache_key *key,
+    uint64_t now_ms, unsigned fraction)
+{
+	struct cache_entry *e;
+	uint64_t left_ms, expiry;
+
+	HASH_FIND_BYHASHVALUE(hh, s->table, key->bytes, key->len, key->hash,
+	    e);
+	if (e == NULL)
+		return 0;
+	expiry = entry_expiry(s, e);
+	if (now_ms >= expiry)
+		return 0;
+	left_ms = expiry - now_ms;
+	return left_ms * fraction > (uint64_t)e->ttl * 1000;
+}
+
+/* cache_claim, and for fraction > 0 cache_claim_refresh. */
+static int
+claim(struct cache *c, const struct cache_key *key, unsigned worker,
+    int wait, uint64_t now_ms, unsigned fraction)
 {
 	struct claim *r, *fresh;
 	struct shard *s;
@@ -1420,6 +1441,10 @@ cache_claim(struct cache *c, const struct cache_key *key, unsigned worker,
 	}
 	s = shard_of(c, key->hash);
 	lock_take(&s->lock);
+	if (fraction > 0 && entry_refreshed(s, key, now_ms, fraction)) {
+		rc = CACHE_CLAIM_BUSY;
+		goto unlock;
+	}
 	HASH_FIND_BYHASHVALUE(hh, s->claims, key->bytes, key->len, key->hash,
 	    r);
 	if (r != NULL) {
@@ -1449,6 +1474,20 @@ unlock:
 	mem_free(fresh);
 out:
 	return rc;
+}
+
+int
+cache_claim(struct cache *c, const struct cache_key *key, unsigned worker,
+    int wait)
+{
+	return claim(c, key, worker, wait, 0, 0);
+}
+
+int
+cache_claim_refresh(struct cache *c, const struct cache_key *key,
+    unsigned worker, uint64_t now_ms, unsigned fraction)
+{
+	return claim(c, key, worker, 0, now_ms, fraction);
 }
 
 uint64_t

@@ -253,6 +253,15 @@ enum cache_claim_result {
 int cache_claim(struct cache *c, const struct cache_key *key, unsigned worker,
     int wait);
 
+/* Claim key for a refresh (prefetch) of an entry the caller saw in the
+ * last 1/fraction of its lifetime: cache_claim with wait 0, except that it
+ * also returns BUSY, claiming nothing, when the entry is fresh at now_ms
+ * with more than 1/fraction of its lifetime left. That is, another worker
+ * refreshed it between the caller's lookup and this claim; under the
+ * shard's lock the two checks are one. */
+int cache_claim_refresh(struct cache *c, const struct cache_key *key,
+    unsigned worker, uint64_t now_ms, unsigned fraction);
+
 /* End worker's claim on key: when worker owns the record, remove it and
  * return the mask of the workers that wait (bit w for worker w; never the
  * owner's own bit; 0 when nobody waits). Returns 0 and changes nothing

@@ -720,7 +720,11 @@ pending_claim(struct query_ctx *ctx, struct query_pending *p, int wait,
 
 	if (ctx->share == NULL)
 		return 0;
-	rc = cache_claim(ctx->cache, &p->key, ctx->share->worker, wait);
+	/* A prefetch's lookup and this claim are two steps: another worker
+	 * may have refreshed the entry in between, and then it is skipped. */
+	rc = wait ? cache_claim(ctx->cache, &p->key, ctx->share->worker, 1) :
+	    cache_claim_refresh(ctx->cache, &p->key, ctx->share->worker, now,
+	    PREFETCH_FRACTION);
 	if (rc == CACHE_CLAIM_OWNER) {
 		p->claimed = 1;
 		return 0;

@@ -2539,6 +2539,58 @@ test_claim(void **state)
 
 /* No memory for a record: the claimer owns the fetch without one, so
  * nobody learns of it and its release returns 0. */
+/* A refresh claims only while the entry still needs one: between a
+ * worker's lookup and its claim another may have put the new answer. */
+static void
+test_claim_refresh(void **state)
+{
+	struct dnsmsg_answer_info info;
+	struct cache_key ka, kb;
+	struct cache *c;
+	uint8_t ans[STD_LEN];
+
+	(void)state;
+	key_idx(&ka, 1);
+	key_idx(&kb, 2);
+	std_answer(ans, 0x80, &info, 100);
+	c = cache_new_shards(BIG, 60, 16);
+	assert_non_null(c);
+
+	/* No entry: a claim like any other. */
+	assert_int_equal(cache_claim_refresh(c, &kb, 1, 0, 10),
+	    CACHE_CLAIM_OWNER);
+	assert_int_equal(cache_release(c, &kb, 1), 0);
+
+	/* 100 s put at 0. At 85 s, 15 s left: more than a tenth, so BUSY
+	 * and nothing recorded; at 90.5 s, 9.5 s left: worker 1 owns it, and
+	 * worker 2's refresh is busy as with cache_claim. */
+	assert_int_equal(cache_put(c, &ka, ans, sizeof(ans), &info, 0), 0);
+	assert_int_equal(cache_claim_refresh(c, &ka, 1, 85000, 10),
+	    CACHE_CLAIM_BUSY);
+	assert_int_equal(inflight(c), 0);
+	assert_int_equal(cache_claim_refresh(c, &ka, 1, 90500, 10),
+	    CACHE_CLAIM_OWNER);
+	assert_int_equal(inflight(c), 1);
+	assert_int_equal(cache_claim_refresh(c, &ka, 2, 90500, 10),
+	    CACHE_CLAIM_BUSY);
+	/* Worker 1's refresh lands and its claim ends. Worker 2, which saw
+	 * the old entry a moment ago, claims now: busy, the entry is new. */
+	assert_int_equal(cache_put(c, &ka, ans, sizeof(ans), &info, 90600),
+	    0);
+	assert_int_equal(cache_release(c, &ka, 1), 0);
+	assert_int_equal(cache_claim_refresh(c, &ka, 2, 90700, 10),
+	    CACHE_CLAIM_BUSY);
+	assert_int_equal(inflight(c), 0);
+	/* Expired (stale) is not refreshed: the claim is made. */
+	assert_int_equal(cache_claim_refresh(c, &ka, 2, 90600 + 100000, 10),
+	    CACHE_CLAIM_OWNER);
+	assert_int_equal(cache_release(c, &ka, 2), 0);
+	/* Out of range as cache_claim. */
+	assert_int_equal(cache_claim_refresh(c, &ka, CACHE_MAX_WORKERS, 0,
+	    10), -EINVAL);
+	cache_free(c);
+}
+
 static void
 test_claim_oom(void **state)
 {
@@ -2642,6 +2694,7 @@ main(void)
 		cmocka_unit_test(test_shard_bound),
 		cmocka_unit_test(test_key_hash),
 		cmocka_unit_test(test_claim),
+		cmocka_unit_test(test_claim_refresh),
 		cmocka_unit_test(test_claim_oom),
 	};
 	int failed;
