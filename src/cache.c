@@ -1398,11 +1398,12 @@ cache_resize(struct cache *c, size_t max_bytes)
 
 /* ---- claim records ---- */
 
-/* Has key's entry been refreshed: is it fresh at now_ms with more than
- * 1/fraction of its lifetime left? Under the shard's lock; only reads. */
+/* Does key have an entry fresh at now_ms with more than 1/fraction of its
+ * lifetime left (fraction 0: with any time left, as cache_get would serve
+ * it)? Under the shard's lock; only reads. */
 static int
-entry_refreshed(struct shard *s, const struct cache_key *key,
-    uint64_t now_ms, unsigned fraction)
+entry_fresh(struct shard *s, const struct cache_key *key, uint64_t now_ms,
+    unsigned fraction)
 {
 	struct cache_entry *e;
 	uint64_t left_ms, expiry;
@@ -1415,13 +1416,20 @@ entry_refreshed(struct shard *s, const struct cache_key *key,
 	if (now_ms >= expiry)
 		return 0;
 	left_ms = expiry - now_ms;
-	return left_ms * fraction > (uint64_t)e->ttl * 1000;
+	return fraction == 0 || left_ms * fraction > (uint64_t)e->ttl * 1000;
 }
 
-/* cache_claim, and for fraction > 0 cache_claim_refresh. */
+/* What a claim checks first, under the shard's lock. */
+enum claim_check {
+	CHECK_NONE,       /* cache_claim: nothing */
+	CHECK_FRESH,      /* cache_claim_miss: a fresh entry means FRESH */
+	CHECK_REFRESHED,  /* cache_claim_refresh: a refreshed one, BUSY */
+};
+
+/* cache_claim, cache_claim_miss and cache_claim_refresh, as check says. */
 static int
 claim(struct cache *c, const struct cache_key *key, unsigned worker,
-    int wait, uint64_t now_ms, unsigned fraction)
+    int wait, enum claim_check check, uint64_t now_ms, unsigned fraction)
 {
 	struct claim *r, *fresh;
 	struct shard *s;
@@ -1441,8 +1449,13 @@ claim(struct cache *c, const struct cache_key *key, unsigned worker,
 	}
 	s = shard_of(c, key->hash);
 	lock_take(&s->lock);
-	if (fraction > 0 && entry_refreshed(s, key, now_ms, fraction)) {
-		rc = CACHE_CLAIM_BUSY;
+	/* The caller's lookup and this claim are two steps: another
+	 * worker may have stored the key's answer in between (and released
+	 * its claim, so no record says so). */
+	if (check != CHECK_NONE && entry_fresh(s, key, now_ms,
+	    check == CHECK_FRESH ? 0 : fraction)) {
+		rc = check == CHECK_FRESH ? CACHE_CLAIM_FRESH :
+		    CACHE_CLAIM_BUSY;
 		goto unlock;
 	}
 	HASH_FIND_BYHASHVALUE(hh, s->claims, key->bytes, key->len, key->hash,
@@ -1480,14 +1493,22 @@ int
 cache_claim(struct cache *c, const struct cache_key *key, unsigned worker,
     int wait)
 {
-	return claim(c, key, worker, wait, 0, 0);
+	return claim(c, key, worker, wait, CHECK_NONE, 0, 0);
+}
+
+int
+cache_claim_miss(struct cache *c, const struct cache_key *key,
+    unsigned worker, uint64_t now_ms)
+{
+	return claim(c, key, worker, 1, CHECK_FRESH, now_ms, 0);
 }
 
 int
 cache_claim_refresh(struct cache *c, const struct cache_key *key,
     unsigned worker, uint64_t now_ms, unsigned fraction)
 {
-	return claim(c, key, worker, 0, now_ms, fraction);
+	return claim(c, key, worker, 0, fraction > 0 ? CHECK_REFRESHED :
+	    CHECK_NONE, now_ms, fraction);
 }
 
 uint64_t

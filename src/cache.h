@@ -241,6 +241,10 @@ enum cache_claim_result {
 	CACHE_CLAIM_WAIT = 1,
 	/* Another worker is fetching it and wait was 0: nothing recorded. */
 	CACHE_CLAIM_BUSY = 2,
+	/* cache_claim_miss only: key's answer is in the cache, fresh (another
+	 * worker stored it after the caller's lookup): nothing recorded, the
+	 * caller answers from the cache instead of fetching. */
+	CACHE_CLAIM_FRESH = 3,
 };
 
 /* Claim key for worker. Returns a cache_claim_result: OWNER when no record
@@ -252,6 +256,16 @@ enum cache_claim_result {
  * 0 or over CACHE_KEY_MAX. */
 int cache_claim(struct cache *c, const struct cache_key *key, unsigned worker,
     int wait);
+
+/* Claim key for a client's miss at now_ms: cache_claim with wait 1,
+ * except that it returns CACHE_CLAIM_FRESH, claiming nothing, when key has
+ * an entry that cache_get at now_ms would serve. Between a worker's lookup
+ * and its claim, another may have fetched the key, stored the answer and
+ * released its record; without this check the late worker would find no
+ * record and fetch the same answer again. Under the shard's lock the two
+ * checks are one. */
+int cache_claim_miss(struct cache *c, const struct cache_key *key,
+    unsigned worker, uint64_t now_ms);
 
 /* Claim key for a refresh (prefetch) of an entry the caller saw in the
  * last 1/fraction of its lifetime: cache_claim with wait 0, except that it

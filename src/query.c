@@ -16,8 +16,10 @@
  * the last tenth of its TTL starts a pending with no waiter (prefetch).
  *
  * Across workers (worker.c, when there are several): a new pending first
- * claims its key in the shared cache (cache_claim). The first worker to
- * claim it fetches; a pending on another worker is parked instead (no
+ * claims its key in the shared cache (cache_claim_miss). The first worker
+ * to claim it fetches; one whose claim finds the answer stored since its
+ * lookup (the fetch ended in between) answers from the cache; a pending
+ * on another worker is parked instead (no
  * out-query, on ctx->parked in deadline order) and its waiters are
  * answered when the fetcher's cache_release names this worker and the
  * outcome arrives through query_remote_done: the answer exactly as the
@@ -711,7 +713,9 @@ query_remote_done(struct query_ctx *ctx, const struct cache_key *key,
 
 /* Join the fetch another worker has under way for p's key, if there is
  * one. Returns 1 when p is parked on it, 0 when p is to fetch (and has
- * claimed the key), -1 when wait is 0 and another worker fetches. */
+ * claimed the key), -1 when wait is 0 and another worker fetches (or has
+ * refreshed the entry), 2 when wait is 1 and another worker has stored
+ * the answer since the caller's lookup: the cache has it now. */
 static int
 pending_claim(struct query_ctx *ctx, struct query_pending *p, int wait,
     uint64_t now)
@@ -720,11 +724,14 @@ pending_claim(struct query_ctx *ctx, struct query_pending *p, int wait,
 
 	if (ctx->share == NULL)
 		return 0;
-	/* A prefetch's lookup and this claim are two steps: another worker
-	 * may have refreshed the entry in between, and then it is skipped. */
-	rc = wait ? cache_claim(ctx->cache, &p->key, ctx->share->worker, 1) :
-	    cache_claim_refresh(ctx->cache, &p->key, ctx->share->worker, now,
-	    PREFETCH_FRACTION);
+	/* The lookup and this claim are two steps: another worker may have
+	 * fetched the key in between. A prefetch is then skipped; a client
+	 * is answered from the cache. */
+	rc = wait ? cache_claim_miss(ctx->cache, &p->key, ctx->share->worker,
+	    now) : cache_claim_refresh(ctx->cache, &p->key,
+	    ctx->share->worker, now, PREFETCH_FRACTION);
+	if (rc == CACHE_CLAIM_FRESH)
+		return 2;
 	if (rc == CACHE_CLAIM_OWNER) {
 		p->claimed = 1;
 		return 0;
@@ -740,10 +747,12 @@ pending_claim(struct query_ctx *ctx, struct query_pending *p, int wait,
 }
 
 /* Start the one upstream query for key, or park on another worker's
- * (wait: a prefetch does not). Returns it, or NULL. */
+ * (wait: a prefetch does not). Returns it, or NULL; NULL with *fresh set
+ * (when fresh is not NULL) when another worker stored key's answer since
+ * the caller's lookup, so that the cache answers. */
 static struct query_pending *
 pending_new(struct query_ctx *ctx, const struct dnsmsg_query *q,
-    const struct cache_key *key, int wait, uint64_t now)
+    const struct cache_key *key, int wait, uint64_t now, int *fresh)
 {
 	static const struct dnsmsg_answer_info none = {
 		.rcode = DNS_RCODE_SERVFAIL };
@@ -773,6 +782,14 @@ pending_new(struct query_ctx *ctx, const struct dnsmsg_query *q,
 		return NULL;
 	}
 	rc = pending_claim(ctx, p, wait, now);
+	if (rc == 2) {
+		/* Nothing claimed, nothing parked: only the add to undo. */
+		HASH_DEL(ctx->inflight, p);
+		mem_free(p);
+		if (fresh != NULL)
+			*fresh = 1;
+		return NULL;
+	}
 	if (rc == 0 && ctx->shc != NULL && wait) {
 		memcpy(p->wire, wire, len);
 		p->wire_len = (uint16_t)len;
@@ -828,8 +845,30 @@ maybe_prefetch(struct query_ctx *ctx, const struct dnsmsg_query *q,
 	    key->hash, p);
 	if (p != NULL || !pending_room(ctx, 0, 1))
 		return;
-	if (pending_new(ctx, q, key, 0, now) != NULL)
+	if (pending_new(ctx, q, key, 0, now, NULL) != NULL)
 		ctx->metrics->cache_prefetches++;
+}
+
+/* The answer from the cache when key's entry is fresh at now_ms, made the
+ * client's (its ID, its spelling, its OPT) in out: returns 1 and sets
+ * *out_len (and *meta when meta is not NULL); 0 on a miss. */
+static int
+cache_answer(struct query_ctx *ctx, const uint8_t *msg,
+    const struct dnsmsg_query *q, const struct cache_key *key, int udp,
+    uint64_t now_ms, uint8_t *out, size_t *out_len, struct cache_meta *meta,
+    struct answer_src *a)
+{
+	size_t n;
+
+	if (cache_get(ctx->cache, key, now_ms, out, DNS_MAX_MSG, &n,
+	    meta) != 0)
+		return 0;
+	a->src = METRICS_SRC_CACHE;
+	/* Personalized with its OPT in one: finish_answer's add_opt would
+	 * walk the question again. */
+	(void)dnsmsg_personalize_opt(out, &n, DNS_MAX_MSG, msg, q, EDE_NONE);
+	*out_len = finish_answer(ctx, q, udp, out, n, 0, EDE_NONE, a);
+	return 1;
 }
 
 /* A miss: wait on the pending upstream query for key, starting it if
@@ -845,6 +884,7 @@ query_wait(struct query_ctx *ctx, const uint8_t *msg, size_t len,
 	struct query_pending *p;
 	struct query_waiter *w;
 	size_t cost = query_waiter_cost(len, origin_len);
+	int fresh = 0, tries = 0;
 
 	HASH_FIND_BYHASHVALUE(hh, ctx->inflight, key->bytes, key->len,
 	    key->hash, p);
@@ -856,9 +896,23 @@ query_wait(struct query_ctx *ctx, const uint8_t *msg, size_t len,
 		goto overload;
 	if (p != NULL)
 		ctx->metrics->queries_coalesced++;
-	else if ((p = pending_new(ctx, q, key, 1, now_ms)) != NULL &&
-	    p->parked)
-		ctx->metrics->queries_coalesced++;
+	/* Another worker's answer landed between our lookup and our claim
+	 * (fresh): it is this client's, as if we had waited for it. Twice
+	 * at most: the entry may be flushed or evicted before we read it. */
+	while (p == NULL && tries++ < 2) {
+		fresh = 0;
+		p = pending_new(ctx, q, key, 1, now_ms, &fresh);
+		if (p != NULL && p->parked)
+			ctx->metrics->queries_coalesced++;
+		if (fresh && cache_answer(ctx, msg, q, key, udp, now_ms, out,
+		    out_len, NULL, &err)) {
+			ctx->metrics->queries_coalesced++;
+			mem_free(w);
+			return QUERY_ANSWER;
+		}
+		if (!fresh)
+			break;
+	}
 	if (p == NULL) {
 		mem_free(w);
 		goto overload;
@@ -1021,16 +1075,9 @@ query_handle(struct query_ctx *ctx, const uint8_t *msg, size_t len, int udp,
 		return QUERY_ANSWER;
 	}
 	cache_key_make(&key, &q);
-	if (cache_get(ctx->cache, &key, now_ms, out, DNS_MAX_MSG, &n,
-	    &meta) == 0) {
+	if (cache_answer(ctx, msg, &q, &key, udp, now_ms, out, out_len, &meta,
+	    &a)) {
 		ctx->metrics->cache_hits++;
-		a.src = METRICS_SRC_CACHE;
-		/* Personalized with its OPT in one: finish_answer's add_opt
-		 * would walk the question again. */
-		(void)dnsmsg_personalize_opt(out, &n, DNS_MAX_MSG, msg, &q,
-		    EDE_NONE);
-		*out_len = finish_answer(ctx, &q, udp, out, n, 0, EDE_NONE,
-		    &a);
 		/* A query without RD causes no upstream traffic. */
 		if (q.flags & DNS_FLAG_RD)
 			maybe_prefetch(ctx, &q, &key, &meta, now_ms);

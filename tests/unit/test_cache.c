@@ -2537,8 +2537,6 @@ test_claim(void **state)
 	cache_free(c);
 }
 
-/* No memory for a record: the claimer owns the fetch without one, so
- * nobody learns of it and its release returns 0. */
 /* A refresh claims only while the entry still needs one: between a
  * worker's lookup and its claim another may have put the new answer. */
 static void
@@ -2591,6 +2589,51 @@ test_claim_refresh(void **state)
 	cache_free(c);
 }
 
+/* A client's miss claims only while the cache has no fresh answer:
+ * between a worker's lookup and its claim another may have fetched the
+ * key, stored the answer and released its record. */
+static void
+test_claim_miss(void **state)
+{
+	struct dnsmsg_answer_info info;
+	struct cache_key ka;
+	struct cache *c;
+	uint8_t ans[STD_LEN];
+
+	(void)state;
+	key_idx(&ka, 1);
+	std_answer(ans, 0x80, &info, 100);
+	c = cache_new_shards(BIG, 60, 16);
+	assert_non_null(c);
+
+	/* No entry: worker 1 owns the fetch, worker 2 waits for it. */
+	assert_int_equal(cache_claim_miss(c, &ka, 1, 0), CACHE_CLAIM_OWNER);
+	assert_int_equal(cache_claim_miss(c, &ka, 2, 0), CACHE_CLAIM_WAIT);
+	/* Worker 1's answer lands and its claim ends, waking worker 2.
+	 * Worker 3 missed before the put and claims after the release:
+	 * the answer is there, fresh, so nothing is claimed or recorded. */
+	assert_int_equal(cache_put(c, &ka, ans, sizeof(ans), &info, 100), 0);
+	assert_true(cache_release(c, &ka, 1) == (uint64_t)1 << 2);
+	assert_int_equal(cache_claim_miss(c, &ka, 3, 200), CACHE_CLAIM_FRESH);
+	assert_int_equal(inflight(c), 0);
+	/* To its last millisecond (what cache_get serves, this claim finds
+	 * fresh); from its expiry on (stale) the claim is made. */
+	assert_int_equal(cache_claim_miss(c, &ka, 3, 100099),
+	    CACHE_CLAIM_FRESH);
+	assert_int_equal(cache_claim_miss(c, &ka, 3, 100100),
+	    CACHE_CLAIM_OWNER);
+	assert_int_equal(cache_claim_miss(c, &ka, 4, 100100),
+	    CACHE_CLAIM_WAIT);
+	assert_true(cache_release(c, &ka, 3) == (uint64_t)1 << 4);
+	/* Out of range as cache_claim. */
+	assert_int_equal(cache_claim_miss(c, &ka, CACHE_MAX_WORKERS, 0),
+	    -EINVAL);
+	assert_int_equal(inflight(c), 0);
+	cache_free(c);
+}
+
+/* No memory for a record: the claimer owns the fetch without one, so
+ * nobody learns of it and its release returns 0. */
 static void
 test_claim_oom(void **state)
 {
@@ -2695,6 +2738,7 @@ main(void)
 		cmocka_unit_test(test_key_hash),
 		cmocka_unit_test(test_claim),
 		cmocka_unit_test(test_claim_refresh),
+		cmocka_unit_test(test_claim_miss),
 		cmocka_unit_test(test_claim_oom),
 	};
 	int failed;

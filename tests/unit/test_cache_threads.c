@@ -411,12 +411,142 @@ test_16_shards(void **state)
 	run(16, BIG);
 }
 
+/* ---- one fetch per key: the client's miss path of every worker ----
+ *
+ * Each thread walks the same keys in the same order, as workers do when
+ * clients ask them all for the same new names: look up; on a miss claim
+ * with cache_claim_miss; the owner "fetches" (counts it), puts the answer
+ * and releases; a waiter would be woken by that release; a claim that
+ * finds the answer already there must find it with cache_get. Every key is
+ * fetched exactly once. A plain cache_claim fails this: a thread that
+ * missed before another's put and claims after its release finds no
+ * record and fetches again. */
+
+#define F_KEYS 1024
+#define F_PASSES 8
+
+static atomic_int fetches[F_KEYS];
+
+struct fetcher {
+	uv_thread_t tid;
+	struct cache *c;
+	unsigned id;
+	int bad_line;
+	char bad[120];
+	unsigned long owners, waits, fresh, hits;
+};
+
+#define FCHECK(f, cond) \
+	fcheck((f), (cond), __LINE__, #cond)
+
+static void
+fcheck(struct fetcher *f, int ok, int line, const char *what)
+{
+	if (ok || f->bad_line != 0)
+		return;
+	f->bad_line = line;
+	snprintf(f->bad, sizeof(f->bad), "%s", what);
+}
+
+static void
+fetcher_run(void *arg)
+{
+	struct fetcher *f = arg;
+	struct dnsmsg_answer_info info;
+	uint8_t buf[ANS_MAX], out[ANS_MAX];
+	uint64_t now = 1000;    /* one clock: nothing expires */
+	size_t len, n;
+	unsigned i, pass;
+	int rc;
+
+	memset(&info, 0, sizeof(info));
+	info.cacheable = 1;
+	info.n_ttl = 1;
+	info.ttl_off[0] = TTL_AT;
+	info.ttl = 300;
+	for (pass = 0; pass < F_PASSES; pass++) {
+		for (i = pass * (F_KEYS / F_PASSES); i < (pass + 1) *
+		    (F_KEYS / F_PASSES); i++) {
+			if (cache_get(f->c, &keys[i], now, out, sizeof(out),
+			    &n, NULL) == 0) {
+				f->hits++;
+				continue;
+			}
+			rc = cache_claim_miss(f->c, &keys[i], f->id, now);
+			if (rc == CACHE_CLAIM_WAIT) {
+				f->waits++;
+			} else if (rc == CACHE_CLAIM_FRESH) {
+				f->fresh++;
+				FCHECK(f, cache_get(f->c, &keys[i], now, out,
+				    sizeof(out), &n, NULL) == 0);
+			} else {
+				FCHECK(f, rc == CACHE_CLAIM_OWNER);
+				f->owners++;
+				atomic_fetch_add(&fetches[i], 1);
+				len = answer_of(i, buf);
+				FCHECK(f, cache_put(f->c, &keys[i], buf, len,
+				    &info, now) == 0);
+				(void)cache_release(f->c, &keys[i], f->id);
+			}
+		}
+	}
+}
+
+static void
+test_one_fetch_per_key(void **state)
+{
+	static struct fetcher f[N_THREADS];
+	struct cache_stats st;
+	unsigned long owners = 0, waits = 0, fresh = 0, hits = 0;
+	struct cache *c;
+	unsigned i;
+
+	(void)state;
+	keys_init();
+	/* Room for every answer: an evicted key may rightly be fetched
+	 * again. */
+	c = cache_new_shards((size_t)64 << 20, 0, 16);
+	assert_non_null(c);
+	memset(f, 0, sizeof(f));
+	for (i = 0; i < F_KEYS; i++)
+		atomic_init(&fetches[i], 0);
+	for (i = 0; i < N_THREADS; i++) {
+		f[i].c = c;
+		f[i].id = i;
+		assert_int_equal(uv_thread_create(&f[i].tid, fetcher_run,
+		    &f[i]), 0);
+	}
+	for (i = 0; i < N_THREADS; i++)
+		assert_int_equal(uv_thread_join(&f[i].tid), 0);
+	for (i = 0; i < N_THREADS; i++) {
+		if (f[i].bad_line != 0)
+			fail_msg("thread %u, line %d: %s", i, f[i].bad_line,
+			    f[i].bad);
+		owners += f[i].owners;
+		waits += f[i].waits;
+		fresh += f[i].fresh;
+		hits += f[i].hits;
+	}
+	printf("one fetch per key: %lu owners, %lu waits, %lu fresh at the "
+	    "claim, %lu hits\n", owners, waits, fresh, hits);
+	for (i = 0; i < F_KEYS; i++)
+		if (atomic_load(&fetches[i]) != 1)
+			fail_msg("key %u fetched %d times", i,
+			    atomic_load(&fetches[i]));
+	assert_int_equal(owners, F_KEYS);
+	cache_get_stats(c, &st);
+	assert_int_equal(st.inflight, 0);
+	assert_int_equal(st.entries, F_KEYS);
+	cache_free(c);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_one_shard),
 		cmocka_unit_test(test_16_shards),
+		cmocka_unit_test(test_one_fetch_per_key),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
