@@ -20,6 +20,15 @@
  * found; a dump changes nothing and reports no more than the stats hold;
  * a resize leaves everything within the new bound. Allocation failures
  * (mem_fail_after, an input operation) must leave the cache as it was.
+ *
+ * Claims (cache_claim, cache_claim_miss, cache_claim_refresh,
+ * cache_release) by four workers have a model too: per key, whether a
+ * record exists (stats.inflight says when a claim made one: without
+ * memory it makes none), its owner and its waiters. Every result must be
+ * the model's: a miss's claim is FRESH exactly when cache_get at the same
+ * instant finds the entry, a refresh's is BUSY when the entry is found
+ * with more than 1/fraction of its lifetime left, and otherwise records
+ * decide (OWNER, WAIT, BUSY); a release returns exactly the waiters.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -58,6 +67,16 @@ static uint8_t qbytes[N_KEYS][300];
 static size_t qlen[N_KEYS];
 static struct model model[N_KEYS];
 static uint32_t stale_max_s;
+
+#define N_WORKERS 4
+
+struct claim_model {
+	int present;            /* the cache holds a record for the key */
+	unsigned owner;
+	uint64_t waiters;
+};
+
+static struct claim_model claims[N_KEYS];
 
 /* Key i: name i / 2, type A, DO set for odd i (a second key per name). */
 static void
@@ -304,6 +323,102 @@ op_dump(struct cache *c, uint64_t now)
 		__builtin_trap();
 }
 
+static size_t
+inflight(struct cache *c)
+{
+	struct cache_stats st;
+
+	cache_get_stats(c, &st);
+	return st.inflight;
+}
+
+/* Per the model, is key k's entry fresh at now with more than 1/fraction
+ * of its lifetime left (fraction 0: with any)? It may have been evicted:
+ * the caller asks the cache whether it is there. */
+static int
+model_fresh(size_t k, uint64_t now, unsigned fraction)
+{
+	const struct model *m = &model[k];
+	uint64_t expiry = m->at + (uint64_t)m->info.ttl * 1000;
+
+	if (!m->stored || now >= expiry)
+		return 0;
+	return fraction == 0 ||
+	    (expiry - now) * fraction > (uint64_t)m->info.ttl * 1000;
+}
+
+/* What a claim with no entry check returns, per the model, updating it
+ * (a new record only when the cache says it made one). */
+static int
+claim_expect(struct claim_model *r, unsigned w, int wait, int rc,
+    size_t before, size_t after)
+{
+	if (r->present) {
+		if (after != before)
+			__builtin_trap();
+		if (r->owner == w)
+			return CACHE_CLAIM_OWNER;
+		if (!wait)
+			return CACHE_CLAIM_BUSY;
+		r->waiters |= (uint64_t)1 << w;
+		return CACHE_CLAIM_WAIT;
+	}
+	if (rc == CACHE_CLAIM_OWNER && after == before + 1) {
+		r->present = 1;
+		r->owner = w;
+		r->waiters = 0;
+	} else if (after != before) {
+		__builtin_trap();
+	}
+	return CACHE_CLAIM_OWNER;
+}
+
+static void
+op_claim(struct cache *c, struct input *in, uint64_t now)
+{
+	uint8_t b = take8(in), out[ANS_MAX];
+	size_t k = b % N_KEYS, got, before = inflight(c);
+	unsigned w = (b >> 3) % N_WORKERS, kind = (b >> 5) % 4, fraction;
+	struct claim_model *r = &claims[k];
+	uint64_t mask, want;
+	int rc, hit, expect, owned;
+
+	if (kind == 3) {
+		owned = r->present && r->owner == w;
+		want = owned ? r->waiters & ~((uint64_t)1 << w) : 0;
+		mask = cache_release(c, &keys[k], w);
+		if (mask != want || inflight(c) != before - (owned ? 1 : 0))
+			__builtin_trap();
+		if (owned)
+			r->present = 0;
+		return;
+	}
+	fraction = 1 + take8(in) % 16;
+	if (kind == 0)
+		rc = cache_claim(c, &keys[k], w, b >> 7);
+	else if (kind == 1)
+		rc = cache_claim_miss(c, &keys[k], w, now);
+	else
+		rc = cache_claim_refresh(c, &keys[k], w, now, fraction);
+	check_stats(c);
+	/* The same instant, so the same answer as the claim's check. */
+	hit = cache_get(c, &keys[k], now, out, sizeof(out), &got, NULL) == 0;
+	if (hit && !model_fresh(k, now, 0))
+		__builtin_trap();
+	if (kind == 1 && hit)
+		expect = CACHE_CLAIM_FRESH;
+	else if (kind == 2 && hit && model_fresh(k, now, fraction))
+		expect = CACHE_CLAIM_BUSY;
+	else
+		expect = claim_expect(r, w, kind == 0 ? b >> 7 : kind == 1, rc,
+		    before, inflight(c));
+	if (expect != CACHE_CLAIM_OWNER && expect != CACHE_CLAIM_WAIT &&
+	    inflight(c) != before)
+		__builtin_trap();
+	if (rc != expect)
+		__builtin_trap();
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -325,6 +440,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	max = 256 + (size_t)take8(&in) * 16;
 	stale_max_s = take8(&in);
 	memset(model, 0, sizeof(model));
+	memset(claims, 0, sizeof(claims));
 	c = cache_new(max, stale_max_s);
 	if (c == NULL)
 		abort();
@@ -363,7 +479,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			}
 			break;
 		case 8:
-			op_dump(c, now);
+			if (op & 0x80)
+				op_claim(c, &in, now);
+			else
+				op_dump(c, now);
 			break;
 		case 9:
 			max = (size_t)take8(&in) * 16;

@@ -80,6 +80,17 @@ def dnsmsg_seeds():
     s["answer-loop"] = header(1, 0x8180, an=1) + q + b"\xc0\x1d" + \
         struct.pack(">HHIH", 1, 1, 1, 4) + b"\1\2\3\4"
     s["answer-count-lies"] = header(1, 0x8180, an=9) + q + rr_a(30)
+    # Inputs the fuzzer found, kept as they were: BADVERS as an answer's
+    # rcode (b9b2331), an OPT mid-message that broke pointers once cut
+    # (0005bc2).
+    s["regress-badvers"] = bytes.fromhex(
+        "123401100001000000000001076578616d706f6d000001000100002904d00005"
+        "80000000")
+    s["regress-opt-mid-message"] = bytes.fromhex(
+        "1234df100001000000000004076578616d706c6503636f6d0000010001000029"
+        "002000000000000000d5000000007a00000000c02f20010000937a00000000c0"
+        "3401000077c00cc02600076501000000000002076578616d706c6503636f6d00"
+        "000100010000290020000001000003")
     return s
 
 
@@ -165,8 +176,18 @@ def upstream_seeds():
 # Operations of fuzz_cache.c (op byte % 11).
 PUT, GET, STALE, ADV, FLUSHNAME, FLUSH, DUMP, RESIZE, CMEMFAIL = \
     0, 3, 4, 5, 6, 7, 8, 9, 10
-ADV_S = 5 | 0x80
-FLUSH_ALL = 7 | 0x80
+
+
+def hi(op):
+    """The op byte for operation op with the 0x80 bit set (op | 0x80 is
+    another operation modulo 11)."""
+    return 128 + (op - 128) % 11
+
+
+ADV_S = hi(ADV)
+FLUSH_ALL = hi(FLUSH)
+CLAIM = hi(DUMP)
+C_CLAIM, C_MISS, C_REFRESH, C_RELEASE = 0, 1, 2, 3
 
 
 def put_a(key, ttls, rcode=0):
@@ -178,6 +199,15 @@ def put_a(key, ttls, rcode=0):
 def put_raw(key, body, counts, rcode=0, tc=False):
     return bytes([PUT, key, 1 | (2 if tc else 0) | rcode << 4, counts,
                   len(body)]) + body
+
+
+def claim(kind, key, worker, wait=0, fraction=10):
+    """fuzz_cache.c's op_claim: cache_claim (with wait or not),
+    cache_claim_miss, cache_claim_refresh (1/fraction) or cache_release,
+    of key by worker (0..3)."""
+    b = key | worker << 3 | kind << 5 | (wait << 7 if kind == C_CLAIM else 0)
+    return bytes([CLAIM, b]) + (bytes([fraction - 1])
+                                if kind != C_RELEASE else b"")
 
 
 def cache(ops, bound=64, stale=30):
@@ -216,6 +246,25 @@ def cache_seeds():
                          bytes([ADV, 0, 200, GET, 5]))
     s["truncated-uncacheable"] = cache(put_raw(0, rr_a(9), 1, tc=True) +
                                        bytes([GET, 0]))
+    # Fresh at the claim, then expired: worker 1 owns the fetch, 2 waits,
+    # 3 is busy (plain and refresh); only the owner's release ends it,
+    # with worker 2's bit; a new answer makes a refresh's claim busy.
+    s["claims"] = cache(put_a(0, [100]) + claim(C_MISS, 0, 1) +
+                        bytes([ADV_S, 0, 200]) + claim(C_MISS, 0, 1) +
+                        claim(C_MISS, 0, 2) + claim(C_CLAIM, 0, 3) +
+                        claim(C_CLAIM, 0, 1, wait=1) +
+                        claim(C_REFRESH, 0, 3) + claim(C_RELEASE, 0, 2) +
+                        claim(C_RELEASE, 0, 1) + put_a(0, [100]) +
+                        claim(C_REFRESH, 0, 2) + claim(C_RELEASE, 0, 1),
+                        bound=0x40, stale=0x10)
+    # Found by CI's fuzzer (9e9061e): a TTL past CACHE_TTL_MAX, which the
+    # model expected back unshortened.
+    s["long-ttl-clamped"] = bytes.fromhex(
+        "401e0005401eb5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5"
+        "b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5"
+        "b5b5b5b5b5b5b5b5b5b5b5b5b5b5000000000000000000000000000000000000"
+        "00b5b5b5b5b5b5b5b5b5b5b5b50000030110c00c00010001000000090004c000"
+        "020103000001006400050025000300040500c8")
     return s
 
 
