@@ -64,6 +64,7 @@ struct worker {
 	/* what the run did */
 	unsigned long hits, stale_hits, puts, owners, waits, busy, woken;
 	unsigned long flushes, dumps, dumped;
+	unsigned long fresh;       /* test_one_fetch_per_key's FRESH claims */
 };
 
 #define CHECK(w, cond) \
@@ -427,31 +428,10 @@ test_16_shards(void **state)
 
 static atomic_int fetches[F_KEYS];
 
-struct fetcher {
-	uv_thread_t tid;
-	struct cache *c;
-	unsigned id;
-	int bad_line;
-	char bad[120];
-	unsigned long owners, waits, fresh, hits;
-};
-
-#define FCHECK(f, cond) \
-	fcheck((f), (cond), __LINE__, #cond)
-
-static void
-fcheck(struct fetcher *f, int ok, int line, const char *what)
-{
-	if (ok || f->bad_line != 0)
-		return;
-	f->bad_line = line;
-	snprintf(f->bad, sizeof(f->bad), "%s", what);
-}
-
 static void
 fetcher_run(void *arg)
 {
-	struct fetcher *f = arg;
+	struct worker *f = arg;
 	struct dnsmsg_answer_info info;
 	uint8_t buf[ANS_MAX], out[ANS_MAX];
 	uint64_t now = 1000;    /* one clock: nothing expires */
@@ -477,14 +457,14 @@ fetcher_run(void *arg)
 				f->waits++;
 			} else if (rc == CACHE_CLAIM_FRESH) {
 				f->fresh++;
-				FCHECK(f, cache_get(f->c, &keys[i], now, out,
+				CHECK(f, cache_get(f->c, &keys[i], now, out,
 				    sizeof(out), &n, NULL) == 0);
 			} else {
-				FCHECK(f, rc == CACHE_CLAIM_OWNER);
+				CHECK(f, rc == CACHE_CLAIM_OWNER);
 				f->owners++;
 				atomic_fetch_add(&fetches[i], 1);
 				len = answer_of(i, buf);
-				FCHECK(f, cache_put(f->c, &keys[i], buf, len,
+				CHECK(f, cache_put(f->c, &keys[i], buf, len,
 				    &info, now) == 0);
 				(void)cache_release(f->c, &keys[i], f->id);
 			}
@@ -495,7 +475,7 @@ fetcher_run(void *arg)
 static void
 test_one_fetch_per_key(void **state)
 {
-	static struct fetcher f[N_THREADS];
+	static struct worker f[N_THREADS];
 	struct cache_stats st;
 	unsigned long owners = 0, waits = 0, fresh = 0, hits = 0;
 	struct cache *c;
