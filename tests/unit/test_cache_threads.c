@@ -279,7 +279,13 @@ worker_run(void *arg)
 		} else if (op < 990) {
 			cache_get_stats(w->c, &st);
 			CHECK(w, st.bytes <= st.max_bytes);
-			CHECK(w, st.inflight <= (size_t)N_THREADS * N_HOLD);
+			/* Only one shard's count is a snapshot: across shards
+			 * the stats are read one lock after another, and a
+			 * record released behind the reader and another made
+			 * ahead of it are both counted. */
+			if (st.shards == 1)
+				CHECK(w, st.inflight <=
+				    (size_t)N_THREADS * N_HOLD);
 		} else if (rnd(w) % 16 == 0) {
 			/* An operator's request now and then. */
 			switch (rnd(w) % 4) {
